@@ -1,0 +1,1 @@
+"""durable-rlm orchestrator: workflows, activities, worker, store, budgets, CLI, embedded dev stack."""

@@ -1,0 +1,71 @@
+"""Settings are read from the environment once, by ``load_settings()``, and passed down explicitly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value that cannot be used; the message names it and the fix."""
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    if env.get("RLM_DATA_DIR"):
+        return Path(env["RLM_DATA_DIR"]).expanduser()
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "durable-rlm"
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number; set it to e.g. {name}={default}") from None
+    if value < 0:
+        raise SettingsError(f"{name}={raw!r} is negative; set it to a value >= 0")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    temporal_address: str | None
+    temporal_namespace: str
+    task_queue: str
+    model: str
+    sub_model: str
+    sandbox_backend: str
+    prices_file: Path | None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def embedded_temporal(self) -> bool:
+        return self.temporal_address is None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    data_dir = default_data_dir(env)
+    database_url = env.get("RLM_DATABASE_URL") or f"sqlite:///{data_dir / 'rlm.sqlite3'}"
+    backend = env.get("RLM_SANDBOX_BACKEND", "docker")
+    if backend not in ("docker", "process"):
+        raise SettingsError(f"RLM_SANDBOX_BACKEND={backend!r} is not known; use 'docker' (default) or 'process'")
+    prices = env.get("RLM_PRICES_FILE")
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        temporal_address=env.get("TEMPORAL_ADDRESS") or None,
+        temporal_namespace=env.get("TEMPORAL_NAMESPACE", "default"),
+        task_queue=env.get("RLM_TASK_QUEUE", "durable-rlm"),
+        model=env.get("RLM_MODEL", "scripted/search"),
+        sub_model=env.get("RLM_SUB_MODEL", env.get("RLM_MODEL", "scripted/search")),
+        sandbox_backend=backend,
+        prices_file=Path(prices).expanduser() if prices else None,
+    )
