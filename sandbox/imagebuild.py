@@ -1,4 +1,4 @@
-"""Build the sandbox image offline: debootstrap a Debian root filesystem, ``docker import`` it, add the runtime.
+"""Build the sandbox image offline: debootstrap a Debian root, ``docker import`` it, add the runtime.
 
 No image registry is needed. The image is built in two layers so that editing the in-container runtime
 costs a second, not a debootstrap:
@@ -32,6 +32,8 @@ IMAGE_REPOSITORY = "durable-rlm-sandbox"
 BASE_REPOSITORY = "durable-rlm-sandbox-base"
 SUITE = "bookworm"
 SANDBOX_UID = 10001
+# The sandbox user's home is the container's private tmpfs, never a host path.
+SANDBOX_HOME = "/tmp"  # noqa: S108
 RUNTIME_DIR_IN_IMAGE = "/opt/rlm"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -42,8 +44,8 @@ _BASE_RECIPE_VERSION = "1"
 _FINAL_RECIPE_VERSION = "1"
 _IMAGE_CHANGES = [
     f"USER {SANDBOX_UID}:{SANDBOX_UID}",
-    "WORKDIR /tmp",
-    "ENV HOME=/tmp",
+    f"WORKDIR {SANDBOX_HOME}",
+    f"ENV HOME={SANDBOX_HOME}",
     "ENV PYTHONDONTWRITEBYTECODE=1",
     "ENV PYTHONUNBUFFERED=1",
     "ENV LANG=C.UTF-8",
@@ -193,7 +195,7 @@ def _build_base(client: docker.DockerClient, built: ImagePlan) -> None:
                 str(SANDBOX_UID),
                 "-M",
                 "-d",
-                "/tmp",
+                SANDBOX_HOME,
                 "-s",
                 "/usr/sbin/nologin",
                 "sandbox",
