@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up everything (ops/setup.sh), then run the whole test suite against the real services (Docker engine,
+# PostgreSQL, Temporal dev server), then ruff and mypy. Non-zero if any of them fails.
+# Extra arguments go to pytest, e.g. `ops/test.sh tests/store -x`. RLM_TEST_SLOW=1 includes slow tests.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+bash ops/setup.sh || { echo "[test] set-up failed; nothing was tested" >&2; exit 1; }
+
+export LITELLM_LOCAL_MODEL_COST_MAP=True
+export RLM_TEST_DATABASE_URL=${RLM_TEST_DATABASE_URL:-"postgresql+psycopg://${RLM_PG_USER:-rlm}:${RLM_PG_PASSWORD:-rlm}@127.0.0.1:5432/rlm_test"}
+# Tests get their own data directory, so a developer's runs and database are never touched.
+export RLM_DATA_DIR=${RLM_TEST_DATA_DIR:-"$ROOT/.data/test"}
+rm -rf "$RLM_DATA_DIR" && mkdir -p "$RLM_DATA_DIR"
+
+marker=(-m "not slow")
+[ "${RLM_TEST_SLOW:-0}" = "1" ] && marker=()
+
+status=0
+echo "[test] pytest"
+.venv/bin/pytest "${marker[@]}" "$@" || status=1
+echo "[test] ruff"
+.venv/bin/ruff check . || status=1
+.venv/bin/ruff format --check . || status=1
+echo "[test] mypy (strict)"
+.venv/bin/mypy || status=1
+
+[ "$status" -eq 0 ] && echo "[test] all green" || echo "[test] FAILED (see above)" >&2
+exit "$status"
