@@ -34,7 +34,7 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]}"
   "${SUDO[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 else
   say "already installed: ${SYSTEM_PACKAGES[*]}"
 fi
