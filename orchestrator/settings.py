@@ -26,7 +26,9 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a whole number; set it to e.g. {name}={default}") from None
+        raise SettingsError(
+            f"{name}={raw!r} is not a whole number; set it to e.g. {name}={default}"
+        ) from None
     if value < 0:
         raise SettingsError(f"{name}={raw!r} is negative; set it to a value >= 0")
     return value
@@ -56,7 +58,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     database_url = env.get("RLM_DATABASE_URL") or f"sqlite:///{data_dir / 'rlm.sqlite3'}"
     backend = env.get("RLM_SANDBOX_BACKEND", "docker")
     if backend not in ("docker", "process"):
-        raise SettingsError(f"RLM_SANDBOX_BACKEND={backend!r} is not known; use 'docker' (default) or 'process'")
+        raise SettingsError(
+            f"RLM_SANDBOX_BACKEND={backend!r} is not known; use 'docker' (default) or 'process'"
+        )
     prices = env.get("RLM_PRICES_FILE")
     return Settings(
         data_dir=data_dir,

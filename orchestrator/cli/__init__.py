@@ -6,7 +6,9 @@ from importlib.metadata import version as dist_version
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="durable-rlm: durable Recursive Language Models.")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="durable-rlm: durable Recursive Language Models."
+)
 
 
 @app.callback()
