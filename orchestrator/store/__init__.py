@@ -1,0 +1,139 @@
+"""The durable-rlm store: recursion tree, steps, blobs, REPL snapshots, the budget ledger and prices.
+
+Typical use::
+
+    engine = make_engine(settings.database_url)
+    check_schema(engine)                     # SchemaOutdated -> run `rlm db upgrade`
+    sessions = make_session_factory(engine)
+    with sessions.begin() as s:
+        run, created = create_run(s, run_id, tenant="acme", query_ref=put_text(s, query))
+    rid = reserve(sessions, run_id=run_id, tenant="acme", amount=Decimal("0.02"), key=f"{node_id}/3/gen")
+    settle(sessions, rid, cost_of(price_for(s, model), prompt_tokens, completion_tokens))
+
+Repository functions take the caller's ``Session`` and never commit; the ledger functions own their
+transaction when given a ``sessionmaker`` (see ``ledger``).
+"""
+
+from orchestrator.store.blobs import blob_exists, get_blob, get_text, iter_blob, put_blob, put_text
+from orchestrator.store.engine import make_engine, make_session_factory, safe_url
+from orchestrator.store.errors import (
+    AlreadyExists,
+    BlobCorrupt,
+    BudgetExhausted,
+    DatabaseUnreachable,
+    InvalidValue,
+    NotFound,
+    ReservationClosed,
+    SchemaError,
+    SchemaOutdated,
+    SchemaTooNew,
+    StoreError,
+    UnknownModelPrice,
+    UnknownTenant,
+)
+from orchestrator.store.ledger import (
+    LedgerSums,
+    Reservation,
+    SessionSource,
+    get_reservation,
+    ledger_sums,
+    release,
+    reserve,
+    settle,
+)
+from orchestrator.store.migrate import check_schema, current_revision, downgrade, head_revision, upgrade
+from orchestrator.store.models import NodeKind, Status
+from orchestrator.store.money import format_usd, from_nanos, parse_usd, to_nanos
+from orchestrator.store.prices import ModelPrice, cost_of, price_for, set_price
+from orchestrator.store.repository import (
+    BudgetUsage,
+    create_run,
+    create_tenant,
+    find_step,
+    finish_node,
+    get_node,
+    get_run,
+    get_tenant,
+    latest_snapshot,
+    list_nodes,
+    list_steps,
+    list_tenants,
+    record_step,
+    run_usage,
+    save_snapshot,
+    set_node_status,
+    set_run_budget,
+    set_run_status,
+    set_tenant_budget,
+    tenant_usage,
+    upsert_node,
+)
+
+__all__ = [
+    "AlreadyExists",
+    "BlobCorrupt",
+    "BudgetExhausted",
+    "BudgetUsage",
+    "DatabaseUnreachable",
+    "InvalidValue",
+    "LedgerSums",
+    "ModelPrice",
+    "NodeKind",
+    "NotFound",
+    "Reservation",
+    "ReservationClosed",
+    "SchemaError",
+    "SchemaOutdated",
+    "SchemaTooNew",
+    "SessionSource",
+    "Status",
+    "StoreError",
+    "UnknownModelPrice",
+    "UnknownTenant",
+    "blob_exists",
+    "check_schema",
+    "cost_of",
+    "create_run",
+    "create_tenant",
+    "current_revision",
+    "downgrade",
+    "find_step",
+    "finish_node",
+    "format_usd",
+    "from_nanos",
+    "get_blob",
+    "get_node",
+    "get_reservation",
+    "get_run",
+    "get_tenant",
+    "get_text",
+    "head_revision",
+    "iter_blob",
+    "latest_snapshot",
+    "ledger_sums",
+    "list_nodes",
+    "list_steps",
+    "list_tenants",
+    "make_engine",
+    "make_session_factory",
+    "parse_usd",
+    "price_for",
+    "put_blob",
+    "put_text",
+    "record_step",
+    "release",
+    "reserve",
+    "run_usage",
+    "safe_url",
+    "save_snapshot",
+    "set_node_status",
+    "set_price",
+    "set_run_budget",
+    "set_run_status",
+    "set_tenant_budget",
+    "settle",
+    "tenant_usage",
+    "to_nanos",
+    "upgrade",
+    "upsert_node",
+]

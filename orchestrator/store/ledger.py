@@ -1,0 +1,278 @@
+"""The budget ledger: reserve before an LLM call, settle (or release) after it.
+
+Transactions. Each operation is atomic on its own. Given a ``sessionmaker`` it runs in its own
+transaction and commits; given a ``Session`` it runs inside a SAVEPOINT of the caller's transaction
+and leaves the commit to the caller (a refused reservation rolls back only its savepoint).
+
+Locking. ``reserve`` raises the totals with one conditional UPDATE per budget,
+``SET reserved = reserved + a WHERE spent + reserved + a <= limit``: the row lock taken by the UPDATE
+makes check-and-add a single step, so concurrent reservations can never jointly overshoot. On
+PostgreSQL (READ COMMITTED) a blocked UPDATE re-evaluates its WHERE against the row as committed by
+the transaction it waited for. On SQLite every transaction starts with BEGIN IMMEDIATE (see
+``engine.py``), so ledger transactions run one at a time. Locks are always taken in the same order
+-- the ledger row's unique key, then the tenant, then the run -- so two ledger transactions cannot
+deadlock.
+
+Append-only. Entries are only ever inserted (the database refuses UPDATE and DELETE on them); the
+``spent``/``reserved`` totals on runs and tenants change in the same transaction as the entry that
+explains the change, so they always equal the sums over the ledger (``ledger_sums``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TypeVar
+
+import structlog
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.store import validate
+from orchestrator.store._sql import insert_ignore, rowcount
+from orchestrator.store.errors import BudgetExhausted, InvalidValue, NotFound, ReservationClosed
+from orchestrator.store.models import LedgerEntry, LedgerKind, Run, Tenant, utcnow
+from orchestrator.store.money import from_nanos
+
+log = structlog.get_logger(__name__)
+
+SessionSource = Session | sessionmaker[Session]
+T = TypeVar("T")
+
+KEY_MAX = 255
+
+
+def _atomic(source: SessionSource, operation: Callable[[Session], T]) -> T:
+    if isinstance(source, Session):
+        with source.begin_nested():
+            return operation(source)
+    with source() as session, session.begin():
+        return operation(session)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    reservation_id: str
+    run_id: str
+    tenant: str
+    amount: Decimal
+    key: str
+    state: str  # "open", "settled" or "released"
+    actual: Decimal | None  # the settled cost
+
+
+def reserve(source: SessionSource, *, run_id: str, tenant: str, amount: Decimal, key: str) -> str:
+    """Hold ``amount`` USD against the run's and the tenant's budget; returns the reservation id.
+
+    ``key`` makes it idempotent: the same key returns the same reservation (open, settled or
+    released) without holding money twice. Raises ``BudgetExhausted`` naming the budget that
+    lacks head-room; nothing is written then, so a retry after a budget raise can succeed.
+    """
+    nanos = validate.nanos(amount, "reservation amount")
+    validate.text_id(key, "idempotency key", KEY_MAX)
+    reservation_id = _atomic(source, lambda s: _reserve(s, run_id, tenant, nanos, key))
+    log.debug(
+        "ledger.reserved", run_id=run_id, tenant=tenant, amount=str(amount), reservation_id=reservation_id
+    )
+    return reservation_id
+
+
+def _existing_for_key(session: Session, key: str) -> str | None:
+    return session.scalar(select(LedgerEntry.reservation_id).where(LedgerEntry.idempotency_key == key))
+
+
+def _reserve(session: Session, run_id: str, tenant: str, nanos: int, key: str) -> str:
+    existing = _existing_for_key(session, key)
+    if existing is not None:
+        return existing
+    row = session.execute(
+        select(Run.tenant_id, Tenant.name)
+        .join(Tenant, Tenant.id == Run.tenant_id)
+        .where(Run.run_id == run_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound("run", run_id)
+    if row.name != tenant:
+        raise InvalidValue(f"run {run_id!r} belongs to tenant {row.name!r}, not {tenant!r}")
+    reservation_id = uuid.uuid4().hex
+    entry = {
+        "reservation_id": reservation_id,
+        "phase": 0,
+        "kind": LedgerKind.RESERVE.value,
+        "run_id": run_id,
+        "tenant_id": row.tenant_id,
+        "amount_nanos": nanos,
+        "released_nanos": 0,
+        "idempotency_key": key,
+        "created_at": utcnow(),
+    }
+    if not insert_ignore(session, LedgerEntry, entry, ["idempotency_key"]):
+        # A concurrent call with the same key won (and committed) first.
+        winner = _existing_for_key(session, key)
+        if winner is None:
+            raise NotFound("reservation for key", key)
+        return winner
+
+    tenant_ok = session.execute(
+        update(Tenant)
+        .where(
+            Tenant.id == row.tenant_id,
+            Tenant.spent_nanos + Tenant.reserved_nanos + nanos <= Tenant.budget_nanos,
+        )
+        .values(reserved_nanos=Tenant.reserved_nanos + nanos)
+        .execution_options(synchronize_session=False)
+    )
+    if rowcount(tenant_ok) != 1:
+        t = session.execute(
+            select(Tenant.budget_nanos, Tenant.spent_nanos, Tenant.reserved_nanos).where(
+                Tenant.id == row.tenant_id
+            )
+        ).one()
+        raise BudgetExhausted(
+            scope="tenant",
+            name=tenant,
+            limit=from_nanos(t.budget_nanos),
+            spent=from_nanos(t.spent_nanos),
+            reserved=from_nanos(t.reserved_nanos),
+            requested=from_nanos(nanos),
+        )
+    run_ok = session.execute(
+        update(Run)
+        .where(
+            Run.run_id == run_id,
+            or_(Run.budget_nanos.is_(None), Run.spent_nanos + Run.reserved_nanos + nanos <= Run.budget_nanos),
+        )
+        .values(reserved_nanos=Run.reserved_nanos + nanos)
+        .execution_options(synchronize_session=False)
+    )
+    if rowcount(run_ok) != 1:
+        r = session.execute(
+            select(Run.budget_nanos, Run.spent_nanos, Run.reserved_nanos).where(Run.run_id == run_id)
+        ).one()
+        raise BudgetExhausted(
+            scope="run",
+            name=run_id,
+            limit=from_nanos(r.budget_nanos or 0),
+            spent=from_nanos(r.spent_nanos),
+            reserved=from_nanos(r.reserved_nanos),
+            requested=from_nanos(nanos),
+        )
+    return reservation_id
+
+
+def settle(source: SessionSource, reservation_id: str, actual: Decimal) -> Decimal:
+    """Record the call's real cost and free its reservation; returns the cost recorded.
+
+    Idempotent by reservation id: a second settle changes nothing and returns the first cost.
+    A cost above the reservation is recorded in full (it may take spend past the limit).
+    Raises ``ReservationClosed`` if the reservation was released: its call was declared not to happen.
+    """
+    nanos = validate.nanos(actual, "actual cost")
+    recorded = _atomic(source, lambda s: _close(s, reservation_id, LedgerKind.SETTLE, nanos))
+    log.debug("ledger.settled", reservation_id=reservation_id, actual=str(recorded))
+    return recorded
+
+
+def release(source: SessionSource, reservation_id: str) -> None:
+    """Free a reservation whose call never happened. A no-op if it was settled or released already."""
+    _atomic(source, lambda s: _close(s, reservation_id, LedgerKind.RELEASE, 0))
+    log.debug("ledger.released", reservation_id=reservation_id)
+
+
+def _closing_entry(session: Session, reservation_id: str) -> LedgerEntry | None:
+    stmt = select(LedgerEntry).where(LedgerEntry.reservation_id == reservation_id, LedgerEntry.phase == 1)
+    return session.scalars(stmt.execution_options(populate_existing=True)).one_or_none()
+
+
+def _already_closed(closing: LedgerEntry, kind: LedgerKind, reservation_id: str) -> Decimal:
+    if kind is LedgerKind.SETTLE and closing.kind == LedgerKind.RELEASE.value:
+        raise ReservationClosed(reservation_id, "release")
+    return from_nanos(closing.amount_nanos)
+
+
+def _close(session: Session, reservation_id: str, kind: LedgerKind, nanos: int) -> Decimal:
+    opening = session.scalars(
+        select(LedgerEntry).where(LedgerEntry.reservation_id == reservation_id, LedgerEntry.phase == 0)
+    ).one_or_none()
+    if opening is None:
+        raise NotFound("reservation", reservation_id)
+    closing = _closing_entry(session, reservation_id)
+    if closing is not None:
+        return _already_closed(closing, kind, reservation_id)
+    entry = {
+        "reservation_id": reservation_id,
+        "phase": 1,
+        "kind": kind.value,
+        "run_id": opening.run_id,
+        "tenant_id": opening.tenant_id,
+        "amount_nanos": nanos,
+        "released_nanos": opening.amount_nanos,
+        "idempotency_key": None,
+        "created_at": utcnow(),
+    }
+    if not insert_ignore(session, LedgerEntry, entry, ["reservation_id", "phase"]):
+        closing = _closing_entry(session, reservation_id)
+        if closing is None:
+            raise NotFound("closing entry of reservation", reservation_id)
+        return _already_closed(closing, kind, reservation_id)
+    held = opening.amount_nanos
+    session.execute(
+        update(Tenant)
+        .where(Tenant.id == opening.tenant_id)
+        .values(reserved_nanos=Tenant.reserved_nanos - held, spent_nanos=Tenant.spent_nanos + nanos)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Run)
+        .where(Run.run_id == opening.run_id)
+        .values(reserved_nanos=Run.reserved_nanos - held, spent_nanos=Run.spent_nanos + nanos)
+        .execution_options(synchronize_session=False)
+    )
+    return from_nanos(nanos)
+
+
+def get_reservation(session: Session, reservation_id: str) -> Reservation:
+    opening = session.scalars(
+        select(LedgerEntry).where(LedgerEntry.reservation_id == reservation_id, LedgerEntry.phase == 0)
+    ).one_or_none()
+    if opening is None:
+        raise NotFound("reservation", reservation_id)
+    tenant = session.scalar(select(Tenant.name).where(Tenant.id == opening.tenant_id)) or ""
+    closing = _closing_entry(session, reservation_id)
+    state = (
+        "open" if closing is None else ("settled" if closing.kind == LedgerKind.SETTLE.value else "released")
+    )
+    actual = from_nanos(closing.amount_nanos) if closing is not None and state == "settled" else None
+    return Reservation(
+        reservation_id=reservation_id,
+        run_id=opening.run_id,
+        tenant=tenant,
+        amount=from_nanos(opening.amount_nanos),
+        key=opening.idempotency_key or "",
+        state=state,
+        actual=actual,
+    )
+
+
+@dataclass(frozen=True)
+class LedgerSums:
+    spent: Decimal
+    reserved: Decimal
+
+
+def ledger_sums(session: Session, *, run_id: str | None = None, tenant: str | None = None) -> LedgerSums:
+    """Spent and reserved recomputed from the entries alone (for audits; totals must equal these)."""
+    settle_sum = func.coalesce(
+        func.sum(LedgerEntry.amount_nanos).filter(LedgerEntry.kind == LedgerKind.SETTLE.value), 0
+    )
+    held = func.coalesce(func.sum(LedgerEntry.amount_nanos).filter(LedgerEntry.phase == 0), 0)
+    freed = func.coalesce(func.sum(LedgerEntry.released_nanos).filter(LedgerEntry.phase == 1), 0)
+    stmt = select(settle_sum, held, freed)
+    if run_id is not None:
+        stmt = stmt.where(LedgerEntry.run_id == run_id)
+    if tenant is not None:
+        stmt = stmt.join(Tenant, Tenant.id == LedgerEntry.tenant_id).where(Tenant.name == tenant)
+    spent, held_n, freed_n = session.execute(stmt).one()
+    return LedgerSums(spent=from_nanos(int(spent)), reserved=from_nanos(int(held_n) - int(freed_n)))

@@ -1,0 +1,92 @@
+"""Alembic, driven programmatically so that ``rlm db upgrade`` works from any working directory.
+
+The migrations live in the top-level ``migrations/`` directory of the source tree, found relative to
+this package (durable-rlm is installed from its checkout, editable).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from orchestrator.store.engine import safe_url
+from orchestrator.store.errors import DatabaseUnreachable, SchemaOutdated, SchemaTooNew, StoreError
+
+log = structlog.get_logger(__name__)
+
+FILE_TEMPLATE = "%%(year)d%%(month).2d%%(day).2d_%%(rev)s_%%(slug)s"
+
+
+def migrations_dir() -> Path:
+    path = Path(__file__).resolve().parents[2] / "migrations"
+    if not (path / "env.py").is_file():
+        raise StoreError(
+            f"the Alembic migrations were not found at {path}; install durable-rlm from its source checkout "
+            "(pip install -e .)"
+        )
+    return path
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("file_template", FILE_TEMPLATE)
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    if len(heads) != 1:
+        raise StoreError(f"the migrations have {len(heads)} heads ({', '.join(heads)}); merge them")
+    return heads[0]
+
+
+def _connect(engine: Engine) -> Connection:
+    try:
+        return engine.connect()
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+        raise DatabaseUnreachable(safe_url(engine.url), reason) from exc
+
+
+def current_revision(engine: Engine) -> str | None:
+    with _connect(engine) as conn:
+        heads = MigrationContext.configure(conn).get_current_heads()
+    return heads[0] if heads else None
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    with _connect(engine) as conn, conn.begin():
+        command.upgrade(alembic_config(conn), revision)
+    log.info("db.upgraded", url=safe_url(engine.url), revision=current_revision(engine))
+
+
+def downgrade(engine: Engine, revision: str = "base") -> None:
+    with _connect(engine) as conn, conn.begin():
+        command.downgrade(alembic_config(conn), revision)
+    log.info("db.downgraded", url=safe_url(engine.url), revision=current_revision(engine))
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise ``DatabaseUnreachable``, ``SchemaOutdated`` or ``SchemaTooNew`` unless the schema is current."""
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return
+    url = safe_url(engine.url)
+    if current is None:
+        raise SchemaOutdated(url, None, head)
+    script = ScriptDirectory.from_config(alembic_config())
+    known = {rev.revision for rev in script.walk_revisions()}
+    if current not in known:
+        raise SchemaTooNew(url, current)
+    raise SchemaOutdated(url, current, head)

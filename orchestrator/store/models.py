@@ -1,0 +1,314 @@
+"""SQLAlchemy 2 typed models of the store. The Alembic migrations in ``migrations/`` create exactly these.
+
+Money columns hold whole nano-dollars (see ``money.py``); per-token prices are decimal text so that
+both backends keep them exact. Every constraint is named through the metadata naming convention so
+that migrations can address them on PostgreSQL and SQLite alike.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import DateTime, TypeDecorator
+
+from orchestrator.store.money import from_nanos
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+SHA256_LEN = 64
+RUN_ID_MAX = 128
+NODE_ID_MAX = 255
+
+
+class NodeKind(StrEnum):
+    ROOT = "root"
+    RLM = "rlm"
+    LEAF = "leaf"
+
+
+class Status(StrEnum):
+    """Statuses shared by runs and nodes."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    PAUSED_BUDGET = "paused_budget"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    ABORTED = "aborted"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATUSES = frozenset(
+    {Status.COMPLETED, Status.FAILED, Status.TIMED_OUT, Status.ABORTED, Status.CANCELLED}
+)
+
+
+class LedgerKind(StrEnum):
+    RESERVE = "reserve"
+    SETTLE = "settle"
+    RELEASE = "release"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both backends (SQLite drops the zone; it is put back on load)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; pass a timezone-aware datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class DecimalText(TypeDecorator[Decimal]):
+    """An exact decimal stored as text (SQLite's NUMERIC would round through a float)."""
+
+    impl = String(64)
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> str | None:
+        return None if value is None else format(value, "f")
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY (its rowid), not a BIGINT one.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    __table_args__ = (
+        CheckConstraint("budget_nanos >= 0", name="budget_nonnegative"),
+        CheckConstraint("spent_nanos >= 0", name="spent_nonnegative"),
+        CheckConstraint("reserved_nanos >= 0", name="reserved_nonnegative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    budget_nanos: Mapped[int] = mapped_column(BigInteger)
+    spent_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    @property
+    def budget(self) -> Decimal:
+        return from_nanos(self.budget_nanos)
+
+    @property
+    def spent(self) -> Decimal:
+        return from_nanos(self.spent_nanos)
+
+    @property
+    def reserved(self) -> Decimal:
+        return from_nanos(self.reserved_nanos)
+
+
+class Blob(Base):
+    __tablename__ = "blobs"
+    __table_args__ = (CheckConstraint("size >= 0", name="size_nonnegative"),)
+
+    sha256: Mapped[str] = mapped_column(String(SHA256_LEN), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    stored_size: Mapped[int] = mapped_column(BigInteger)
+    chunk_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BlobChunk(Base):
+    __tablename__ = "blob_chunks"
+
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    compressed: Mapped[bool] = mapped_column(Boolean)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (
+        CheckConstraint("budget_nanos IS NULL OR budget_nanos >= 0", name="budget_nonnegative"),
+        CheckConstraint("spent_nanos >= 0", name="spent_nonnegative"),
+        CheckConstraint("reserved_nanos >= 0", name="reserved_nonnegative"),
+    )
+
+    run_id: Mapped[str] = mapped_column(String(RUN_ID_MAX), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    query_ref: Mapped[str | None] = mapped_column(ForeignKey("blobs.sha256"))
+    context_ref: Mapped[str | None] = mapped_column(ForeignKey("blobs.sha256"))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(32), default=Status.PENDING.value)
+    deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    budget_nanos: Mapped[int | None] = mapped_column(BigInteger)
+    spent_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def budget(self) -> Decimal | None:
+        return None if self.budget_nanos is None else from_nanos(self.budget_nanos)
+
+    @property
+    def spent(self) -> Decimal:
+        return from_nanos(self.spent_nanos)
+
+    @property
+    def reserved(self) -> Decimal:
+        return from_nanos(self.reserved_nanos)
+
+
+class Node(Base):
+    __tablename__ = "nodes"
+    __table_args__ = (
+        CheckConstraint("depth >= 0", name="depth_nonnegative"),
+        CheckConstraint("kind IN ('root', 'rlm', 'leaf')", name="kind_known"),
+        CheckConstraint("cost_nanos >= 0", name="cost_nonnegative"),
+    )
+
+    node_id: Mapped[str] = mapped_column(String(NODE_ID_MAX), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), index=True)
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("nodes.node_id"), index=True)
+    depth: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(32), default=Status.PENDING.value)
+    workflow_id: Mapped[str] = mapped_column(String(NODE_ID_MAX))
+    answer_ref: Mapped[str | None] = mapped_column(ForeignKey("blobs.sha256"))
+    error: Mapped[str | None] = mapped_column(Text)
+    cost_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def cost(self) -> Decimal:
+        return from_nanos(self.cost_nanos)
+
+
+class Step(Base):
+    __tablename__ = "steps"
+    __table_args__ = (
+        UniqueConstraint("node_id", "iteration", "kind", "step_index"),
+        CheckConstraint("cost_nanos >= 0", name="cost_nonnegative"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.node_id"))
+    iteration: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    index: Mapped[int] = mapped_column("step_index", Integer)
+    input_ref: Mapped[str | None] = mapped_column(ForeignKey("blobs.sha256"))
+    output_ref: Mapped[str | None] = mapped_column(ForeignKey("blobs.sha256"))
+    summary: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(String(255))
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def cost(self) -> Decimal:
+        return from_nanos(self.cost_nanos)
+
+
+class Snapshot(Base):
+    __tablename__ = "snapshots"
+    __table_args__ = (UniqueConstraint("node_id", "cell"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.node_id"))
+    cell: Mapped[int] = mapped_column(Integer)
+    blob_sha: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class LedgerEntry(Base):
+    """Append-only. A reservation is one ``reserve`` row (phase 0) and at most one closing row (phase 1)."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        UniqueConstraint("reservation_id", "phase"),
+        CheckConstraint(
+            "(phase = 0 AND kind = 'reserve') OR (phase = 1 AND kind IN ('settle', 'release'))",
+            name="phase_matches_kind",
+        ),
+        CheckConstraint("amount_nanos >= 0", name="amount_nonnegative"),
+        CheckConstraint("released_nanos >= 0", name="released_nonnegative"),
+        Index(None, "run_id"),
+        Index(None, "tenant_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    reservation_id: Mapped[str] = mapped_column(String(32))
+    phase: Mapped[int] = mapped_column(SmallInteger)
+    kind: Mapped[str] = mapped_column(String(8))
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"))
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    # reserve: the amount held; settle: the actual cost; release: 0.
+    amount_nanos: Mapped[int] = mapped_column(BigInteger)
+    # closing rows: the reservation they free (so sums need no self-join).
+    released_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ModelPriceRow(Base):
+    __tablename__ = "model_prices"
+
+    model: Mapped[str] = mapped_column(String(255), primary_key=True)
+    input_per_token: Mapped[Decimal] = mapped_column(DecimalText)
+    output_per_token: Mapped[Decimal] = mapped_column(DecimalText)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,0 +1,61 @@
+"""Exact USD amounts: ``Decimal`` in every API, whole nano-dollars (int) in the database.
+
+SQLite has no exact NUMERIC type, so the ledger stores integers. One nano-dollar (1e-9 USD) is fine
+enough for per-call costs and leaves room for budgets up to ~9.2e9 USD in a signed 64-bit column.
+Amounts finer than a nano-dollar (a few tokens at a tiny per-token price) are rounded *up*, so a
+reservation or a settlement can only ever over-count by less than one nano-dollar, never under-count.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_CEILING, Decimal, InvalidOperation, localcontext
+
+NANOS_PER_USD = 10**9
+MAX_NANOS = 2**63 - 1
+
+
+def _check_decimal(amount: object, what: str) -> Decimal:
+    # A float here would already have lost exactness; refuse it instead of rounding silently.
+    if not isinstance(amount, Decimal):
+        raise TypeError(f"{what} must be a decimal.Decimal, got {type(amount).__name__}")
+    if not amount.is_finite():
+        raise ValueError(f"{what} must be a finite number, got {amount}")
+    return amount
+
+
+def to_nanos(amount: Decimal, what: str = "amount") -> int:
+    """Convert USD to whole nano-dollars, rounding up; negative amounts are refused."""
+    amount = _check_decimal(amount, what)
+    if amount < 0:
+        raise ValueError(f"{what} must be >= 0, got {amount}")
+    with localcontext() as ctx:
+        ctx.prec = 60
+        nanos = int((amount * NANOS_PER_USD).to_integral_value(rounding=ROUND_CEILING))
+    if nanos > MAX_NANOS:
+        raise ValueError(f"{what} {amount} USD is too large (maximum {from_nanos(MAX_NANOS)} USD)")
+    return nanos
+
+
+def from_nanos(nanos: int) -> Decimal:
+    return Decimal(nanos).scaleb(-9)
+
+
+def parse_usd(text: str, what: str = "amount") -> Decimal:
+    """Parse a user-typed USD amount exactly; the error message says what was wrong."""
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise ValueError(f"{what} {text!r} is not a number; give a USD amount such as 12.50") from None
+    if not value.is_finite():
+        raise ValueError(f"{what} {text!r} is not a finite number; give a USD amount such as 12.50")
+    if value < 0:
+        raise ValueError(f"{what} {text!r} is negative; give an amount >= 0")
+    if value != from_nanos(to_nanos(value, what)):
+        raise ValueError(f"{what} {text!r} has more than 9 decimal places; round it to whole nano-dollars")
+    return value
+
+
+def format_usd(amount: Decimal) -> str:
+    """Plain decimal text without exponent or trailing zeros, e.g. ``0.01`` or ``100``."""
+    text = f"{amount.normalize():f}"
+    return "0" if text in ("-0", "0") else text
