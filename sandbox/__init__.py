@@ -1,4 +1,36 @@
 """durable-rlm sandbox: run hostile Python in a resource-capped container, keep REPL state across cells.
 
-This package never imports ``orchestrator``: sub-calls are answered by a host-side callback.
+This package never imports ``orchestrator``: sub-calls are answered by a host-side callback. The
+``process`` backend exists for development without Docker and is not a security boundary.
 """
+
+from .api import (
+    Answer,
+    CellResult,
+    CellStatus,
+    SandboxClosed,
+    SandboxError,
+    SandboxLimits,
+    SandboxSession,
+    SubcallError,
+    SubcallHandler,
+    SubcallRequest,
+)
+from .factory import open_session, reap
+from .session import Session
+
+__all__ = [
+    "Answer",
+    "CellResult",
+    "CellStatus",
+    "SandboxClosed",
+    "SandboxError",
+    "SandboxLimits",
+    "SandboxSession",
+    "Session",
+    "SubcallError",
+    "SubcallHandler",
+    "SubcallRequest",
+    "open_session",
+    "reap",
+]

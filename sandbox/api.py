@@ -1,0 +1,113 @@
+"""The sandbox's public types: limits, sub-call requests, cell results, the session protocol, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal, Protocol
+
+CellStatus = Literal["ok", "error", "timeout", "oom", "crashed"]
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Caps of one session; every one is configurable."""
+
+    memory_bytes: int = 1 << 30  # memory == memory+swap: the sandbox never swaps
+    cpus: float = 1.0
+    pids: int = 128
+    tmpfs_bytes: int = 64 << 20
+    # Measures the cell's own running time; time spent waiting on the host for sub-call answers is not
+    # counted (a map over 100 chunks can take minutes of model time).
+    cell_timeout_s: float = 120.0
+    output_chars: int = 20_000
+    log_bytes: int = 1 << 20
+    # Wall-clock cap on a whole cell, sub-call waits included; None leaves that to the caller's deadline.
+    cell_wall_timeout_s: float | None = None
+    # How long a new container may take to start and answer its first message.
+    start_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("memory_bytes", "pids", "tmpfs_bytes", "log_bytes"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name}={getattr(self, name)} must be > 0")
+        for name in ("cpus", "cell_timeout_s", "start_timeout_s"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name}={getattr(self, name)} must be > 0")
+        if self.output_chars < 0:
+            problems.append(f"output_chars={self.output_chars} must be >= 0")
+        if self.cell_wall_timeout_s is not None and not self.cell_wall_timeout_s > 0:
+            problems.append(f"cell_wall_timeout_s={self.cell_wall_timeout_s} must be > 0 or None")
+        if self.memory_bytes < 32 << 20:
+            problems.append(f"memory_bytes={self.memory_bytes} is below the 32 MiB Python needs to start")
+        if problems:
+            raise ValueError("invalid SandboxLimits: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class SubcallRequest:
+    kind: Literal["llm", "rlm"]  # llm_query[_batched] -> "llm", rlm_query[_batched] -> "rlm"
+    prompts: list[str]  # a single llm_query is a batch of one
+    model: str | None
+    seq: int  # 1-based, counts sub-call requests within the current cell
+
+
+class SubcallError(Exception):
+    """Raised by a sub-call handler; the cell gets an exception carrying ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+SubcallHandler = Callable[[SubcallRequest], list[str]]
+
+
+@dataclass(frozen=True)
+class Answer:
+    content: str
+    ready: bool
+
+
+@dataclass(frozen=True)
+class CellResult:
+    status: CellStatus
+    stdout: str
+    stderr: str
+    stdout_cut: int  # characters removed by truncation
+    stderr_cut: int
+    traceback: str | None
+    answer: Answer | None
+    variables: dict[str, str]  # user variable name -> type name
+    unpicklable: list[str]
+    duration_s: float  # wall time on the host, sub-call waits included
+    subcalls: int  # prompts sent to the host (a batch of 100 counts 100)
+    snapshot: bytes | None  # the picklable user variables (+ answer) after the cell
+    message: str | None  # e.g. "cell timed out after 120 s; state restored to before the cell"
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not be started or driven; the message says what failed and how to fix it."""
+
+
+class SandboxClosed(SandboxError):
+    """The session was used after ``close()``."""
+
+
+class SandboxSession(Protocol):
+    def execute(self, code: str, on_subcall: SubcallHandler) -> CellResult: ...
+
+    def restore(self, snapshot: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> SandboxSession: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

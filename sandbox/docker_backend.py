@@ -1,0 +1,195 @@
+"""The ``docker`` backend: each runtime is one capped container; ``reap`` removes leftovers.
+
+The container gets: memory == memory+swap, a CPU quota, a pids limit, no network, a read-only root with a
+size-capped tmpfs at /tmp, uid 10001, no capabilities, no-new-privileges, a capped json-file log, an init
+process that reaps orphans, and exactly two bind mounts: the context (read-only) and the control socket
+(a single socket file, so nothing can be written to the host through it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+from docker.types import LogConfig, Mount
+
+from .api import SandboxError, SandboxLimits
+from .bootstrap import runtime_command
+from .session import ExitReason
+
+MARKER = "durable-rlm"
+MARKER_VALUE = "sandbox"
+LABEL_KEYS = ("run", "node", "worker")
+CREATED_AT = f"{MARKER}.created-at"
+SANDBOX_USER = "10001:10001"
+RUNTIME_PARENT_IN_IMAGE = "/opt"
+RUNTIME_PACKAGE_IN_IMAGE = "rlm"
+SOCKET_IN_CONTAINER = "/run/rlm-control.sock"
+CONTEXT_IN_CONTAINER = "/context"
+
+
+def normalise_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """Accept ``run``/``node``/``worker`` (or their ``durable-rlm.`` forms); anything else is an error."""
+    result: dict[str, str] = {}
+    for key, value in labels.items():
+        short = key.removeprefix(f"{MARKER}.")
+        if short not in LABEL_KEYS:
+            raise ValueError(
+                f"unknown sandbox label {key!r}; use {', '.join(LABEL_KEYS)} (e.g. labels={{'run': run_id}})"
+            )
+        if not isinstance(value, str):
+            raise ValueError(f"sandbox label {key!r} must be a string, got {type(value).__name__}")
+        result[f"{MARKER}.{short}"] = value
+    return result
+
+
+def context_target(context_path: Path | None) -> str | None:
+    """Where the context appears inside the container (a file keeps its name, hence its suffix)."""
+    if context_path is None:
+        return None
+    if context_path.is_dir():
+        return CONTEXT_IN_CONTAINER
+    return f"{CONTEXT_IN_CONTAINER}/{context_path.name}"
+
+
+class DockerRuntime:
+    def __init__(self, container: Container) -> None:
+        self._container = container
+        self.ident: str = container.id or ""
+
+    def alive(self) -> bool:
+        try:
+            self._container.reload()
+        except docker.errors.NotFound:
+            return False
+        return bool(self._container.attrs["State"]["Running"])
+
+    def exit_reason(self) -> tuple[ExitReason, str]:
+        try:
+            self._container.wait(timeout=10)
+            self._container.reload()
+        except docker.errors.NotFound:
+            return "crashed", "container was removed"
+        except Exception as exc:  # the engine did not answer in time; report what we know
+            return "crashed", f"container state unknown ({exc})"
+        state = self._container.attrs["State"]
+        if state.get("OOMKilled"):
+            return "oom", "killed by the out-of-memory killer"
+        return "crashed", f"container exited with code {state.get('ExitCode')}"
+
+    def kill(self) -> None:
+        try:
+            self._container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            # "removal already in progress" is fine; anything else leaves it to reap().
+            if exc.status_code != 409:
+                raise
+
+
+class DockerLauncher:
+    backend = "docker"
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        image: str,
+        context_path: Path | None,
+        limits: SandboxLimits,
+        labels: Mapping[str, str],
+    ) -> None:
+        self._client = client
+        self._image = image
+        self._context = context_path
+        self._limits = limits
+        self._labels = {MARKER: MARKER_VALUE, **normalise_labels(labels)}
+
+    def init_message(self) -> dict[str, Any]:
+        return {"context": context_target(self._context), "rlimits": {"RLIMIT_CORE": 0}}
+
+    def launch(self, socket_path: Path) -> DockerRuntime:
+        limits = self._limits
+        mounts = [Mount(target=SOCKET_IN_CONTAINER, source=str(socket_path), type="bind", read_only=False)]
+        target = context_target(self._context)
+        if target is not None:
+            mounts.append(Mount(target=target, source=str(self._context), type="bind", read_only=True))
+        labels = {**self._labels, CREATED_AT: dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        try:
+            container = self._client.containers.create(
+                self._image,
+                command=runtime_command(
+                    "python3", RUNTIME_PARENT_IN_IMAGE, RUNTIME_PACKAGE_IN_IMAGE, SOCKET_IN_CONTAINER
+                ),
+                user=SANDBOX_USER,
+                working_dir="/tmp",  # noqa: S108 - the container's private tmpfs
+                environment={"HOME": "/tmp", "LANG": "C.UTF-8"},  # noqa: S108
+                network_mode="none",
+                mem_limit=limits.memory_bytes,
+                memswap_limit=limits.memory_bytes,
+                nano_cpus=int(limits.cpus * 1e9),
+                pids_limit=limits.pids,
+                read_only=True,
+                tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={limits.tmpfs_bytes}"},  # noqa: S108
+                shm_size=limits.tmpfs_bytes,
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                log_config=LogConfig(
+                    type="json-file", config={"max-size": str(limits.log_bytes), "max-file": "1"}
+                ),
+                mounts=mounts,
+                labels=labels,
+                init=True,
+                detach=True,
+            )
+        except docker.errors.ImageNotFound:
+            raise SandboxError(
+                f"sandbox image {self._image} is missing; build it with `python -m sandbox.imagebuild`"
+            ) from None
+        except docker.errors.DockerException as exc:
+            raise SandboxError(f"creating the sandbox container failed: {exc}") from exc
+        runtime = DockerRuntime(container)
+        try:
+            container.start()
+        except docker.errors.DockerException as exc:
+            runtime.kill()
+            raise SandboxError(f"starting the sandbox container failed: {exc}") from exc
+        return runtime
+
+
+def reap(
+    client: docker.DockerClient,
+    labels: Mapping[str, str] | None = None,
+    older_than_s: float | None = None,
+) -> int:
+    """Remove sandbox containers (running or not) matching ``labels``; returns how many were removed."""
+    wanted = {MARKER: MARKER_VALUE, **normalise_labels(labels or {})}
+    filters: dict[str, str | list[str] | bool] = {
+        "label": [f"{key}={value}" for key, value in wanted.items()]
+    }
+    now = dt.datetime.now(dt.UTC)
+    removed = 0
+    for container in client.containers.list(all=True, filters=filters):
+        if older_than_s is not None:
+            stamp = (container.labels or {}).get(CREATED_AT)
+            try:
+                created = dt.datetime.fromisoformat(stamp) if stamp else None
+            except ValueError:
+                created = None
+            if created is not None and (now - created).total_seconds() < older_than_s:
+                continue
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            continue
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                continue
+            raise
+        removed += 1
+    return removed

@@ -1,0 +1,74 @@
+"""``open_session`` and ``reap``: the two entry points that pick and drive a backend."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import docker
+import structlog
+
+from . import docker_backend
+from .api import SandboxError, SandboxLimits
+from .process_backend import ProcessLauncher
+from .session import Session
+
+log = structlog.get_logger("sandbox")
+
+Backend = Literal["docker", "process"]
+
+
+def _docker_client() -> docker.DockerClient:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise SandboxError(
+            f"cannot reach the Docker engine ({exc}); start it (ops/setup.sh) or use backend='process' "
+            "for trusted code in development"
+        ) from None
+    return client
+
+
+def open_session(
+    *,
+    backend: Backend = "docker",
+    context_path: Path | None,
+    limits: SandboxLimits = SandboxLimits(),  # noqa: B008 - frozen, so a shared default is safe
+    labels: Mapping[str, str] = {},
+    image: str | None = None,
+) -> Session:
+    """Start a sandbox session; ``context_path`` (a file or directory) becomes ``context`` inside it.
+
+    ``labels`` takes ``run``, ``node`` and ``worker``; ``image`` defaults to the image built from the
+    current runtime sources (``python -m sandbox.imagebuild`` builds it).
+    """
+    if context_path is not None:
+        context_path = Path(context_path).resolve()
+        if not context_path.exists():
+            raise ValueError(
+                f"context_path {context_path} does not exist; pass an existing file or directory"
+            )
+    if backend == "process":
+        return Session(ProcessLauncher(context_path, limits), limits)
+    if backend != "docker":
+        raise ValueError(f"unknown sandbox backend {backend!r}; use 'docker' (default) or 'process'")
+    labels = docker_backend.normalise_labels(labels)
+    if image is None:
+        from .imagebuild import image_ref
+
+        image = image_ref()
+    launcher = docker_backend.DockerLauncher(_docker_client(), image, context_path, limits, labels)
+    return Session(launcher, limits)
+
+
+def reap(*, labels: Mapping[str, str] | None = None, older_than_s: float | None = None) -> int:
+    """Remove leftover sandbox containers matching ``labels`` (all of them when None); returns the count.
+
+    Run it when a worker starts, with that worker's label; ``older_than_s`` limits an engine-wide sweep
+    to containers older than that, so that other live workers' sessions survive.
+    """
+    count = docker_backend.reap(_docker_client(), labels, older_than_s)
+    log.info("sandbox.reaped", count=count, labels=dict(labels or {}))
+    return count

@@ -1,0 +1,77 @@
+"""The ``process`` backend: the runtime as a local subprocess with rlimits, for machines without Docker.
+
+NOT A SECURITY BOUNDARY. The code runs as the calling user, with that user's files, network and
+processes within reach; only memory (RLIMIT_AS), file size (RLIMIT_FSIZE) and the per-cell timeout are
+capped, and there is no pids or CPU cap. Use it for development and tests of trusted code only; the
+``docker`` backend is the default and the only one for LLM-written code in production.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .api import SandboxLimits
+from .bootstrap import runtime_command
+from .session import ExitReason
+
+_RUNTIME_PARENT = str(Path(__file__).resolve().parent)
+
+
+class ProcessRuntime:
+    def __init__(self, process: subprocess.Popen[bytes], workdir: tempfile.TemporaryDirectory[str]) -> None:
+        self._process = process
+        self._workdir = workdir
+        self.ident = str(process.pid)
+
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def exit_reason(self) -> tuple[ExitReason, str]:
+        code = self._process.wait()
+        return "crashed", f"process exited with code {code}"
+
+    def kill(self) -> None:
+        # The runtime leads its own process group, so this also ends whatever the cell forked.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+        self._process.wait()
+        self._workdir.cleanup()
+
+
+class ProcessLauncher:
+    backend = "process"
+
+    def __init__(self, context_path: Path | None, limits: SandboxLimits) -> None:
+        self._context = context_path
+        self._limits = limits
+
+    def init_message(self) -> dict[str, Any]:
+        return {
+            "context": None if self._context is None else str(self._context),
+            "rlimits": {
+                "RLIMIT_AS": self._limits.memory_bytes,
+                "RLIMIT_FSIZE": self._limits.tmpfs_bytes,
+                "RLIMIT_CORE": 0,
+            },
+        }
+
+    def launch(self, socket_path: Path) -> ProcessRuntime:
+        workdir = tempfile.TemporaryDirectory(prefix="rlm-process-sandbox-")
+        env = {"PATH": os.defpath, "HOME": workdir.name, "TMPDIR": workdir.name, "LANG": "C.UTF-8"}
+        process = subprocess.Popen(
+            runtime_command(sys.executable, _RUNTIME_PARENT, "runtime", str(socket_path)),
+            cwd=workdir.name,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        return ProcessRuntime(process, workdir)

@@ -1,0 +1,398 @@
+"""One REPL session: drives a runtime over the control socket, enforces the per-cell timeout, and replaces
+a runtime that timed out, ran out of memory or died, restoring the last snapshot into the new one.
+
+The backends (Docker, process) only know how to launch and kill a runtime; everything else is here.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Protocol
+
+import structlog
+
+from .api import (
+    Answer,
+    CellResult,
+    CellStatus,
+    SandboxClosed,
+    SandboxError,
+    SandboxLimits,
+    SubcallError,
+    SubcallHandler,
+    SubcallRequest,
+)
+from .runtime import wire
+
+log = structlog.get_logger("sandbox")
+
+ExitReason = Literal["oom", "crashed"]
+
+
+class Runtime(Protocol):
+    """One launched runtime (a container or a process)."""
+
+    ident: str
+
+    def alive(self) -> bool: ...
+
+    def exit_reason(self) -> tuple[ExitReason, str]:
+        """Why it stopped (call once it stopped): the reason and a short description."""
+        ...
+
+    def kill(self) -> None:
+        """Stop and remove it; idempotent."""
+        ...
+
+
+class Launcher(Protocol):
+    backend: str
+
+    def launch(self, socket_path: Path) -> Runtime: ...
+
+    def init_message(self) -> dict[str, Any]:
+        """Backend-specific fields of the init message (where the context is, rlimits)."""
+        ...
+
+
+def _gib(size: int) -> str:
+    return f"{size / (1 << 30):.2g} GiB" if size >= 1 << 30 else f"{size / (1 << 20):.0f} MiB"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} s"
+
+
+class Session:
+    """A sandbox session; see ``sandbox.open_session``."""
+
+    def __init__(self, launcher: Launcher, limits: SandboxLimits) -> None:
+        self._launcher = launcher
+        self._limits = limits
+        # Private to this host user: only the runtime, through its bind mount, reaches the socket.
+        self._dir = Path(tempfile.mkdtemp(prefix="rlm-sandbox-"))
+        os.chmod(self._dir, 0o700)
+        self._starts = 0
+        self._runtime: Runtime | None = None
+        self._conn: socket.socket | None = None
+        self._last_snapshot: bytes | None = None
+        self._closed = False
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.context_info: dict[str, Any] = {}
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    @property
+    def runtime_id(self) -> str:
+        """The container id (docker) or pid (process) of the current runtime."""
+        if self._runtime is None:
+            raise SandboxClosed("the session is closed")
+        return self._runtime.ident
+
+    def _start(self) -> None:
+        started = time.monotonic()
+        self._starts += 1
+        path = self._dir / f"ctl-{self._starts}.sock"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(path))
+            # The runtime runs as another (unprivileged) user; the 0700 directory keeps other host users out.
+            os.chmod(path, 0o666)  # noqa: S103
+            listener.listen(1)
+            self._runtime = self._launcher.launch(path)
+            self._conn = self._accept(listener, started + self._limits.start_timeout_s)
+        finally:
+            listener.close()
+            path.unlink(missing_ok=True)
+        init = {"op": "init", "output_chars": self._limits.output_chars, **self._launcher.init_message()}
+        reply, _ = self._request(init, b"", started + self._limits.start_timeout_s)
+        if reply.get("op") != "ready":
+            raise SandboxError(f"the sandbox runtime refused to start: {reply.get('message', reply)}")
+        self.context_info = dict(reply.get("context", {}))
+        log.info(
+            "sandbox.started",
+            backend=self._launcher.backend,
+            runtime=self._runtime.ident[:12],
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
+
+    def _accept(self, listener: socket.socket, deadline: float) -> socket.socket:
+        runtime = self._runtime
+        if runtime is None:
+            raise SandboxError("no runtime was launched")
+        listener.settimeout(0.05)
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                if not runtime.alive():
+                    _, why = runtime.exit_reason()
+                    raise SandboxError(
+                        f"the sandbox runtime exited before connecting ({why}); "
+                        "check that the image is the one `python -m sandbox.imagebuild` prints"
+                    ) from None
+                if time.monotonic() > deadline:
+                    raise SandboxError(
+                        "the sandbox runtime did not connect within "
+                        f"{_seconds(self._limits.start_timeout_s)}; "
+                        "raise SandboxLimits.start_timeout_s on a slow machine"
+                    ) from None
+                continue
+            conn.settimeout(None)
+            return conn
+
+    def _stop_runtime(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._runtime is not None:
+            self._runtime.kill()
+            self._runtime = None
+
+    def _replace(self) -> dict[str, str]:
+        """Kill the runtime, start a new one and load the last snapshot; returns the restored variables."""
+        self._stop_runtime()
+        self._start()
+        if self._last_snapshot is None:
+            return {}
+        return self._restore(self._last_snapshot)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._stop_runtime()
+        finally:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SandboxClosed("this sandbox session is closed; open a new one with open_session()")
+
+    # ---- channel ---------------------------------------------------------------------------------
+    def _channel_broken(self) -> bool:
+        """True when the runtime is gone; cheap enough for every cell (no engine round trip)."""
+        if self._conn is None or self._runtime is None:
+            return True
+        # The runtime never speaks unasked between requests, so anything readable is EOF or garbage.
+        readable, _, _ = select.select([self._conn], [], [], 0)
+        return bool(readable)
+
+    def _send(self, message: dict[str, Any], blob: bytes = b"") -> None:
+        if self._conn is None:
+            raise wire.ChannelClosed("no runtime connected")
+        try:
+            self.bytes_sent += wire.send(self._conn, message, blob)
+        except OSError as exc:
+            raise wire.ChannelClosed(f"sending to the runtime failed ({exc})") from None
+
+    def _recv(self, deadline: float | None) -> tuple[dict[str, Any], bytes]:
+        if self._conn is None:
+            raise wire.ChannelClosed("no runtime connected")
+        # Nothing legitimate is larger than the sandbox's own memory.
+        cap = self._limits.memory_bytes
+        message, blob, size = wire.recv(self._conn, deadline=deadline, max_json=cap, max_blob=cap)
+        self.bytes_received += size
+        return message, blob
+
+    def _request(self, message: dict[str, Any], blob: bytes, deadline: float) -> tuple[dict[str, Any], bytes]:
+        self._send(message, blob)
+        return self._recv(deadline)
+
+    # ---- snapshots -------------------------------------------------------------------------------
+    def restore(self, snapshot: bytes) -> None:
+        """Replace the user variables (and the answer) with those of ``snapshot``."""
+        self._check_open()
+        if not isinstance(snapshot, bytes | bytearray) or not snapshot:
+            raise ValueError("restore() needs the non-empty bytes of a CellResult.snapshot")
+        if self._channel_broken():
+            self._stop_runtime()
+            self._start()
+        self._restore(bytes(snapshot))
+
+    def _restore(self, snapshot: bytes) -> dict[str, str]:
+        deadline = time.monotonic() + self._limits.cell_timeout_s
+        try:
+            reply, _ = self._request({"op": "restore"}, snapshot, deadline)
+        except (wire.ChannelClosed, wire.ChannelTimeout) as exc:
+            self._stop_runtime()
+            self._start()
+            raise SandboxError(
+                f"restoring the snapshot killed or stalled the sandbox ({exc}); the session now has an "
+                "empty namespace"
+            ) from None
+        if reply.get("op") != "restored":
+            raise SandboxError(f"the snapshot was not restored: {reply.get('message', reply)}")
+        self._last_snapshot = snapshot
+        return {str(k): str(v) for k, v in reply.get("variables", {}).items()}
+
+    # ---- cells -----------------------------------------------------------------------------------
+    def execute(
+        self, code: str, on_subcall: SubcallHandler, *, wall_timeout_s: float | None = None
+    ) -> CellResult:
+        """Run one cell; ``wall_timeout_s`` (if given) overrides ``SandboxLimits.cell_wall_timeout_s``."""
+        self._check_open()
+        if not isinstance(code, str):
+            raise TypeError(f"execute() takes the cell's code as str, got {type(code).__name__}")
+        started = time.monotonic()
+        notes: list[str] = []
+        if self._channel_broken():
+            gone = "was closed" if self._runtime is None else "had died"
+            self._replace()
+            notes.append(f"the sandbox {gone} between cells; a new one was started from the last snapshot")
+        wall = wall_timeout_s if wall_timeout_s is not None else self._limits.cell_wall_timeout_s
+        wall_deadline = None if wall is None else started + wall
+        compute_left = self._limits.cell_timeout_s
+        try:
+            self._send({"op": "exec", "code": code})
+            while True:
+                waiting_since = time.monotonic()
+                deadline = waiting_since + compute_left
+                if wall_deadline is not None:
+                    deadline = min(deadline, wall_deadline)
+                message, blob = self._recv(deadline)
+                compute_left -= time.monotonic() - waiting_since
+                if message.get("op") == "subcall":
+                    self._answer_subcall(message, on_subcall)
+                    if wall_deadline is not None and time.monotonic() >= wall_deadline:
+                        raise wire.ChannelTimeout("wall-clock cap reached while answering a sub-call")
+                    continue
+                if message.get("op") != "result":
+                    raise wire.ChannelClosed(f"unexpected message {message.get('op')!r} from the runtime")
+                return self._cell_result(message, blob, started, notes)
+        except wire.ChannelTimeout:
+            over_wall = wall_deadline is not None and time.monotonic() >= wall_deadline
+            limit = f"its wall-clock cap of {_seconds(wall or 0)}" if over_wall else None
+            return self._lost("timeout", started, notes, limit)
+        except (wire.ChannelClosed, wire.FrameTooLarge, ValueError, UnicodeDecodeError) as exc:
+            runtime = self._runtime
+            alive = runtime is not None and runtime.alive()
+            if runtime is None or alive:
+                reason: ExitReason = "crashed"
+                detail = f"the runtime broke the protocol ({exc})"
+            else:
+                reason, detail = runtime.exit_reason()
+            return self._lost(reason, started, notes, detail)
+        except BaseException:
+            # The handler failed unexpectedly (or we were interrupted): the cell is abandoned half-way,
+            # so the namespace goes back to before it, and the caller sees the exception.
+            self._replace()
+            raise
+
+    def _answer_subcall(self, message: dict[str, Any], on_subcall: SubcallHandler) -> None:
+        prompts = message.get("prompts")
+        kind = message.get("kind")
+        if (
+            kind not in ("llm", "rlm")
+            or not isinstance(prompts, list)
+            or not all(isinstance(p, str) for p in prompts)
+        ):
+            raise wire.ChannelClosed("malformed sub-call request from the runtime")
+        model = message.get("model")
+        request = SubcallRequest(
+            kind=kind,
+            prompts=prompts,
+            model=model if isinstance(model, str) else None,
+            seq=int(message.get("seq", 0)),
+        )
+        try:
+            answers = on_subcall(request)
+        except SubcallError as exc:
+            self._send({"op": "subcall_error", "reason": exc.reason})
+            return
+        if not isinstance(answers, list) or len(answers) != len(prompts):
+            got = len(answers) if isinstance(answers, list) else type(answers).__name__
+            reason = f"the host answered with {got} results for {len(prompts)} prompts"
+            log.error("sandbox.subcall_bad_answer", seq=request.seq, reason=reason)
+            self._send({"op": "subcall_error", "reason": reason})
+            return
+        self._send({"op": "subcall_result", "answers": [str(a) for a in answers]})
+
+    def _lost(self, status: CellStatus, started: float, notes: list[str], detail: str | None) -> CellResult:
+        if status == "timeout":
+            what = f"cell timed out after {detail or _seconds(self._limits.cell_timeout_s)}"
+        elif status == "oom":
+            what = f"cell ran out of memory (limit {_gib(self._limits.memory_bytes)})"
+        else:
+            what = f"the sandbox died during the cell: {detail}"
+        variables = self._replace()
+        restored = (
+            "state restored to before the cell" if self._last_snapshot else "state reset (no snapshot yet)"
+        )
+        notes.append(f"{what}; {restored}")
+        log.warning("sandbox.cell_lost", status=status, detail=detail)
+        return CellResult(
+            status=status,
+            stdout="",
+            stderr="",
+            stdout_cut=0,
+            stderr_cut=0,
+            traceback=None,
+            answer=None,
+            variables=variables,
+            unpicklable=[],
+            duration_s=time.monotonic() - started,
+            subcalls=0,
+            snapshot=self._last_snapshot,
+            message="; ".join(notes),
+        )
+
+    def _cell_result(
+        self, message: dict[str, Any], blob: bytes, started: float, notes: list[str]
+    ) -> CellResult:
+        answer = message.get("answer")
+        unpicklable = [str(name) for name in message.get("unpicklable", [])]
+        reasons = message.get("unpicklable_reasons", {})
+        if unpicklable:
+            notes.append(
+                "not in the snapshot: "
+                + "; ".join(f"{name} ({reasons.get(name, '?')})" for name in unpicklable)
+            )
+        self._last_snapshot = blob
+        result = CellResult(
+            status="ok" if message.get("status") == "ok" else "error",
+            stdout=str(message.get("stdout", "")),
+            stderr=str(message.get("stderr", "")),
+            stdout_cut=int(message.get("stdout_cut", 0)),
+            stderr_cut=int(message.get("stderr_cut", 0)),
+            traceback=message.get("traceback"),
+            answer=None if answer is None else Answer(str(answer["content"]), bool(answer["ready"])),
+            variables={str(k): str(v) for k, v in message.get("variables", {}).items()},
+            unpicklable=unpicklable,
+            duration_s=time.monotonic() - started,
+            subcalls=int(message.get("subcalls", 0)),
+            snapshot=blob,
+            message="; ".join(notes) or None,
+        )
+        log.info(
+            "sandbox.cell_finished",
+            status=result.status,
+            ms=round(result.duration_s * 1000, 1),
+            subcalls=result.subcalls,
+            snapshot_bytes=len(blob),
+        )
+        return result
