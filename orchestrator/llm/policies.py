@@ -1,0 +1,370 @@
+"""What the scripted model says: policies that read the conversation and write real REPL code.
+
+Pure functions of the messages (no I/O, no clock), so a policy's reply to a given conversation never
+changes. Two roles:
+
+- RLM role (the conversation starts with an RLM system prompt): the policy writes ```repl code that
+  runs in the sandbox against the real ``context``; answers come out of that code.
+- leaf role (anything else, e.g. a prompt sent by ``llm_query``): the model answers the prompt
+  itself by computing over the text in it: the first line is the instruction, the rest the data.
+
+Tasks the policies understand (from the query, or from a sub-prompt's first line):
+
+- find: ``/regex/`` (group 1 if it has one), a quoted 'phrase', or "What is the <subject>?", which
+  looks for the value written after the subject ("The magic number is 4817305." -> 4817305);
+- count: "how many"/"count"/"number of" with ``/regex/`` or a quoted 'word' (matched as a whole word).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from orchestrator.protocol.prompts import (
+    BLOCK_FAILED,
+    ChatMessage,
+    NodeLimits,
+    is_forced_final,
+    read_limits,
+    read_query,
+)
+
+RLM_POLICIES = ("search", "mapreduce", "recurse", "leaf", "loop", "spin")
+DEFAULT_CHUNKS = 10
+# How many failed attempts a policy makes before it gives up and answers with the reason.
+MAX_ATTEMPTS = 3
+
+_REGEX = re.compile(r"/(?P<body>.+)/")
+_QUOTED = re.compile(r"'(?P<a>[^'\n]+)'|\"(?P<b>[^\"\n]+)\"|`(?P<c>[^`\n]+)`")
+_SUBJECT = re.compile(
+    r"^\s*(?:what|which|who)(?:'s|\s+is|\s+are|\s+was)\s+(?:the\s+|a\s+|an\s+)?(?P<s>[^?.!\n]+)", re.I
+)
+_COUNTING = re.compile(r"\b(?:how many|count|number of)\b", re.I)
+_CHUNKS = re.compile(r"\b(?P<n>\d[\d,_]*)\s+chunks?\b", re.I)
+
+
+@dataclass(frozen=True)
+class PolicyParams:
+    policy: str
+    chunks: int | None = None
+    # recurse: fan out with rlm_query_batched (True) or one rlm_query per half (False).
+    parallel: bool = True
+    # recurse: below this many characters a node counts directly instead of splitting further.
+    min_split_chars: int = 1_000
+
+
+@dataclass(frozen=True)
+class Target:
+    pattern: str
+    group: int
+    label: str
+
+
+@dataclass(frozen=True)
+class View:
+    """The parts of a conversation the policies decide on."""
+
+    limits: NodeLimits | None
+    query: str
+    iteration: int
+    failures: int
+    # The user messages after the first: each iteration's report (and the forced-final request).
+    outputs: tuple[str, ...]
+    last_user: str
+    forced_final: bool
+
+
+def view_of(messages: Sequence[ChatMessage]) -> View:
+    limits = read_limits(messages[0].content) if messages and messages[0].role == "system" else None
+    users = [m.content for m in messages if m.role == "user"]
+    query = (read_query(users[0]) if users else None) or ""
+    last_user = users[-1] if users else ""
+    return View(
+        limits=limits,
+        query=query if limits is not None else last_user,
+        iteration=sum(1 for m in messages if m.role == "assistant"),
+        failures=sum(1 for text in users[1:] if BLOCK_FAILED in text),
+        outputs=tuple(users[1:]),
+        last_user=last_user,
+        forced_final=is_forced_final(last_user),
+    )
+
+
+def _target_regex(text: str) -> Target | None:
+    first = text.split("\n", 1)[0]
+    found = _REGEX.search(first)
+    if found is None:
+        return None
+    body = found.group("body")
+    try:
+        groups = re.compile(body).groups
+    except re.error:
+        return None
+    return Target(pattern=body, group=1 if groups else 0, label=f"/{body}/")
+
+
+def _quoted(text: str) -> str | None:
+    found = _QUOTED.search(text)
+    if found is None:
+        return None
+    return next(g for g in found.groups() if g is not None)
+
+
+def count_target(instruction: str) -> Target | None:
+    regex = _target_regex(instruction)
+    if regex is not None:
+        return Target(pattern=regex.pattern, group=0, label=regex.label)
+    term = _quoted(instruction)
+    if term is None:
+        return None
+    escaped = re.escape(term)
+    pattern = rf"\b{escaped}\b" if re.fullmatch(r"\w(.*\w)?", term) else escaped
+    return Target(pattern=pattern, group=0, label=repr(term))
+
+
+def find_target(instruction: str) -> Target | None:
+    regex = _target_regex(instruction)
+    if regex is not None:
+        return regex
+    subject = _quoted(instruction)
+    if subject is None:
+        found = _SUBJECT.search(instruction)
+        subject = found.group("s").strip() if found else None
+    if not subject:
+        return None
+    words = r"\s+".join(re.escape(w) for w in subject.split())
+    # The value written after the subject: "magic number is 4817305", "magic number: 4817305".
+    pattern = rf"(?i)\b{words}\b[^\w\n]*(?:(?:is|was|are|equals)\b)?[^\w\n]*(\w[\w-]*(?:\.\d+)?)"
+    return Target(pattern=pattern, group=1, label=repr(subject))
+
+
+def is_counting(instruction: str) -> bool:
+    return _COUNTING.search(instruction.split("\n", 1)[0]) is not None
+
+
+def count_instruction(target: Target) -> str:
+    return (
+        f"Count the matches of the regex /{target.pattern}/ in the text after this line. "
+        "Reply with the number only."
+    )
+
+
+# ---------------------------------------------------------------- leaf role
+
+
+def leaf_answer(prompt: str) -> str:
+    """Answer a plain prompt: first line the instruction, the rest the text it is about."""
+    instruction, _, data = prompt.partition("\n")
+    if is_counting(instruction):
+        target = count_target(instruction)
+        if target is None:
+            return "I can count /regex/ matches or 'quoted' words; the instruction named neither."
+        return str(sum(1 for _ in re.finditer(target.pattern, data)))
+    target = find_target(instruction)
+    if target is None:
+        return "I can find /regex/ matches or answer 'What is the <subject>?'; the instruction was neither."
+    found = re.search(target.pattern, data)
+    return found.group(target.group) if found else "NOT FOUND"
+
+
+# ---------------------------------------------------------------- RLM role: code the policies write
+
+_PRELUDE = """import re
+
+def _as_text(value):
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return "\\n".join(str(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return "\\n".join(str(v) for v in value)
+    return str(value)
+
+def _split(text, n):
+    # n pieces cut at line ends (else whitespace), so no line is split between two pieces
+    bounds = [0]
+    for k in range(1, n):
+        pos = max(bounds[-1], k * len(text) // n)
+        cut = text.find("\\n", pos)
+        if cut == -1:
+            space = re.compile(r"\\s").search(text, pos)
+            cut = space.start() if space else len(text)
+        bounds.append(cut)
+    bounds.append(len(text))
+    return [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+text = _as_text(context)
+# a child RLM's context starts with the instruction line its parent wrote: keep only the data
+_first, _sep, _rest = text.partition("\\n")
+if _sep and _first.strip() == {query!r}.strip():
+    text = _rest
+del _first, _sep, _rest
+"""
+
+# Large temporaries are deleted at the end of each cell: every cell's variables are snapshotted.
+_CLEANUP = "del text, _as_text, _split"
+
+
+def _repl(code: str, intro: str) -> str:
+    return f"{intro}\n\n```repl\n{code}\n```"
+
+
+def _prelude(query: str) -> str:
+    return _PRELUDE.format(query=query)
+
+
+def _give_up(reason: str) -> str:
+    return _repl(f"FINAL({reason!r})", "I cannot get further; answering with what went wrong.")
+
+
+def _search(view: View) -> str:
+    target = find_target(view.query)
+    if target is None:
+        return _give_up(
+            f"The query names nothing to look for (use /regex/, 'a phrase' or 'What is the X?'): {view.query}"
+        )
+    if view.failures:
+        return _give_up(f"The search for {target.label} failed; see the error above.")
+    if view.iteration > 0:
+        return _give_up(f"No match for {target.label} in the context.")
+    code = f"""{_prelude(view.query)}
+pattern = {target.pattern!r}
+_m = re.search(pattern, text)
+if _m:
+    print(f"match at {{_m.start():,}}: {{text[max(0, _m.start() - 60):_m.end() + 60]!r}}")
+    FINAL(_m.group({target.group}))
+else:
+    print(f"no match for {{pattern!r}} in {{len(text):,}} characters")
+del _m
+{_CLEANUP}"""
+    return _repl(code, f"I will search the context for {target.label} with a regular expression.")
+
+
+def _chunk_count(view: View, params: PolicyParams, limits: NodeLimits) -> int:
+    if params.chunks is not None:
+        wanted = params.chunks
+    else:
+        found = _CHUNKS.search(view.query)
+        wanted = int(found.group("n").replace(",", "").replace("_", "")) if found else DEFAULT_CHUNKS
+        wanted = min(wanted, limits.max_subcalls)
+    # After a failed map (e.g. the sub-call limit), retry with bigger chunks.
+    return max(1, wanted >> view.failures)
+
+
+def _mapreduce(view: View, params: PolicyParams, limits: NodeLimits) -> str:
+    target = count_target(view.query)
+    if target is None:
+        return _give_up(f"The query names nothing to count (use /regex/ or a 'quoted' word): {view.query}")
+    n = _chunk_count(view, params, limits)
+    code = f"""{_prelude(view.query)}
+chunks = _split(text, {n})
+_prompts = [{count_instruction(target)!r} + "\\n" + chunk for chunk in chunks]
+replies = llm_query_batched(_prompts)
+counts = [int(re.search(r"-?\\d+", reply).group()) for reply in replies]
+total = sum(counts)
+_more = " ..." if len(counts) > 10 else ""
+print(f"{{len(chunks)}} chunks; counts {{counts[:10]}}{{_more}}; total {{total}}")
+answer["content"] = str(total)
+answer["ready"] = True
+del chunks, _prompts, _more
+{_CLEANUP}"""
+    intro = (
+        f"I will split the context into {n} chunks, count {target.label} in each with a sub-model, and sum."
+    )
+    return _repl(code, intro)
+
+
+def _direct_count(view: View, target: Target) -> str:
+    code = f"""{_prelude(view.query)}
+pattern = {target.pattern!r}
+total = str(sum(1 for _ in re.finditer(pattern, text)))
+print(f"{{total}} matches of {{pattern!r}} in {{len(text):,}} characters")
+FINAL_VAR("total")
+{_CLEANUP}"""
+    return _repl(code, f"The text is small enough: I will count {target.label} directly.")
+
+
+def _recurse(view: View, params: PolicyParams, limits: NodeLimits) -> str:
+    target = count_target(view.query)
+    if target is None:
+        return _give_up(f"The query names nothing to count (use /regex/ or a 'quoted' word): {view.query}")
+    if not limits.rlm_children_recurse:
+        return _direct_count(view, target)
+    call = (
+        "replies = rlm_query_batched(_prompts)"
+        if params.parallel
+        else "replies = [rlm_query(prompt) for prompt in _prompts]"
+    )
+    code = f"""{_prelude(view.query)}
+pattern = {target.pattern!r}
+if len(text) < {params.min_split_chars}:
+    replies = [str(sum(1 for _ in re.finditer(pattern, text)))]
+else:
+    _prompts = [{count_instruction(target)!r} + "\\n" + half for half in _split(text, 2)]
+    {call}
+    del _prompts
+total = str(sum(int(re.search(r"-?\\d+", reply).group()) for reply in replies))
+print(f"parts {{replies}} -> total {{total}}")
+FINAL_VAR("total")
+{_CLEANUP}"""
+    return _repl(
+        code,
+        f"I will split the context in halves and give each half to a recursive call counting {target.label}.",
+    )
+
+
+def _leaf_rlm(view: View) -> str:
+    if is_counting(view.query):
+        target = count_target(view.query)
+        if target is None:
+            return _give_up(
+                f"The query names nothing to count (use /regex/ or a 'quoted' word): {view.query}"
+            )
+        return _direct_count(view, target)
+    return _search(view)
+
+
+def _loop(view: View) -> str:
+    code = f'print("iteration {view.iteration + 1}: context length", len(context))'
+    return _repl(code, "Looking at the context again.")
+
+
+def _spin(view: View) -> str:
+    if view.failures:
+        return _give_up("My code never finished, so the cell was stopped.")
+    return _repl("while True:\n    pass", "Thinking in a loop.")
+
+
+def _forced_final(view: View) -> str:
+    lengths = re.findall(r"context length (\d+)", "\n".join(view.outputs))
+    if lengths:
+        return f"I ran out of iterations. All I know: the context has {lengths[-1]} characters."
+    return "I ran out of iterations without establishing an answer."
+
+
+def rlm_reply(params: PolicyParams, view: View) -> str:
+    """The reply of policy ``params.policy`` in an RLM conversation."""
+    limits = view.limits if view.limits is not None else NodeLimits()
+    if view.forced_final:
+        return _forced_final(view)
+    if view.failures >= MAX_ATTEMPTS:
+        return _give_up(f"{view.failures} attempts failed; see the errors above.")
+    if params.policy == "search":
+        return _search(view)
+    if params.policy == "mapreduce":
+        return _mapreduce(view, params, limits)
+    if params.policy == "recurse":
+        return _recurse(view, params, limits)
+    if params.policy == "loop":
+        return _loop(view)
+    if params.policy == "spin":
+        return _spin(view)
+    return _leaf_rlm(view)
+
+
+def reply(params: PolicyParams, messages: Sequence[ChatMessage]) -> str:
+    view = view_of(messages)
+    if view.limits is None:
+        return leaf_answer(view.last_user)
+    return rlm_reply(params, view)
