@@ -6,6 +6,8 @@ from importlib.metadata import version as dist_version
 
 import typer
 
+from orchestrator.cli.store_cmds import db_app, price_app, tenant_app
+
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="durable-rlm: durable Recursive Language Models."
 )
@@ -20,6 +22,11 @@ def _root() -> None:
 def version() -> None:
     """Print the installed version."""
     typer.echo(dist_version("durable-rlm"))
+
+
+app.add_typer(db_app, name="db")
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(price_app, name="price")
 
 
 def main() -> None:

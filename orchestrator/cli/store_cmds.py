@@ -1,0 +1,227 @@
+"""``rlm db``, ``rlm tenant`` and ``rlm price``: schema migrations, tenant budgets and model prices.
+
+Every bad input ends with one ``error: ...`` line on stderr and exit code 1; each command writes in a
+single transaction, so a failure leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Annotated
+
+import typer
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.settings import Settings, SettingsError, load_settings
+from orchestrator.store import (
+    BudgetUsage,
+    StoreError,
+    check_schema,
+    create_tenant,
+    current_revision,
+    downgrade,
+    format_usd,
+    head_revision,
+    list_tenants,
+    make_engine,
+    make_session_factory,
+    parse_usd,
+    price_for,
+    safe_url,
+    set_price,
+    set_tenant_budget,
+    tenant_usage,
+    upgrade,
+)
+from orchestrator.store.prices import parse_price
+
+# Negative numbers ("-5") must reach our own validation instead of being taken for unknown options.
+_ARGS = {"ignore_unknown_options": True}
+
+db_app = typer.Typer(no_args_is_help=True, help="Database schema: upgrade, current revision, downgrade.")
+tenant_app = typer.Typer(no_args_is_help=True, help="Tenants and their USD budgets.")
+price_app = typer.Typer(no_args_is_help=True, help="Model prices in USD per token.")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextmanager
+def _errors(settings: Settings | None = None) -> Iterator[None]:
+    try:
+        yield
+    except (StoreError, SettingsError, ValueError) as exc:
+        raise _fail(_first_line(exc)) from None
+    except OSError as exc:
+        raise _fail(
+            f"{exc.strerror or exc}: {exc.filename or ''}; check RLM_DATABASE_URL and RLM_DATA_DIR"
+        ) from None
+    except DBAPIError as exc:
+        where = safe_url(settings.database_url) if settings else "the database"
+        reason = _first_line(exc.orig) if exc.orig is not None else _first_line(exc)
+        raise _fail(f"database error on {where}: {reason}") from None
+
+
+def _settings() -> Settings:
+    with _errors():
+        return load_settings()
+
+
+@contextmanager
+def _engine(settings: Settings) -> Iterator[Engine]:
+    with _errors(settings):
+        engine = make_engine(settings.database_url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+
+@contextmanager
+def _sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    with _engine(settings) as engine:
+        check_schema(engine)
+        yield make_session_factory(engine)
+
+
+def _budget(text: str) -> Decimal:
+    with _errors():
+        return parse_usd(text, "budget")
+
+
+# --- rlm db ----------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Create or upgrade the store's tables (RLM_DATABASE_URL; default: SQLite in the data directory)."""
+    settings = _settings()
+    with _engine(settings) as engine:
+        upgrade(engine, revision)
+        typer.echo(f"database {safe_url(engine.url)} is at revision {current_revision(engine)}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the database's schema revision and whether it is the newest."""
+    settings = _settings()
+    with _engine(settings) as engine:
+        current, head = current_revision(engine), head_revision()
+        if current == head:
+            typer.echo(f"{current} (head)")
+        elif current is None:
+            typer.echo(f"none (head is {head}; run `rlm db upgrade`)")
+        else:
+            typer.echo(f"{current} (head is {head}; run `rlm db upgrade`)")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision; 'base' removes every table.")],
+) -> None:
+    """Downgrade the schema to REVISION (destroys the data of the tables it removes)."""
+    settings = _settings()
+    with _engine(settings) as engine:
+        downgrade(engine, revision)
+        typer.echo(f"database {safe_url(engine.url)} is at revision {current_revision(engine) or 'base'}")
+
+
+# --- rlm tenant ------------------------------------------------------------------------------------
+
+
+def _usage_line(usage: BudgetUsage) -> str:
+    limit = "none" if usage.limit is None else f"{format_usd(usage.limit)} USD"
+    remaining = "unlimited" if usage.remaining is None else format_usd(usage.remaining)
+    return (
+        f"{usage.name}: limit {limit}, spent {format_usd(usage.spent)}, "
+        f"reserved {format_usd(usage.reserved)}, remaining {remaining}"
+    )
+
+
+@tenant_app.command("create", context_settings=_ARGS)
+def tenant_create(
+    name: Annotated[str, typer.Argument(help="Tenant name (at most 128 characters).")],
+    budget_usd: Annotated[str, typer.Option("--budget-usd", help="USD budget, e.g. 100 or 12.50.")],
+) -> None:
+    """Create a tenant with a USD budget."""
+    settings = _settings()
+    budget = _budget(budget_usd)
+    with _sessions(settings) as sessions, _errors(settings), sessions.begin() as session:
+        create_tenant(session, name, budget)
+        typer.echo(_usage_line(tenant_usage(session, name)))
+
+
+@tenant_app.command("set-budget", context_settings=_ARGS)
+def tenant_set_budget(
+    name: Annotated[str, typer.Argument(help="Tenant name.")],
+    budget_usd: Annotated[str, typer.Argument(help="New USD budget; takes effect for the next reservation.")],
+) -> None:
+    """Set a tenant's USD budget (raising it lets paused work reserve again at once)."""
+    settings = _settings()
+    budget = _budget(budget_usd)
+    with _sessions(settings) as sessions, _errors(settings), sessions.begin() as session:
+        set_tenant_budget(session, name, budget)
+        typer.echo(_usage_line(tenant_usage(session, name)))
+
+
+@tenant_app.command("show")
+def tenant_show(
+    name: Annotated[str | None, typer.Argument(help="Tenant name; all tenants when omitted.")] = None,
+) -> None:
+    """Show limit, spent, reserved and remaining USD of one tenant or of all."""
+    settings = _settings()
+    with _sessions(settings) as sessions, _errors(settings), sessions() as session:
+        if name is not None:
+            typer.echo(_usage_line(tenant_usage(session, name)))
+            return
+        tenants = list_tenants(session)
+        if not tenants:
+            typer.echo("no tenants; create one with `rlm tenant create NAME --budget-usd AMOUNT`")
+        for tenant in tenants:
+            typer.echo(_usage_line(tenant_usage(session, tenant.name)))
+
+
+# --- rlm price -------------------------------------------------------------------------------------
+
+
+@price_app.command("set", context_settings=_ARGS)
+def price_set(
+    model: Annotated[str, typer.Argument(help="litellm model string, e.g. openai/gpt-5-mini.")],
+    input_price: Annotated[str, typer.Option("--input", help="USD per prompt token, e.g. 2.5e-7.")],
+    output_price: Annotated[str, typer.Option("--output", help="USD per completion token, e.g. 2e-6.")],
+) -> None:
+    """Register a model's price; it takes precedence over the prices file and litellm's map."""
+    settings = _settings()
+    with _errors():
+        prices = (parse_price(input_price, "input price"), parse_price(output_price, "output price"))
+    with _sessions(settings) as sessions, _errors(settings), sessions.begin() as session:
+        price = set_price(session, model, *prices)
+    typer.echo(
+        f"{model}: input {format_usd(price.input_per_token)} USD/token, "
+        f"output {format_usd(price.output_per_token)} USD/token (registered)"
+    )
+
+
+@price_app.command("show")
+def price_show(model: Annotated[str, typer.Argument(help="litellm model string.")]) -> None:
+    """Show the price used for MODEL and where it comes from (registered, file or litellm)."""
+    settings = _settings()
+    with _sessions(settings) as sessions, _errors(settings), sessions() as session:
+        price = price_for(session, model, prices_file=settings.prices_file)
+    typer.echo(
+        f"{model}: input {format_usd(price.input_per_token)} USD/token, "
+        f"output {format_usd(price.output_per_token)} USD/token ({price.source})"
+    )
