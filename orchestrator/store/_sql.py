@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result
+from sqlalchemy import CursorResult, Result, literal_column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session
 
@@ -28,8 +28,14 @@ def insert_ignore(
     On PostgreSQL a concurrent uncommitted insert of the same key makes this wait for that
     transaction, so afterwards the winner's row is visible to a fresh statement.
     """
-    stmt = _insert(session, model).values(**values).on_conflict_do_nothing(index_elements=list(conflict))
-    return rowcount(session.execute(stmt)) == 1
+    # RETURNING rather than rowcount: drivers report -1 for some INSERTs (psycopg with implicit returning).
+    stmt = (
+        _insert(session, model)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=list(conflict))
+        .returning(literal_column("1"))
+    )
+    return session.execute(stmt).first() is not None
 
 
 def upsert(
