@@ -9,6 +9,9 @@ process that reaps orphans, and exactly two bind mounts: the context (read-only)
 from __future__ import annotations
 
 import datetime as dt
+import os
+import stat
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,22 @@ def normalise_labels(labels: Mapping[str, str]) -> dict[str, str]:
     return result
 
 
+def check_readable_by_sandbox(context_path: Path) -> None:
+    """The sandbox user is neither the owner nor in the group of host files: "other" bits must allow it."""
+    paths = [context_path]
+    if context_path.is_dir():
+        for root, dirs, files in os.walk(context_path):
+            paths.extend(Path(root) / name for name in [*dirs, *files])
+    for path in paths:
+        mode = path.stat().st_mode
+        needed = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) else 0)
+        if mode & needed != needed:
+            raise ValueError(
+                f"context file {path} is not readable by the sandbox user (uid 10001); "
+                f"make it world-readable, e.g. chmod -R o+rX {context_path}"
+            )
+
+
 def context_target(context_path: Path | None) -> str | None:
     """Where the context appears inside the container (a file keeps its name, hence its suffix)."""
     if context_path is None:
@@ -66,17 +85,18 @@ class DockerRuntime:
         try:
             self._container.reload()
         except docker.errors.NotFound:
+            self._container.attrs = {}
             return False
         return bool(self._container.attrs["State"]["Running"])
 
-    def exit_reason(self) -> tuple[ExitReason, str]:
-        try:
-            self._container.wait(timeout=10)
-            self._container.reload()
-        except docker.errors.NotFound:
+    def exit_reason(self, wait_s: float) -> tuple[ExitReason, str]:
+        deadline = time.monotonic() + wait_s
+        while self.alive():
+            if time.monotonic() > deadline:
+                return "crashed", "the runtime closed the control channel but kept running"
+            time.sleep(0.05)
+        if not self._container.attrs:
             return "crashed", "container was removed"
-        except Exception as exc:  # the engine did not answer in time; report what we know
-            return "crashed", f"container state unknown ({exc})"
         state = self._container.attrs["State"]
         if state.get("OOMKilled"):
             return "oom", "killed by the out-of-memory killer"

@@ -55,6 +55,8 @@ def open_session(
     if backend != "docker":
         raise ValueError(f"unknown sandbox backend {backend!r}; use 'docker' (default) or 'process'")
     labels = docker_backend.normalise_labels(labels)
+    if context_path is not None:
+        docker_backend.check_readable_by_sandbox(context_path)
     if image is None:
         from .imagebuild import image_ref
 

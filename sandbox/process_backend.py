@@ -33,8 +33,11 @@ class ProcessRuntime:
     def alive(self) -> bool:
         return self._process.poll() is None
 
-    def exit_reason(self) -> tuple[ExitReason, str]:
-        code = self._process.wait()
+    def exit_reason(self, wait_s: float) -> tuple[ExitReason, str]:
+        try:
+            code = self._process.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            return "crashed", "the runtime closed the control channel but kept running"
         return "crashed", f"process exited with code {code}"
 
     def kill(self) -> None:

@@ -34,6 +34,7 @@ from .runtime import wire
 log = structlog.get_logger("sandbox")
 
 ExitReason = Literal["oom", "crashed"]
+_EXIT_WAIT_S = 5.0
 
 
 class Runtime(Protocol):
@@ -43,8 +44,8 @@ class Runtime(Protocol):
 
     def alive(self) -> bool: ...
 
-    def exit_reason(self) -> tuple[ExitReason, str]:
-        """Why it stopped (call once it stopped): the reason and a short description."""
+    def exit_reason(self, wait_s: float) -> tuple[ExitReason, str]:
+        """Why it stopped, waiting up to ``wait_s`` for it to stop: the reason and a short description."""
         ...
 
     def kill(self) -> None:
@@ -138,7 +139,7 @@ class Session:
                 conn, _ = listener.accept()
             except TimeoutError:
                 if not runtime.alive():
-                    _, why = runtime.exit_reason()
+                    _, why = runtime.exit_reason(wait_s=_EXIT_WAIT_S)
                     raise SandboxError(
                         f"the sandbox runtime exited before connecting ({why}); "
                         "check that the image is the one `python -m sandbox.imagebuild` prints"
@@ -288,15 +289,15 @@ class Session:
             over_wall = wall_deadline is not None and time.monotonic() >= wall_deadline
             limit = f"its wall-clock cap of {_seconds(wall or 0)}" if over_wall else None
             return self._lost("timeout", started, notes, limit)
-        except (wire.ChannelClosed, wire.FrameTooLarge, ValueError, UnicodeDecodeError) as exc:
-            runtime = self._runtime
-            alive = runtime is not None and runtime.alive()
-            if runtime is None or alive:
-                reason: ExitReason = "crashed"
-                detail = f"the runtime broke the protocol ({exc})"
-            else:
-                reason, detail = runtime.exit_reason()
+        except wire.ChannelClosed as exc:
+            reason: ExitReason = "crashed"
+            detail = str(exc)
+            if self._runtime is not None:
+                # EOF means the runtime is dead or dying; give the engine a moment to record why.
+                reason, detail = self._runtime.exit_reason(wait_s=_EXIT_WAIT_S)
             return self._lost(reason, started, notes, detail)
+        except (wire.FrameTooLarge, ValueError, UnicodeDecodeError) as exc:
+            return self._lost("crashed", started, notes, f"the runtime broke the protocol ({exc})")
         except BaseException:
             # The handler failed unexpectedly (or we were interrupted): the cell is abandoned half-way,
             # so the namespace goes back to before it, and the caller sees the exception.

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
+
+
+def _raise(error: OSError) -> None:
+    raise error
 
 
 def load_context(path: str | None) -> Any:
@@ -17,8 +22,11 @@ def load_context(path: str | None) -> Any:
         return None
     source = Path(path)
     if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.is_file())
-        return [p.read_text(encoding="utf-8", errors="replace") for p in files]
+        files: list[Path] = []
+        for root, _, names in os.walk(source, onerror=_raise):
+            files.extend(Path(root) / name for name in names)
+        files.sort(key=lambda p: p.relative_to(source).parts)
+        return [p.read_text(encoding="utf-8", errors="replace") for p in files if p.is_file()]
     if source.suffix.lower() == ".json":
         with source.open(encoding="utf-8") as handle:
             return json.load(handle)

@@ -1,0 +1,97 @@
+"""Session lifecycle: isolation between sessions, labels, reaping, bad arguments."""
+
+from __future__ import annotations
+
+import docker
+import pytest
+
+from sandbox import SandboxClosed, SandboxLimits, open_session, reap
+from tests.sandbox.helpers import OpenSession, no_subcalls
+
+
+def test_two_sessions_cannot_see_each_others_files_or_variables(open_docker: OpenSession) -> None:
+    first, second = open_docker(), open_docker()
+    wrote = first.execute("secret = 'first only'\nopen('/tmp/secret.txt', 'w').write(secret)", no_subcalls)
+    assert wrote.status == "ok"
+    var = second.execute("print(secret)", no_subcalls)
+    assert var.status == "error" and var.traceback is not None and "NameError" in var.traceback
+    file = second.execute("open('/tmp/secret.txt').read()", no_subcalls)
+    assert file.status == "error" and file.traceback is not None and "FileNotFoundError" in file.traceback
+    procs = second.execute(
+        "import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))", no_subcalls
+    )
+    assert procs.stdout.startswith("[1, ")  # its own pid namespace: docker-init is pid 1
+    assert first.execute("print(open('/tmp/secret.txt').read())", no_subcalls).stdout == "first only\n"
+
+
+def test_container_carries_labels_and_caps(
+    open_docker: OpenSession, docker_client: docker.DockerClient, run_label: str
+) -> None:
+    limits = SandboxLimits(memory_bytes=300 << 20, cpus=0.5, pids=50, tmpfs_bytes=10 << 20, log_bytes=4096)
+    session = open_docker(limits=limits, node="n-1", worker="w-1")
+    attrs = docker_client.api.inspect_container(session.runtime_id)
+    labels = attrs["Config"]["Labels"]
+    assert labels["durable-rlm"] == "sandbox"
+    assert (labels["durable-rlm.run"], labels["durable-rlm.node"], labels["durable-rlm.worker"]) == (
+        run_label,
+        "n-1",
+        "w-1",
+    )
+    assert labels["durable-rlm.created-at"].endswith("+00:00")
+    host = attrs["HostConfig"]
+    assert host["Memory"] == host["MemorySwap"] == 300 << 20
+    assert host["NanoCpus"] == 500_000_000
+    assert host["PidsLimit"] == 50
+    assert host["NetworkMode"] == "none"
+    assert host["ReadonlyRootfs"] is True
+    assert host["Tmpfs"] == {"/tmp": f"rw,nosuid,nodev,noexec,size={10 << 20}"}
+    assert host["CapDrop"] == ["ALL"]
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "4096", "max-file": "1"}}
+    assert attrs["Config"]["User"] == "10001:10001"
+
+
+def test_reap_removes_leftover_containers_by_label(
+    sandbox_image: str, docker_client: docker.DockerClient
+) -> None:
+    worker = "reap-test-worker"
+    leftovers = [
+        open_session(context_path=None, labels={"worker": worker}, image=sandbox_image) for _ in range(2)
+    ]
+    ids = [s.runtime_id for s in leftovers]
+    # A worker that died never closed its sessions; the next one reaps by its label.
+    assert reap(labels={"durable-rlm.worker": worker}) == 2
+    remaining = docker_client.containers.list(all=True, filters={"label": f"durable-rlm.worker={worker}"})
+    assert remaining == []
+    for session in leftovers:
+        session.close()  # closing after a reap is harmless
+    assert all(cid not in [c.id for c in docker_client.containers.list(all=True)] for cid in ids)
+
+
+def test_reap_older_than_spares_young_containers(open_docker: OpenSession) -> None:
+    open_docker(worker="young-worker")
+    assert reap(labels={"worker": "young-worker"}, older_than_s=3600) == 0
+    assert reap(labels={"worker": "young-worker"}) == 1
+
+
+def test_close_removes_the_container_and_further_use_is_refused(
+    open_docker: OpenSession, docker_client: docker.DockerClient
+) -> None:
+    session = open_docker()
+    cid = session.runtime_id
+    with session:
+        session.execute("x = 1", no_subcalls)
+    assert cid not in [c.id for c in docker_client.containers.list(all=True)]
+    with pytest.raises(SandboxClosed, match="open a new one"):
+        session.execute("x", no_subcalls)
+
+
+def test_bad_arguments_are_clear_errors(sandbox_image: str) -> None:
+    with pytest.raises(ValueError, match="unknown sandbox label 'tenant'"):
+        open_session(context_path=None, labels={"tenant": "t"}, image=sandbox_image)
+    with pytest.raises(ValueError, match="unknown sandbox backend 'vm'"):
+        open_session(backend="vm", context_path=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"memory_bytes=0 must be > 0.*cell_timeout_s=0 must be > 0"):
+        SandboxLimits(memory_bytes=0, cell_timeout_s=0)
+    with pytest.raises(Exception, match="sandbox image durable-rlm-sandbox:missing is missing"):
+        open_session(context_path=None, image="durable-rlm-sandbox:missing")
