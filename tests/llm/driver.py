@@ -9,6 +9,7 @@ become child nodes (the prompt is the child's context, its first line the query)
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -55,6 +56,20 @@ class NodeOutcome:
     turns: list[Turn]
 
 
+def context_info(path: Path) -> ContextInfo:
+    """What the first message says about the context: the orchestrator computes the same from the store."""
+    if path.is_dir():
+        files = sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.relative_to(path).parts)
+        lengths = tuple(len(p.read_text()) for p in files)
+        return ContextInfo(kind="list", total_chars=sum(lengths), chunk_lengths=lengths)
+    if path.suffix == ".json":
+        value = json.loads(path.read_text())
+        return ContextInfo(
+            kind=type(value).__name__, total_chars=len(path.read_text()), chunk_lengths=(len(value),)
+        )
+    return ContextInfo.of_text(len(path.read_text()))
+
+
 def _report(code: str, result: CellResult) -> CellReport:
     error = None if result.status == "ok" else (result.traceback or result.message or result.status)
     return CellReport(code, result.stdout, result.stderr, error, result.stdout_cut + result.stderr_cut)
@@ -79,7 +94,7 @@ def run_node(
     sandbox_limits: SandboxLimits = SandboxLimits(),  # noqa: B008
 ) -> NodeOutcome:
     tree.nodes.append((limits.depth, query))
-    info = ContextInfo.of_text(len(context_path.read_text()))
+    info = context_info(context_path)
     session = sessions.open(context_path, sandbox_limits)
     used = 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from pathlib import Path
@@ -195,3 +196,47 @@ def test_spin_is_stopped_by_the_cell_timeout_and_the_policy_gives_up(
     first = outcome.turns[0].cells[0]
     assert first.error is not None and "timed out" in first.error
     assert outcome.answer == "My code never finished, so the cell was stopped."
+
+
+def test_policies_work_on_a_directory_of_documents(tmp_path: Path, sessions: Sessions) -> None:
+    docs = tmp_path / "docs"
+    (docs / "b").mkdir(parents=True)
+    texts = [haystack(3_000, seed=10 + i, marks=i + 1) for i in range(6)]
+    for i, text in enumerate(texts[:5]):
+        (docs / f"doc{i}.txt").write_text(text)
+    (docs / "b" / "deep.txt").write_text(texts[5] + "\nthe access code: ZX-9\n")
+    found = run_node(
+        sessions,
+        Tree(),
+        model="scripted/search",
+        sub_model="scripted/leaf",
+        query="What is the access code?",
+        context_path=docs,
+        limits=NodeLimits(),
+    )
+    assert found.answer == "ZX-9"
+    counted = run_node(
+        sessions,
+        Tree(),
+        model="scripted/mapreduce?chunks=4",
+        sub_model="scripted/leaf",
+        query="How many times does 'ERROR' appear?",
+        context_path=docs,
+        limits=NodeLimits(),
+    )
+    assert counted.answer == str(sum(range(1, 7)))
+
+
+def test_search_in_a_json_context(tmp_path: Path, sessions: Sessions) -> None:
+    path = tmp_path / "context.json"
+    path.write_text(json.dumps({"a": "nothing here", "b": "the launch code is 31337", "c": ["x"]}))
+    outcome = run_node(
+        sessions,
+        Tree(),
+        model="scripted/leaf",
+        sub_model="scripted/leaf",
+        query="What is the launch code?",
+        context_path=path,
+        limits=NodeLimits(),
+    )
+    assert outcome.answer == "31337"
