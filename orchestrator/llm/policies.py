@@ -160,7 +160,7 @@ def leaf_answer(prompt: str) -> str:
         target = count_target(instruction)
         if target is None:
             return "I can count /regex/ matches or 'quoted' words; the instruction named neither."
-        return str(sum(1 for _ in re.finditer(target.pattern, data)))
+        return str(len(re.findall(target.pattern, data)))
     target = find_target(instruction)
     if target is None:
         return "I can find /regex/ matches or answer 'What is the <subject>?'; the instruction was neither."

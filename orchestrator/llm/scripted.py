@@ -359,14 +359,15 @@ def register_scripted_provider(*models: str) -> None:
     (parameters in the string, e.g. a price, make it a distinct entry). Raises litellm's
     BadRequestError for a malformed scripted model string.
     """
-    parsed = [(model, parse_model(model)) for model in models]
+    new = [(model, parse_model(model)) for model in models if model not in litellm.model_cost]
     with _register_lock:
         if not any(item.get("provider") == PROVIDER for item in litellm.custom_provider_map):
             litellm.custom_provider_map.append({"provider": PROVIDER, "custom_handler": ScriptedLLM()})
-        # litellm only routes to providers listed in its provider list; it refreshes that list at the
-        # start of each call, but pricing lookups can come first.
-        custom_llm_setup()  # type: ignore[no-untyped-call]
-        for policy in POLICIES:
-            litellm.model_cost.setdefault(f"{PROVIDER}/{policy}", _price_entry(parse_model(policy)))
-        for model, params in parsed:
+            # litellm only routes to providers in its provider list; it refreshes that list at the
+            # start of each call, but pricing lookups can come first.
+            custom_llm_setup()  # type: ignore[no-untyped-call]
+        if f"{PROVIDER}/{POLICIES[-1]}" not in litellm.model_cost:
+            for policy in POLICIES:
+                litellm.model_cost.setdefault(f"{PROVIDER}/{policy}", _price_entry(parse_model(policy)))
+        for model, params in new:
             litellm.model_cost.setdefault(model, _price_entry(params))
