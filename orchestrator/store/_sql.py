@@ -29,13 +29,8 @@ def insert_ignore(
     transaction, so afterwards the winner's row is visible to a fresh statement.
     """
     # RETURNING rather than rowcount: drivers report -1 for some INSERTs (psycopg with implicit returning).
-    stmt = (
-        _insert(session, model)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=list(conflict))
-        .returning(literal_column("1"))
-    )
-    return session.execute(stmt).first() is not None
+    stmt = _insert(session, model).values(**values).on_conflict_do_nothing(index_elements=list(conflict))
+    return session.execute(stmt.returning(literal_column("1"))).first() is not None
 
 
 def upsert(

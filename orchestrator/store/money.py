@@ -28,12 +28,12 @@ def to_nanos(amount: Decimal, what: str = "amount") -> int:
     amount = _check_decimal(amount, what)
     if amount < 0:
         raise ValueError(f"{what} must be >= 0, got {amount}")
+    # Compare before multiplying: a huge exponent would overflow the decimal context.
+    if amount > from_nanos(MAX_NANOS):
+        raise ValueError(f"{what} {amount} USD is too large (maximum {from_nanos(MAX_NANOS)} USD)")
     with localcontext() as ctx:
         ctx.prec = 60
-        nanos = int((amount * NANOS_PER_USD).to_integral_value(rounding=ROUND_CEILING))
-    if nanos > MAX_NANOS:
-        raise ValueError(f"{what} {amount} USD is too large (maximum {from_nanos(MAX_NANOS)} USD)")
-    return nanos
+        return int((amount * NANOS_PER_USD).to_integral_value(rounding=ROUND_CEILING))
 
 
 def from_nanos(nanos: int) -> Decimal:

@@ -305,7 +305,9 @@ def test_raising_budget_while_refusing_lets_next_through(sessions: sessionmaker[
         while not stop.is_set():
             try:
                 # The same key on every attempt, like a retried activity.
-                granted.append(reserve(sessions, run_id="run-1", tenant="acme", amount=D("0.05"), key=f"w{w}"))
+                granted.append(
+                    reserve(sessions, run_id="run-1", tenant="acme", amount=D("0.05"), key=f"w{w}")
+                )
                 return
             except BudgetExhausted:
                 refusals.release()
