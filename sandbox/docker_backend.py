@@ -133,6 +133,9 @@ class DockerLauncher:
     def init_message(self) -> dict[str, Any]:
         return {"context": context_target(self._context), "rlimits": {"RLIMIT_CORE": 0}}
 
+    def close(self) -> None:
+        self._client.close()
+
     def launch(self, socket_path: Path) -> DockerRuntime:
         limits = self._limits
         mounts = [Mount(target=SOCKET_IN_CONTAINER, source=str(socket_path), type="bind", read_only=False)]

@@ -65,6 +65,9 @@ class ProcessLauncher:
             },
         }
 
+    def close(self) -> None:
+        """Nothing to release: each runtime owns its process and working directory."""
+
     def launch(self, socket_path: Path) -> ProcessRuntime:
         workdir = tempfile.TemporaryDirectory(prefix="rlm-process-sandbox-")
         env = {"PATH": os.defpath, "HOME": workdir.name, "TMPDIR": workdir.name, "LANG": "C.UTF-8"}

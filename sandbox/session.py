@@ -6,6 +6,7 @@ The backends (Docker, process) only know how to launch and kill a runtime; every
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -62,6 +63,10 @@ class Launcher(Protocol):
         """Backend-specific fields of the init message (where the context is, rlimits)."""
         ...
 
+    def close(self) -> None:
+        """Release what the launcher holds (e.g. the engine connection)."""
+        ...
+
 
 def _gib(size: int) -> str:
     return f"{size / (1 << 30):.2g} GiB" if size >= 1 << 30 else f"{size / (1 << 20):.0f} MiB"
@@ -103,6 +108,7 @@ class Session:
         return self._runtime.ident
 
     def _start(self) -> None:
+        self._check_open()
         started = time.monotonic()
         self._starts += 1
         path = self._dir / f"ctl-{self._starts}.sock"
@@ -155,12 +161,15 @@ class Session:
             return conn
 
     def _stop_runtime(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self._runtime is not None:
-            self._runtime.kill()
-            self._runtime = None
+        # Swapped out first: close() may run on another thread while execute() is waiting.
+        conn, self._conn = self._conn, None
+        runtime, self._runtime = self._runtime, None
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)  # wakes a recv() blocked on another thread
+            conn.close()
+        if runtime is not None:
+            runtime.kill()
 
     def _replace(self) -> dict[str, str]:
         """Kill the runtime, start a new one and load the last snapshot; returns the restored variables."""
@@ -171,12 +180,14 @@ class Session:
         return self._restore(self._last_snapshot)
 
     def close(self) -> None:
+        """Remove the runtime; safe to call from another thread to abandon a running cell."""
         if self._closed:
             return
         self._closed = True
         try:
             self._stop_runtime()
         finally:
+            self._launcher.close()
             shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> Session:
@@ -266,6 +277,16 @@ class Session:
             self._replace()
             notes.append(f"the sandbox {gone} between cells; a new one was started from the last snapshot")
         wall = wall_timeout_s if wall_timeout_s is not None else self._limits.cell_wall_timeout_s
+        try:
+            return self._run_cell(code, on_subcall, started, notes, wall)
+        except BaseException as exc:
+            if self._closed:
+                raise SandboxClosed("the session was closed while the cell was running") from exc
+            raise
+
+    def _run_cell(
+        self, code: str, on_subcall: SubcallHandler, started: float, notes: list[str], wall: float | None
+    ) -> CellResult:
         wall_deadline = None if wall is None else started + wall
         compute_left = self._limits.cell_timeout_s
         try:
@@ -292,9 +313,10 @@ class Session:
         except wire.ChannelClosed as exc:
             reason: ExitReason = "crashed"
             detail = str(exc)
-            if self._runtime is not None:
+            runtime = self._runtime
+            if runtime is not None and not self._closed:
                 # EOF means the runtime is dead or dying; give the engine a moment to record why.
-                reason, detail = self._runtime.exit_reason(wait_s=_EXIT_WAIT_S)
+                reason, detail = runtime.exit_reason(wait_s=_EXIT_WAIT_S)
             return self._lost(reason, started, notes, detail)
         except (wire.FrameTooLarge, ValueError, UnicodeDecodeError) as exc:
             return self._lost("crashed", started, notes, f"the runtime broke the protocol ({exc})")

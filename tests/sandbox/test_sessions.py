@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import docker
 import pytest
 
@@ -95,3 +98,18 @@ def test_bad_arguments_are_clear_errors(sandbox_image: str) -> None:
         SandboxLimits(memory_bytes=0, cell_timeout_s=0)
     with pytest.raises(Exception, match="sandbox image durable-rlm-sandbox:missing is missing"):
         open_session(context_path=None, image="durable-rlm-sandbox:missing")
+
+
+def test_close_from_another_thread_abandons_a_running_cell(
+    open_docker: OpenSession, docker_client: docker.DockerClient
+) -> None:
+    session = open_docker(limits=SandboxLimits(cell_timeout_s=60))
+    cid = session.runtime_id
+    closer = threading.Timer(1.0, session.close)
+    closer.start()
+    began = time.monotonic()
+    with pytest.raises(SandboxClosed, match="closed while the cell was running"):
+        session.execute("while True:\n    pass", no_subcalls)
+    closer.join()
+    assert time.monotonic() - began < 10
+    assert cid not in [c.id for c in docker_client.containers.list(all=True)]
