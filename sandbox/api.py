@@ -25,12 +25,14 @@ class SandboxLimits:
     log_bytes: int = 1 << 20
     # Wall-clock cap on a whole cell, sub-call waits included; None leaves that to the caller's deadline.
     cell_wall_timeout_s: float | None = None
+    # Largest control message (a sub-call batch, a cell result); snapshots may be up to memory_bytes.
+    message_bytes: int = 64 << 20
     # How long a new container may take to start and answer its first message.
     start_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         problems = []
-        for name in ("memory_bytes", "pids", "tmpfs_bytes", "log_bytes"):
+        for name in ("memory_bytes", "pids", "tmpfs_bytes", "log_bytes", "message_bytes"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name}={getattr(self, name)} must be > 0")
         for name in ("cpus", "cell_timeout_s", "start_timeout_s"):

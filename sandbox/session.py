@@ -123,7 +123,12 @@ class Session:
         finally:
             listener.close()
             path.unlink(missing_ok=True)
-        init = {"op": "init", "output_chars": self._limits.output_chars, **self._launcher.init_message()}
+        init = {
+            "op": "init",
+            "output_chars": self._limits.output_chars,
+            "max_message_bytes": self._limits.message_bytes,
+            **self._launcher.init_message(),
+        }
         reply, _ = self._request(init, b"", started + self._limits.start_timeout_s)
         if reply.get("op") != "ready":
             raise SandboxError(f"the sandbox runtime refused to start: {reply.get('message', reply)}")
@@ -225,9 +230,13 @@ class Session:
     def _recv(self, deadline: float | None) -> tuple[dict[str, Any], bytes]:
         if self._conn is None:
             raise wire.ChannelClosed("no runtime connected")
-        # Nothing legitimate is larger than the sandbox's own memory.
-        cap = self._limits.memory_bytes
-        message, blob, size = wire.recv(self._conn, deadline=deadline, max_json=cap, max_blob=cap)
+        # A hostile cell can write frames itself; these caps bound what it can make the host allocate.
+        message, blob, size = wire.recv(
+            self._conn,
+            deadline=deadline,
+            max_json=self._limits.message_bytes + 4 * 3 * self._limits.output_chars,
+            max_blob=self._limits.memory_bytes,
+        )
         self.bytes_received += size
         return message, blob
 

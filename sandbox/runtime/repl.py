@@ -7,6 +7,7 @@ frames (see ``wire``) until the host closes the channel or kills the process. St
 from __future__ import annotations
 
 import ast
+import json
 import linecache
 import os
 import resource
@@ -50,12 +51,14 @@ def _is_user_variable(name: str, value: Any) -> bool:
     return not name.startswith("__") and name not in RESERVED and not isinstance(value, types.ModuleType)
 
 
-def _cell_traceback(exc: BaseException) -> str:
+def _cell_traceback(exc: BaseException, limit: int) -> str:
     # Frames of the runtime itself (above the first cell frame) say nothing to the author of the code.
     tb = exc.__traceback__
     while tb is not None and not tb.tb_frame.f_code.co_filename.startswith(CELL_PREFIX):
         tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb))
+    stream = capture.CappedStream(limit)
+    stream.write("".join(traceback.format_exception(type(exc), exc, tb)))
+    return stream.result()[0]
 
 
 def _reap_children() -> None:
@@ -78,6 +81,7 @@ class Runtime:
         self.seq = 0
         self.subcalls = 0
         self.output_chars = 20_000
+        self.max_message_bytes = 64 << 20
         self.module = types.ModuleType("__main__")
         self.ns: dict[str, Any] = self.module.__dict__
         # User code sees a real __main__ module, so that pickling and `if __name__ == "__main__"` behave.
@@ -151,6 +155,15 @@ class Runtime:
             return []
         if self.forked:
             raise SubcallError(f"{function} works only in the REPL's own process, not in a forked child")
+        # UTF-8 takes at most 4 bytes a character; only a batch that might be too large is measured exactly.
+        size = sum(len(p) for p in prompts)
+        if 4 * size > self.max_message_bytes:
+            size = sum(len(json.dumps(p, ensure_ascii=False).encode()) for p in prompts)
+            if size > self.max_message_bytes:
+                raise ValueError(
+                    f"{function}: the prompts take {size} bytes, more than the {self.max_message_bytes} a "
+                    "sub-call request may carry; split them into smaller batches"
+                )
         with self.lock:
             if not self.in_cell:
                 raise SubcallError(f"{function} was called after its cell had finished")
@@ -199,6 +212,7 @@ class Runtime:
             limit = getattr(resource, name)
             resource.setrlimit(limit, (value, value))
         self.output_chars = int(message["output_chars"])
+        self.max_message_bytes = int(message["max_message_bytes"])
         self.ns["context"] = context.load_context(message.get("context"))
         self._install_helpers()
         wire.send(self.sock, {"op": "ready", "context": context.describe(self.ns["context"])})
@@ -221,7 +235,7 @@ class Runtime:
         except BaseException as exc:
             if self.forked:
                 os._exit(1)
-            status, trace = "error", _cell_traceback(exc)
+            status, trace = "error", _cell_traceback(exc, self.output_chars)
         finally:
             if self.forked:
                 os._exit(0)

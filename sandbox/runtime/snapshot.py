@@ -96,7 +96,7 @@ def dump(
         try:
             _dumps(value, namespace)
         except (Exception, RecursionError) as exc:
-            left_out[name] = f"{type(exc).__name__}: {exc}"
+            left_out[name] = f"{type(exc).__name__}: {str(exc)[:200]}"
     kept = {name: value for name, value in variables.items() if name not in left_out}
     state["variables"] = kept
     return _dumps(state, namespace), left_out

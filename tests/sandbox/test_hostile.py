@@ -160,3 +160,36 @@ def test_exiting_the_interpreter_is_a_crash_with_state_restored(open_docker: Ope
     _still_works(session)
     assert session.execute("import sys\nsys.exit(1)", no_subcalls).status == "error"
     _still_works(session)
+
+
+def test_forged_frames_on_the_control_socket_are_a_crash_not_a_host_allocation(
+    open_docker: OpenSession,
+) -> None:
+    session = _prepared(open_docker)
+    code = (
+        "import gc, socket, struct\nx = 'changed'\n"
+        "ctl = [o for o in gc.get_objects() if isinstance(o, socket.socket)][0]\n"
+        "ctl.sendall(struct.pack('>II', 2**31, 0))\nimport time\ntime.sleep(5)"
+    )
+    result = session.execute(code, no_subcalls)
+    assert result.status == "crashed"
+    assert result.message is not None
+    assert "the runtime broke the protocol (peer announced a message of 2147483648 bytes" in result.message
+    _still_works(session)
+
+
+def test_huge_exception_message_is_truncated(open_docker: OpenSession) -> None:
+    session = _prepared(open_docker)
+    result = session.execute("raise ValueError('v' * 10**8)", no_subcalls)
+    assert result.status == "error"
+    assert result.traceback is not None
+    assert len(result.traceback) < 20_100 and "characters cut" in result.traceback
+    _still_works(session)
+
+
+def test_oversized_subcall_batch_is_refused_in_the_cell(open_docker: OpenSession) -> None:
+    session = _prepared(open_docker, SandboxLimits(message_bytes=1 << 20))
+    result = session.execute("llm_query_batched(['p' * 400_000] * 3)", no_subcalls)
+    assert result.status == "error"
+    assert result.traceback is not None and "split them into smaller batches" in result.traceback
+    _still_works(session)
