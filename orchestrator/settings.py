@@ -45,6 +45,7 @@ class Settings:
     sub_model: str
     sandbox_backend: str
     prices_file: Path | None
+    temporal_ui_url: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -72,4 +73,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sub_model=env.get("RLM_SUB_MODEL", env.get("RLM_MODEL", "scripted/search")),
         sandbox_backend=backend,
         prices_file=Path(prices).expanduser() if prices else None,
+        temporal_ui_url=env.get("TEMPORAL_UI_URL") or None,
     )

@@ -1,0 +1,243 @@
+"""``execute``: run one code cell in the node's sandbox session and bridge its sub-calls.
+
+Runs in a worker thread (a sync activity): the sandbox blocks while the cell runs. Each sub-call of
+the cell becomes the ``subcall`` Workflow Update on the cell's own node, sent through the worker's
+event loop; its update id (node/iteration/cell/seq) makes a re-executed cell get the first answers.
+
+Sessions live in a per-worker cache keyed by node. A worker that does not hold the node's session, or
+whose session is behind the node (another worker ran the previous cell), restores the last snapshot
+from the store. A cell whose step is already recorded is not run again (its effects are in the
+snapshot and its sub-calls were answered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy.orm import Session
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+import sandbox
+from orchestrator.activities import texts
+from orchestrator.activities.context import local_context
+from orchestrator.activities.deps import Deps
+from orchestrator.activities.model import CELL_KIND
+from orchestrator.store import (
+    find_step,
+    get_blob,
+    latest_snapshot,
+    put_blob,
+    record_step,
+    save_snapshot,
+    upsert_node,
+)
+from orchestrator.workflows.node import RLMNode
+from orchestrator.workflows.types import (
+    INLINE_CHARS,
+    ExecuteInput,
+    ExecuteOutput,
+    NodeInput,
+    SubcallBatch,
+    update_id,
+)
+
+log = structlog.get_logger(__name__)
+
+HEARTBEAT_EVERY_S = 2.0
+# Prompts of one batch ride inline in the Update while they are this small in total; beyond, blobs.
+BATCH_INLINE_CHARS = 32_000
+
+
+@dataclass
+class _Cached:
+    session: sandbox.SandboxSession
+    cell_no: int  # the last cell whose effects this session holds
+
+
+class SessionCache:
+    """The sandbox sessions this worker holds, least recently used evicted beyond ``capacity``."""
+
+    def __init__(self, capacity: int = 32) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, _Cached] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, node_id: str) -> _Cached | None:
+        with self._lock:
+            return self._items.pop(node_id, None)
+
+    def put(self, node_id: str, item: _Cached) -> None:
+        evicted: list[_Cached] = []
+        with self._lock:
+            self._items[node_id] = item
+            while len(self._items) > self.capacity:
+                evicted.append(self._items.popitem(last=False)[1])
+        for old in evicted:
+            old.session.close()
+
+    def drop(self, node_id: str) -> None:
+        item = self.take(node_id)
+        if item is not None:
+            item.session.close()
+
+    def close_all(self) -> None:
+        with self._lock:
+            items = list(self._items.values())
+            self._items.clear()
+        for item in items:
+            item.session.close()
+
+
+class CellActivities:
+    def __init__(self, deps: Deps, cache: SessionCache, limits: sandbox.SandboxLimits) -> None:
+        self.deps = deps
+        self.cache = cache
+        self.limits = limits
+
+    def _open(self, node: NodeInput, cell_no: int) -> _Cached:
+        """The node's session holding the effects of every cell before ``cell_no``."""
+        cached = self.cache.take(node.node_id)
+        if cached is not None and cached.cell_no == cell_no - 1:
+            return cached
+        if cached is not None:
+            cached.session.close()
+        with self.deps.sessions() as session:
+            path = local_context(session, node, self.deps.context_dir)
+            snap = latest_snapshot(session, node.node_id)
+            state = get_blob(session, snap.blob_sha) if snap is not None and snap.cell < cell_no else None
+            restored_cell = snap.cell if state is not None and snap is not None else 0
+        limits = sandbox.SandboxLimits(
+            **{**self.limits.__dict__, "cell_timeout_s": node.run.limits.cell_timeout_s}
+        )
+        sess = sandbox.open_session(
+            backend="docker" if self.deps.settings.sandbox_backend == "docker" else "process",
+            context_path=path,
+            limits=limits,
+            labels={"run": node.run.run_id, "node": node.node_id, "worker": self.deps.worker_id},
+        )
+        if state is not None:
+            sess.restore(state)
+        log.info("session.opened", node_id=node.node_id, restored_cell=restored_cell, cell_no=cell_no)
+        return _Cached(sess, cell_no - 1)
+
+    def _handler(self, inp: ExecuteInput) -> sandbox.SubcallHandler:
+        handle = self.deps.client.get_workflow_handle(inp.node.node_id)
+
+        def on_subcall(req: sandbox.SubcallRequest) -> list[str]:
+            with self.deps.sessions.begin() as session:
+                total = sum(len(p) for p in req.prompts)
+                limit = INLINE_CHARS if total > BATCH_INLINE_CHARS else BATCH_INLINE_CHARS
+                prompts = [texts.pack(session, p, limit) for p in req.prompts]
+            batch = SubcallBatch(inp.iteration, inp.cell, req.seq, req.kind, prompts, req.model)
+            uid = update_id(inp.node.node_id, inp.iteration, inp.cell, req.seq)
+            started = time.monotonic()
+            future = asyncio.run_coroutine_threadsafe(
+                handle.execute_update(RLMNode.subcall, batch, id=uid),
+                self.deps.loop,
+            )
+            reply = future.result()
+            log.info(
+                "subcall.answered",
+                update_id=uid,
+                prompts=len(prompts),
+                ms=round((time.monotonic() - started) * 1000),
+            )
+            if reply.error is not None:
+                raise sandbox.SubcallError(reply.error)
+            with self.deps.sessions() as session:
+                return [texts.unpack(session, a) for a in reply.answers]
+
+        return on_subcall
+
+    @activity.defn(name="execute")
+    def execute(self, inp: ExecuteInput) -> ExecuteOutput:
+        node = inp.node
+        with self.deps.sessions.begin() as session:
+            done = find_step(session, node.node_id, inp.iteration, CELL_KIND, inp.cell)
+            if done is not None:
+                return _output_of(session, done.data or {})
+            code = texts.unpack(session, inp.code)
+        stop = threading.Event()
+        beat = threading.Thread(target=contextvars.copy_context().run, args=(_heartbeat, stop), daemon=True)
+        beat.start()
+        try:
+            try:
+                cached = self._open(node, inp.cell_no)
+            except (sandbox.SandboxError, ValueError) as exc:
+                raise ApplicationError(f"sandbox could not start: {exc}", type="SandboxError") from exc
+            result = cached.session.execute(code, self._handler(inp))
+        finally:
+            stop.set()
+        answer_text = result.answer.content if result.answer is not None else None
+        error = result.traceback or (result.message if result.status != "ok" else None)
+        data = {
+            "code": code,
+            "stdout": result.stdout,
+            "stderr": result.stderr,
+            "error": error,
+            "chars_cut": result.stdout_cut + result.stderr_cut,
+            "status": result.status,
+            "subcalls": result.subcalls,
+            "answer": answer_text,
+            "ready": bool(result.answer and result.answer.ready),
+            "unpicklable": result.unpicklable,
+        }
+        with self.deps.sessions.begin() as session:
+            if result.snapshot is not None:
+                save_snapshot(session, node.node_id, inp.cell_no, put_blob(session, result.snapshot))
+            upsert_node(
+                session,
+                node.node_id,
+                run_id=node.run.run_id,
+                kind=node.kind,
+                depth=node.depth,
+                parent_id=node.parent_id,
+            )
+            step = record_step(
+                session,
+                node.node_id,
+                inp.iteration,
+                CELL_KIND,
+                inp.cell,
+                summary=(result.stdout or error or "")[:200],
+                duration_ms=round(result.duration_s * 1000),
+                data=data,
+            )
+            out = _output_of(session, step.data or {})
+        self.cache.put(node.node_id, _Cached(cached.session, inp.cell_no))
+        log.info(
+            "cell.finished",
+            node_id=node.node_id,
+            iteration=inp.iteration,
+            cell=inp.cell,
+            status=result.status,
+            subcalls=result.subcalls,
+            ms=round(result.duration_s * 1000),
+        )
+        return out
+
+
+def _output_of(session: Session, data: dict[str, Any]) -> ExecuteOutput:
+    answer = data.get("answer")
+    text = texts.pack(session, answer) if isinstance(answer, str) else None
+    error = data.get("error")
+    return ExecuteOutput(
+        status=str(data.get("status", "ok")),
+        answer=text,
+        ready=bool(data.get("ready")),
+        subcalls=int(str(data.get("subcalls", 0))),
+        error=error[:2000] if isinstance(error, str) else None,
+    )
+
+
+def _heartbeat(stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_EVERY_S):
+        activity.heartbeat()

@@ -1,0 +1,25 @@
+"""What every activity needs, built once per worker and passed down explicitly."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.client import Client
+
+from orchestrator.settings import Settings
+
+
+@dataclass(frozen=True)
+class Deps:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    client: Client
+    loop: asyncio.AbstractEventLoop  # the worker's loop: sync activities send Updates through it
+    worker_id: str
+
+    @property
+    def context_dir(self) -> Path:
+        return self.settings.data_dir / "contexts"

@@ -1,0 +1,328 @@
+"""``generate`` (a node's next reply) and ``leaf_call`` (one plain completion): the metered model calls.
+
+Each call: rebuild the messages from the store, reserve the worst case (prompt tokens + max_tokens at
+the model's price) against the run's and the tenant's budget, call litellm once (``num_retries=0``:
+Temporal retries), then settle the actual cost and record the step in one transaction. The
+reservation key is the step's key, so a retried attempt reuses the reservation of the attempt that
+died instead of holding money twice, and a finished step is found in the store instead of paid again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+import structlog
+from sqlalchemy.orm import Session
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from orchestrator.activities import texts
+from orchestrator.activities.context import context_info, local_context
+from orchestrator.activities.deps import Deps
+from orchestrator.llm.complete import (
+    CompletionRequest,
+    CompletionResult,
+    ModelCallError,
+    complete,
+    count_prompt_tokens,
+    prepare_model,
+)
+from orchestrator.protocol.parse import forced_final_answer, parse_reply
+from orchestrator.protocol.prompts import (
+    CellReport,
+    ChatMessage,
+    NodeLimits,
+    Turn,
+    child_query,
+    conversation,
+    leaf_messages,
+)
+from orchestrator.store import (
+    BudgetExhausted,
+    UnknownModelPrice,
+    cost_of,
+    find_step,
+    finish_node,
+    get_reservation,
+    list_steps,
+    price_for,
+    record_step,
+    release,
+    reserve,
+    settle,
+    upsert_node,
+)
+from orchestrator.store.models import Step
+from orchestrator.workflows.types import (
+    GenerateInput,
+    GenerateOutput,
+    LeafCallOutput,
+    LeafInput,
+    NodeInput,
+    RunSpec,
+    Text,
+)
+
+log = structlog.get_logger(__name__)
+
+GENERATE_KIND = "generate"
+CELL_KIND = "cell"
+LEAF_KIND = "leaf"
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    messages: tuple[ChatMessage, ...]
+    reservation: str | None  # None: the budget refused
+    refusal: str | None
+    price_in: Decimal
+    price_out: Decimal
+
+
+@dataclass(frozen=True)
+class _Done:
+    text: str
+    cost: Decimal
+
+
+def node_limits(node: NodeInput) -> NodeLimits:
+    lim = node.run.limits
+    return NodeLimits(
+        depth=node.depth,
+        max_depth=lim.max_depth,
+        max_iterations=lim.max_iterations,
+        max_subcalls=lim.max_subcalls,
+        max_concurrency=lim.max_concurrency,
+        output_chars=lim.output_chars,
+    )
+
+
+def cell_report(step: Step) -> CellReport:
+    data = step.data or {}
+    return CellReport(
+        code=str(data.get("code", "")),
+        stdout=str(data.get("stdout", "")),
+        stderr=str(data.get("stderr", "")),
+        error=data.get("error"),
+        chars_cut=int(data.get("chars_cut", 0)),
+    )
+
+
+def turns_before(session: Session, node_id: str, iteration: int) -> list[Turn]:
+    replies: dict[int, str] = {}
+    cells: dict[int, list[tuple[int, CellReport]]] = {}
+    for step in list_steps(session, node_id):
+        if step.iteration >= iteration:
+            continue
+        if step.kind == GENERATE_KIND and step.output_ref:
+            replies[step.iteration] = texts.unpack(session, Text(blob=step.output_ref))
+        elif step.kind == CELL_KIND:
+            cells.setdefault(step.iteration, []).append((step.index, cell_report(step)))
+    return [
+        Turn(reply=replies[i], cells=tuple(c for _, c in sorted(cells.get(i, [])))) for i in sorted(replies)
+    ]
+
+
+def model_error(exc: ModelCallError) -> ApplicationError:
+    delay = timedelta(seconds=exc.retry_after_s) if exc.retry_after_s else None
+    return ApplicationError(
+        f"model call failed ({exc.kind}): {exc.message}",
+        type=f"ModelCallError.{exc.kind}",
+        non_retryable=not exc.retryable,
+        next_retry_delay=delay,
+    )
+
+
+def price_error(exc: UnknownModelPrice) -> ApplicationError:
+    return ApplicationError(str(exc), type="UnknownModelPrice", non_retryable=True)
+
+
+class ModelActivities:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    # --- shared metering -----------------------------------------------------------------------
+
+    def _reserve(self, run: RunSpec, model: str, messages: tuple[ChatMessage, ...], key: str) -> _Prepared:
+        prepare_model(model)
+        with self.deps.sessions() as session:
+            try:
+                price = price_for(session, model, prices_file=self.deps.settings.prices_file)
+            except UnknownModelPrice as exc:
+                raise price_error(exc) from exc
+        worst = cost_of(price, count_prompt_tokens(model, messages), run.limits.max_tokens)
+        try:
+            rid = reserve(self.deps.sessions, run_id=run.run_id, tenant=run.tenant, amount=worst, key=key)
+            with self.deps.sessions() as session:
+                if get_reservation(session, rid).state != "open":
+                    # An earlier attempt's call failed for good and released it; this is a new call.
+                    rid = reserve(
+                        self.deps.sessions,
+                        run_id=run.run_id,
+                        tenant=run.tenant,
+                        amount=worst,
+                        key=f"{key}/attempt-{activity.info().attempt}",
+                    )
+        except BudgetExhausted as exc:
+            log.info("budget.refused", run_id=run.run_id, key=key, message=str(exc))
+            return _Prepared(messages, None, str(exc), price.input_per_token, price.output_per_token)
+        return _Prepared(messages, rid, None, price.input_per_token, price.output_per_token)
+
+    async def _call(self, run: RunSpec, model: str, prep: _Prepared) -> CompletionResult:
+        req = CompletionRequest(
+            model=model,
+            messages=prep.messages,
+            max_tokens=run.limits.max_tokens,
+            timeout_s=max(1.0, min(600.0, run.deadline_epoch_s - time.time())),
+        )
+        try:
+            return await complete(req)
+        except ModelCallError as exc:
+            if not exc.retryable and prep.reservation is not None:
+                await asyncio.to_thread(release, self.deps.sessions, prep.reservation)
+            raise model_error(exc) from exc
+
+    # --- generate ------------------------------------------------------------------------------
+
+    def _generate_prepare(self, inp: GenerateInput) -> _Prepared | Step:
+        node = inp.node
+        with self.deps.sessions() as session:
+            done = find_step(session, node.node_id, inp.iteration, GENERATE_KIND, 0)
+            if done is not None:
+                return done
+            path = local_context(session, node, self.deps.context_dir)
+            info = context_info(path)
+            if node.query is not None:
+                query = texts.unpack(session, node.query)
+            else:
+                query = child_query(path.read_text(encoding="utf-8", errors="replace"))
+            turns = turns_before(session, node.node_id, inp.iteration)
+        messages = conversation(node_limits(node), query, info, turns, forced_final=inp.forced_final)
+        return self._reserve(
+            node.run, node.model, messages, f"{node.node_id}/{inp.iteration}/{GENERATE_KIND}"
+        )
+
+    def _generate_record(self, inp: GenerateInput, prep: _Prepared, result: CompletionResult) -> Step:
+        node = inp.node
+        assert prep.reservation is not None
+        cost = cost_of_result(prep, result)
+        with self.deps.sessions.begin() as session:
+            settle(session, prep.reservation, cost)
+            return record_step(
+                session,
+                node.node_id,
+                inp.iteration,
+                GENERATE_KIND,
+                0,
+                output_ref=texts.blob_ref(session, Text(inline=result.text)),
+                summary=result.text[:200],
+                model=node.model,
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                cost=cost,
+                duration_ms=round(result.duration_s * 1000),
+                data={"forced_final": inp.forced_final},
+            )
+
+    def _generate_output(self, inp: GenerateInput, step: Step) -> GenerateOutput:
+        with self.deps.sessions() as session:
+            reply = texts.unpack(session, Text(blob=step.output_ref)) if step.output_ref else ""
+            if inp.forced_final:
+                answer = forced_final_answer(reply) or reply.strip()
+                return GenerateOutput("ok", final=texts.pack(session, answer), cost_usd=str(step.cost))
+            parsed = parse_reply(reply)
+            blocks = [texts.pack(session, block.code) for block in parsed.blocks]
+            final = None
+            if not blocks and parsed.final_text is not None:
+                final = texts.pack(session, parsed.final_text)
+            session.commit()
+        return GenerateOutput("ok", blocks=blocks, final=final, cost_usd=str(step.cost))
+
+    @activity.defn(name="generate")
+    async def generate(self, inp: GenerateInput) -> GenerateOutput:
+        started = time.monotonic()
+        prep = await asyncio.to_thread(self._generate_prepare, inp)
+        if isinstance(prep, Step):
+            return await asyncio.to_thread(self._generate_output, inp, prep)
+        if prep.reservation is None:
+            return GenerateOutput("budget", message=prep.refusal)
+        result = await self._call(inp.node.run, inp.node.model, prep)
+        step = await asyncio.to_thread(self._generate_record, inp, prep, result)
+        out = await asyncio.to_thread(self._generate_output, inp, step)
+        log.info(
+            "generate.finished",
+            node_id=inp.node.node_id,
+            iteration=inp.iteration,
+            blocks=len(out.blocks),
+            cost=out.cost_usd,
+            ms=round((time.monotonic() - started) * 1000),
+        )
+        return out
+
+    # --- leaf ----------------------------------------------------------------------------------
+
+    def _leaf_prepare(self, inp: LeafInput) -> _Prepared | Step:
+        with self.deps.sessions.begin() as session:
+            upsert_node(
+                session,
+                inp.node_id,
+                run_id=inp.run.run_id,
+                kind="leaf",
+                depth=inp.depth,
+                parent_id=inp.parent_id,
+                status="running",
+            )
+            done = find_step(session, inp.node_id, 0, LEAF_KIND, 0)
+            if done is not None:
+                return done
+            prompt = texts.unpack(session, inp.prompt)
+        return self._reserve(inp.run, inp.model, leaf_messages(prompt), f"{inp.node_id}/{LEAF_KIND}")
+
+    def _leaf_record(self, inp: LeafInput, prep: _Prepared, result: CompletionResult) -> LeafCallOutput:
+        assert prep.reservation is not None
+        cost = cost_of_result(prep, result)
+        with self.deps.sessions.begin() as session:
+            settle(session, prep.reservation, cost)
+            answer_ref = texts.blob_ref(session, Text(inline=result.text))
+            record_step(
+                session,
+                inp.node_id,
+                0,
+                LEAF_KIND,
+                0,
+                input_ref=texts.blob_ref(session, inp.prompt),
+                output_ref=answer_ref,
+                summary=result.text[:200],
+                model=inp.model,
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                cost=cost,
+                duration_ms=round(result.duration_s * 1000),
+            )
+            finish_node(session, inp.node_id, status="completed", answer_ref=answer_ref)
+            return LeafCallOutput("ok", texts.pack(session, result.text), str(cost))
+
+    def _leaf_output(self, step: Step) -> LeafCallOutput:
+        with self.deps.sessions() as session:
+            text = texts.unpack(session, Text(blob=step.output_ref)) if step.output_ref else ""
+            out = LeafCallOutput("ok", texts.pack(session, text), str(step.cost))
+            session.commit()
+            return out
+
+    @activity.defn(name="leaf_call")
+    async def leaf_call(self, inp: LeafInput) -> LeafCallOutput:
+        prep = await asyncio.to_thread(self._leaf_prepare, inp)
+        if isinstance(prep, Step):
+            return await asyncio.to_thread(self._leaf_output, prep)
+        if prep.reservation is None:
+            return LeafCallOutput("budget", message=prep.refusal)
+        result = await self._call(inp.run, inp.model, prep)
+        return await asyncio.to_thread(self._leaf_record, inp, prep, result)
+
+
+def cost_of_result(prep: _Prepared, result: CompletionResult) -> Decimal:
+    return prep.price_in * result.prompt_tokens + prep.price_out * result.completion_tokens

@@ -1,0 +1,44 @@
+"""``record_node``: the store's view of a node (status, answer, error) follows its workflow."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from temporalio import activity
+
+from orchestrator.activities import texts
+from orchestrator.activities.deps import Deps
+from orchestrator.store import finish_node, set_node_status, set_run_status, upsert_node
+from orchestrator.store.models import FINAL_STATUSES
+from orchestrator.workflows.types import NodeEvent
+
+log = structlog.get_logger(__name__)
+
+
+class RecordActivities:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    def _write(self, event: NodeEvent) -> None:
+        with self.deps.sessions.begin() as session:
+            upsert_node(
+                session,
+                event.node_id,
+                run_id=event.run_id,
+                kind=event.kind,
+                depth=event.depth,
+                parent_id=event.parent_id,
+            )
+            if event.status in FINAL_STATUSES:
+                answer = texts.blob_ref(session, event.answer) if event.answer is not None else None
+                finish_node(session, event.node_id, status=event.status, answer_ref=answer, error=event.error)
+            else:
+                set_node_status(session, event.node_id, event.status, error=event.error)
+            if event.kind == "root":
+                set_run_status(session, event.run_id, event.status, error=event.error)
+        log.info("node.status", node_id=event.node_id, status=event.status, error=event.error)
+
+    @activity.defn(name="record_node")
+    async def record_node(self, event: NodeEvent) -> None:
+        await asyncio.to_thread(self._write, event)

@@ -1,0 +1,381 @@
+"""``rlm run``, ``rlm status``, ``rlm tree``, ``rlm worker``, ``rlm dev``, ``rlm resume``, ``rlm abort``.
+
+With no ``TEMPORAL_ADDRESS`` the commands that need Temporal start the embedded dev server (SQLite file
+in the data directory, Web UI, custom search attributes) and stop it on exit. Every bad input ends
+with one ``error: ...`` line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated
+
+import structlog
+import typer
+from rich.console import Console
+from rich.text import Text
+from rich.tree import Tree
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.service import RPCError
+
+from orchestrator.client import (
+    RunError,
+    RunRequest,
+    TemporalTarget,
+    connect,
+    run_summary,
+    run_tree,
+    start_run,
+    temporal_target,
+)
+from orchestrator.devstack import DevServerError
+from orchestrator.settings import Settings, SettingsError, load_settings
+from orchestrator.store import (
+    StoreError,
+    check_schema,
+    format_usd,
+    list_nodes,
+    make_engine,
+    make_session_factory,
+)
+from orchestrator.store import upgrade as upgrade_schema
+from orchestrator.worker import running_worker
+from orchestrator.workflows.types import Limits
+
+console = Console()
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except (StoreError, SettingsError, RunError, DevServerError, ValueError) as exc:
+        raise _fail(_first_line(exc)) from None
+    except DBAPIError as exc:
+        raise _fail(f"database error: {_first_line(exc.orig or exc)}; check RLM_DATABASE_URL") from None
+    except RPCError as exc:
+        raise _fail(f"Temporal error: {exc.message}; check TEMPORAL_ADDRESS or run `rlm dev`") from None
+    except OSError as exc:
+        raise _fail(f"{exc.strerror or exc}: {exc.filename or ''}") from None
+
+
+def _store(settings: Settings) -> tuple[Engine, sessionmaker[Session]]:
+    engine = make_engine(settings.database_url)
+    if settings.database_url.startswith("sqlite"):
+        # The zero-setup default: a fresh SQLite file is migrated on first use.
+        upgrade_schema(engine)
+    else:
+        check_schema(engine)
+    return engine, make_session_factory(engine)
+
+
+def ui_link(settings: Settings, target: TemporalTarget, workflow_id: str) -> str | None:
+    base = target.ui_url or settings.temporal_ui_url
+    if not base:
+        return None
+    wid = urllib.parse.quote(workflow_id, safe="")
+    return f"{base}/namespaces/{target.namespace}/workflows/{wid}"
+
+
+def _usd(raw: str | None, what: str) -> Decimal | None:
+    if raw is None:
+        return None
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise RunError(f"{what} {raw!r} is not a number; give USD like 0.50") from None
+    if not value.is_finite() or value < 0:
+        raise RunError(f"{what} {raw!r} must be a non-negative amount of USD")
+    return value
+
+
+def _limits(
+    max_depth: int, max_iterations: int, max_subcalls: int, concurrency: int, max_tokens: int
+) -> Limits:
+    for name, value, low in (
+        ("--max-depth", max_depth, 0),
+        ("--max-iterations", max_iterations, 1),
+        ("--max-subcalls", max_subcalls, 0),
+        ("--concurrency", concurrency, 1),
+        ("--max-tokens", max_tokens, 1),
+    ):
+        if value < low:
+            raise RunError(f"{name} {value} must be >= {low}")
+    return Limits(
+        max_depth=max_depth,
+        max_iterations=max_iterations,
+        max_subcalls=max_subcalls,
+        max_concurrency=concurrency,
+        max_tokens=max_tokens,
+    )
+
+
+def configure_logging(default: str) -> None:
+    """Logs go to stderr (stdout carries the answer); RLM_LOG_LEVEL overrides the command's default."""
+    name = os.environ.get("RLM_LOG_LEVEL", default).upper()
+    level = logging.getLevelNamesMapping().get(name)
+    if level is None:
+        raise RunError(f"RLM_LOG_LEVEL={name!r} is not a level; use debug, info, warning or error")
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("status")(status)
+    app.command("tree")(tree)
+    app.command("worker")(worker)
+    app.command("dev")(dev)
+    app.command("resume")(resume)
+    app.command("abort")(abort)
+
+
+# --- rlm run -----------------------------------------------------------------------------------
+
+
+def run(
+    query: Annotated[str, typer.Argument(help="The question to answer over the context.")],
+    context: Annotated[Path, typer.Option("--context", help="A text file (or .json) holding the context.")],
+    tenant: Annotated[str, typer.Option(help="Tenant whose budget pays for the run.")] = "default",
+    budget_usd: Annotated[str | None, typer.Option("--budget-usd", help="The run's own USD budget.")] = None,
+    max_depth: Annotated[int, typer.Option(help="How deep rlm_query may recurse.")] = 1,
+    model: Annotated[str | None, typer.Option(help="Root model (litellm string); default RLM_MODEL.")] = None,
+    sub_model: Annotated[str | None, typer.Option(help="Model of sub-calls; default RLM_SUB_MODEL.")] = None,
+    deadline: Annotated[float, typer.Option(help="Seconds the whole tree may take.")] = 3600.0,
+    run_id: Annotated[str | None, typer.Option(help="Run id (default: generated).")] = None,
+    detach: Annotated[bool, typer.Option(help="Start the run and return (needs TEMPORAL_ADDRESS).")] = False,
+    max_iterations: Annotated[int, typer.Option(help="Iterations per node.")] = 30,
+    max_subcalls: Annotated[int, typer.Option(help="Sub-calls per node.")] = 500,
+    concurrency: Annotated[int, typer.Option(help="Concurrent sub-calls per node.")] = 16,
+    max_tokens: Annotated[int, typer.Option(help="Completion tokens per model call.")] = 4096,
+    local_worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="Run a worker in this process.")
+    ] = True,
+) -> None:
+    """Answer QUERY over the context with a recursion tree of durable workflows."""
+    with _errors():
+        configure_logging("warning")
+        settings = load_settings()
+        if detach and settings.embedded_temporal:
+            raise RunError(
+                "--detach needs a server that outlives this command: set TEMPORAL_ADDRESS (or run `rlm dev`)"
+            )
+        request = RunRequest(
+            query=query,
+            context_path=context,
+            tenant=tenant,
+            budget_usd=_usd(budget_usd, "--budget-usd"),
+            model=model or settings.model,
+            sub_model=sub_model or settings.sub_model,
+            deadline_s=deadline,
+            run_id=run_id,
+            limits=_limits(max_depth, max_iterations, max_subcalls, concurrency, max_tokens),
+        )
+        engine, sessions = _store(settings)
+        try:
+            code = asyncio.run(_run(settings, sessions, request, detach, local_worker and not detach))
+        finally:
+            engine.dispose()
+    raise typer.Exit(code)
+
+
+async def _run(
+    settings: Settings, sessions: sessionmaker[Session], request: RunRequest, detach: bool, local_worker: bool
+) -> int:
+    started = time.monotonic()
+    with temporal_target(settings) as target:
+        client = await connect(target)
+        async with contextlib.AsyncExitStack() as stack:
+            if local_worker:
+                await stack.enter_async_context(running_worker(client, settings))
+            handle = await start_run(client, sessions, request, settings.task_queue)
+            run_id = handle.id.rsplit("/", 1)[0]
+            link = ui_link(settings, target, handle.id)
+            typer.echo(f"run {run_id} started" + (f"; watch it at {link}" if link else ""), err=True)
+            if detach:
+                typer.echo(run_id)
+                return 0
+            try:
+                await handle.result()
+            except WorkflowFailureError as exc:
+                typer.echo(f"error: the root workflow failed: {_first_line(exc.cause or exc)}", err=True)
+        summary = run_summary(sessions, run_id)
+    wall = time.monotonic() - started
+    typer.echo(summary.answer if summary.answer is not None else "(no answer)")
+    typer.echo(
+        f"status {summary.status} | cost {format_usd(summary.cost)} | tokens {summary.prompt_tokens} in / "
+        f"{summary.completion_tokens} out | nodes {summary.nodes} | wall {wall:.1f} s"
+        + (f" | {link}" if link else ""),
+        err=False,
+    )
+    if summary.error:
+        typer.echo(f"reason: {summary.error}", err=True)
+    return 0 if summary.status == "completed" else 1
+
+
+# --- rlm status / tree -------------------------------------------------------------------------
+
+
+def status(run_id: Annotated[str, typer.Argument(help="The run id.")]) -> None:
+    """Show a run's status, cost, tokens and node count (from the store)."""
+    with _errors():
+        configure_logging("warning")
+        settings = load_settings()
+        engine, sessions = _store(settings)
+        try:
+            s = run_summary(sessions, run_id)
+            with sessions() as session:
+                paused = [n.node_id for n in list_nodes(session, run_id) if n.status == "paused_budget"]
+        finally:
+            engine.dispose()
+    typer.echo(f"run {s.run_id}: {s.status}")
+    typer.echo(
+        f"  cost {format_usd(s.cost)} | tokens {s.prompt_tokens} in / {s.completion_tokens} out"
+        f" | nodes {s.nodes}"
+    )
+    if s.wall_s is not None:
+        typer.echo(f"  wall {s.wall_s:.1f} s")
+    if paused:
+        typer.echo(f"  paused for budget: {', '.join(paused)} (raise the budget, then `rlm resume {run_id}`)")
+    if s.error:
+        typer.echo(f"  reason: {s.error}")
+    if s.answer is not None:
+        typer.echo(f"  answer: {s.answer}")
+
+
+def tree(run_id: Annotated[str, typer.Argument(help="The run id.")]) -> None:
+    """Print the recursion tree: each node's status, iterations, cost and answer preview."""
+    with _errors():
+        configure_logging("warning")
+        settings = load_settings()
+        engine, sessions = _store(settings)
+        try:
+            rows = run_tree(sessions, run_id)
+        finally:
+            engine.dispose()
+    nodes: dict[str, Tree] = {}
+    top = Tree(Text(f"run {run_id}"))
+    for row in rows:
+        label = f"{row.node_id.rsplit('/', 1)[-1]} [{row.kind}] {row.status}"
+        if row.kind != "leaf":
+            label += f" | iter {row.iterations}"
+        label += f" | {format_usd(row.cost)}"
+        if row.answer_preview is not None:
+            label += f" | {row.answer_preview!r}"
+        if row.error:
+            label += f" | {row.error[:80]}"
+        parent = nodes.get(row.parent_id or "", top)
+        nodes[row.node_id] = parent.add(Text(label))
+    console.print(top, highlight=False, soft_wrap=True)
+
+
+# --- rlm worker / dev --------------------------------------------------------------------------
+
+
+async def _serve(settings: Settings, target: TemporalTarget) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    client = await connect(target)
+    async with running_worker(client, settings):
+        typer.echo(
+            f"worker serving task queue {settings.task_queue} on {target.address}; Ctrl-C stops it", err=True
+        )
+        await stop.wait()
+
+
+def worker() -> None:
+    """Run a worker against TEMPORAL_ADDRESS (any cluster) until SIGINT or SIGTERM."""
+    with _errors():
+        configure_logging("info")
+        settings = load_settings()
+        if settings.temporal_address is None:
+            raise RunError(
+                "set TEMPORAL_ADDRESS to the cluster to serve, or use `rlm dev` for a local server"
+            )
+        engine, _ = _store(settings)
+        engine.dispose()
+        with temporal_target(settings) as target:
+            asyncio.run(_serve(settings, target))
+
+
+def dev() -> None:
+    """Run the embedded Temporal dev server (with its Web UI) and a worker in the foreground."""
+    with _errors():
+        configure_logging("info")
+        settings = load_settings()
+        engine, _ = _store(settings)
+        engine.dispose()
+        with temporal_target(settings) as target:
+            typer.echo(f"Temporal dev server at {target.address}; Web UI at {target.ui_url}", err=True)
+            typer.echo(f"use it from other shells: export TEMPORAL_ADDRESS={target.address}", err=True)
+            asyncio.run(_serve(settings, target))
+
+
+# --- rlm resume / abort ------------------------------------------------------------------------
+
+
+async def _signal_paused(settings: Settings, run_id: str, name: str) -> list[str]:
+    engine, sessions = _store(settings)
+    try:
+        with sessions() as session:
+            paused = [n.node_id for n in list_nodes(session, run_id) if n.status == "paused_budget"]
+    finally:
+        engine.dispose()
+    with temporal_target(settings, ui=False) as target:
+        client: Client = await connect(target)
+        for node_id in paused:
+            await client.get_workflow_handle(node_id).signal(name)
+    return paused
+
+
+def resume(run_id: Annotated[str, typer.Argument(help="The run id.")]) -> None:
+    """Resume the run's nodes paused for budget (raise the budget first)."""
+    with _errors():
+        configure_logging("warning")
+        settings = load_settings()
+        if settings.temporal_address is None:
+            raise RunError(
+                "set TEMPORAL_ADDRESS to the server running the run (e.g. the one `rlm dev` prints)"
+            )
+        nodes = asyncio.run(_signal_paused(settings, run_id, "resume"))
+    typer.echo(f"resumed {len(nodes)} paused node(s) of run {run_id}")
+
+
+def abort(run_id: Annotated[str, typer.Argument(help="The run id.")]) -> None:
+    """Abort the run's nodes paused for budget; they end as aborted."""
+    with _errors():
+        configure_logging("warning")
+        settings = load_settings()
+        if settings.temporal_address is None:
+            raise RunError(
+                "set TEMPORAL_ADDRESS to the server running the run (e.g. the one `rlm dev` prints)"
+            )
+        nodes = asyncio.run(_signal_paused(settings, run_id, "abort"))
+    typer.echo(f"aborted {len(nodes)} paused node(s) of run {run_id}")

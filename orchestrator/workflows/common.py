@@ -1,0 +1,78 @@
+"""Pieces both workflows use: search attributes, deadline arithmetic, activity names, retry policies.
+
+Deterministic code only. Activities are named by string so that workflow modules never import the
+activity modules (litellm, the store, the sandbox).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import (
+    RetryPolicy,
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+)
+
+from orchestrator.workflows.types import NodeEvent, RunSpec
+
+SA_RUN_ID = SearchAttributeKey.for_keyword("RlmRunId")
+SA_TENANT = SearchAttributeKey.for_keyword("RlmTenant")
+SA_STATUS = SearchAttributeKey.for_keyword("RlmStatus")
+SA_DEPTH = SearchAttributeKey.for_int("RlmDepth")
+SA_COST = SearchAttributeKey.for_float("RlmCost")
+
+GENERATE = "generate"
+EXECUTE = "execute"
+LEAF_CALL = "leaf_call"
+RECORD_NODE = "record_node"
+
+# Model calls: rate limits, 5xx, timeouts and connection errors come back as retryable failures (with
+# the provider's retry-after as the next delay); the deadline bounds the whole thing.
+MODEL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=60)
+)
+STORE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)
+)
+RECORD_TIMEOUT = timedelta(seconds=30)
+
+
+def search_attributes(run: RunSpec, depth: int, status: str) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(SA_RUN_ID, run.run_id),
+            SearchAttributePair(SA_TENANT, run.tenant),
+            SearchAttributePair(SA_STATUS, status),
+            SearchAttributePair(SA_DEPTH, depth),
+            SearchAttributePair(SA_COST, 0.0),
+        ]
+    )
+
+
+def seconds_left(run: RunSpec) -> float:
+    return run.deadline_epoch_s - workflow.now().timestamp()
+
+
+def bounded(run: RunSpec, seconds: float) -> timedelta:
+    """The smaller of ``seconds`` and the time left before the run's deadline (at least 1 s)."""
+    return timedelta(seconds=max(1.0, min(seconds, seconds_left(run))))
+
+
+def until_deadline(run: RunSpec) -> timedelta:
+    return timedelta(seconds=max(1.0, seconds_left(run)))
+
+
+async def record(event: NodeEvent) -> None:
+    await workflow.execute_local_activity(
+        RECORD_NODE, event, start_to_close_timeout=RECORD_TIMEOUT, retry_policy=STORE_RETRY
+    )
+
+
+def set_status(status: str, cost: float | None = None) -> None:
+    if cost is None:
+        workflow.upsert_search_attributes([SA_STATUS.value_set(status)])
+    else:
+        workflow.upsert_search_attributes([SA_STATUS.value_set(status), SA_COST.value_set(cost)])

@@ -1,0 +1,109 @@
+"""``Leaf``: one plain completion (an ``llm_query`` prompt, or ``rlm_query`` once the depth is used up).
+
+The call runs as one local activity (reserve, complete, settle, record): a leaf is the bulk of a big
+tree and a local activity saves the round trip through the task queue. A leaf that cannot reserve
+its budget pauses as ``paused_budget`` until a ``resume`` or ``abort`` signal.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+
+from orchestrator.workflows import common
+from orchestrator.workflows.types import (
+    ABORTED,
+    COMPLETED,
+    FAILED,
+    PAUSED_BUDGET,
+    RUNNING,
+    TIMED_OUT,
+    LeafCallOutput,
+    LeafInput,
+    NodeEvent,
+    NodeResult,
+)
+
+LEAF_CALL_TIMEOUT_S = 600.0
+
+
+@workflow.defn(name="Leaf")
+class Leaf:
+    def __init__(self) -> None:
+        self._resume = False
+        self._abort = False
+
+    @workflow.signal
+    def resume(self) -> None:
+        self._resume = True
+
+    @workflow.signal
+    def abort(self) -> None:
+        self._abort = True
+
+    @workflow.run
+    async def run(self, inp: LeafInput) -> NodeResult:
+        while True:
+            if common.seconds_left(inp.run) <= 0:
+                return await self._finish(inp, TIMED_OUT, None, "the run's deadline passed")
+            try:
+                out: LeafCallOutput = await workflow.execute_local_activity(
+                    common.LEAF_CALL,
+                    inp,
+                    result_type=LeafCallOutput,
+                    start_to_close_timeout=common.bounded(inp.run, LEAF_CALL_TIMEOUT_S),
+                    schedule_to_close_timeout=common.until_deadline(inp.run),
+                    retry_policy=common.MODEL_RETRY,
+                    local_retry_threshold=timedelta(seconds=5),
+                )
+            except ActivityError as err:
+                status, reason = classify_failure(err)
+                return await self._finish(inp, status, None, reason)
+            if out.status == "ok":
+                return await self._finish(inp, COMPLETED, out, None)
+            common.set_status(PAUSED_BUDGET)
+            await common.record(self._event(inp, PAUSED_BUDGET, error=out.message))
+            self._resume = False
+            try:
+                await workflow.wait_condition(
+                    lambda: self._resume or self._abort, timeout=common.until_deadline(inp.run)
+                )
+            except TimeoutError:
+                return await self._finish(
+                    inp, TIMED_OUT, None, f"paused for budget until the deadline: {out.message}"
+                )
+            if self._abort:
+                return await self._finish(
+                    inp, ABORTED, None, f"aborted while paused for budget: {out.message}"
+                )
+            common.set_status(RUNNING)
+
+    def _event(self, inp: LeafInput, status: str, error: str | None = None) -> NodeEvent:
+        return NodeEvent(inp.run.run_id, inp.node_id, inp.parent_id, inp.depth, "leaf", status, None, error)
+
+    async def _finish(
+        self, inp: LeafInput, status: str, out: LeafCallOutput | None, error: str | None
+    ) -> NodeResult:
+        answer = out.answer if out else None
+        cost = out.cost_usd if out else "0"
+        if status != COMPLETED or error:
+            # The call's own step already recorded success; only failures need a final write here.
+            await common.record(
+                NodeEvent(
+                    inp.run.run_id, inp.node_id, inp.parent_id, inp.depth, "leaf", status, answer, error
+                )
+            )
+        common.set_status(status, float(cost))
+        return NodeResult(inp.node_id, status, answer, error, 1 if out else 0, cost)
+
+
+def classify_failure(err: ActivityError) -> tuple[str, str]:
+    """Map a failed activity to the node's final status and a one-line reason."""
+    cause = err.cause
+    if isinstance(cause, TimeoutError):
+        return TIMED_OUT, "the run's deadline passed while a step was running"
+    if isinstance(cause, ApplicationError):
+        return FAILED, cause.message
+    return FAILED, str(cause or err)

@@ -1,0 +1,195 @@
+"""The small dataclasses that travel through Temporal: workflow, activity and update inputs and outputs.
+
+They hold ids, limits, numbers and ``Text`` values. A ``Text`` carries short text inline and anything
+longer as a reference to a content-addressed blob in the store, so a 10,000,000-character context (or
+a batch of 100 one-megabyte chunk prompts) never enters a Temporal payload.
+Deterministic code only: imported by workflow modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Statuses (the same strings as the store's ``Status``; workflow modules must not import the store).
+RUNNING = "running"
+PAUSED_BUDGET = "paused_budget"
+COMPLETED = "completed"
+FAILED = "failed"
+TIMED_OUT = "timed_out"
+ABORTED = "aborted"
+
+# Texts longer than this many characters travel as blob references.
+INLINE_CHARS = 256
+
+
+@dataclass(frozen=True)
+class Text:
+    """A text inline (``inline``) or stored in the blob store (``blob`` = sha256 hex)."""
+
+    inline: str | None = None
+    blob: str | None = None
+
+    @property
+    def preview(self) -> str:
+        return self.inline if self.inline is not None else f"<blob {self.blob}>"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_depth: int = 1
+    max_iterations: int = 30
+    max_subcalls: int = 500
+    max_concurrency: int = 16
+    max_tokens: int = 4096
+    output_chars: int = 5_000
+    cell_timeout_s: float = 120.0
+    # A worker that dies mid-cell is noticed after this long; the cell then runs again elsewhere.
+    heartbeat_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What every node of one run shares."""
+
+    run_id: str
+    tenant: str
+    model: str
+    sub_model: str
+    deadline_epoch_s: float  # one absolute deadline for the whole tree
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class NodeInput:
+    """Input of ``RLMNode``. ``query`` None means: derive it from the context (an ``rlm_query`` child)."""
+
+    run: RunSpec
+    node_id: str
+    parent_id: str | None
+    depth: int
+    kind: str  # "root" | "rlm"
+    model: str
+    context: Text
+    context_suffix: str = ".txt"
+    query: Text | None = None
+
+
+@dataclass(frozen=True)
+class LeafInput:
+    run: RunSpec
+    node_id: str
+    parent_id: str
+    depth: int
+    model: str
+    prompt: Text
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    node_id: str
+    status: str
+    answer: Text | None
+    error: str | None = None
+    iterations: int = 0
+    cost_usd: str = "0"
+
+
+@dataclass(frozen=True)
+class GenerateInput:
+    node: NodeInput
+    iteration: int
+    forced_final: bool = False
+
+
+@dataclass(frozen=True)
+class GenerateOutput:
+    status: str  # "ok" | "budget"
+    blocks: list[Text] = field(default_factory=list)
+    final: Text | None = None  # a plain-text final answer (forced final turn)
+    cost_usd: str = "0"
+    message: str | None = None  # why the budget refused
+
+
+@dataclass(frozen=True)
+class ExecuteInput:
+    node: NodeInput
+    iteration: int
+    cell: int  # index of the block within the iteration, 0-based
+    cell_no: int  # 1-based count of cells in this node; the snapshot after it is stored under it
+    code: Text
+
+
+@dataclass(frozen=True)
+class ExecuteOutput:
+    status: str  # the sandbox's cell status
+    answer: Text | None
+    ready: bool
+    subcalls: int
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SubcallBatch:
+    """Workflow Update input: the prompts of one ``llm_query[_batched]``/``rlm_query[_batched]`` call."""
+
+    iteration: int
+    cell: int
+    seq: int
+    kind: str  # "llm" | "rlm"
+    prompts: list[Text]
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class SubcallReply:
+    answers: list[Text] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class LeafCallOutput:
+    status: str  # "ok" | "budget"
+    answer: Text | None = None
+    cost_usd: str = "0"
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    """A store write about a node: it started, changed status, or finished."""
+
+    run_id: str
+    node_id: str
+    parent_id: str | None
+    depth: int
+    kind: str
+    status: str
+    answer: Text | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """Answer of the ``state`` query: the node's live state."""
+
+    node_id: str
+    status: str
+    iteration: int
+    subcalls: int
+    children: int
+    cost_usd: str
+    message: str | None
+
+
+def update_id(node_id: str, iteration: int, cell: int, seq: int) -> str:
+    """Deterministic: a re-executed cell re-asks with the same id and gets the first answer."""
+    return f"{node_id}/{iteration}/{cell}/{seq}"
+
+
+def child_id(node_id: str, number: int) -> str:
+    """Readable tree ids: the 3rd child of ``run/0`` is ``run/0.3``, its first child ``run/0.3.1``."""
+    return f"{node_id}.{number}"
+
+
+def root_id(run_id: str) -> str:
+    return f"{run_id}/0"
