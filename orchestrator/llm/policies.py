@@ -30,7 +30,7 @@ from orchestrator.protocol.prompts import (
     read_query,
 )
 
-RLM_POLICIES = ("search", "mapreduce", "recurse", "leaf", "loop", "spin")
+RLM_POLICIES = ("search", "mapreduce", "recurse", "leaf", "loop", "spin", "partial")
 DEFAULT_CHUNKS = 10
 # How many failed attempts a policy makes before it gives up and answers with the reason.
 MAX_ATTEMPTS = 3
@@ -330,6 +330,12 @@ def _loop(view: View) -> str:
     return _repl(code, "Looking at the context again.")
 
 
+def _partial(view: View) -> str:
+    # Keeps a provisional answer (not ready) and never finishes: what a node past its deadline keeps.
+    code = f'answer["content"] = "partial after iteration {view.iteration + 1}"\nprint(len(context))'
+    return _repl(code, "Recording what I have so far, then looking again.")
+
+
 def _spin(view: View) -> str:
     if view.failures:
         return _give_up("My code never finished, so the cell was stopped.")
@@ -360,6 +366,8 @@ def rlm_reply(params: PolicyParams, view: View) -> str:
         return _loop(view)
     if params.policy == "spin":
         return _spin(view)
+    if params.policy == "partial":
+        return _partial(view)
     return _leaf_rlm(view)
 
 

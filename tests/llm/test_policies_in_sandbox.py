@@ -240,3 +240,18 @@ def test_search_in_a_json_context(tmp_path: Path, sessions: Sessions) -> None:
         limits=NodeLimits(),
     )
     assert outcome.answer == "31337"
+
+
+def test_partial_keeps_a_provisional_answer_that_is_never_ready(tmp_path: Path, sessions: Sessions) -> None:
+    outcome = run_node(
+        sessions,
+        Tree(),
+        model="scripted/partial",
+        sub_model="scripted/leaf",
+        query="What is the magic number?",
+        context_path=write(tmp_path, "some text"),
+        limits=NodeLimits(max_iterations=2),
+    )
+    assert outcome.forced and outcome.iterations == 2
+    first = outcome.turns[0].cells[0]
+    assert first.error is None and first.stdout.strip() == "9"

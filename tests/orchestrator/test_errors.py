@@ -1,0 +1,105 @@
+"""Model errors: non-retryable ones end the node with a clear reason; retryable ones are retried."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from orchestrator.store import list_steps
+from orchestrator.workflows.types import root_id
+from tests.orchestrator.harness import Harness
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> Path:
+    path = tmp_path / "c.txt"
+    path.write_text("the magic number is 77")
+    return path
+
+
+async def test_unknown_model_price_fails_the_node_naming_the_fix(harness: Harness, context: Path) -> None:
+    out = await harness.run("What is the magic number?", context, model="openai/durable-rlm-no-such-model")
+
+    assert out.result.status == "failed"
+    assert out.summary.status == "failed"
+    reason = out.result.error or ""
+    assert "no price known for model 'openai/durable-rlm-no-such-model'" in reason
+    assert "rlm price set" in reason
+    assert out.summary.cost == 0
+
+
+async def test_scripted_auth_error_is_not_retried(harness: Harness, context: Path) -> None:
+    out = await harness.run("What is the magic number?", context, model="scripted/fail_auth")
+
+    assert out.result.status == "failed"
+    assert "auth" in (out.result.error or "")
+    assert out.summary.cost == 0
+
+
+class _Unauthorized(BaseHTTPRequestHandler):
+    calls = 0
+
+    def do_POST(self) -> None:
+        type(self).calls += 1
+        body = json.dumps(
+            {
+                "error": {
+                    "message": "Incorrect API key provided: sk-bad.",
+                    "type": "invalid_request_error",
+                    "code": "invalid_api_key",
+                }
+            }
+        ).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def openai_with_bad_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_Unauthorized]]:
+    """A local endpoint that answers like a provider refusing the key; litellm's real OpenAI path."""
+    server = HTTPServer(("127.0.0.1", 0), _Unauthorized)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-bad")
+    monkeypatch.setenv("OPENAI_API_BASE", f"http://127.0.0.1:{server.server_port}/v1")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{server.server_port}/v1")
+    _Unauthorized.calls = 0
+    yield _Unauthorized
+    server.shutdown()
+
+
+async def test_bad_api_key_on_a_real_provider_path_fails_with_a_clear_message(
+    harness: Harness, context: Path, openai_with_bad_key: type[_Unauthorized]
+) -> None:
+    out = await harness.run("What is the magic number?", context, model="openai/gpt-4o-mini")
+
+    assert out.result.status == "failed"
+    reason = out.result.error or ""
+    assert "auth" in reason and "Incorrect API key" in reason
+    assert openai_with_bad_key.calls == 1  # non-retryable: asked once
+    assert out.summary.cost == 0
+
+
+async def test_rate_limits_are_retried_by_temporal(harness: Harness, context: Path) -> None:
+    out = await harness.run(
+        "What is the magic number?",
+        context,
+        model="scripted/flaky?fail=ratelimit&times=2&retry_after=0.2&then=search",
+    )
+
+    assert out.result.status == "completed", out.result.error
+    assert out.summary.answer == "77"
+    with harness.sessions() as s:
+        generated = [st for st in list_steps(s, root_id(out.run_id)) if st.kind == "generate"]
+    assert len(generated) == 1
