@@ -13,6 +13,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol
@@ -74,6 +75,22 @@ def _gib(size: int) -> str:
 
 def _seconds(value: float) -> str:
     return f"{value:g} s"
+
+
+class _ProtocolError(Exception):
+    """The runtime sent something the protocol does not allow (a bug or a hostile cell)."""
+
+
+class _Heartbeat:
+    def __init__(self, callback: Callable[[], None] | None, every_s: float) -> None:
+        if not every_s > 0:
+            raise ValueError(f"heartbeat_every_s={every_s} must be > 0")
+        self.callback = callback
+        self.every_s = every_s if callback is not None else 3600.0
+
+    def __call__(self) -> None:
+        if self.callback is not None:
+            self.callback()
 
 
 class Session:
@@ -219,6 +236,20 @@ class Session:
         readable, _, _ = select.select([self._conn], [], [], 0)
         return bool(readable)
 
+    def _wait_readable(self, deadline: float, beat: _Heartbeat) -> None:
+        """Wait for the runtime to speak, heartbeating in between; reading starts only once it does."""
+        conn = self._conn
+        if conn is None:
+            raise wire.ChannelClosed("no runtime connected")
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                raise wire.ChannelTimeout("no answer from the runtime before the deadline")
+            readable, _, _ = select.select([conn], [], [], min(deadline - now, beat.every_s))
+            if readable:
+                return
+            beat()
+
     def _send(self, message: dict[str, Any], blob: bytes = b"") -> None:
         if self._conn is None:
             raise wire.ChannelClosed("no runtime connected")
@@ -231,12 +262,15 @@ class Session:
         if self._conn is None:
             raise wire.ChannelClosed("no runtime connected")
         # A hostile cell can write frames itself; these caps bound what it can make the host allocate.
-        message, blob, size = wire.recv(
-            self._conn,
-            deadline=deadline,
-            max_json=self._limits.message_bytes + 4 * 3 * self._limits.output_chars,
-            max_blob=self._limits.memory_bytes,
-        )
+        try:
+            message, blob, size = wire.recv(
+                self._conn,
+                deadline=deadline,
+                max_json=self._limits.message_bytes + 4 * 3 * self._limits.output_chars,
+                max_blob=self._limits.memory_bytes,
+            )
+        except (wire.FrameTooLarge, ValueError, UnicodeDecodeError) as exc:
+            raise _ProtocolError(str(exc)) from exc
         self.bytes_received += size
         return message, blob
 
@@ -273,9 +307,20 @@ class Session:
 
     # ---- cells -----------------------------------------------------------------------------------
     def execute(
-        self, code: str, on_subcall: SubcallHandler, *, wall_timeout_s: float | None = None
+        self,
+        code: str,
+        on_subcall: SubcallHandler,
+        *,
+        wall_timeout_s: float | None = None,
+        heartbeat: Callable[[], None] | None = None,
+        heartbeat_every_s: float = 5.0,
     ) -> CellResult:
-        """Run one cell; ``wall_timeout_s`` (if given) overrides ``SandboxLimits.cell_wall_timeout_s``."""
+        """Run one cell.
+
+        ``wall_timeout_s`` (if given) overrides ``SandboxLimits.cell_wall_timeout_s``. ``heartbeat`` is called
+        on this thread every ``heartbeat_every_s`` while the cell computes (a Temporal activity heartbeats
+        from it); if it raises, the cell is abandoned as if the handler had raised.
+        """
         self._check_open()
         if not isinstance(code, str):
             raise TypeError(f"execute() takes the cell's code as str, got {type(code).__name__}")
@@ -286,15 +331,22 @@ class Session:
             self._replace()
             notes.append(f"the sandbox {gone} between cells; a new one was started from the last snapshot")
         wall = wall_timeout_s if wall_timeout_s is not None else self._limits.cell_wall_timeout_s
+        beat = _Heartbeat(heartbeat, heartbeat_every_s)
         try:
-            return self._run_cell(code, on_subcall, started, notes, wall)
+            return self._run_cell(code, on_subcall, started, notes, wall, beat)
         except BaseException as exc:
             if self._closed:
                 raise SandboxClosed("the session was closed while the cell was running") from exc
             raise
 
     def _run_cell(
-        self, code: str, on_subcall: SubcallHandler, started: float, notes: list[str], wall: float | None
+        self,
+        code: str,
+        on_subcall: SubcallHandler,
+        started: float,
+        notes: list[str],
+        wall: float | None,
+        beat: _Heartbeat,
     ) -> CellResult:
         wall_deadline = None if wall is None else started + wall
         compute_left = self._limits.cell_timeout_s
@@ -305,6 +357,7 @@ class Session:
                 deadline = waiting_since + compute_left
                 if wall_deadline is not None:
                     deadline = min(deadline, wall_deadline)
+                self._wait_readable(deadline, beat)
                 message, blob = self._recv(deadline)
                 compute_left -= time.monotonic() - waiting_since
                 if message.get("op") == "subcall":
@@ -327,7 +380,7 @@ class Session:
                 # EOF means the runtime is dead or dying; give the engine a moment to record why.
                 reason, detail = runtime.exit_reason(wait_s=_EXIT_WAIT_S)
             return self._lost(reason, started, notes, detail)
-        except (wire.FrameTooLarge, ValueError, UnicodeDecodeError) as exc:
+        except _ProtocolError as exc:
             return self._lost("crashed", started, notes, f"the runtime broke the protocol ({exc})")
         except BaseException:
             # The handler failed unexpectedly (or we were interrupted): the cell is abandoned half-way,
@@ -343,13 +396,13 @@ class Session:
             or not isinstance(prompts, list)
             or not all(isinstance(p, str) for p in prompts)
         ):
-            raise wire.ChannelClosed("malformed sub-call request from the runtime")
+            raise _ProtocolError("malformed sub-call request")
         model = message.get("model")
         request = SubcallRequest(
             kind=kind,
             prompts=prompts,
             model=model if isinstance(model, str) else None,
-            seq=int(message.get("seq", 0)),
+            seq=message.get("seq", 0) if isinstance(message.get("seq"), int) else 0,
         )
         try:
             answers = on_subcall(request)

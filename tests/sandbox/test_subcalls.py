@@ -132,3 +132,40 @@ def test_subcall_from_a_background_thread_after_the_cell_is_refused(open_process
     time.sleep(0.6)
     result = session.execute("t.join()\nprint(errors)", lambda request: ["never"])
     assert result.stdout == "['llm_query was called after its cell had finished']\n"
+
+
+def test_heartbeat_is_called_while_the_cell_computes(open_process: OpenSession) -> None:
+    beats: list[float] = []
+    session = open_process()
+    result = session.execute(
+        "import time\ntime.sleep(1.0)",
+        lambda request: [],
+        heartbeat=lambda: beats.append(1),
+        heartbeat_every_s=0.2,
+    )
+    assert result.status == "ok"
+    assert 3 <= len(beats) <= 6
+
+
+def test_a_raising_heartbeat_abandons_the_cell_and_rolls_back(open_process: OpenSession) -> None:
+    class Cancelled(Exception):
+        pass
+
+    def cancel() -> None:
+        raise Cancelled("activity cancelled")
+
+    session = open_process()
+    session.execute("x = 'before'", lambda request: [])
+    with pytest.raises(Cancelled):
+        session.execute(
+            "x = 'during'\nwhile True:\n    pass", lambda request: [], heartbeat=cancel, heartbeat_every_s=0.1
+        )
+    assert session.execute("print(x)", lambda request: []).stdout == "before\n"
+
+
+def test_a_value_error_in_the_handler_is_not_mistaken_for_a_protocol_error(open_process: OpenSession) -> None:
+    def broken(request: SubcallRequest) -> list[str]:
+        raise ValueError("host bug")
+
+    with pytest.raises(ValueError, match="host bug"):
+        open_process().execute("llm_query('q')", broken)
