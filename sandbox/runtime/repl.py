@@ -204,7 +204,12 @@ class Runtime:
             if isinstance(value, types.ModuleType) and not name.startswith("__")
         }
         answer = self._answer() or _fresh_answer()
-        return snapshot.dump(user, answer, modules, self.ns)
+        try:
+            return snapshot.dump(user, answer, modules, self.ns)
+        except Exception as exc:
+            # Each variable pickled alone, yet not together: keep none rather than crash the runtime.
+            reason = f"the snapshot as a whole failed: {type(exc).__name__}: {str(exc)[:200]}"
+            return snapshot.dump({}, answer, modules, self.ns)[0], dict.fromkeys(user, reason)
 
     # ---- operations ------------------------------------------------------------------------------
     def op_init(self, message: dict[str, Any]) -> None:

@@ -50,11 +50,12 @@ def test_unpicklable_variables_are_named_and_the_rest_is_kept(open_docker: OpenS
     session = open_docker()
     code = (
         "gen = (i for i in range(3))\nhandle = open('/tmp/notes.txt', 'w')\n"
-        "class Point:\n    pass\np = Point()\nkept = {'a': 1}"
+        "class Point:\n    pass\np = Point()\nkept = {'a': 1}\n"
+        "deep = []\nfor _ in range(200_000):\n    deep = [deep]"
     )
     result = session.execute(code, no_subcalls)
     assert result.status == "ok"
-    assert result.unpicklable == ["Point", "gen", "handle", "p"]
+    assert result.unpicklable == ["Point", "deep", "gen", "handle", "p"]
     assert result.variables["gen"] == "generator"
     assert result.variables["handle"] == "TextIOWrapper"
     assert (
@@ -64,7 +65,7 @@ def test_unpicklable_variables_are_named_and_the_rest_is_kept(open_docker: OpenS
     fresh = open_docker()
     fresh.restore(result.snapshot)
     after = fresh.execute("print(sorted(SHOW_VARS()))", no_subcalls)
-    assert after.stdout == "['kept']\n"
+    assert after.stdout == "['_', 'kept']\n"
 
 
 def test_restore_replaces_the_namespace(open_process: OpenSession) -> None:
