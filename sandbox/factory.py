@@ -50,11 +50,11 @@ def open_session(
             raise ValueError(
                 f"context_path {context_path} does not exist; pass an existing file or directory"
             )
-    if backend == "process":
-        return Session(ProcessLauncher(context_path, limits), limits)
-    if backend != "docker":
+    if backend not in ("docker", "process"):
         raise ValueError(f"unknown sandbox backend {backend!r}; use 'docker' (default) or 'process'")
     labels = docker_backend.normalise_labels(labels)
+    if backend == "process":
+        return Session(ProcessLauncher(context_path, limits), limits)
     if context_path is not None:
         docker_backend.check_readable_by_sandbox(context_path)
     if image is None:

@@ -146,7 +146,17 @@ class Session:
             "max_message_bytes": self._limits.message_bytes,
             **self._launcher.init_message(),
         }
-        reply, _ = self._request(init, b"", started + self._limits.start_timeout_s)
+        try:
+            reply, _ = self._request(init, b"", started + self._limits.start_timeout_s)
+        except (wire.ChannelClosed, wire.ChannelTimeout, _ProtocolError) as exc:
+            why = str(exc)
+            runtime = self._runtime
+            if isinstance(exc, wire.ChannelClosed) and runtime is not None:
+                why = runtime.exit_reason(wait_s=_EXIT_WAIT_S)[1]
+            raise SandboxError(
+                f"the sandbox runtime failed while loading the context ({why}); a large context may need "
+                "a larger SandboxLimits.memory_bytes or start_timeout_s"
+            ) from None
         if reply.get("op") != "ready":
             raise SandboxError(f"the sandbox runtime refused to start: {reply.get('message', reply)}")
         self.context_info = dict(reply.get("context", {}))
@@ -477,6 +487,7 @@ class Session:
             "sandbox.cell_finished",
             status=result.status,
             ms=round(result.duration_s * 1000, 1),
+            compute_ms=round(float(message.get("compute_s", 0.0)) * 1000, 1),
             subcalls=result.subcalls,
             snapshot_bytes=len(blob),
         )

@@ -72,3 +72,16 @@ def test_context_unreadable_by_the_sandbox_user_is_a_clear_error(
     secret.chmod(0o600)
     with pytest.raises(ValueError, match=r"private.txt is not readable by the sandbox user .*chmod -R o\+rX"):
         open_docker(context_path=tmp_path)
+
+
+def test_context_too_large_for_the_memory_cap_fails_with_the_reason(
+    open_docker: OpenSession, tmp_path: Path
+) -> None:
+    from sandbox import SandboxLimits
+
+    path = tmp_path / "huge.txt"
+    path.write_text("é" * 30_000_000)  # decoded, ~60 MB of UTF-8 becomes far more than 48 MiB of str + bytes
+    path.chmod(0o644)
+    tmp_path.chmod(0o755)
+    with pytest.raises(SandboxError, match=r"failed while loading the context \(killed by the out-of-memory"):
+        open_docker(context_path=path, limits=SandboxLimits(memory_bytes=48 << 20))

@@ -92,6 +92,8 @@ def test_close_removes_the_container_and_further_use_is_refused(
 def test_bad_arguments_are_clear_errors(sandbox_image: str) -> None:
     with pytest.raises(ValueError, match="unknown sandbox label 'tenant'"):
         open_session(context_path=None, labels={"tenant": "t"}, image=sandbox_image)
+    with pytest.raises(ValueError, match="unknown sandbox label 'tenant'"):
+        open_session(backend="process", context_path=None, labels={"tenant": "t"})
     with pytest.raises(ValueError, match="unknown sandbox backend 'vm'"):
         open_session(backend="vm", context_path=None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"memory_bytes=0 must be > 0.*cell_timeout_s=0 must be > 0"):
