@@ -1,0 +1,117 @@
+"""Record workflow histories for the replay test: ``python -m tests.orchestrator.record_histories``.
+
+Runs a few scenarios (map-reduce with a batched Update, a depth-2 tree, the forced final answer, a
+budget pause and resume) on an embedded dev server with a PostgreSQL schema of its own, and writes
+each workflow's history to tests/orchestrator/histories/<scenario>-<node>.json. Re-record after a
+deliberate, versioned change to workflow code; a replay failure otherwise means non-determinism.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+from orchestrator.client import RunRequest, start_run
+from orchestrator.devstack import DevServer, DevServerConfig
+from orchestrator.settings import load_settings
+from orchestrator.store import get_node, make_engine, make_session_factory, set_run_budget, upgrade
+from orchestrator.worker import running_worker
+from orchestrator.workflows import RLMNode
+from orchestrator.workflows.types import Limits
+from tests.conftest import test_database_url
+from tests.orchestrator.harness import word_context
+from tests.orchestrator.histories_lib import run_histories
+
+OUT = Path(__file__).parent / "histories"
+
+
+async def main() -> None:
+    schema = f"rec_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(test_database_url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = f"{test_database_url()}?options=-csearch_path%3D{schema}"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp)
+            await record(data, url)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+
+
+async def record(data: Path, url: str) -> None:
+    from temporalio.client import Client
+
+    engine = make_engine(url)
+    upgrade(engine)
+    sessions = make_session_factory(engine)
+    with DevServer(DevServerConfig(data_dir=data / "temporal", ui=False)) as server:
+        settings = replace(
+            load_settings({**os.environ, "RLM_DATA_DIR": str(data), "RLM_DATABASE_URL": url}),
+            temporal_address=server.address,
+        )
+        client = await Client.connect(server.address)
+        path, _ = word_context(data / "w.txt", 3_000)
+        scenarios = {
+            "mapreduce": RunRequest(
+                "How many times does the word 'ERROR' appear? Use 5 chunks.",
+                path,
+                model="scripted/mapreduce",
+                sub_model="scripted/leaf",
+            ),
+            "depth2": RunRequest(
+                "How many times does the word 'ERROR' appear?",
+                path,
+                model="scripted/recurse",
+                sub_model="scripted/recurse",
+                limits=Limits(max_depth=2),
+            ),
+            "forced": RunRequest(
+                "What is the magic number?", path, model="scripted/loop", limits=Limits(max_iterations=2)
+            ),
+            "budget": RunRequest(
+                "How many times does the word 'ERROR' appear?",
+                path,
+                model="scripted/search",
+                budget_usd=Decimal("0.001"),
+            ),
+        }
+        OUT.mkdir(exist_ok=True)
+        async with running_worker(client, settings):
+            for name, req in scenarios.items():
+                req = replace(req, run_id=f"rec-{name}")
+                handle = await start_run(client, sessions, req, settings.task_queue)
+                if name == "budget":
+                    await _resume_after_pause(handle, sessions, req.run_id or "")
+                await handle.result()
+                with sessions() as s:
+                    from orchestrator.store import list_nodes
+
+                    count = len(list_nodes(s, req.run_id or ""))
+                for history in await run_histories(client, req.run_id or "", expected=count):
+                    node = history.workflow_id.rsplit("/", 1)[1]
+                    (OUT / f"{name}-{node}.json").write_text(history.to_json())
+    engine.dispose()
+
+
+async def _resume_after_pause(handle, sessions, run_id: str) -> None:  # type: ignore[no-untyped-def]
+    while True:
+        with sessions() as s:
+            if get_node(s, handle.id).status == "paused_budget":
+                break
+        await asyncio.sleep(0.2)
+    with sessions.begin() as s:
+        set_run_budget(s, run_id, Decimal("1"))
+    await handle.signal(RLMNode.resume)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
