@@ -58,6 +58,7 @@ class ProcessLauncher:
     def init_message(self) -> dict[str, Any]:
         return {
             "context": None if self._context is None else str(self._context),
+            "exit_with_parent": True,
             "rlimits": {
                 "RLIMIT_AS": self._limits.memory_bytes,
                 "RLIMIT_FSIZE": self._limits.tmpfs_bytes,

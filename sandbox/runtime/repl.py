@@ -71,6 +71,13 @@ def _reap_children() -> None:
             return
 
 
+def _exit_when_orphaned(parent: int) -> None:
+    # Without a container around it, a runtime whose host died would otherwise run a busy cell forever.
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
 class Runtime:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -218,6 +225,8 @@ class Runtime:
             resource.setrlimit(limit, (value, value))
         self.output_chars = int(message["output_chars"])
         self.max_message_bytes = int(message["max_message_bytes"])
+        if message.get("exit_with_parent"):
+            threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
         self.ns["context"] = context.load_context(message.get("context"))
         self._install_helpers()
         wire.send(self.sock, {"op": "ready", "context": context.describe(self.ns["context"])})

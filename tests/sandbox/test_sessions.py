@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -115,3 +118,36 @@ def test_close_from_another_thread_abandons_a_running_cell(
     closer.join()
     assert time.monotonic() - began < 10
     assert cid not in [c.id for c in docker_client.containers.list(all=True)]
+
+
+def test_process_runtime_exits_when_its_host_dies() -> None:
+    host = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from sandbox import open_session\n"
+            "s = open_session(backend='process', context_path=None)\n"
+            "print('PID', s.runtime_id, flush=True)\n"
+            "s.execute('while True:\\n    pass', lambda r: [])\n",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert host.stdout is not None
+    line = host.stdout.readline()
+    while not line.startswith("PID "):  # structlog writes its events to stdout too
+        line = host.stdout.readline()
+    runtime_pid = int(line.split()[1])
+    time.sleep(0.5)
+    host.kill()
+    host.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(runtime_pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(runtime_pid, 9)
+    raise AssertionError("the process runtime outlived its host")
