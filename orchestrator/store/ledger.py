@@ -79,12 +79,21 @@ def reserve(source: SessionSource, *, run_id: str, tenant: str, amount: Decimal,
     return reservation_id
 
 
-def _existing_for_key(session: Session, key: str) -> str | None:
-    return session.scalar(select(LedgerEntry.reservation_id).where(LedgerEntry.idempotency_key == key))
+def _existing_for_key(session: Session, key: str, run_id: str) -> str | None:
+    row = session.execute(
+        select(LedgerEntry.reservation_id, LedgerEntry.run_id).where(LedgerEntry.idempotency_key == key)
+    ).one_or_none()
+    if row is None:
+        return None
+    if row.run_id != run_id:
+        raise InvalidValue(
+            f"idempotency key {key!r} was used by run {row.run_id!r}; keys must be unique per call"
+        )
+    return str(row.reservation_id)
 
 
 def _reserve(session: Session, run_id: str, tenant: str, nanos: int, key: str) -> str:
-    existing = _existing_for_key(session, key)
+    existing = _existing_for_key(session, key, run_id)
     if existing is not None:
         return existing
     row = session.execute(
@@ -110,7 +119,7 @@ def _reserve(session: Session, run_id: str, tenant: str, nanos: int, key: str) -
     }
     if not insert_ignore(session, LedgerEntry, entry, ["idempotency_key"]):
         # A concurrent call with the same key won (and committed) first.
-        winner = _existing_for_key(session, key)
+        winner = _existing_for_key(session, key, run_id)
         if winner is None:
             raise NotFound("reservation for key", key)
         return winner

@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from orchestrator.store.engine import safe_url
@@ -64,14 +64,27 @@ def current_revision(engine: Engine) -> str | None:
     return heads[0] if heads else None
 
 
+# Arbitrary constant naming "durable-rlm schema migrations" for PostgreSQL's advisory lock.
+_MIGRATION_LOCK = 0x524C4D5F4442
+
+
+def _serialize_migrations(conn: Connection) -> None:
+    # Workers starting together may all run `upgrade`: the second waits, then finds the schema current.
+    # (SQLite needs nothing: every transaction already starts with BEGIN IMMEDIATE.)
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     with _connect(engine) as conn, conn.begin():
+        _serialize_migrations(conn)
         command.upgrade(alembic_config(conn), revision)
     log.info("db.upgraded", url=safe_url(engine.url), revision=current_revision(engine))
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
     with _connect(engine) as conn, conn.begin():
+        _serialize_migrations(conn)
         command.downgrade(alembic_config(conn), revision)
     log.info("db.downgraded", url=safe_url(engine.url), revision=current_revision(engine))
 

@@ -169,6 +169,12 @@ def test_settle_after_release_is_refused_and_unknown_ids_are_errors(sessions: se
         reserve(sessions, run_id="run-1", tenant="other", amount=D("0.1"), key="y")
     with pytest.raises(InvalidValue, match=">= 0"):
         reserve(sessions, run_id="run-1", tenant="acme", amount=D("-0.1"), key="z")
+    from orchestrator.store import create_run
+
+    with sessions.begin() as s:
+        create_run(s, "run-2", tenant="acme")
+    with pytest.raises(InvalidValue, match="used by run 'run-1'"):
+        reserve(sessions, run_id="run-2", tenant="acme", amount=D("0.1"), key="a")
     with pytest.raises(InvalidValue, match="Decimal"):
         reserve(sessions, run_id="run-1", tenant="acme", amount=0.1, key="z")  # type: ignore[arg-type]
 

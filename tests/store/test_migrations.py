@@ -101,3 +101,18 @@ def test_cli_upgrade_works_from_any_directory(tmp_path: Path) -> None:
     cur = subprocess.run([str(rlm), "db", "current"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert cur.returncode == 0, cur.stderr
     assert cur.stdout.strip() == f"{head_revision()} (head)"
+
+
+@pytest.mark.timeout(60)
+def test_concurrent_upgrades_do_not_collide(db_url: str) -> None:
+    """Several workers starting at once may each run the migrations; all succeed, the schema is made once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    engines = [make_engine(db_url) for _ in range(4)]
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(upgrade, engines))
+        check_schema(engines[0])
+    finally:
+        for engine in engines:
+            engine.dispose()
