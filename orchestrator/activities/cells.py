@@ -46,6 +46,7 @@ from orchestrator.workflows.types import (
     ExecuteOutput,
     NodeInput,
     SubcallBatch,
+    Text,
     update_id,
 )
 
@@ -132,26 +133,30 @@ class CellActivities:
         handle = self.deps.client.get_workflow_handle(inp.node.node_id)
 
         def on_subcall(req: sandbox.SubcallRequest) -> list[str]:
-            with self.deps.sessions.begin() as session:
-                total = sum(len(p) for p in req.prompts)
-                limit = INLINE_CHARS if total > BATCH_INLINE_CHARS else BATCH_INLINE_CHARS
-                prompts = [texts.pack(session, p, limit) for p in req.prompts]
+            total = sum(len(p) for p in req.prompts)
+            limit = INLINE_CHARS if total > BATCH_INLINE_CHARS else BATCH_INLINE_CHARS
+            if all(len(p) <= limit for p in req.prompts):
+                prompts = [Text(inline=p) for p in req.prompts]
+            else:
+                with self.deps.sessions.begin() as session:
+                    prompts = [texts.pack(session, p, limit) for p in req.prompts]
             batch = SubcallBatch(inp.iteration, inp.cell, req.seq, req.kind, prompts, req.model)
             uid = update_id(inp.node.node_id, inp.iteration, inp.cell, req.seq)
             started = time.monotonic()
             future = asyncio.run_coroutine_threadsafe(
-                handle.execute_update(RLMNode.subcall, batch, id=uid),
-                self.deps.loop,
+                handle.execute_update(RLMNode.subcall, batch, id=uid), self.deps.loop
             )
             reply = future.result()
-            log.info(
+            log.debug(
                 "subcall.answered",
                 update_id=uid,
                 prompts=len(prompts),
-                ms=round((time.monotonic() - started) * 1000),
+                ms=round((time.monotonic() - started) * 1000, 1),
             )
             if reply.error is not None:
                 raise sandbox.SubcallError(reply.error)
+            if all(a.inline is not None for a in reply.answers):
+                return [a.inline or "" for a in reply.answers]
             with self.deps.sessions() as session:
                 return [texts.unpack(session, a) for a in reply.answers]
 

@@ -43,6 +43,7 @@ from orchestrator.protocol.prompts import (
 )
 from orchestrator.store import (
     BudgetExhausted,
+    ModelPrice,
     UnknownModelPrice,
     cost_of,
     find_step,
@@ -79,8 +80,7 @@ class _Prepared:
     messages: tuple[ChatMessage, ...]
     reservation: str | None  # None: the budget refused
     refusal: str | None
-    price_in: Decimal
-    price_out: Decimal
+    price: ModelPrice
 
 
 @dataclass(frozen=True)
@@ -147,30 +147,26 @@ class ModelActivities:
 
     # --- shared metering -----------------------------------------------------------------------
 
-    def _reserve(self, run: RunSpec, model: str, messages: tuple[ChatMessage, ...], key: str) -> _Prepared:
+    def _reserve(
+        self, session: Session, run: RunSpec, model: str, messages: tuple[ChatMessage, ...], key: str
+    ) -> _Prepared:
+        """Reserve the call's worst case inside ``session``'s transaction (the ledger uses a savepoint)."""
         prepare_model(model)
-        with self.deps.sessions() as session:
-            try:
-                price = price_for(session, model, prices_file=self.deps.settings.prices_file)
-            except UnknownModelPrice as exc:
-                raise price_error(exc) from exc
+        try:
+            price = price_for(session, model, prices_file=self.deps.settings.prices_file)
+        except UnknownModelPrice as exc:
+            raise price_error(exc) from exc
         worst = cost_of(price, count_prompt_tokens(model, messages), run.limits.max_tokens)
         try:
-            rid = reserve(self.deps.sessions, run_id=run.run_id, tenant=run.tenant, amount=worst, key=key)
-            with self.deps.sessions() as session:
-                if get_reservation(session, rid).state != "open":
-                    # An earlier attempt's call failed for good and released it; this is a new call.
-                    rid = reserve(
-                        self.deps.sessions,
-                        run_id=run.run_id,
-                        tenant=run.tenant,
-                        amount=worst,
-                        key=f"{key}/attempt-{activity.info().attempt}",
-                    )
+            rid = reserve(session, run_id=run.run_id, tenant=run.tenant, amount=worst, key=key)
+            if activity.info().attempt > 1 and get_reservation(session, rid).state != "open":
+                # An earlier attempt's call failed for good and released it; this is a new call.
+                attempt_key = f"{key}/attempt-{activity.info().attempt}"
+                rid = reserve(session, run_id=run.run_id, tenant=run.tenant, amount=worst, key=attempt_key)
         except BudgetExhausted as exc:
             log.info("budget.refused", run_id=run.run_id, key=key, message=str(exc))
-            return _Prepared(messages, None, str(exc), price.input_per_token, price.output_per_token)
-        return _Prepared(messages, rid, None, price.input_per_token, price.output_per_token)
+            return _Prepared(messages, None, str(exc), price)
+        return _Prepared(messages, rid, None, price)
 
     async def _call(self, run: RunSpec, model: str, prep: _Prepared) -> CompletionResult:
         req = CompletionRequest(
@@ -190,7 +186,7 @@ class ModelActivities:
 
     def _generate_prepare(self, inp: GenerateInput) -> _Prepared | Step:
         node = inp.node
-        with self.deps.sessions() as session:
+        with self.deps.sessions.begin() as session:
             done = find_step(session, node.node_id, inp.iteration, GENERATE_KIND, 0)
             if done is not None:
                 return done
@@ -201,17 +197,16 @@ class ModelActivities:
             else:
                 query = child_query(path.read_text(encoding="utf-8", errors="replace"))
             turns = turns_before(session, node.node_id, inp.iteration)
-        messages = conversation(node_limits(node), query, info, turns, forced_final=inp.forced_final)
-        return self._reserve(
-            node.run, node.model, messages, f"{node.node_id}/{inp.iteration}/{GENERATE_KIND}"
-        )
+            messages = conversation(node_limits(node), query, info, turns, forced_final=inp.forced_final)
+            key = f"{node.node_id}/{inp.iteration}/{GENERATE_KIND}"
+            return self._reserve(session, node.run, node.model, messages, key)
 
     def _generate_record(self, inp: GenerateInput, prep: _Prepared, result: CompletionResult) -> Step:
         node = inp.node
-        assert prep.reservation is not None
+        reservation = _held(prep)
         cost = cost_of_result(prep, result)
         with self.deps.sessions.begin() as session:
-            settle(session, prep.reservation, cost)
+            settle(session, reservation, cost)
             return record_step(
                 session,
                 node.node_id,
@@ -280,13 +275,14 @@ class ModelActivities:
             if done is not None:
                 return done
             prompt = texts.unpack(session, inp.prompt)
-        return self._reserve(inp.run, inp.model, leaf_messages(prompt), f"{inp.node_id}/{LEAF_KIND}")
+            key = f"{inp.node_id}/{LEAF_KIND}"
+            return self._reserve(session, inp.run, inp.model, leaf_messages(prompt), key)
 
     def _leaf_record(self, inp: LeafInput, prep: _Prepared, result: CompletionResult) -> LeafCallOutput:
-        assert prep.reservation is not None
+        reservation = _held(prep)
         cost = cost_of_result(prep, result)
         with self.deps.sessions.begin() as session:
-            settle(session, prep.reservation, cost)
+            settle(session, reservation, cost)
             answer_ref = texts.blob_ref(session, Text(inline=result.text))
             record_step(
                 session,
@@ -315,14 +311,31 @@ class ModelActivities:
 
     @activity.defn(name="leaf_call")
     async def leaf_call(self, inp: LeafInput) -> LeafCallOutput:
+        started = time.monotonic()
         prep = await asyncio.to_thread(self._leaf_prepare, inp)
         if isinstance(prep, Step):
             return await asyncio.to_thread(self._leaf_output, prep)
         if prep.reservation is None:
             return LeafCallOutput("budget", message=prep.refusal)
+        prepared = time.monotonic()
         result = await self._call(inp.run, inp.model, prep)
-        return await asyncio.to_thread(self._leaf_record, inp, prep, result)
+        called = time.monotonic()
+        out = await asyncio.to_thread(self._leaf_record, inp, prep, result)
+        log.debug(
+            "leaf.finished",
+            node_id=inp.node_id,
+            prepare_ms=round((prepared - started) * 1000, 1),
+            call_ms=round((called - prepared) * 1000, 1),
+            record_ms=round((time.monotonic() - called) * 1000, 1),
+        )
+        return out
+
+
+def _held(prep: _Prepared) -> str:
+    if prep.reservation is None:
+        raise RuntimeError("a model call was made without a reservation")
+    return prep.reservation
 
 
 def cost_of_result(prep: _Prepared, result: CompletionResult) -> Decimal:
-    return prep.price_in * result.prompt_tokens + prep.price_out * result.completion_tokens
+    return cost_of(prep.price, result.prompt_tokens, result.completion_tokens)

@@ -252,6 +252,20 @@ def _chunk_count(view: View, params: PolicyParams, limits: NodeLimits) -> int:
     return max(1, wanted >> view.failures)
 
 
+_MAP_BATCHED = "replies = llm_query_batched(_prompts)"
+# One llm_query per chunk, each timed from inside the sandbox (the sub-call round trip a benchmark reads).
+_MAP_ONE_BY_ONE = """import time
+replies, _ms = [], []
+for _prompt in _prompts:
+    _t = time.perf_counter()
+    replies.append(llm_query(_prompt))
+    _ms.append((time.perf_counter() - _t) * 1000)
+_ms.sort()
+_p50, _p95 = _ms[len(_ms) // 2], _ms[int(len(_ms) * 0.95)]
+print(f"sub-call round trip ms: p50 {_p50:.2f} p95 {_p95:.2f} n {len(_ms)}")
+del _t, _prompt, _ms, _p50, _p95"""
+
+
 def _mapreduce(view: View, params: PolicyParams, limits: NodeLimits) -> str:
     target = count_target(view.query)
     if target is None:
@@ -260,7 +274,7 @@ def _mapreduce(view: View, params: PolicyParams, limits: NodeLimits) -> str:
     code = f"""{_prelude(view.query)}
 chunks = _split(text, {n})
 _prompts = [{count_instruction(target)!r} + "\\n" + chunk for chunk in chunks]
-replies = llm_query_batched(_prompts)
+{_MAP_BATCHED if params.parallel else _MAP_ONE_BY_ONE}
 counts = [int(re.search(r"-?\\d+", reply).group()) for reply in replies]
 total = sum(counts)
 _more = " ..." if len(counts) > 10 else ""
@@ -301,7 +315,7 @@ pattern = {target.pattern!r}
 if len(text) < {params.min_split_chars}:
     replies = [str(sum(1 for _ in re.finditer(pattern, text)))]
 else:
-    _prompts = [{count_instruction(target)!r} + "\\n" + half for half in _split(text, 2)]
+    _prompts = [{count_instruction(target)!r} + "\\n" + part for part in _split(text, {params.chunks or 2})]
     {call}
     del _prompts
 total = str(sum(int(re.search(r"-?\\d+", reply).group()) for reply in replies))

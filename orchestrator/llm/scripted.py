@@ -6,12 +6,15 @@
 prompts are answered by computing over the prompt's text, so every answer comes from real input.
 
 Policies: ``search``, ``mapreduce``, ``recurse``, ``leaf`` (answers directly), ``loop`` (never answers),
-``spin`` (a cell that never ends), ``flaky`` (fails ``times`` times per conversation with ``fail``,
+``spin`` (a cell that never ends), ``partial`` (keeps a provisional answer, never ready),
+``flaky`` (fails ``times`` times per conversation with ``fail``,
 then behaves as policy ``then``), and ``fail_<kind>`` raising litellm's own exception classes:
 ``fail_auth``, ``fail_ratelimit``, ``fail_server``, ``fail_timeout``, ``fail_connection``,
 ``fail_badrequest``, ``fail_notfound``, ``fail_context``.
 
-Parameters (query string of the model name): ``latency_ms``, ``chunks``, ``parallel`` (0/1),
+Parameters (query string of the model name): ``latency_ms``, ``chunks`` (map chunks; recurse parts),
+``parallel`` (0/1: recurse with ``rlm_query_batched`` or one ``rlm_query`` per part; mapreduce with
+``llm_query_batched`` or one timed ``llm_query`` per chunk),
 ``min_split``, ``price_in`` / ``price_out`` (USD per million tokens), ``chars_per_token``,
 ``context_window`` (tokens), ``retry_after`` (seconds, on rate limits), ``fail``, ``times``, ``then``.
 

@@ -255,3 +255,18 @@ def test_partial_keeps_a_provisional_answer_that_is_never_ready(tmp_path: Path, 
     assert outcome.forced and outcome.iterations == 2
     first = outcome.turns[0].cells[0]
     assert first.error is None and first.stdout.strip() == "9"
+
+
+def test_mapreduce_one_by_one_times_each_subcall(tmp_path: Path, sessions: Sessions) -> None:
+    text = haystack(3_000, seed=3, marks=40)
+    outcome = run_node(
+        sessions,
+        Tree(),
+        model="scripted/mapreduce?chunks=4&parallel=0",
+        sub_model="scripted/leaf",
+        query="How many times does the word 'ERROR' appear?",
+        context_path=write(tmp_path, text),
+        limits=NodeLimits(),
+    )
+    assert outcome.answer == "40"
+    assert "sub-call round trip ms: p50" in outcome.turns[0].cells[0].stdout

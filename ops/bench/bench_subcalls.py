@@ -1,0 +1,306 @@
+"""Sub-call benchmark: per-sub-call overhead, a 1,000-way fan-out, a tree of 1,000+ nodes.
+
+Runs the real stack: the embedded Temporal dev server (orchestrator.devstack), one worker
+(orchestrator.worker), the Docker sandbox (or ``--backend process``), the store (a fresh SQLite file
+unless ``--database-url``), and the scripted model through litellm.
+
+1. overhead: one node calls ``llm_query`` 500 times one after another (``scripted/mapreduce?parallel=0``)
+   with a zero-latency sub model; the cell times each call from inside the sandbox. Overhead = round
+   trip minus the leaf's own model time.
+2. fanout: 1,000 sub-calls through ``llm_query_batched`` at 200 ms simulated latency, concurrency 16;
+   the cell's wall time against the ideal 1000 / 16 * 0.2 s = 12.5 s.
+3. tree: the root fans out to 10 ``rlm_query`` children, each maps 100 leaves: 1,011 nodes.
+4. dispatch (``--scenarios dispatch``): the bare Temporal costs behind a sub-call -- a no-op Update
+   round trip and a no-op child workflow started and awaited from workflow code -- on a dev server
+   with the server's default dynamic config and on one with ``FAST_DISPATCH`` + ``SQLITE_PRAGMAS``.
+
+Prints ``RESULT {json}`` as its last line. Usage: ``python ops/bench/bench_subcalls.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from orchestrator.client import RunRequest, run_summary, run_tree, start_run
+from orchestrator.devstack import FAST_DISPATCH, SQLITE_PRAGMAS, DevServer, DevServerConfig
+from orchestrator.settings import Settings, load_settings
+from orchestrator.store import find_step, list_steps, make_engine, make_session_factory, upgrade
+from orchestrator.worker import WorkerOptions, running_worker
+from orchestrator.workflows.types import Limits, root_id
+
+ROUND_TRIP = re.compile(r"sub-call round trip ms: p50 ([\d.]+) p95 ([\d.]+) n (\d+)")
+
+
+def words(path: Path, count: int) -> tuple[Path, int]:
+    vocab = ["alpha", "beta", "gamma", "ERROR", "delta", "omega", "sigma"]
+    tokens = [vocab[(i * 7919 + i // 3) % len(vocab)] for i in range(count)]
+    path.write_text(" ".join(tokens))
+    return path, tokens.count("ERROR")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run_one(client: Any, sessions: Any, settings: Settings, req: RunRequest) -> tuple[str, float]:
+    started = time.monotonic()
+    handle = await start_run(client, sessions, req, settings.task_queue)
+    await handle.result()
+    return handle.id.rsplit("/", 1)[0], time.monotonic() - started
+
+
+def cell_step(sessions: Any, run_id: str) -> Any:
+    with sessions() as s:
+        return find_step(s, root_id(run_id), 1, "cell", 0)
+
+
+def leaf_model_ms(sessions: Any, run_id: str) -> list[float]:
+    out: list[float] = []
+    with sessions() as s:
+        for row in run_tree(sessions, run_id):
+            if row.kind == "leaf":
+                out += [float(st.duration_ms or 0) for st in list_steps(s, row.node_id)]
+    return out
+
+
+async def overhead(client: Any, sessions: Any, settings: Settings, tmp: Path, n: int) -> dict[str, Any]:
+    path, expected = words(tmp / "overhead.txt", n * 20)
+    req = RunRequest(
+        "How many times does the word 'ERROR' appear?",
+        path,
+        model=f"scripted/mapreduce?chunks={n}&parallel=0",
+        sub_model="scripted/leaf",
+        limits=Limits(max_subcalls=n, max_concurrency=1),
+        deadline_s=3600,
+    )
+    run_id, wall = await run_one(client, sessions, settings, req)
+    step = cell_step(sessions, run_id)
+    found = ROUND_TRIP.search((step.data or {}).get("stdout", ""))
+    if found is None:
+        raise RuntimeError(f"no round-trip timing in the cell output: {(step.data or {}).get('stdout')!r}")
+    p50, p95 = float(found.group(1)), float(found.group(2))
+    model = leaf_model_ms(sessions, run_id)
+    model_p50 = statistics.median(model)
+    summary = run_summary(sessions, run_id)
+    return {
+        "subcalls": int(found.group(3)),
+        "answer_ok": summary.answer == str(expected),
+        "roundtrip_ms_p50": p50,
+        "roundtrip_ms_p95": p95,
+        "leaf_model_ms_p50": model_p50,
+        "overhead_ms_p50": round(p50 - model_p50, 2),
+        "overhead_ms_p95": round(p95 - model_p50, 2),
+        "run_wall_s": round(wall, 2),
+    }
+
+
+async def fanout(
+    client: Any, sessions: Any, settings: Settings, tmp: Path, n: int, latency_ms: int
+) -> dict[str, Any]:
+    path, expected = words(tmp / "fanout.txt", n * 20)
+    concurrency = 16
+    req = RunRequest(
+        "How many times does the word 'ERROR' appear?",
+        path,
+        model=f"scripted/mapreduce?chunks={n}",
+        sub_model=f"scripted/leaf?latency_ms={latency_ms}",
+        limits=Limits(max_subcalls=n, max_concurrency=concurrency),
+        deadline_s=3600,
+    )
+    run_id, wall = await run_one(client, sessions, settings, req)
+    step = cell_step(sessions, run_id)
+    ideal = n / concurrency * latency_ms / 1000
+    cell_s = (step.duration_ms or 0) / 1000
+    summary = run_summary(sessions, run_id)
+    return {
+        "subcalls": n,
+        "latency_ms": latency_ms,
+        "concurrency": concurrency,
+        "answer_ok": summary.answer == str(expected),
+        "cell_wall_s": round(cell_s, 2),
+        "ideal_s": ideal,
+        "ratio": round(cell_s / ideal, 3),
+        "run_wall_s": round(wall, 2),
+    }
+
+
+async def tree(
+    client: Any, sessions: Any, settings: Settings, tmp: Path, width: int, leaves: int
+) -> dict[str, Any]:
+    path, expected = words(tmp / "tree.txt", width * leaves * 20)
+    req = RunRequest(
+        "How many times does the word 'ERROR' appear?",
+        path,
+        model=f"scripted/recurse?chunks={width}",
+        sub_model=f"scripted/mapreduce?chunks={leaves}",
+        limits=Limits(max_depth=1, max_subcalls=max(width, leaves)),
+        deadline_s=3600,
+    )
+    run_id, wall = await run_one(client, sessions, settings, req)
+    summary = run_summary(sessions, run_id)
+    return {
+        "nodes": summary.nodes,
+        "answer_ok": summary.answer == str(expected),
+        "run_wall_s": round(wall, 2),
+    }
+
+
+@workflow.defn(name="BenchNoop")
+class BenchNoop:
+    @workflow.run
+    async def run(self, x: int) -> int:
+        return x
+
+
+@workflow.defn(name="BenchParent")
+class BenchParent:
+    def __init__(self) -> None:
+        self.done = False
+
+    @workflow.run
+    async def run(self, n: int) -> list[float]:
+        took = []
+        for i in range(n):
+            started = workflow.time()
+            await workflow.execute_child_workflow(BenchNoop.run, i, id=f"{workflow.info().workflow_id}/{i}")
+            took.append((workflow.time() - started) * 1000)
+        await workflow.wait_condition(lambda: self.done)
+        return took
+
+    @workflow.update
+    async def noop(self, x: int) -> int:
+        return x
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.done = True
+
+
+async def dispatch(tmp: Path, fast: bool, n: int = 60) -> dict[str, Any]:
+    config = DevServerConfig(
+        data_dir=tmp / ("dispatch-fast" if fast else "dispatch-default"),
+        ui=False,
+        dynamic_config=dict(FAST_DISPATCH) if fast else {},
+        sqlite_pragmas=SQLITE_PRAGMAS if fast else (),
+    )
+    with DevServer(config) as server:
+        client = await Client.connect(server.address)
+        # Unsandboxed: these two workflows live in this script; the effect measured is the server's.
+        async with Worker(
+            client,
+            task_queue="bench-dispatch",
+            workflows=[BenchParent, BenchNoop],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        ):
+            handle = await client.start_workflow(
+                BenchParent.run, n, id="bench-parent", task_queue="bench-dispatch"
+            )
+            updates = []
+            for i in range(n):
+                t = time.perf_counter()
+                await handle.execute_update(BenchParent.noop, i)
+                updates.append((time.perf_counter() - t) * 1000)
+            await handle.signal(BenchParent.finish)
+            children = await handle.result()
+    return {
+        "update_ms_p50": round(pct(updates, 0.5), 1),
+        "update_ms_p95": round(pct(updates, 0.95), 1),
+        "child_ms_p50": round(pct(children, 0.5), 1),
+        "child_ms_p95": round(pct(children, 0.95), 1),
+    }
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-subcalls-"))
+    url = args.database_url or f"sqlite:///{tmp / 'rlm.sqlite3'}"
+    fast = args.dispatch == "fast"
+    dynamic = dict(FAST_DISPATCH) if fast else {}
+    pragmas = SQLITE_PRAGMAS if fast else ()
+    options = WorkerOptions(max_cached_workflows=args.max_cached_workflows)
+    engine = make_engine(url)
+    upgrade(engine)
+    sessions = make_session_factory(engine)
+    result: dict[str, Any] = {
+        "config": {
+            "backend": args.backend,
+            "database": url.split(":", 1)[0],
+            "dispatch": args.dispatch,
+            "max_cached_workflows": args.max_cached_workflows,
+            "cpus": os.cpu_count(),
+        }
+    }
+    if "dispatch" in args.scenarios:
+        result["dispatch"] = {
+            "server_default": await dispatch(tmp, fast=False),
+            "fast_dispatch": await dispatch(tmp, fast=True),
+        }
+        print("dispatch", result["dispatch"], file=sys.stderr)
+    if not {"overhead", "fanout", "tree"} & set(args.scenarios.split(",")):
+        return result
+    with DevServer(
+        DevServerConfig(data_dir=tmp / "temporal", ui=False, dynamic_config=dynamic, sqlite_pragmas=pragmas)
+    ) as server:
+        settings = replace(
+            load_settings({**os.environ, "RLM_DATA_DIR": str(tmp), "RLM_DATABASE_URL": url}),
+            temporal_address=server.address,
+            sandbox_backend=args.backend,
+        )
+        client = await Client.connect(server.address)
+        async with running_worker(client, settings, options):
+            if "overhead" in args.scenarios:
+                result["overhead"] = await overhead(client, sessions, settings, tmp, args.subcalls)
+                print("overhead", result["overhead"], file=sys.stderr)
+            if "fanout" in args.scenarios:
+                result["fanout"] = await fanout(client, sessions, settings, tmp, args.fanout, 200)
+                print("fanout", result["fanout"], file=sys.stderr)
+            if "tree" in args.scenarios:
+                result["tree"] = await tree(client, sessions, settings, tmp, 10, args.tree_leaves)
+                print("tree", result["tree"], file=sys.stderr)
+    engine.dispose()
+    return result
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--backend", choices=["docker", "process"], default="docker")
+    p.add_argument("--database-url", default=None)
+    p.add_argument("--scenarios", default="dispatch,overhead,fanout,tree")
+    p.add_argument("--subcalls", type=int, default=500)
+    p.add_argument("--fanout", type=int, default=1000)
+    p.add_argument("--tree-leaves", type=int, default=100)
+    p.add_argument(
+        "--dispatch",
+        choices=["fast", "default"],
+        default="fast",
+        help="dev-server dynamic config: one task-queue partition (fast) or the server default",
+    )
+    p.add_argument("--max-cached-workflows", type=int, default=WorkerOptions().max_cached_workflows)
+    p.add_argument("--quick", action="store_true", help="100 sub-calls, 200-way fan-out, 10x20 tree")
+    args = p.parse_args()
+    if args.quick:
+        args.subcalls, args.fanout, args.tree_leaves = 100, 200, 20
+    return args
+
+
+if __name__ == "__main__":
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
+    res = asyncio.run(main(parse()))
+    print("RESULT " + json.dumps(res, sort_keys=True))
