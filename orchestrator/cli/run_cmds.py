@@ -228,7 +228,7 @@ async def _run(
     wall = time.monotonic() - started
     typer.echo(summary.answer if summary.answer is not None else "(no answer)")
     typer.echo(
-        f"status {summary.status} | cost {format_usd(summary.cost)} | tokens {summary.prompt_tokens} in / "
+        f"status {summary.status} | cost ${format_usd(summary.cost)} | tokens {summary.prompt_tokens} in / "
         f"{summary.completion_tokens} out | nodes {summary.nodes} | wall {wall:.1f} s"
         + (f" | {link}" if link else ""),
         err=False,
@@ -255,7 +255,7 @@ def status(run_id: Annotated[str, typer.Argument(help="The run id.")]) -> None:
             engine.dispose()
     typer.echo(f"run {s.run_id}: {s.status}")
     typer.echo(
-        f"  cost {format_usd(s.cost)} | tokens {s.prompt_tokens} in / {s.completion_tokens} out"
+        f"  cost ${format_usd(s.cost)} | tokens {s.prompt_tokens} in / {s.completion_tokens} out"
         f" | nodes {s.nodes}"
     )
     if s.wall_s is not None:
@@ -284,7 +284,7 @@ def tree(run_id: Annotated[str, typer.Argument(help="The run id.")]) -> None:
         label = f"{row.node_id.rsplit('/', 1)[-1]} [{row.kind}] {row.status}"
         if row.kind != "leaf":
             label += f" | iter {row.iterations}"
-        label += f" | {format_usd(row.cost)}"
+        label += f" | ${format_usd(row.cost)}"
         if row.answer_preview is not None:
             label += f" | {row.answer_preview!r}"
         if row.error:

@@ -1,0 +1,100 @@
+"""``rlm run`` end to end with the embedded dev server and the zero-setup SQLite store; status, tree."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.orchestrator.harness import word_context
+
+RLM = str(Path(sys.executable).parent / "rlm")
+
+
+def _env(data: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "RLM_"))}
+    env["RLM_DATA_DIR"] = str(data)
+    return env
+
+
+def test_rlm_run_embedded_then_status_and_tree(tmp_path: Path, sandbox_image: str) -> None:
+    path, expected = word_context(tmp_path / "words.txt", 5_000)
+    env = _env(tmp_path / "data")
+
+    run = subprocess.run(
+        [
+            RLM,
+            "run",
+            "How many times does the word 'ERROR' appear? Use 6 chunks.",
+            "--context",
+            str(path),
+            "--model",
+            "scripted/mapreduce",
+            "--sub-model",
+            "scripted/leaf",
+            "--run-id",
+            "cli-run",
+            "--deadline",
+            "300",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.strip().splitlines()
+    assert lines[0] == str(expected)
+    assert "status completed" in lines[1] and "nodes 7" in lines[1] and "cost $" in lines[1]
+    assert "/namespaces/default/workflows/cli-run%2F0" in lines[1]
+    # The embedded server kept its state in the data directory and was stopped on exit.
+    assert (tmp_path / "data" / "temporal" / "temporal.sqlite3").exists()
+    assert (tmp_path / "data" / "rlm.sqlite3").exists()
+
+    status = subprocess.run([RLM, "status", "cli-run"], env=env, capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert "run cli-run: completed" in status.stdout and f"answer: {expected}" in status.stdout
+
+    tree = subprocess.run([RLM, "tree", "cli-run"], env=env, capture_output=True, text=True, timeout=60)
+    assert tree.returncode == 0, tree.stderr
+    assert "0 [root] completed | iter 1" in tree.stdout
+    assert tree.stdout.count("[leaf] completed") == 6
+
+
+def test_rlm_run_bad_input_gets_one_line_errors(tmp_path: Path) -> None:
+    env = _env(tmp_path / "data")
+    missing = subprocess.run(
+        [RLM, "run", "q", "--context", str(tmp_path / "nope.txt")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines()[-1].startswith("error: context ")
+    assert "is not a readable file" in missing.stderr
+
+    budget = subprocess.run(
+        [RLM, "run", "q", "--context", str(tmp_path), "--budget-usd", "lots"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert budget.returncode == 1 and "error: --budget-usd 'lots' is not a number" in budget.stderr
+
+    detach = subprocess.run(
+        [RLM, "run", "q", "--context", str(tmp_path), "--detach"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert detach.returncode == 1 and "--detach needs" in detach.stderr
+
+    unknown = subprocess.run(
+        [RLM, "status", "no-such-run"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert unknown.returncode == 1 and unknown.stderr.startswith("error: ")
