@@ -16,7 +16,7 @@ from orchestrator.store import create_run, create_tenant, make_engine, make_sess
 from tests.conftest import test_database_url
 
 # Bounded below PostgreSQL's max_connections (100), which other suites share.
-POOL_SIZE = 40
+POOL_SIZE = 30
 
 
 @pytest.fixture(scope="session")
