@@ -199,6 +199,9 @@ def run(
         engine, sessions = _store(settings)
         try:
             code = asyncio.run(_run(settings, sessions, request, detach, local_worker and not detach))
+        except asyncio.CancelledError:
+            typer.echo("stopped by SIGTERM; the run continues on the next `rlm dev` / worker", err=True)
+            code = 128 + signal.SIGTERM
         finally:
             engine.dispose()
     raise typer.Exit(code)
@@ -208,6 +211,10 @@ async def _run(
     settings: Settings, sessions: sessionmaker[Session], request: RunRequest, detach: bool, local_worker: bool
 ) -> int:
     started = time.monotonic()
+    # SIGTERM cancels like Ctrl-C, so the worker, its sandboxes and the embedded server are stopped.
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     with temporal_target(settings) as target:
         client = await connect(target)
         async with contextlib.AsyncExitStack() as stack:
