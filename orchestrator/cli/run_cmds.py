@@ -50,6 +50,7 @@ from orchestrator.store import (
     list_nodes,
     make_engine,
     make_session_factory,
+    set_run_budget,
 )
 from orchestrator.store import upgrade as upgrade_schema
 from orchestrator.worker import running_worker
@@ -348,9 +349,14 @@ def dev() -> None:
 # --- rlm resume / abort ------------------------------------------------------------------------
 
 
-async def _signal_paused(settings: Settings, run_id: str, name: str) -> list[str]:
+async def _signal_paused(
+    settings: Settings, run_id: str, name: str, run_budget: Decimal | None = None
+) -> list[str]:
     engine, sessions = _store(settings)
     try:
+        if run_budget is not None:
+            with sessions.begin() as session:
+                set_run_budget(session, run_id, run_budget)
         with sessions() as session:
             paused = [n.node_id for n in list_nodes(session, run_id) if n.status == "paused_budget"]
     finally:
@@ -362,8 +368,13 @@ async def _signal_paused(settings: Settings, run_id: str, name: str) -> list[str
     return paused
 
 
-def resume(run_id: Annotated[str, typer.Argument(help="The run id.")]) -> None:
-    """Resume the run's nodes paused for budget (raise the budget first)."""
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    budget_usd: Annotated[
+        str | None, typer.Option("--budget-usd", help="Set the run's own budget first (USD).")
+    ] = None,
+) -> None:
+    """Resume the run's nodes paused for budget (raise the tenant's budget first, or pass --budget-usd)."""
     with _errors():
         configure_logging("warning")
         settings = load_settings()
@@ -371,7 +382,8 @@ def resume(run_id: Annotated[str, typer.Argument(help="The run id.")]) -> None:
             raise RunError(
                 "set TEMPORAL_ADDRESS to the server running the run (e.g. the one `rlm dev` prints)"
             )
-        nodes = asyncio.run(_signal_paused(settings, run_id, "resume"))
+        budget = _usd(budget_usd, "--budget-usd")
+        nodes = asyncio.run(_signal_paused(settings, run_id, "resume", budget))
     typer.echo(f"resumed {len(nodes)} paused node(s) of run {run_id}")
 
 

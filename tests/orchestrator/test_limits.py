@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -149,3 +151,39 @@ async def test_budget_pause_then_abort(harness: Harness, tmp_path: Path) -> None
     assert out.summary.status == "aborted"
     assert out.summary.cost == 0
     assert "budget" in (out.result.error or "")
+
+
+async def test_rlm_resume_raises_the_run_budget_and_resumes_paused_nodes(
+    harness: Harness, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.txt"
+    path.write_text("the magic number is 8086")
+    handle = await harness.start(
+        "What is the magic number?", path, model="scripted/search", budget_usd="0.001"
+    )
+    run_id = handle.id.rsplit("/", 1)[0]
+    await _wait_status(harness, handle.id, "paused_budget")
+    settings = harness.settings
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": settings.temporal_address or "",
+        "RLM_DATABASE_URL": settings.database_url,
+        "RLM_DATA_DIR": str(settings.data_dir),
+    }
+
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "rlm"),
+        "resume",
+        run_id,
+        "--budget-usd",
+        "0.5",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await proc.communicate()
+    assert proc.returncode == 0, stderr.decode()
+    assert f"resumed 1 paused node(s) of run {run_id}" in stdout.decode()
+
+    out = await asyncio.wait_for(harness.finish(handle), timeout=60)
+    assert out.result.status == "completed" and out.summary.answer == "8086"
