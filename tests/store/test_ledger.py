@@ -17,6 +17,7 @@ from orchestrator.store import (
     InvalidValue,
     NotFound,
     ReservationClosed,
+    create_run,
     get_reservation,
     get_run,
     ledger_sums,
@@ -169,8 +170,6 @@ def test_settle_after_release_is_refused_and_unknown_ids_are_errors(sessions: se
         reserve(sessions, run_id="run-1", tenant="other", amount=D("0.1"), key="y")
     with pytest.raises(InvalidValue, match=">= 0"):
         reserve(sessions, run_id="run-1", tenant="acme", amount=D("-0.1"), key="z")
-    from orchestrator.store import create_run
-
     with sessions.begin() as s:
         create_run(s, "run-2", tenant="acme")
     with pytest.raises(InvalidValue, match="used by run 'run-1'"):
@@ -258,8 +257,6 @@ def test_200_concurrent_reservations_against_1_usd(engine: Engine, sessions: ses
 
 def test_concurrent_reserves_and_settles_keep_totals_equal_to_ledger(sessions: sessionmaker[Session]) -> None:
     seed(sessions, budget="3", run_id="run-a")
-    from orchestrator.store import create_run
-
     with sessions.begin() as s:
         create_run(s, "run-b", tenant="acme", budget=D("1"))
     expected_spent: dict[str, Decimal] = {"run-a": D(0), "run-b": D(0)}

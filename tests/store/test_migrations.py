@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.store import (
     DatabaseUnreachable,
@@ -21,6 +24,7 @@ from orchestrator.store import (
     downgrade,
     head_revision,
     make_engine,
+    reserve,
     upgrade,
 )
 from orchestrator.store.models import Base
@@ -74,11 +78,7 @@ def test_unknown_revision_is_too_new(engine: Engine) -> None:
         check_schema(engine)
 
 
-def test_ledger_is_append_only(engine: Engine, sessions) -> None:  # type: ignore[no-untyped-def]
-    from decimal import Decimal
-
-    from orchestrator.store import reserve
-
+def test_ledger_is_append_only(engine: Engine, sessions: sessionmaker[Session]) -> None:
     seed(sessions)
     reserve(sessions, run_id="run-1", tenant="acme", amount=Decimal("0.1"), key="k")
     for statement in ("UPDATE ledger_entries SET amount_nanos = 0", "DELETE FROM ledger_entries"):
@@ -106,8 +106,6 @@ def test_cli_upgrade_works_from_any_directory(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_concurrent_upgrades_do_not_collide(db_url: str) -> None:
     """Several workers starting at once may each run the migrations; all succeed, the schema is made once."""
-    from concurrent.futures import ThreadPoolExecutor
-
     engines = [make_engine(db_url) for _ in range(4)]
     try:
         with ThreadPoolExecutor(4) as pool:
