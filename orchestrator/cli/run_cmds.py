@@ -18,7 +18,7 @@ import urllib.parse
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import structlog
 import typer
@@ -134,6 +134,17 @@ def _limits(
     )
 
 
+def _exit_now(code: int) -> NoReturn:
+    """Exit without interpreter finalisation once a Temporal client existed in this process.
+
+    The SDK's native runtime keeps threads that may still touch the GIL while CPython finalises,
+    which intermittently aborts the process (SIGABRT) after the work is done; everything of ours is
+    closed by now, so flush and leave."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def configure_logging(default: str) -> None:
     """Logs go to stderr (stdout carries the answer); RLM_LOG_LEVEL overrides the command's default."""
     name = os.environ.get("RLM_LOG_LEVEL", default).upper()
@@ -205,7 +216,7 @@ def run(
             code = 128 + signal.SIGTERM
         finally:
             engine.dispose()
-    raise typer.Exit(code)
+    _exit_now(code)
 
 
 async def _run(
@@ -331,6 +342,7 @@ def worker() -> None:
         engine.dispose()
         with temporal_target(settings) as target:
             asyncio.run(_serve(settings, target))
+    _exit_now(0)
 
 
 def dev() -> None:
@@ -344,6 +356,7 @@ def dev() -> None:
             typer.echo(f"Temporal dev server at {target.address}; Web UI at {target.ui_url}", err=True)
             typer.echo(f"use it from other shells: export TEMPORAL_ADDRESS={target.address}", err=True)
             asyncio.run(_serve(settings, target))
+    _exit_now(0)
 
 
 # --- rlm resume / abort ------------------------------------------------------------------------
@@ -385,6 +398,7 @@ def resume(
         budget = _usd(budget_usd, "--budget-usd")
         nodes = asyncio.run(_signal_paused(settings, run_id, "resume", budget))
     typer.echo(f"resumed {len(nodes)} paused node(s) of run {run_id}")
+    _exit_now(0)
 
 
 def abort(run_id: Annotated[str, typer.Argument(help="The run id.")]) -> None:
@@ -398,3 +412,4 @@ def abort(run_id: Annotated[str, typer.Argument(help="The run id.")]) -> None:
             )
         nodes = asyncio.run(_signal_paused(settings, run_id, "abort"))
     typer.echo(f"aborted {len(nodes)} paused node(s) of run {run_id}")
+    _exit_now(0)
