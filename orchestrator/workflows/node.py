@@ -15,6 +15,7 @@ cell), the run's absolute deadline (the node ends ``timed_out`` keeping any part
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from decimal import Decimal
 
 from temporalio import workflow
@@ -30,6 +31,7 @@ from orchestrator.workflows.types import (
     PAUSED_BUDGET,
     RUNNING,
     TIMED_OUT,
+    Carry,
     ExecuteInput,
     ExecuteOutput,
     GenerateInput,
@@ -68,6 +70,12 @@ class RLMNode:
         self._replies: dict[str, SubcallReply] = {}
         self._resume = False
         self._abort = False
+        if inp.carry is not None:
+            self._iteration = inp.carry.iteration
+            self._subcalls = inp.carry.subcalls
+            self._children = inp.carry.children
+            self._cost = Decimal(inp.carry.cost_usd)
+            self._partial = inp.carry.partial
 
     # --- operator controls and live state -----------------------------------------------------
 
@@ -95,10 +103,18 @@ class RLMNode:
 
     @workflow.run
     async def run(self, inp: NodeInput) -> NodeResult:
-        await common.record(self._event(RUNNING))
+        if inp.carry is None:
+            await common.record(self._event(RUNNING))
         limits = inp.run.limits
-        cell_no = 0
-        for iteration in range(1, limits.max_iterations + 2):
+        cell_no = inp.carry.cell_no if inp.carry else 0
+        first = self._iteration + 1
+        for iteration in range(first, limits.max_iterations + 2):
+            if iteration > first and self._should_continue_as_new(iteration - first):
+                # Between iterations no cell runs and no sub-call is pending: the history can restart.
+                carry = Carry(
+                    iteration - 1, cell_no, self._subcalls, self._children, str(self._cost), self._partial
+                )
+                workflow.continue_as_new(dataclasses.replace(inp, carry=carry))
             self._iteration = iteration
             forced = iteration > limits.max_iterations
             if common.seconds_left(inp.run) <= 0:
@@ -131,6 +147,10 @@ class RLMNode:
                 if out.ready:
                     return await self._finish(COMPLETED, out.answer, None)
         return await self._finish(FAILED, self._partial, "the iteration loop ended without an answer")
+
+    def _should_continue_as_new(self, iterations_this_run: int) -> bool:
+        every = self._inp.run.limits.iterations_per_run
+        return workflow.info().is_continue_as_new_suggested() or (0 < every <= iterations_this_run)
 
     async def _generate(self, iteration: int, forced: bool) -> GenerateOutput | NodeResult:
         inp = self._inp

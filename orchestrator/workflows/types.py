@@ -45,6 +45,8 @@ class Limits:
     cell_timeout_s: float = 120.0
     # A worker that dies mid-cell is noticed after this long; the cell then runs again elsewhere.
     heartbeat_timeout_s: float = 30.0
+    # Continue-as-new after this many iterations in one workflow run (0: only when Temporal suggests it).
+    iterations_per_run: int = 0
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,18 @@ class RunSpec:
 
 
 @dataclass(frozen=True)
+class Carry:
+    """What a node carries into its next run after continue-as-new (between iterations)."""
+
+    iteration: int  # the last finished iteration
+    cell_no: int
+    subcalls: int
+    children: int
+    cost_usd: str
+    partial: Text | None = None
+
+
+@dataclass(frozen=True)
 class NodeInput:
     """Input of ``RLMNode``. ``query`` None means: derive it from the context (an ``rlm_query`` child)."""
 
@@ -72,6 +86,7 @@ class NodeInput:
     context: Text
     context_suffix: str = ".txt"
     query: Text | None = None
+    carry: Carry | None = None
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Record workflow histories for the replay test: ``python -m tests.orchestrator.record_histories``.
 
 Runs a few scenarios (map-reduce with a batched Update, a depth-2 tree, the forced final answer, a
-budget pause and resume) on an embedded dev server with a PostgreSQL schema of its own, and writes
-each workflow's history to tests/orchestrator/histories/<scenario>-<node>.json. Re-record after a
-deliberate, versioned change to workflow code; a replay failure otherwise means non-determinism.
+budget pause and resume, continue-as-new) on an embedded dev server with a PostgreSQL schema of its
+own, and writes each workflow's (last run's) history to
+tests/orchestrator/histories/<scenario>-<node>.json. Re-record after a deliberate, versioned change
+to workflow code; a replay failure otherwise means non-determinism.
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ async def record(data: Path, url: str) -> None:
             ),
             "forced": RunRequest(
                 "What is the magic number?", path, model="scripted/loop", limits=Limits(max_iterations=2)
+            ),
+            "continued": RunRequest(
+                "What is the magic number?",
+                path,
+                model="scripted/loop",
+                limits=Limits(max_iterations=3, iterations_per_run=2),
             ),
             "budget": RunRequest(
                 "How many times does the word 'ERROR' appear?",

@@ -187,3 +187,32 @@ async def test_rlm_resume_raises_the_run_budget_and_resumes_paused_nodes(
 
     out = await asyncio.wait_for(harness.finish(handle), timeout=60)
     assert out.result.status == "completed" and out.summary.answer == "8086"
+
+
+async def test_continue_as_new_between_iterations_keeps_the_node_going(
+    harness: Harness, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.txt"
+    path.write_text("y" * 321)
+
+    out = await harness.run(
+        "What is the magic number?",
+        path,
+        model="scripted/loop",
+        limits=Limits(max_iterations=4, iterations_per_run=2),
+    )
+
+    assert out.result.status == "completed"
+    assert out.summary.answer == "I ran out of iterations. All I know: the context has 321 characters."
+    with harness.sessions() as s:
+        steps = list_steps(s, root_id(out.run_id))
+    assert [st.iteration for st in steps if st.kind == "generate"] == [1, 2, 3, 4, 5]
+    assert [st.iteration for st in steps if st.kind == "cell"] == [1, 2, 3, 4]
+    runs: list[object] = []
+    for _ in range(50):  # visibility is written asynchronously
+        runs = [w async for w in harness.client.list_workflows(f'WorkflowId = "{root_id(out.run_id)}"')]
+        if len(runs) >= 3:
+            break
+        await asyncio.sleep(0.2)
+    assert len(runs) == 3  # iterations 1-2, 3-4, then 5 (the forced final answer)
+    assert out.result.iterations == 5
