@@ -37,7 +37,7 @@ from orchestrator.store import (
 )
 from orchestrator.store.errors import UnknownTenant
 from orchestrator.workflows import RLMNode
-from orchestrator.workflows.common import search_attributes
+from orchestrator.workflows.common import memo, search_attributes
 from orchestrator.workflows.types import Limits, NodeInput, NodeResult, RunSpec, Text, root_id
 
 log = structlog.get_logger(__name__)
@@ -154,6 +154,7 @@ async def start_run(
         task_queue=task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         search_attributes=search_attributes(root.run, 0, "running"),
+        memo=memo(req.query),
     )
     log.info("run.started", run_id=root.run.run_id, workflow_id=root.node_id)
     return handle

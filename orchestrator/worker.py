@@ -26,6 +26,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 import sandbox
 from orchestrator.activities.cells import CellActivities, SessionCache
 from orchestrator.activities.deps import Deps
+from orchestrator.activities.logctx import LogContext
 from orchestrator.activities.model import ModelActivities
 from orchestrator.activities.records import RecordActivities
 from orchestrator.llm.complete import prepare_model
@@ -86,8 +87,15 @@ async def running_worker(
         client,
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
-        activities=[models.generate, models.leaf_call, cells.execute, records.record_node],
+        activities=[
+            models.generate,
+            models.leaf_call,
+            cells.execute,
+            cells.release_sandbox,
+            records.record_node,
+        ],
         activity_executor=executor,
+        interceptors=[LogContext()],
         workflow_runner=workflow_runner(),
         max_cached_workflows=options.max_cached_workflows,
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,

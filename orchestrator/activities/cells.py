@@ -39,6 +39,7 @@ from orchestrator.store import (
     save_snapshot,
     upsert_node,
 )
+from orchestrator.workflows.common import MEMO_CHARS
 from orchestrator.workflows.node import RLMNode
 from orchestrator.workflows.types import (
     INLINE_CHARS,
@@ -140,7 +141,8 @@ class CellActivities:
             else:
                 with self.deps.sessions.begin() as session:
                     prompts = [texts.pack(session, p, limit) for p in req.prompts]
-            batch = SubcallBatch(inp.iteration, inp.cell, req.seq, req.kind, prompts, req.model)
+            titles = [p.strip().split("\n", 1)[0][:MEMO_CHARS] for p in req.prompts]
+            batch = SubcallBatch(inp.iteration, inp.cell, req.seq, req.kind, prompts, req.model, titles)
             uid = update_id(inp.node.node_id, inp.iteration, inp.cell, req.seq)
             started = time.monotonic()
             future = asyncio.run_coroutine_threadsafe(
@@ -178,7 +180,12 @@ class CellActivities:
                 cached = self._open(node, inp.cell_no)
             except (sandbox.SandboxError, ValueError) as exc:
                 raise ApplicationError(f"sandbox could not start: {exc}", type="SandboxError") from exc
-            result = cached.session.execute(code, self._handler(inp))
+            try:
+                result = cached.session.execute(code, self._handler(inp))
+            except BaseException:
+                # Cancelled (rlm abort) or broken: a half-run session must not be reused.
+                cached.session.close()
+                raise
         finally:
             stop.set()
         answer_text = result.answer.content if result.answer is not None else None
@@ -228,6 +235,16 @@ class CellActivities:
             ms=round(result.duration_s * 1000),
         )
         return out
+
+    @activity.defn(name="release_sandbox")
+    def release_sandbox(self, node: NodeInput) -> None:
+        """An aborted node's sandbox: close this worker's session and remove the node's containers
+        (on the Docker engine this worker uses, whichever worker started them)."""
+        self.cache.drop(node.node_id)
+        removed = 0
+        if self.deps.settings.sandbox_backend == "docker":
+            removed = sandbox.reap(labels={"run": node.run.run_id, "node": node.node_id})
+        log.info("sandbox.released", containers=removed)
 
 
 def _output_of(session: Session, data: dict[str, Any]) -> ExecuteOutput:

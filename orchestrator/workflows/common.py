@@ -28,6 +28,9 @@ GENERATE = "generate"
 EXECUTE = "execute"
 LEAF_CALL = "leaf_call"
 RECORD_NODE = "record_node"
+RELEASE_SANDBOX = "release_sandbox"
+# Memo values stay short: the UI shows them with the workflow.
+MEMO_CHARS = 200
 
 # Model calls: rate limits, 5xx, timeouts and connection errors come back as retryable failures (with
 # the provider's retry-after as the next delay); the deadline bounds the whole thing.
@@ -76,3 +79,9 @@ def set_status(status: str, cost: float | None = None) -> None:
         workflow.upsert_search_attributes([SA_STATUS.value_set(status)])
     else:
         workflow.upsert_search_attributes([SA_STATUS.value_set(status), SA_COST.value_set(cost)])
+
+
+def memo(query: str) -> dict[str, str]:
+    """A node's memo: the first line of its query (or prompt), shortened."""
+    line = query.strip().split("\n", 1)[0]
+    return {"query": line if len(line) <= MEMO_CHARS else line[: MEMO_CHARS - 1] + "…"}

@@ -2,11 +2,13 @@
 
 The call runs as one local activity (reserve, complete, settle, record): a leaf is the bulk of a big
 tree and a local activity saves the round trip through the task queue. A leaf that cannot reserve
-its budget pauses as ``paused_budget`` until a ``resume`` or ``abort`` signal.
+its budget pauses as ``paused_budget`` until a ``resume`` or ``abort`` signal. Cancelled (``rlm
+abort``), it records ``aborted`` and ends cancelled. A leaf is one step, so ``pause`` does not apply.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -24,6 +26,7 @@ from orchestrator.workflows.types import (
     LeafInput,
     NodeEvent,
     NodeResult,
+    NodeState,
 )
 
 LEAF_CALL_TIMEOUT_S = 600.0
@@ -34,6 +37,10 @@ class Leaf:
     def __init__(self) -> None:
         self._resume = False
         self._abort = False
+        self._node_id = ""
+        self._status = RUNNING
+        self._message: str | None = None
+        self._cost = "0"
 
     @workflow.signal
     def resume(self) -> None:
@@ -43,8 +50,23 @@ class Leaf:
     def abort(self) -> None:
         self._abort = True
 
+    @workflow.query
+    def state(self) -> NodeState:
+        return NodeState(self._node_id, self._status, 1, 0, 0, self._cost, self._message, step=self._status)
+
     @workflow.run
     async def run(self, inp: LeafInput) -> NodeResult:
+        self._node_id = inp.node_id
+        try:
+            return await self._run(inp)
+        except asyncio.CancelledError:
+            self._status = ABORTED
+            common.set_status(ABORTED)
+            reason = "aborted by an operator (workflow cancelled)"
+            await common.record(self._event(inp, ABORTED, error=reason))
+            raise
+
+    async def _run(self, inp: LeafInput) -> NodeResult:
         while True:
             if common.seconds_left(inp.run) <= 0:
                 return await self._finish(inp, TIMED_OUT, None, "the run's deadline passed")
@@ -63,6 +85,7 @@ class Leaf:
                 return await self._finish(inp, status, None, reason)
             if out.status == "ok":
                 return await self._finish(inp, COMPLETED, out, None)
+            self._status, self._message = PAUSED_BUDGET, out.message
             common.set_status(PAUSED_BUDGET)
             await common.record(self._event(inp, PAUSED_BUDGET, error=out.message))
             self._resume = False
@@ -78,10 +101,21 @@ class Leaf:
                 return await self._finish(
                     inp, ABORTED, None, f"aborted while paused for budget: {out.message}"
                 )
+            self._status, self._message = RUNNING, None
             common.set_status(RUNNING)
 
     def _event(self, inp: LeafInput, status: str, error: str | None = None) -> NodeEvent:
-        return NodeEvent(inp.run.run_id, inp.node_id, inp.parent_id, inp.depth, "leaf", status, None, error)
+        return NodeEvent(
+            inp.run.run_id,
+            inp.node_id,
+            inp.parent_id,
+            inp.depth,
+            "leaf",
+            status,
+            None,
+            error,
+            tenant=inp.run.tenant,
+        )
 
     async def _finish(
         self, inp: LeafInput, status: str, out: LeafCallOutput | None, error: str | None
@@ -92,9 +126,18 @@ class Leaf:
             # The call's own step already recorded success; only failures need a final write here.
             await common.record(
                 NodeEvent(
-                    inp.run.run_id, inp.node_id, inp.parent_id, inp.depth, "leaf", status, answer, error
+                    inp.run.run_id,
+                    inp.node_id,
+                    inp.parent_id,
+                    inp.depth,
+                    "leaf",
+                    status,
+                    answer,
+                    error,
+                    tenant=inp.run.tenant,
                 )
             )
+        self._status, self._message, self._cost = status, error, cost
         common.set_status(status, float(cost))
         return NodeResult(inp.node_id, status, answer, error, 1 if out else 0, cost)
 

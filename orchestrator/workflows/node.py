@@ -10,17 +10,24 @@ the first answers back without starting or paying for anything again.
 Limits: ``max_iterations`` (then one forced final answer), ``max_subcalls`` (the call raises in the
 cell), the run's absolute deadline (the node ends ``timed_out`` keeping any partial answer), budgets
 (``paused_budget`` until a ``resume`` or ``abort`` signal).
+
+Operators: the ``pause`` signal holds the node as ``paused`` before its next step (a model call or a
+cell) until ``resume``; cancelling the workflow (``rlm abort``) ends it ``aborted``: the store and the
+search attributes say so, its sandbox containers are removed, and its children (started with
+``ParentClosePolicy.REQUEST_CANCEL``) are cancelled in turn. See docs/operations.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import timedelta
 from decimal import Decimal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ChildWorkflowError, TimeoutError
+from temporalio.workflow import ParentClosePolicy
 
 from orchestrator.workflows import common
 from orchestrator.workflows.leaf import Leaf, classify_failure
@@ -28,10 +35,12 @@ from orchestrator.workflows.types import (
     ABORTED,
     COMPLETED,
     FAILED,
+    PAUSED,
     PAUSED_BUDGET,
     RUNNING,
     TIMED_OUT,
     Carry,
+    ChildState,
     ExecuteInput,
     ExecuteOutput,
     GenerateInput,
@@ -52,6 +61,7 @@ GENERATE_TIMEOUT_S = 600.0
 # A cell is retried when its worker dies (heartbeat timeout) or the sandbox fails to start; cell
 # errors in the user's code are results, not failures.
 EXECUTE_RETRY = RetryPolicy(maximum_attempts=10)
+RELEASE_TIMEOUT_S = 60.0
 
 
 @workflow.defn(name="RLMNode")
@@ -70,6 +80,11 @@ class RLMNode:
         self._replies: dict[str, SubcallReply] = {}
         self._resume = False
         self._abort = False
+        self._pause_requested = False
+        self._step = ""
+        self._last_error: str | None = None
+        self._child_states: dict[str, ChildState] = {}
+        self._children_cost = Decimal(0)
         if inp.carry is not None:
             self._iteration = inp.carry.iteration
             self._subcalls = inp.carry.subcalls
@@ -82,10 +97,15 @@ class RLMNode:
     @workflow.signal
     def resume(self) -> None:
         self._resume = True
+        self._pause_requested = False
 
     @workflow.signal
     def abort(self) -> None:
         self._abort = True
+
+    @workflow.signal
+    def pause(self) -> None:
+        self._pause_requested = True
 
     @workflow.query
     def state(self) -> NodeState:
@@ -97,12 +117,37 @@ class RLMNode:
             self._children,
             str(self._cost),
             self._message,
+            step=self._step,
+            last_error=self._last_error,
+            children_cost_usd=str(self._children_cost),
+            child_states=list(self._child_states.values()),
         )
 
     # --- the loop ------------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, inp: NodeInput) -> NodeResult:
+        try:
+            return await self._run(inp)
+        except asyncio.CancelledError:
+            # `rlm abort` (or a cancelled parent): say so everywhere, free the sandbox, then end
+            # cancelled; children still running are cancelled by the server (REQUEST_CANCEL).
+            await self._aborted()
+            raise
+
+    async def _aborted(self) -> None:
+        reason = "aborted by an operator (workflow cancelled)"
+        self._status, self._message, self._step = ABORTED, reason, "done"
+        common.set_status(ABORTED, float(self._cost + self._children_cost))
+        await common.record(self._event(ABORTED, self._partial, reason))
+        await workflow.execute_activity(
+            common.RELEASE_SANDBOX,
+            self._inp,
+            start_to_close_timeout=timedelta(seconds=RELEASE_TIMEOUT_S),
+            retry_policy=common.STORE_RETRY,
+        )
+
+    async def _run(self, inp: NodeInput) -> NodeResult:
         if inp.carry is None:
             await common.record(self._event(RUNNING))
         limits = inp.run.limits
@@ -119,6 +164,10 @@ class RLMNode:
             forced = iteration > limits.max_iterations
             if common.seconds_left(inp.run) <= 0:
                 return await self._finish(TIMED_OUT, self._partial, "the run's deadline passed")
+            held = await self._checkpoint()
+            if held is not None:
+                return held
+            self._step = f"generate {iteration}"
             gen = await self._generate(iteration, forced)
             if isinstance(gen, NodeResult):
                 return gen
@@ -129,7 +178,12 @@ class RLMNode:
                     return await self._finish(COMPLETED, self._partial, None)
                 return await self._finish(FAILED, None, "no answer after the forced final request")
             for index, block in enumerate(gen.blocks):
+                if index > 0:
+                    held = await self._checkpoint()
+                    if held is not None:
+                        return held
                 cell_no += 1
+                self._step = f"cell {iteration}.{index}"
                 try:
                     out: ExecuteOutput = await workflow.execute_activity(
                         common.EXECUTE,
@@ -142,8 +196,13 @@ class RLMNode:
                 except ActivityError as err:
                     status, reason = classify_failure(err)
                     return await self._finish(status, self._partial, reason)
+                if out.error is not None:
+                    self._last_error = out.error
                 if out.answer is not None:
                     self._partial = out.answer
+                if workflow.patched("rlm-cost-after-cell"):
+                    # RlmCost follows the spend of the node and its finished children cell by cell.
+                    common.set_status(RUNNING, float(self._cost + self._children_cost))
                 if out.ready:
                     return await self._finish(COMPLETED, out.answer, None)
         return await self._finish(FAILED, self._partial, "the iteration loop ended without an answer")
@@ -171,26 +230,31 @@ class RLMNode:
             if gen.status == "ok":
                 common.set_status(RUNNING, float(self._cost))
                 return gen
-            paused = await self._pause(gen.message)
+            paused = await self._hold(PAUSED_BUDGET, "paused for budget", gen.message)
             if paused is not None:
                 return paused
 
-    async def _pause(self, message: str | None) -> NodeResult | None:
-        """Wait for an operator after a refused reservation; None means: resumed, try again."""
-        self._status, self._message = PAUSED_BUDGET, message
-        common.set_status(PAUSED_BUDGET)
-        await common.record(self._event(PAUSED_BUDGET, error=message))
+    async def _checkpoint(self) -> NodeResult | None:
+        """Between steps: hold here while an operator's pause is in force."""
+        if not self._pause_requested:
+            return None
+        return await self._hold(PAUSED, "paused by an operator", "paused by an operator (rlm pause)")
+
+    async def _hold(self, status: str, what: str, message: str | None) -> NodeResult | None:
+        """Wait for an operator's ``resume`` or ``abort``; None means: resumed, go on."""
+        self._status, self._message, self._step = status, message, status
+        common.set_status(status)
+        await common.record(self._event(status, error=message))
         self._resume = False
         try:
             await workflow.wait_condition(
                 lambda: self._resume or self._abort, timeout=common.until_deadline(self._inp.run)
             )
         except TimeoutError:
-            return await self._finish(
-                TIMED_OUT, self._partial, f"paused for budget until the deadline: {message}"
-            )
+            return await self._finish(TIMED_OUT, self._partial, f"{what} until the deadline: {message}")
         if self._abort:
-            return await self._finish(ABORTED, self._partial, f"aborted while paused for budget: {message}")
+            return await self._finish(ABORTED, self._partial, f"aborted while {what}: {message}")
+        self._pause_requested = False
         self._status, self._message = RUNNING, None
         common.set_status(RUNNING)
         await common.record(self._event(RUNNING))
@@ -199,15 +263,25 @@ class RLMNode:
     async def _finish(self, status: str, answer: Text | None, error: str | None) -> NodeResult:
         # Sub-call updates still running would be lost with the workflow: let them complete first.
         await workflow.wait_condition(workflow.all_handlers_finished)
-        self._status, self._message = status, error
+        self._status, self._message, self._step = status, error, "done"
         await common.record(self._event(status, answer, error))
-        common.set_status(status, float(self._cost))
-        return NodeResult(self._inp.node_id, status, answer, error, self._iteration, str(self._cost))
+        total = self._cost + self._children_cost
+        common.set_status(status, float(total))
+        # The result's cost is the subtree's: a parent's RlmCost then adds up its whole subtree.
+        return NodeResult(self._inp.node_id, status, answer, error, self._iteration, str(total))
 
     def _event(self, status: str, answer: Text | None = None, error: str | None = None) -> NodeEvent:
         inp = self._inp
         return NodeEvent(
-            inp.run.run_id, inp.node_id, inp.parent_id, inp.depth, inp.kind, status, answer, error
+            inp.run.run_id,
+            inp.node_id,
+            inp.parent_id,
+            inp.depth,
+            inp.kind,
+            status,
+            answer,
+            error,
+            tenant=inp.run.tenant,
         )
 
     # --- sub-calls -----------------------------------------------------------------------------
@@ -233,18 +307,29 @@ class RLMNode:
             self._subcalls += wanted
             self._children += wanted
             results = await asyncio.gather(
-                *(self._child(first + i, batch, prompt) for i, prompt in enumerate(batch.prompts))
+                *(self._child(first + i, batch, i) for i in range(len(batch.prompts)))
             )
             reply = _reply(results)
         self._replies[key] = reply
         return reply
 
-    async def _child(self, number: int, batch: SubcallBatch, prompt: Text) -> NodeResult:
+    async def _child(self, number: int, batch: SubcallBatch, index: int) -> NodeResult:
+        result = await self._start_child(number, batch, index)
+        self._child_states[result.node_id] = ChildState(result.node_id, result.status, result.cost_usd)
+        self._children_cost += Decimal(result.cost_usd)
+        if result.answer is None:
+            self._last_error = result.error or f"sub-call {result.node_id} ended {result.status}"
+        return result
+
+    async def _start_child(self, number: int, batch: SubcallBatch, index: int) -> NodeResult:
         inp = self._inp
         run = inp.run
+        prompt = batch.prompts[index]
         cid = child_id(inp.node_id, number)
         model = batch.model or run.sub_model
         depth = inp.depth + 1
+        memo = common.memo(batch.titles[index] if index < len(batch.titles) else prompt.preview)
+        self._child_states[cid] = ChildState(cid, RUNNING)
         async with self._slots:
             try:
                 if batch.kind == "rlm" and depth <= run.limits.max_depth:
@@ -254,10 +339,17 @@ class RLMNode:
                         node,
                         id=cid,
                         search_attributes=common.search_attributes(run, depth, RUNNING),
+                        memo=memo,
+                        parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
                     )
                 leaf = LeafInput(run, cid, inp.node_id, depth, model, prompt)
                 return await workflow.execute_child_workflow(
-                    Leaf.run, leaf, id=cid, search_attributes=common.search_attributes(run, depth, RUNNING)
+                    Leaf.run,
+                    leaf,
+                    id=cid,
+                    search_attributes=common.search_attributes(run, depth, RUNNING),
+                    memo=memo,
+                    parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
                 )
             except ChildWorkflowError as err:
                 return NodeResult(cid, FAILED, None, f"sub-call {cid} failed: {err.cause or err}")

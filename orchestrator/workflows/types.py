@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 # Statuses (the same strings as the store's ``Status``; workflow modules must not import the store).
 RUNNING = "running"
+PAUSED = "paused"  # an operator's `rlm pause`, after the current step
 PAUSED_BUDGET = "paused_budget"
 COMPLETED = "completed"
 FAILED = "failed"
@@ -153,6 +154,7 @@ class SubcallBatch:
     kind: str  # "llm" | "rlm"
     prompts: list[Text]
     model: str | None = None
+    titles: list[str] = field(default_factory=list)  # each prompt's first line, for the child's memo
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,14 @@ class NodeEvent:
     status: str
     answer: Text | None = None
     error: str | None = None
+    tenant: str = ""  # for the activity's log context; empty in histories recorded before it existed
+
+
+@dataclass(frozen=True)
+class ChildState:
+    node_id: str
+    status: str  # running until the child's result came back
+    cost_usd: str = "0"
 
 
 @dataclass(frozen=True)
@@ -192,8 +202,12 @@ class NodeState:
     iteration: int
     subcalls: int
     children: int
-    cost_usd: str
-    message: str | None
+    cost_usd: str  # the node's own model calls
+    message: str | None  # why it is paused, or why it ended
+    step: str = ""  # what it is doing: "generate 3", "cell 3.0", "paused", "done"
+    last_error: str | None = None  # the last cell error or failed sub-call seen
+    children_cost_usd: str = "0"  # spend of the children whose results came back
+    child_states: list[ChildState] = field(default_factory=list)
 
 
 def update_id(node_id: str, iteration: int, cell: int, seq: int) -> str:
