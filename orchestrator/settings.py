@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -19,21 +19,6 @@ def default_data_dir(env: Mapping[str, str]) -> Path:
     return Path(base) / "durable-rlm"
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(
-            f"{name}={raw!r} is not a whole number; set it to e.g. {name}={default}"
-        ) from None
-    if value < 0:
-        raise SettingsError(f"{name}={raw!r} is negative; set it to a value >= 0")
-    return value
-
-
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -46,7 +31,6 @@ class Settings:
     sandbox_backend: str
     prices_file: Path | None
     temporal_ui_url: str | None = None
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def embedded_temporal(self) -> bool:
