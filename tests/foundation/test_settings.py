@@ -1,0 +1,41 @@
+"""Settings come from the environment once; bad values are refused with the fix in the message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.settings import SettingsError, load_settings
+
+
+def test_defaults_are_zero_setup(tmp_path: Path) -> None:
+    settings = load_settings({"RLM_DATA_DIR": str(tmp_path)})
+    assert settings.data_dir == tmp_path
+    assert settings.database_url == f"sqlite:///{tmp_path / 'rlm.sqlite3'}"
+    assert settings.embedded_temporal
+    assert settings.sandbox_backend == "docker"
+    assert settings.sub_model == settings.model
+
+
+def test_environment_overrides(tmp_path: Path) -> None:
+    settings = load_settings(
+        {
+            "XDG_DATA_HOME": str(tmp_path),
+            "RLM_DATABASE_URL": "postgresql+psycopg://u:p@db:5432/rlm",
+            "TEMPORAL_ADDRESS": "temporal:7233",
+            "RLM_MODEL": "openai/gpt-5",
+            "RLM_SUB_MODEL": "openai/gpt-5-mini",
+            "RLM_PRICES_FILE": "~/prices.json",
+        }
+    )
+    assert settings.data_dir == tmp_path / "durable-rlm"
+    assert settings.database_url.startswith("postgresql+psycopg://")
+    assert not settings.embedded_temporal and settings.temporal_address == "temporal:7233"
+    assert (settings.model, settings.sub_model) == ("openai/gpt-5", "openai/gpt-5-mini")
+    assert settings.prices_file == Path.home() / "prices.json"
+
+
+def test_unknown_sandbox_backend_names_the_choices() -> None:
+    with pytest.raises(SettingsError, match=r"RLM_SANDBOX_BACKEND='vm'.*'docker'.*'process'"):
+        load_settings({"RLM_SANDBOX_BACKEND": "vm"})
