@@ -41,7 +41,14 @@ from orchestrator.store.ledger import (
     reserve,
     settle,
 )
-from orchestrator.store.migrate import check_schema, current_revision, downgrade, head_revision, upgrade
+from orchestrator.store.migrate import (
+    check_schema,
+    current_revision,
+    downgrade,
+    head_revision,
+    prepare_schema,
+    upgrade,
+)
 from orchestrator.store.models import NodeKind, Status
 from orchestrator.store.money import format_usd, from_nanos, parse_usd, to_nanos
 from orchestrator.store.prices import ModelPrice, cost_of, price_for, set_price
@@ -117,6 +124,7 @@ __all__ = [
     "make_engine",
     "make_session_factory",
     "parse_usd",
+    "prepare_schema",
     "price_for",
     "put_blob",
     "put_text",

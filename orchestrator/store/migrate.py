@@ -103,3 +103,12 @@ def check_schema(engine: Engine) -> None:
     if current not in known:
         raise SchemaTooNew(url, current)
     raise SchemaOutdated(url, current, head)
+
+
+def prepare_schema(engine: Engine) -> None:
+    """Make the schema usable: SQLite, the zero-setup default, is migrated on first use; any other
+    database must already be current, because upgrading production is an operator's decision."""
+    if engine.url.get_backend_name() == "sqlite":
+        upgrade(engine)
+    else:
+        check_schema(engine)
