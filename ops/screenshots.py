@@ -101,6 +101,18 @@ def write_context(path: Path) -> None:
     path.chmod(0o644)
 
 
+def kill_leftovers(marker: str) -> None:
+    """End processes started by this script that outlived ``rlm dev`` (its Temporal server runs in a
+    session of its own): those whose command line names this script's private work directory."""
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit() or int(proc_dir.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if marker in (proc_dir / "cmdline").read_bytes().decode(errors="replace"):
+                say(f"stopping leftover process {proc_dir.name}")
+                os.kill(int(proc_dir.name), signal.SIGKILL)
+
+
 @contextlib.contextmanager
 def dev_stack(env: Mapping[str, str], log_path: Path) -> Iterator[Stack]:
     """`rlm dev` in its own process group; yields once it prints the server and UI addresses."""
@@ -137,6 +149,7 @@ def dev_stack(env: Mapping[str, str], log_path: Path) -> Iterator[Stack]:
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         log.close()
+        kill_leftovers(str(log_path.parent))
 
 
 def rlm(env: Mapping[str, str], *args: str, timeout: float = 60) -> str:
