@@ -35,6 +35,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import sandbox
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 RLM = VENV_BIN / "rlm"
@@ -230,6 +232,14 @@ def abort_run(env: Mapping[str, str], run_id: str) -> None:
         time.sleep(0.5)
 
 
+def remove_sandboxes(run_ids: list[str]) -> None:
+    """Sandbox containers of these runs that a killed worker left behind (normally none)."""
+    for run_id in run_ids:
+        removed = sandbox.reap(labels={"run": run_id})
+        if removed:
+            say(f"removed {removed} leftover sandbox container(s) of {run_id}")
+
+
 def temporal_run_id(stack: Stack, workflow_id: str) -> str:
     proc = subprocess.run(
         [
@@ -342,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     abort_run(run_env, paused)
         finally:
+            remove_sandboxes([args.run_id, f"{args.run_id}-paused"])
             if args.keep_data:
                 say(f"kept {work}")
             else:
