@@ -130,7 +130,8 @@ class CellActivities:
         log.info("session.opened", node_id=node.node_id, restored_cell=restored_cell, cell_no=cell_no)
         return _Cached(sess, cell_no - 1)
 
-    def _handler(self, inp: ExecuteInput) -> sandbox.SubcallHandler:
+    def _handler(self, inp: ExecuteInput, children: list[int]) -> sandbox.SubcallHandler:
+        """The cell's sub-call bridge; ``children`` collects how many children each call started."""
         handle = self.deps.client.get_workflow_handle(inp.node.node_id)
 
         def on_subcall(req: sandbox.SubcallRequest) -> list[str]:
@@ -149,6 +150,7 @@ class CellActivities:
                 handle.execute_update(RLMNode.subcall, batch, id=uid), self.deps.loop
             )
             reply = future.result()
+            children.append(reply.started)
             log.debug(
                 "subcall.answered",
                 update_id=uid,
@@ -173,6 +175,7 @@ class CellActivities:
                 return _output_of(session, done.data or {})
             code = texts.unpack(session, inp.code)
         stop = threading.Event()
+        children: list[int] = []
         beat = threading.Thread(target=contextvars.copy_context().run, args=(_heartbeat, stop), daemon=True)
         beat.start()
         try:
@@ -181,7 +184,7 @@ class CellActivities:
             except (sandbox.SandboxError, ValueError) as exc:
                 raise ApplicationError(f"sandbox could not start: {exc}", type="SandboxError") from exc
             try:
-                result = cached.session.execute(code, self._handler(inp))
+                result = cached.session.execute(code, self._handler(inp, children))
             except BaseException:
                 # Cancelled (rlm abort) or broken: a half-run session must not be reused.
                 cached.session.close()
@@ -201,6 +204,7 @@ class CellActivities:
             "answer": answer_text,
             "ready": bool(result.answer and result.answer.ready),
             "unpicklable": result.unpicklable,
+            "children_after": inp.children_before + sum(children),
         }
         with self.deps.sessions.begin() as session:
             if result.snapshot is not None:
@@ -251,12 +255,14 @@ def _output_of(session: Session, data: dict[str, Any]) -> ExecuteOutput:
     answer = data.get("answer")
     text = texts.pack(session, answer) if isinstance(answer, str) else None
     error = data.get("error")
+    after = data.get("children_after")
     return ExecuteOutput(
         status=str(data.get("status", "ok")),
         answer=text,
         ready=bool(data.get("ready")),
         subcalls=int(str(data.get("subcalls", 0))),
         error=error[:2000] if isinstance(error, str) else None,
+        children_after=after if isinstance(after, int) else None,
     )
 
 

@@ -6,7 +6,7 @@ from importlib.metadata import version as dist_version
 
 import typer
 
-from orchestrator.cli import run_cmds
+from orchestrator.cli import control_cmds, run_cmds
 from orchestrator.cli.store_cmds import db_app, price_app, tenant_app
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(price_app, name="price")
 run_cmds.register(app)
+control_cmds.register(app)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""``rlm run``, ``rlm status``, ``rlm tree``, ``rlm worker``, ``rlm dev``, ``rlm resume``, ``rlm abort``.
+"""``rlm run``, ``rlm status``, ``rlm tree``, ``rlm worker``, ``rlm dev`` (controls: ``control_cmds``).
 
 With no ``TEMPORAL_ADDRESS`` the commands that need Temporal start the embedded dev server (SQLite file
 in the data directory, Web UI, custom search attributes) and stop it on exit. Every bad input ends
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -20,7 +19,6 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, NoReturn
 
-import structlog
 import typer
 from rich.console import Console
 from rich.text import Text
@@ -28,7 +26,7 @@ from rich.tree import Tree
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
 from orchestrator.client import (
@@ -42,6 +40,7 @@ from orchestrator.client import (
     temporal_target,
 )
 from orchestrator.devstack import DevServerError
+from orchestrator.logs import configure_logging
 from orchestrator.settings import Settings, SettingsError, load_settings
 from orchestrator.store import (
     StoreError,
@@ -50,7 +49,6 @@ from orchestrator.store import (
     list_nodes,
     make_engine,
     make_session_factory,
-    set_run_budget,
 )
 from orchestrator.store import upgrade as upgrade_schema
 from orchestrator.worker import running_worker
@@ -145,26 +143,12 @@ def _exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-def configure_logging(default: str) -> None:
-    """Logs go to stderr (stdout carries the answer); RLM_LOG_LEVEL overrides the command's default."""
-    name = os.environ.get("RLM_LOG_LEVEL", default).upper()
-    level = logging.getLevelNamesMapping().get(name)
-    if level is None:
-        raise RunError(f"RLM_LOG_LEVEL={name!r} is not a level; use debug, info, warning or error")
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
-
-
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
     app.command("status")(status)
     app.command("tree")(tree)
     app.command("worker")(worker)
     app.command("dev")(dev)
-    app.command("resume")(resume)
-    app.command("abort")(abort)
 
 
 # --- rlm run -----------------------------------------------------------------------------------
@@ -356,60 +340,4 @@ def dev() -> None:
             typer.echo(f"Temporal dev server at {target.address}; Web UI at {target.ui_url}", err=True)
             typer.echo(f"use it from other shells: export TEMPORAL_ADDRESS={target.address}", err=True)
             asyncio.run(_serve(settings, target))
-    _exit_now(0)
-
-
-# --- rlm resume / abort ------------------------------------------------------------------------
-
-
-async def _signal_paused(
-    settings: Settings, run_id: str, name: str, run_budget: Decimal | None = None
-) -> list[str]:
-    engine, sessions = _store(settings)
-    try:
-        if run_budget is not None:
-            with sessions.begin() as session:
-                set_run_budget(session, run_id, run_budget)
-        with sessions() as session:
-            paused = [n.node_id for n in list_nodes(session, run_id) if n.status == "paused_budget"]
-    finally:
-        engine.dispose()
-    with temporal_target(settings, ui=False) as target:
-        client: Client = await connect(target)
-        for node_id in paused:
-            await client.get_workflow_handle(node_id).signal(name)
-    return paused
-
-
-def resume(
-    run_id: Annotated[str, typer.Argument(help="The run id.")],
-    budget_usd: Annotated[
-        str | None, typer.Option("--budget-usd", help="Set the run's own budget first (USD).")
-    ] = None,
-) -> None:
-    """Resume the run's nodes paused for budget (raise the tenant's budget first, or pass --budget-usd)."""
-    with _errors():
-        configure_logging("warning")
-        settings = load_settings()
-        if settings.temporal_address is None:
-            raise RunError(
-                "set TEMPORAL_ADDRESS to the server running the run (e.g. the one `rlm dev` prints)"
-            )
-        budget = _usd(budget_usd, "--budget-usd")
-        nodes = asyncio.run(_signal_paused(settings, run_id, "resume", budget))
-    typer.echo(f"resumed {len(nodes)} paused node(s) of run {run_id}")
-    _exit_now(0)
-
-
-def abort(run_id: Annotated[str, typer.Argument(help="The run id.")]) -> None:
-    """Abort the run's nodes paused for budget; they end as aborted."""
-    with _errors():
-        configure_logging("warning")
-        settings = load_settings()
-        if settings.temporal_address is None:
-            raise RunError(
-                "set TEMPORAL_ADDRESS to the server running the run (e.g. the one `rlm dev` prints)"
-            )
-        nodes = asyncio.run(_signal_paused(settings, run_id, "abort"))
-    typer.echo(f"aborted {len(nodes)} paused node(s) of run {run_id}")
     _exit_now(0)

@@ -187,7 +187,7 @@ class RLMNode:
                 try:
                     out: ExecuteOutput = await workflow.execute_activity(
                         common.EXECUTE,
-                        ExecuteInput(inp, iteration, index, cell_no, block),
+                        ExecuteInput(inp, iteration, index, cell_no, block, self._children),
                         result_type=ExecuteOutput,
                         start_to_close_timeout=common.until_deadline(inp.run),
                         heartbeat_timeout=common.bounded(inp.run, limits.heartbeat_timeout_s),
@@ -196,6 +196,10 @@ class RLMNode:
                 except ActivityError as err:
                     status, reason = classify_failure(err)
                     return await self._finish(status, self._partial, reason)
+                if out.children_after is not None and out.children_after > self._children:
+                    # A cell found recorded (a restarted node): its children keep their ids.
+                    self._subcalls += out.children_after - self._children
+                    self._children = out.children_after
                 if out.error is not None:
                     self._last_error = out.error
                 if out.answer is not None:
@@ -309,7 +313,7 @@ class RLMNode:
             results = await asyncio.gather(
                 *(self._child(first + i, batch, i) for i in range(len(batch.prompts)))
             )
-            reply = _reply(results)
+            reply = dataclasses.replace(_reply(results), started=wanted)
         self._replies[key] = reply
         return reply
 

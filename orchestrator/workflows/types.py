@@ -133,6 +133,7 @@ class ExecuteInput:
     cell: int  # index of the block within the iteration, 0-based
     cell_no: int  # 1-based count of cells in this node; the snapshot after it is stored under it
     code: Text
+    children_before: int = 0  # the node's child counter when the cell was scheduled
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,9 @@ class ExecuteOutput:
     ready: bool
     subcalls: int
     error: str | None = None
+    # The child counter after the cell (recorded with it): a node restarted with the same id skips
+    # recorded cells and must not hand out their children's ids again. None: recorded before this existed.
+    children_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,7 @@ class SubcallBatch:
 class SubcallReply:
     answers: list[Text] = field(default_factory=list)
     error: str | None = None
+    started: int = 0  # children this call started (0 when refused)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,218 @@
+"""``rlm pause``, ``rlm resume``, ``rlm abort``, ``rlm budget raise``, ``rlm stuck``: operator controls.
+
+TARGET is a run id (the whole tree) or a node id ``<run>/0.3.1`` (that node's subtree). The commands
+that talk to Temporal need ``TEMPORAL_ADDRESS`` (the server running the tree, e.g. the one ``rlm dev``
+prints). Every command prints a line for people, or one JSON object with ``--json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from decimal import Decimal
+from typing import Annotated, Any
+
+import typer
+
+from orchestrator.cli.run_cmds import _errors, _exit_now, _store, _usd
+from orchestrator.client import RunError, connect, temporal_target
+from orchestrator.control import (
+    AbortReport,
+    ControlError,
+    ResumeReport,
+    StuckNode,
+    Target,
+    abort,
+    parse_duration,
+    parse_target,
+    pause,
+    raise_budget,
+    resume,
+    stuck,
+)
+from orchestrator.logs import configure_logging
+from orchestrator.settings import Settings, load_settings
+from orchestrator.store import format_usd, set_run_budget
+
+budget_app = typer.Typer(no_args_is_help=True, help="Budgets: raise a tenant's or a run's.")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+TargetArg = Annotated[str, typer.Argument(help="A run id, or a node id like RUN/0.3.1.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pause")(pause_cmd)
+    app.command("resume")(resume_cmd)
+    app.command("abort")(abort_cmd)
+    app.command("stuck")(stuck_cmd)
+    app.add_typer(budget_app, name="budget")
+
+
+def _settings_with_temporal() -> Settings:
+    settings = load_settings()
+    if settings.temporal_address is None:
+        raise RunError("set TEMPORAL_ADDRESS to the server running the run (e.g. the one `rlm dev` prints)")
+    return settings
+
+
+def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
+    typer.echo(json.dumps(data, default=str) if as_json else text)
+
+
+async def _with_client(settings: Settings, op: Any) -> Any:
+    engine, sessions = _store(settings)
+    try:
+        with temporal_target(settings, ui=False) as target:
+            client = await connect(target)
+            return await op(client, sessions)
+    finally:
+        engine.dispose()
+
+
+def _target(raw: str) -> Target:
+    try:
+        return parse_target(raw)
+    except ControlError as exc:
+        raise RunError(str(exc)) from None
+
+
+def pause_cmd(target: TargetArg, as_json: JsonOpt = False) -> None:
+    """Pause a run or a node's subtree after each node's current step (status `paused`)."""
+    with _errors():
+        configure_logging("warning")
+        settings = _settings_with_temporal()
+        tgt = _target(target)
+        nodes: list[str] = asyncio.run(_with_client(settings, lambda c, s: pause(c, s, tgt)))
+    _emit(
+        as_json,
+        {"target": str(tgt), "paused": nodes},
+        f"pausing {len(nodes)} node(s) of {tgt} after their current step; `rlm resume {tgt}` lets them go on",
+    )
+    _exit_now(0)
+
+
+def resume_cmd(
+    target: TargetArg,
+    budget_usd: Annotated[
+        str | None, typer.Option("--budget-usd", help="Set the run's own budget first (USD).")
+    ] = None,
+    deadline: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds a restarted (ended) node may run from now; needed once the deadline passed."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Resume paused nodes, or restart an ended (failed, timed out, terminated, aborted) node."""
+    with _errors():
+        configure_logging("warning")
+        settings = _settings_with_temporal()
+        tgt = _target(target)
+        budget = _usd(budget_usd, "--budget-usd")
+        if deadline is not None and deadline <= 0:
+            raise RunError(f"--deadline {deadline} must be > 0 seconds")
+
+        async def op(client: Any, sessions: Any) -> ResumeReport:
+            if budget is not None:
+                with sessions.begin() as session:
+                    set_run_budget(session, tgt.run_id, budget)
+            return await resume(client, sessions, tgt, deadline)
+
+        report: ResumeReport = asyncio.run(_with_client(settings, op))
+    if report.restarted is not None:
+        text = f"restarted {report.restarted} from its last completed iteration"
+    elif tgt.node_id is None:
+        text = f"resumed {len(report.signalled)} paused node(s) of run {tgt.run_id}"
+    else:
+        text = f"resumed {len(report.signalled)} paused node(s) under {tgt}"
+    _emit(as_json, {"target": str(tgt), **dataclasses.asdict(report)}, text)
+    _exit_now(0)
+
+
+def abort_cmd(
+    target: TargetArg,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the subtree to stop.")] = 60.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cancel a run or a node's subtree: every workflow in it ends aborted, its containers are removed."""
+    with _errors():
+        configure_logging("warning")
+        settings = _settings_with_temporal()
+        tgt = _target(target)
+        report: AbortReport = asyncio.run(_with_client(settings, lambda c, s: abort(c, s, tgt, wait)))
+    text = f"aborted {len(report.cancelled)} workflow(s) of {tgt}"
+    if report.containers_removed is not None:
+        text += f"; removed {report.containers_removed} leftover container(s)"
+    if report.still_running:
+        text += f"; still running after {wait:g} s: {', '.join(report.still_running)}"
+    _emit(as_json, {"target": str(tgt), **dataclasses.asdict(report)}, text)
+    _exit_now(1 if report.still_running else 0)
+
+
+@budget_app.command("raise")
+def budget_raise_cmd(
+    usd: Annotated[str, typer.Argument(help="USD to add to the budget, e.g. 5 or 0.50.")],
+    tenant: Annotated[str | None, typer.Option(help="Raise this tenant's budget.")] = None,
+    run: Annotated[str | None, typer.Option(help="Raise this run's own budget.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add USD to a tenant's or a run's budget; then `rlm resume RUN` lets paused nodes go on."""
+    with _errors():
+        configure_logging("warning")
+        amount = _usd(usd, "amount") or Decimal(0)
+        engine, sessions = _store(load_settings())
+        try:
+            done = raise_budget(sessions, amount, tenant=tenant, run=run)
+        except ControlError as exc:
+            raise RunError(str(exc)) from None
+        finally:
+            engine.dispose()
+    text = f"{done.scope} {done.name}: budget ${format_usd(done.before)} -> ${format_usd(done.after)}"
+    if done.scope == "run":
+        text += f"; resume it with `rlm resume {done.name}`"
+    _emit(
+        as_json,
+        {
+            "scope": done.scope,
+            "name": done.name,
+            "before": format_usd(done.before),
+            "after": format_usd(done.after),
+            "paused": done.paused,
+        },
+        text,
+    )
+
+
+def stuck_cmd(
+    idle: Annotated[str, typer.Option(help="No progress for this long (90s, 10m, 2h).")] = "10m",
+    attempts: Annotated[int, typer.Option(help="An activity on this attempt or later.")] = 3,
+    run: Annotated[str | None, typer.Option(help="Only this run.")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List running nodes with no progress for --idle or an activity retrying past --attempts."""
+    with _errors():
+        configure_logging("warning")
+        settings = _settings_with_temporal()
+        try:
+            idle_s = parse_duration(idle)
+        except ControlError as exc:
+            raise RunError(f"--idle: {exc}") from None
+        if attempts < 1:
+            raise RunError(f"--attempts {attempts} must be >= 1")
+        found: list[StuckNode] = asyncio.run(
+            _with_client(
+                settings,
+                lambda c, s: stuck(c, s, idle_s=idle_s, attempts=attempts, run_id=run, tenant=tenant),
+            )
+        )
+    if as_json:
+        typer.echo(json.dumps({"stuck": [dataclasses.asdict(n) for n in found]}))
+    elif not found:
+        typer.echo("no stuck nodes")
+    else:
+        for node in found:
+            typer.echo(f"{node.node_id}  {node.status}  {node.reason}")
+    _exit_now(0)
