@@ -12,7 +12,7 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 
 from orchestrator.workflows import common
 from orchestrator.workflows.types import (
@@ -143,8 +143,13 @@ class Leaf:
 
 
 def classify_failure(err: ActivityError) -> tuple[str, str]:
-    """Map a failed activity to the node's final status and a one-line reason."""
+    """Map a failed activity to the node's final status and a one-line reason.
+
+    A cancelled activity means this workflow is being cancelled (``rlm abort``; nothing else cancels
+    our activities): that ends the node ``aborted`` through the cancellation path, not ``failed``."""
     cause = err.cause
+    if isinstance(cause, CancelledError):
+        raise asyncio.CancelledError(str(cause)) from err
     if isinstance(cause, TimeoutError):
         return TIMED_OUT, "the run's deadline passed while a step was running"
     if isinstance(cause, ApplicationError):
