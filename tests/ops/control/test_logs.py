@@ -1,0 +1,58 @@
+"""A worker subprocess logs JSON lines to stderr (not a terminal), activity events bound to their node."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.logs import LogLevelError, configure_logging
+from orchestrator.settings import Settings
+from orchestrator.workflows.types import Limits
+from tests.orchestrator.harness import Harness
+
+RLM = str(Path(sys.executable).parent / "rlm")
+
+
+async def test_worker_logs_json_with_run_node_and_tenant(
+    harness: Harness, rlm_env: dict[str, str], other_queue: Settings, tmp_path: Path
+) -> None:
+    env = {**rlm_env, "RLM_TASK_QUEUE": other_queue.task_queue, "RLM_LOG_LEVEL": "info"}
+    worker = await asyncio.create_subprocess_exec(
+        RLM, "worker", env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        path = tmp_path / "c.txt"
+        path.write_text("the magic number is 4242")
+        handle = await harness.start(
+            "What is the magic number?",
+            path,
+            model="scripted/search",
+            task_queue=other_queue.task_queue,
+            limits=Limits(heartbeat_timeout_s=10),
+        )
+        result = await asyncio.wait_for(handle.result(), 90)
+        assert result.status == "completed"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(worker.communicate(), 60)
+    run_id = handle.id.rsplit("/", 1)[0]
+
+    lines = [line for line in err.decode().splitlines() if line.strip().startswith("{")]
+    events = [json.loads(line) for line in lines]
+    assert events and all("event" in e and "timestamp" in e and "level" in e for e in events)
+    ours = [e for e in events if e.get("activity") in ("generate", "execute", "record_node")]
+    names = {e["event"] for e in ours}
+    assert {"generate.finished", "cell.finished", "node.status"} <= names
+    for event in ours:
+        assert (event["run_id"], event["node_id"], event["tenant"]) == (run_id, handle.id, "default"), event
+
+
+def test_log_level_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RLM_LOG_LEVEL", "chatty")
+    with pytest.raises(LogLevelError, match="RLM_LOG_LEVEL='chatty' is not a level; use one of debug"):
+        configure_logging("info")
