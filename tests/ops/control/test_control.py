@@ -9,6 +9,7 @@ from pathlib import Path
 
 import docker
 
+from orchestrator.control import StuckNode, stuck
 from orchestrator.store import create_tenant, get_run, get_tenant
 from orchestrator.workflows import RLMNode
 from orchestrator.workflows.common import SA_STATUS
@@ -152,3 +153,25 @@ async def test_abort_run_leaves_no_running_workflow_and_no_container(
 
     await eventually(attribute_aborted, "RlmStatus aborted")
     assert await replay_all(harness.client, ids) == {}
+
+
+async def test_stuck_lists_an_activity_retrying_past_the_attempt_count(
+    harness: Harness, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.txt"
+    path.write_text("the magic number is 31337")
+    handle = await harness.start(
+        "What is the magic number?", path, model="scripted/flaky?fail=server&times=3&then=search"
+    )
+    run_id = handle.id.rsplit("/", 1)[0]
+
+    async def retrying() -> list[StuckNode] | None:
+        found = await stuck(harness.client, harness.sessions, idle_s=3600, attempts=3, run_id=run_id)
+        return found or None
+
+    (node,) = await eventually(retrying, "the model call's third attempt", timeout_s=30)
+    assert node.node_id == handle.id and node.run_id == run_id
+    assert node.reason.startswith("activity generate on attempt 3: model call failed (server)")
+    out = await asyncio.wait_for(harness.finish(handle), 60)
+    assert out.summary.answer == "31337"
+    assert await stuck(harness.client, harness.sessions, idle_s=3600, attempts=3, run_id=run_id) == []
