@@ -26,6 +26,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 import sandbox
 from orchestrator.activities.cells import CellActivities, SessionCache
 from orchestrator.activities.deps import Deps
+from orchestrator.activities.launch import LaunchActivities
 from orchestrator.activities.logctx import LogContext
 from orchestrator.activities.model import ModelActivities
 from orchestrator.activities.records import RecordActivities
@@ -80,6 +81,7 @@ async def running_worker(
     models = ModelActivities(deps)
     cells = CellActivities(deps, cache, options.sandbox_limits)
     records = RecordActivities(deps)
+    launches = LaunchActivities(deps)
     executor = concurrent.futures.ThreadPoolExecutor(
         options.activity_threads, thread_name_prefix="rlm-activity"
     )
@@ -93,6 +95,7 @@ async def running_worker(
             cells.execute,
             cells.release_sandbox,
             records.record_node,
+            launches.launch,
         ],
         activity_executor=executor,
         interceptors=[LogContext()],

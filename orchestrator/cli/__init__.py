@@ -6,7 +6,7 @@ from importlib.metadata import version as dist_version
 
 import typer
 
-from orchestrator.cli import control_cmds, run_cmds
+from orchestrator.cli import control_cmds, job_cmds, run_cmds
 from orchestrator.cli.store_cmds import db_app, price_app, tenant_app
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ app.add_typer(tenant_app, name="tenant")
 app.add_typer(price_app, name="price")
 run_cmds.register(app)
 control_cmds.register(app)
+job_cmds.register(app)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -29,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
+from orchestrator.cli.output import emit_json
 from orchestrator.client import (
     RunError,
     RunRequest,
@@ -51,7 +53,6 @@ from orchestrator.store import (
     make_session_factory,
 )
 from orchestrator.store import upgrade as upgrade_schema
-from orchestrator.worker import running_worker
 from orchestrator.workflows.types import Limits
 
 console = Console()
@@ -215,6 +216,8 @@ async def _run(
         client = await connect(target)
         async with contextlib.AsyncExitStack() as stack:
             if local_worker:
+                from orchestrator.worker import running_worker  # see _serve
+
                 await stack.enter_async_context(running_worker(client, settings))
             handle = await start_run(client, sessions, request, settings.task_queue)
             run_id = handle.id.rsplit("/", 1)[0]
@@ -244,7 +247,10 @@ async def _run(
 # --- rlm status / tree -------------------------------------------------------------------------
 
 
-def status(run_id: Annotated[str, typer.Argument(help="The run id.")]) -> None:
+def status(
+    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
+) -> None:
     """Show a run's status, cost, tokens and node count (from the store)."""
     with _errors():
         configure_logging("warning")
@@ -256,6 +262,9 @@ def status(run_id: Annotated[str, typer.Argument(help="The run id.")]) -> None:
                 paused = [n.node_id for n in list_nodes(session, run_id) if n.status == "paused_budget"]
         finally:
             engine.dispose()
+    if as_json:
+        emit_json({**dataclasses.asdict(s), "paused_nodes": paused})
+        return
     typer.echo(f"run {s.run_id}: {s.status}")
     typer.echo(
         f"  cost ${format_usd(s.cost)} | tokens {s.prompt_tokens} in / {s.completion_tokens} out"
@@ -271,7 +280,12 @@ def status(run_id: Annotated[str, typer.Argument(help="The run id.")]) -> None:
         typer.echo(f"  answer: {s.answer}")
 
 
-def tree(run_id: Annotated[str, typer.Argument(help="The run id.")]) -> None:
+def tree(
+    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the nodes as one JSON list (tree order) instead.")
+    ] = False,
+) -> None:
     """Print the recursion tree: each node's status, iterations, cost and answer preview."""
     with _errors():
         configure_logging("warning")
@@ -281,6 +295,9 @@ def tree(run_id: Annotated[str, typer.Argument(help="The run id.")]) -> None:
             rows = run_tree(sessions, run_id)
         finally:
             engine.dispose()
+    if as_json:
+        emit_json(rows)
+        return
     nodes: dict[str, Tree] = {}
     top = Tree(Text(f"run {run_id}"))
     for row in rows:
@@ -306,6 +323,9 @@ async def _serve(settings: Settings, target: TemporalTarget) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     client = await connect(target)
+    # Imported here: the worker loads litellm (seconds), which commands without a worker never need.
+    from orchestrator.worker import running_worker
+
     async with running_worker(client, settings):
         typer.echo(
             f"worker serving task queue {settings.task_queue} on {target.address}; Ctrl-C stops it", err=True

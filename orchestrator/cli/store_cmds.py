@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from orchestrator.cli.output import emit_json
 from orchestrator.settings import Settings, SettingsError, load_settings
 from orchestrator.store import (
     BudgetUsage,
@@ -151,6 +152,17 @@ def _usage_line(usage: BudgetUsage) -> str:
     )
 
 
+def _usage_json(usage: BudgetUsage) -> dict[str, str | None]:
+    """Money as exact decimal text; ``limit``/``remaining`` are null when there is no limit."""
+    return {
+        "name": usage.name,
+        "limit_usd": None if usage.limit is None else format_usd(usage.limit),
+        "spent_usd": format_usd(usage.spent),
+        "reserved_usd": format_usd(usage.reserved),
+        "remaining_usd": None if usage.remaining is None else format_usd(usage.remaining),
+    }
+
+
 @tenant_app.command("create", context_settings=_ARGS)
 def tenant_create(
     name: Annotated[str, typer.Argument(help="Tenant name (at most 128 characters).")],
@@ -180,10 +192,16 @@ def tenant_set_budget(
 @tenant_app.command("show")
 def tenant_show(
     name: Annotated[str | None, typer.Argument(help="Tenant name; all tenants when omitted.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
 ) -> None:
     """Show limit, spent, reserved and remaining USD of one tenant or of all."""
     settings = _settings()
     with _sessions(settings) as sessions, _errors(settings), sessions() as session:
+        if as_json:
+            names = [name] if name is not None else [t.name for t in list_tenants(session)]
+            usages = [_usage_json(tenant_usage(session, n)) for n in names]
+            emit_json(usages[0] if name is not None else usages)
+            return
         if name is not None:
             typer.echo(_usage_line(tenant_usage(session, name)))
             return
@@ -216,11 +234,24 @@ def price_set(
 
 
 @price_app.command("show")
-def price_show(model: Annotated[str, typer.Argument(help="litellm model string.")]) -> None:
+def price_show(
+    model: Annotated[str, typer.Argument(help="litellm model string.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
+) -> None:
     """Show the price used for MODEL and where it comes from (registered, file or litellm)."""
     settings = _settings()
     with _sessions(settings) as sessions, _errors(settings), sessions() as session:
         price = price_for(session, model, prices_file=settings.prices_file)
+    if as_json:
+        emit_json(
+            {
+                "model": model,
+                "input_usd_per_token": format_usd(price.input_per_token),
+                "output_usd_per_token": format_usd(price.output_per_token),
+                "source": price.source,
+            }
+        )
+        return
     typer.echo(
         f"{model}: input {format_usd(price.input_per_token)} USD/token, "
         f"output {format_usd(price.output_per_token)} USD/token ({price.source})"

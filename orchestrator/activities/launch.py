@@ -1,0 +1,53 @@
+"""``launch``: create a scheduled fire's run in the store and return its root's input.
+
+Idempotent: a retried activity (or a replayed launcher) finds the run it created and returns the same
+input. The query and context are the blobs stored when the schedule was created, so a fire does not
+depend on any file being readable by the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import structlog
+from temporalio import activity
+
+from orchestrator.activities.deps import Deps
+from orchestrator.jobs import RunRecord, query_memo, register_run
+from orchestrator.store import get_text
+from orchestrator.workflows.launcher import LaunchOutput, LaunchRequest
+
+log = structlog.get_logger(__name__)
+
+
+class LaunchActivities:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    def _launch(self, req: LaunchRequest) -> LaunchOutput:
+        inp = req.launch
+        if inp.query.blob is None or inp.context.blob is None:
+            raise ValueError(f"schedule {inp.schedule!r}: query and context must be stored blobs")
+        rec = RunRecord(
+            req.run_id,
+            inp.tenant,
+            inp.query.blob,
+            inp.context.blob,
+            inp.context_suffix,
+            inp.model,
+            inp.sub_model,
+            inp.limits,
+            req.deadline_epoch_s,
+            None if inp.budget_usd is None else Decimal(inp.budget_usd),
+            schedule=inp.schedule,
+        )
+        with self.deps.sessions.begin() as session:
+            root, created = register_run(session, rec)
+            memo = query_memo(get_text(session, inp.query.blob))
+        log.info("launch.run", schedule=inp.schedule, run_id=req.run_id, created=created)
+        return LaunchOutput(root, created, {**memo, "schedule": inp.schedule})
+
+    @activity.defn(name="launch")
+    async def launch(self, req: LaunchRequest) -> LaunchOutput:
+        return await asyncio.to_thread(self._launch, req)

@@ -1,0 +1,396 @@
+"""``rlm submit``, ``rlm wait``, ``rlm schedule ...`` and ``rlm temporal setup``: commands for schedulers.
+
+They talk to a Temporal server that outlives the command: ``TEMPORAL_ADDRESS`` (a cluster, or the
+address ``rlm dev`` prints); without it they stop with a one-line error, because the embedded server
+lives only as long as ``rlm run``. Workers (``rlm worker`` / ``rlm dev``) run the work. ``rlm wait``
+reads only the store. Exit codes: see ``orchestrator.jobs.ExitCode`` and docs/jobs.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.client import Client
+
+from orchestrator.cli.output import emit_json
+from orchestrator.cli.run_cmds import _errors, _exit_now, _limits, _store, _usd
+from orchestrator.client import RunError, RunRequest, TemporalTarget, connect, run_summary
+from orchestrator.jobs import ExitCode, WaitOutcome, submit_run, wait_for_run
+from orchestrator.logs import configure_logging
+from orchestrator.schedules import (
+    ScheduleRequest,
+    ScheduleRow,
+    create_schedule,
+    list_schedules,
+    schedule_action,
+    setup_search_attributes,
+)
+from orchestrator.settings import Settings, load_settings
+from orchestrator.store import format_usd
+
+schedule_app = typer.Typer(no_args_is_help=True, help="Temporal Schedules that start runs.")
+temporal_app = typer.Typer(no_args_is_help=True, help="Prepare a Temporal cluster for durable-rlm.")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("submit")(submit)
+    app.command("wait")(wait)
+    app.add_typer(schedule_app, name="schedule")
+    app.add_typer(temporal_app, name="temporal")
+
+
+def _target(settings: Settings) -> TemporalTarget:
+    if settings.temporal_address is None:
+        raise RunError(
+            "set TEMPORAL_ADDRESS to a Temporal server that outlives this command: a cluster, or the address "
+            "`rlm dev` prints (the embedded server of `rlm run` stops when it ends)"
+        )
+    return TemporalTarget(settings.temporal_address, settings.temporal_namespace, settings.temporal_ui_url)
+
+
+def _request(
+    settings: Settings,
+    query: str,
+    context: str,
+    *,
+    tenant: str,
+    budget_usd: str | None,
+    model: str | None,
+    sub_model: str | None,
+    deadline: float,
+    run_id: str | None,
+    limits: tuple[int, int, int, int, int],
+) -> RunRequest:
+    return RunRequest(
+        query=query,
+        context_path=Path(context),
+        tenant=tenant,
+        budget_usd=_usd(budget_usd, "--budget-usd"),
+        model=model or settings.model,
+        sub_model=sub_model or settings.sub_model,
+        deadline_s=deadline,
+        run_id=run_id,
+        limits=_limits(*limits),
+    )
+
+
+# The options a run takes, shared by `rlm submit` and `rlm schedule create` (as in `rlm run`).
+Context = Annotated[str, typer.Option("--context", help="A text file (or .json) holding the context.")]
+Tenant = Annotated[str, typer.Option(help="Tenant whose budget pays for the run.")]
+Budget = Annotated[str | None, typer.Option("--budget-usd", help="The run's own USD budget.")]
+MaxDepth = Annotated[int, typer.Option(help="How deep rlm_query may recurse.")]
+Model = Annotated[str | None, typer.Option(help="Root model (litellm string); default RLM_MODEL.")]
+SubModel = Annotated[str | None, typer.Option(help="Model of sub-calls; default RLM_SUB_MODEL.")]
+Deadline = Annotated[float, typer.Option(help="Seconds the whole tree may take.")]
+MaxIter = Annotated[int, typer.Option(help="Iterations per node.")]
+MaxSub = Annotated[int, typer.Option(help="Sub-calls per node.")]
+Concurrency = Annotated[int, typer.Option(help="Concurrent sub-calls per node.")]
+MaxTokens = Annotated[int, typer.Option(help="Completion tokens per model call.")]
+Timeout = Annotated[
+    float | None, typer.Option(help="Give up waiting after this many seconds (exit 6); default: no limit.")
+]
+
+
+# --- rlm submit / wait -------------------------------------------------------------------------
+
+
+def submit(
+    query: Annotated[str, typer.Argument(help="The question to answer over the context.")],
+    context: Context,
+    run_id: Annotated[
+        str | None, typer.Option(help="Run id; submitting an existing id reports that run instead.")
+    ] = None,
+    detach: Annotated[bool, typer.Option(help="Return once the run is started (print its id).")] = False,
+    tenant: Tenant = "default",
+    budget_usd: Budget = None,
+    max_depth: MaxDepth = 1,
+    model: Model = None,
+    sub_model: SubModel = None,
+    deadline: Deadline = 3600.0,
+    max_iterations: MaxIter = 30,
+    max_subcalls: MaxSub = 500,
+    concurrency: Concurrency = 16,
+    max_tokens: MaxTokens = 4096,
+    timeout: Timeout = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a run once per --run-id (idempotent); with --detach return at once, else wait like `rlm wait`."""
+    with _errors():
+        configure_logging("warning")
+        settings = load_settings()
+        target = _target(settings)
+        req = _request(
+            settings,
+            query,
+            context,
+            tenant=tenant,
+            budget_usd=budget_usd,
+            model=model,
+            sub_model=sub_model,
+            deadline=deadline,
+            run_id=run_id,
+            limits=(max_depth, max_iterations, max_subcalls, concurrency, max_tokens),
+        )
+        _check_timeout(timeout)
+        engine, sessions = _store(settings)
+        try:
+            code = asyncio.run(_submit(settings, target, sessions, req, detach, timeout, as_json))
+        finally:
+            engine.dispose()
+    _exit_now(code)
+
+
+async def _submit(
+    settings: Settings,
+    target: TemporalTarget,
+    sessions: sessionmaker[Session],
+    req: RunRequest,
+    detach: bool,
+    wait_s: float | None,
+    as_json: bool,
+) -> int:
+    client = await connect(target)
+    done = await submit_run(client, sessions, req, settings.task_queue)
+    if done.started:
+        typer.echo(f"run {done.run_id} started", err=True)
+    else:
+        typer.echo(f"run {done.run_id} exists already ({done.status}); not started again", err=True)
+    if detach:
+        if as_json:
+            emit_json(done)
+        else:
+            typer.echo(done.run_id)
+        return int(ExitCode.ANSWERED)
+    outcome = await wait_for_run(sessions, done.run_id, wait_s)
+    _print_outcome(sessions, outcome, as_json)
+    return int(outcome.code)
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not timeout >= 0:
+        raise RunError(f"--timeout {timeout} must be >= 0 seconds")
+
+
+def wait(
+    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    timeout: Timeout = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Block until the run ends or needs an operator. Exit: 0 answered, 1 usage error, 2 failed,
+    3 paused (for budget or by an operator), 4 deadline passed, 5 aborted, 6 still running at --timeout."""
+    with _errors():
+        configure_logging("warning")
+        settings = load_settings()
+        _check_timeout(timeout)
+        engine, sessions = _store(settings)
+        try:
+            outcome = asyncio.run(wait_for_run(sessions, run_id, timeout))
+            _print_outcome(sessions, outcome, as_json)
+        finally:
+            engine.dispose()
+    raise typer.Exit(int(outcome.code))
+
+
+def _print_outcome(sessions: sessionmaker[Session], outcome: WaitOutcome, as_json: bool) -> None:
+    s = run_summary(sessions, outcome.run_id)
+    if as_json:
+        emit_json(
+            {
+                "run_id": s.run_id,
+                "status": s.status,
+                "exit_code": int(outcome.code),
+                "outcome": outcome.code.name.lower(),
+                "paused_nodes": outcome.paused,
+                "answer": s.answer,
+                "error": s.error,
+                "cost_usd": format_usd(s.cost),
+                "prompt_tokens": s.prompt_tokens,
+                "completion_tokens": s.completion_tokens,
+                "nodes": s.nodes,
+                "wall_s": s.wall_s,
+            }
+        )
+        return
+    typer.echo(f"run {s.run_id}: {s.status} (exit {int(outcome.code)}: {outcome.code.name.lower()})")
+    if outcome.paused:
+        typer.echo(
+            f"  paused: {', '.join(outcome.paused)} (raise the budget or resume, then `rlm wait` again)"
+        )
+    if s.error:
+        typer.echo(f"  reason: {s.error}")
+    if s.answer is not None and outcome.code == ExitCode.ANSWERED:
+        typer.echo(f"  answer: {s.answer}")
+
+
+# --- rlm schedule ------------------------------------------------------------------------------
+
+
+@schedule_app.command("create")
+def schedule_create(
+    name: Annotated[str, typer.Argument(help="Schedule name (letters, digits, '.', '_', '-').")],
+    cron: Annotated[str, typer.Option(help='Cron expression in UTC, e.g. "0 2 * * *".')],
+    query: Annotated[str, typer.Option(help="The question each run answers.")],
+    context: Context,
+    tenant: Tenant = "default",
+    overlap: Annotated[
+        str, typer.Option(help="When a fire comes while the last run still runs: skip, buffer-one, allow.")
+    ] = "skip",
+    paused: Annotated[bool, typer.Option(help="Create the schedule paused.")] = False,
+    note: Annotated[str | None, typer.Option(help="A note shown with the schedule.")] = None,
+    budget_usd: Budget = None,
+    max_depth: MaxDepth = 1,
+    model: Model = None,
+    sub_model: SubModel = None,
+    deadline: Deadline = 3600.0,
+    max_iterations: MaxIter = 30,
+    max_subcalls: MaxSub = 500,
+    concurrency: Concurrency = 16,
+    max_tokens: MaxTokens = 4096,
+) -> None:
+    """Create a schedule; each fire starts a run with a fresh id over the context stored now."""
+    with _errors():
+        configure_logging("warning")
+        settings = load_settings()
+        target = _target(settings)
+        run = _request(
+            settings,
+            query,
+            context,
+            tenant=tenant,
+            budget_usd=budget_usd,
+            model=model,
+            sub_model=sub_model,
+            deadline=deadline,
+            run_id=None,
+            limits=(max_depth, max_iterations, max_subcalls, concurrency, max_tokens),
+        )
+        req = ScheduleRequest(name, cron, run, overlap, paused, note)
+        engine, sessions = _store(settings)
+        try:
+
+            async def go() -> None:
+                await create_schedule(await connect(target), sessions, req, settings.task_queue)
+
+            asyncio.run(go())
+        finally:
+            engine.dispose()
+    typer.echo(f"schedule {name} created ({cron}, tenant {tenant}){' paused' if paused else ''}")
+    _exit_now(0)
+
+
+@schedule_app.command("list")
+def schedule_list(as_json: JsonOpt = False) -> None:
+    """List the schedules that start runs: cron, tenant, state, fires, next times, recent run ids."""
+    with _errors():
+        configure_logging("warning")
+        target = _target(load_settings())
+
+        async def go() -> list[ScheduleRow]:
+            client: Client = await connect(target)
+            return await list_schedules(client)
+
+        rows = asyncio.run(go())
+    if as_json:
+        emit_json(rows)
+        _exit_now(0)
+    if not rows:
+        typer.echo(
+            "no schedules; create one with `rlm schedule create NAME --cron ... --query ... --context ...`"
+        )
+    for row in rows:
+        state = "paused" if row.paused else "active"
+        nxt = row.next_fires[0].isoformat() if row.next_fires else "-"
+        last = row.recent_runs[-1] if row.recent_runs else "-"
+        typer.echo(
+            f"{row.name}: {state} | cron {row.cron} | tenant {row.tenant} | fires {row.fires} | next {nxt}"
+            f" | last run {last} | {row.query!r}"
+        )
+    _exit_now(0)
+
+
+def _schedule_do(name: str, action: str, note: str | None = None) -> None:
+    with _errors():
+        configure_logging("warning")
+        target = _target(load_settings())
+
+        async def go() -> None:
+            await schedule_action(await connect(target), name, action, note)
+
+        asyncio.run(go())
+    done = {"trigger": "triggered", "pause": "paused", "unpause": "unpaused", "delete": "deleted"}[action]
+    typer.echo(f"schedule {name} {done}")
+    _exit_now(0)
+
+
+@schedule_app.command("trigger")
+def schedule_trigger(name: Annotated[str, typer.Argument(help="Schedule name.")]) -> None:
+    """Fire the schedule now (the overlap policy applies); its run id is in `rlm schedule list`."""
+    _schedule_do(name, "trigger")
+
+
+@schedule_app.command("pause")
+def schedule_pause(
+    name: Annotated[str, typer.Argument(help="Schedule name.")],
+    note: Annotated[str | None, typer.Option(help="Why it is paused.")] = None,
+) -> None:
+    """Pause the schedule: no fires until unpaused (runs already started go on)."""
+    _schedule_do(name, "pause", note)
+
+
+@schedule_app.command("unpause")
+def schedule_unpause(name: Annotated[str, typer.Argument(help="Schedule name.")]) -> None:
+    """Unpause the schedule."""
+    _schedule_do(name, "unpause")
+
+
+@schedule_app.command("delete")
+def schedule_delete(name: Annotated[str, typer.Argument(help="Schedule name.")]) -> None:
+    """Delete the schedule (runs it started go on)."""
+    _schedule_do(name, "delete")
+
+
+# --- rlm temporal setup ------------------------------------------------------------------------
+
+
+@temporal_app.command("setup")
+def temporal_setup(
+    wait_s: Annotated[
+        float,
+        typer.Option("--wait", help="Retry connecting for this many seconds (a server still starting)."),
+    ] = 0.0,
+) -> None:
+    """Register durable-rlm's custom search attributes on TEMPORAL_ADDRESS's namespace (idempotent)."""
+    with _errors():
+        configure_logging("warning")
+        settings = load_settings()
+        target = _target(settings)
+
+        async def go() -> tuple[list[str], list[str]]:
+            end = time.monotonic() + wait_s
+            while True:
+                try:
+                    client = await connect(target)
+                    break
+                except RuntimeError as exc:
+                    if time.monotonic() >= end:
+                        raise RunError(
+                            f"cannot connect to Temporal at {target.address}: {exc}; check TEMPORAL_ADDRESS "
+                            "or pass --wait SECONDS while it starts"
+                        ) from None
+                    await asyncio.sleep(1.0)
+            result = await setup_search_attributes(client, target.namespace)
+            return result.added, result.present
+
+        added, present = asyncio.run(go())
+    typer.echo(
+        f"namespace {settings.temporal_namespace}: added {', '.join(added) or 'none'}; "
+        f"already registered {', '.join(present) or 'none'}"
+    )
+    _exit_now(0)

@@ -1,0 +1,232 @@
+"""Scheduler-friendly jobs: idempotent submission of a run by its id, and waiting for its outcome.
+
+Idempotency holds at both layers: the store's ``create_run`` keeps the first run of an id (a second
+submission gets the existing run back), and the root workflow id ``<run>/0`` is started with
+``REJECT_DUPLICATE``, so Temporal never runs it twice either. A submission that created the run but
+died before starting the workflow is completed by the next submission of the same id: the root's
+input is rebuilt from the stored run (its deadline, models, limits and blob references).
+
+``wait_outcome`` maps a run's state in the store to the exit codes of ``rlm wait`` (see ``ExitCode``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from orchestrator.client import RunError, RunRequest, ensure_tenant, new_run_id
+from orchestrator.store import create_run, get_run, list_nodes, put_blob, put_text, upsert_node
+from orchestrator.store.models import FINAL_STATUSES, Run
+from orchestrator.workflows import RLMNode
+from orchestrator.workflows.common import search_attributes
+from orchestrator.workflows.types import Limits, NodeInput, NodeResult, RunSpec, Text, root_id
+
+log = structlog.get_logger(__name__)
+
+
+class ExitCode(IntEnum):
+    """Exit codes of ``rlm wait`` (and of ``rlm submit`` without ``--detach``)."""
+
+    ANSWERED = 0
+    USAGE = 1
+    FAILED = 2
+    PAUSED = 3  # a node waits for an operator: paused, or paused because a budget is spent
+    DEADLINE = 4
+    ABORTED = 5
+    STILL_RUNNING = 6  # --timeout ran out while the run was still going
+
+
+MEMO_QUERY_CHARS = 200
+PAUSED_STATUSES = frozenset({"paused", "paused_budget"})
+_FINAL_CODES = {
+    "completed": ExitCode.ANSWERED,
+    "failed": ExitCode.FAILED,
+    "timed_out": ExitCode.DEADLINE,
+    "aborted": ExitCode.ABORTED,
+    "cancelled": ExitCode.ABORTED,
+}
+
+
+def query_memo(query: str) -> dict[str, str]:
+    """The root's memo: the query's first line, shortened (the Web UI shows it with the workflow)."""
+    line = (query.strip().splitlines() or [""])[0]
+    return {"query": line if len(line) <= MEMO_QUERY_CHARS else line[: MEMO_QUERY_CHARS - 1] + "…"}
+
+
+def context_suffix(path: Path) -> str:
+    return ".json" if path.suffix == ".json" else ".txt"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Everything a run's root needs, by reference: what ``register_run`` writes to the store."""
+
+    run_id: str
+    tenant: str
+    query_ref: str
+    context_ref: str
+    context_suffix: str
+    model: str
+    sub_model: str
+    limits: Limits
+    deadline_epoch_s: float
+    budget_usd: Decimal | None = None
+    schedule: str | None = None
+
+
+def register_run(session: Session, rec: RunRecord) -> tuple[NodeInput, bool]:
+    """Create the run and its root node unless the id exists; returns the root's input and ``created``.
+
+    For an existing run the input is rebuilt from what was stored first (the first submission wins)."""
+    ensure_tenant(session, rec.tenant)
+    config: dict[str, Any] = {
+        "model": rec.model,
+        "sub_model": rec.sub_model,
+        "limits": rec.limits.__dict__,
+        "context_suffix": rec.context_suffix,
+    }
+    if rec.schedule is not None:
+        config["schedule"] = rec.schedule
+    run, created = create_run(
+        session,
+        rec.run_id,
+        tenant=rec.tenant,
+        query_ref=rec.query_ref,
+        context_ref=rec.context_ref,
+        config=config,
+        deadline=datetime.fromtimestamp(rec.deadline_epoch_s, UTC),
+        budget=rec.budget_usd,
+        status="running",
+    )
+    if created:
+        upsert_node(session, root_id(rec.run_id), run_id=rec.run_id, kind="root", depth=0, status="running")
+    return root_input(run, rec.tenant), created
+
+
+def root_input(run: Run, tenant: str) -> NodeInput:
+    """The root's input as stored: a re-submission starts exactly what the first one registered."""
+    config = run.config
+    if run.context_ref is None or run.query_ref is None or run.deadline is None:
+        raise RunError(f"run {run.run_id!r} has no stored query, context or deadline; submit another run id")
+    known = {f.name for f in fields(Limits)}
+    limits = Limits(**{k: v for k, v in dict(config.get("limits", {})).items() if k in known})
+    spec = RunSpec(
+        run.run_id, tenant, str(config["model"]), str(config["sub_model"]), run.deadline.timestamp(), limits
+    )
+    return NodeInput(
+        spec,
+        root_id(run.run_id),
+        None,
+        0,
+        "root",
+        spec.model,
+        Text(blob=run.context_ref),
+        str(config.get("context_suffix", ".txt")),
+        Text(blob=run.query_ref),
+    )
+
+
+@dataclass(frozen=True)
+class Submitted:
+    run_id: str
+    started: bool  # False: the run existed already and was not started again
+    status: str
+
+
+async def start_root(
+    client: Client, root: NodeInput, task_queue: str, memo: dict[str, str] | None = None
+) -> WorkflowHandle[RLMNode, NodeResult] | None:
+    """Start the root workflow once; None when a workflow of that id exists (running or closed)."""
+    try:
+        return await client.start_workflow(
+            RLMNode.run,
+            root,
+            id=root.node_id,
+            task_queue=task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=search_attributes(root.run, 0, "running"),
+            memo=memo,
+        )
+    except WorkflowAlreadyStartedError:
+        return None
+
+
+async def submit_run(
+    client: Client, sessions: sessionmaker[Session], req: RunRequest, task_queue: str
+) -> Submitted:
+    path = req.context_path
+    if not path.is_file():
+        raise RunError(f"context {path} is not a readable file; pass --context PATH to a text or .json file")
+    if req.deadline_s <= 0:
+        raise RunError(f"deadline {req.deadline_s} s must be > 0")
+    run_id = req.run_id or new_run_id()
+    with sessions.begin() as session:
+        rec = RunRecord(
+            run_id,
+            req.tenant,
+            put_text(session, req.query),
+            put_blob(session, path.read_bytes()),
+            context_suffix(path),
+            req.model,
+            req.sub_model,
+            req.limits,
+            time.time() + req.deadline_s,
+            req.budget_usd,
+        )
+        root, created = register_run(session, rec)
+        status = get_run(session, run_id).status
+    if status in FINAL_STATUSES:
+        log.info("submit.exists", run_id=run_id, status=status)
+        return Submitted(run_id, False, status)
+    handle = await start_root(client, root, task_queue, query_memo(req.query))
+    log.info("submit.done", run_id=run_id, created=created, started=handle is not None)
+    return Submitted(run_id, handle is not None, status)
+
+
+@dataclass(frozen=True)
+class WaitOutcome:
+    run_id: str
+    status: str
+    code: ExitCode
+    paused: list[str]
+
+
+def wait_outcome(sessions: sessionmaker[Session], run_id: str) -> WaitOutcome | None:
+    """The run's outcome now, or None while it is still going (no node waits for an operator)."""
+    with sessions() as session:
+        run = get_run(session, run_id)
+        code = _FINAL_CODES.get(run.status)
+        if code is not None:
+            return WaitOutcome(run_id, run.status, code, [])
+        paused = [n.node_id for n in list_nodes(session, run_id) if n.status in PAUSED_STATUSES]
+    if paused or run.status in PAUSED_STATUSES:
+        return WaitOutcome(run_id, run.status, ExitCode.PAUSED, paused)
+    return None
+
+
+async def wait_for_run(
+    sessions: sessionmaker[Session], run_id: str, timeout_s: float | None, poll_s: float = 0.5
+) -> WaitOutcome:
+    """Block until the run ends or needs an operator; ``STILL_RUNNING`` when ``timeout_s`` runs out."""
+    end = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        outcome = await asyncio.to_thread(wait_outcome, sessions, run_id)
+        if outcome is not None:
+            return outcome
+        if end is not None and time.monotonic() >= end:
+            with sessions() as session:
+                status = get_run(session, run_id).status
+            return WaitOutcome(run_id, status, ExitCode.STILL_RUNNING, [])
+        await asyncio.sleep(poll_s if end is None else max(0.0, min(poll_s, end - time.monotonic())))
