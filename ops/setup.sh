@@ -12,7 +12,8 @@ LOG_DIR=${RLM_LOG_DIR:-"$ROOT/.data/logs"}
 PG_USER=${RLM_PG_USER:-rlm}
 PG_PASSWORD=${RLM_PG_PASSWORD:-rlm}
 PG_DATABASES=${RLM_PG_DATABASES:-"rlm rlm_test"}
-SYSTEM_PACKAGES=(docker.io postgresql debootstrap python3-venv ca-certificates)
+# docker-compose validates ops/compose.yaml in the tests (offline: `config` only).
+SYSTEM_PACKAGES=(docker.io docker-compose postgresql debootstrap python3-venv ca-certificates)
 
 STEP="start"
 say() { printf '[setup] %s\n' "$*"; }

@@ -53,8 +53,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         temporal_address=env.get("TEMPORAL_ADDRESS") or None,
         temporal_namespace=env.get("TEMPORAL_NAMESPACE", "default"),
         task_queue=env.get("RLM_TASK_QUEUE", "durable-rlm"),
-        model=env.get("RLM_MODEL", "scripted/search"),
-        sub_model=env.get("RLM_SUB_MODEL", env.get("RLM_MODEL", "scripted/search")),
+        model=env.get("RLM_MODEL") or "scripted/search",
+        # An empty variable means "not set", as a compose file or scheduler often passes it.
+        sub_model=env.get("RLM_SUB_MODEL") or env.get("RLM_MODEL") or "scripted/search",
         sandbox_backend=backend,
         prices_file=Path(prices).expanduser() if prices else None,
         temporal_ui_url=env.get("TEMPORAL_UI_URL") or None,

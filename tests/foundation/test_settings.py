@@ -39,3 +39,9 @@ def test_environment_overrides(tmp_path: Path) -> None:
 def test_unknown_sandbox_backend_names_the_choices() -> None:
     with pytest.raises(SettingsError, match=r"RLM_SANDBOX_BACKEND='vm'.*'docker'.*'process'"):
         load_settings({"RLM_SANDBOX_BACKEND": "vm"})
+
+
+def test_empty_variables_mean_unset() -> None:
+    settings = load_settings({"RLM_MODEL": "openai/gpt-5", "RLM_SUB_MODEL": ""})
+    assert settings.sub_model == "openai/gpt-5"
+    assert load_settings({"RLM_MODEL": ""}).model == "scripted/search"
