@@ -93,16 +93,12 @@ class BudgetExhausted(StoreError):
         self.reserved = reserved
         self.requested = requested
         remaining = limit - spent - reserved
-        fix = (
-            f"rlm tenant set-budget {name} AMOUNT"
-            if scope == "tenant"
-            else "raise the run's budget (orchestrator.store.set_run_budget)"
-        )
+        fix = f"rlm budget raise --{scope} {name} USD"
         super().__init__(
             f"{scope} budget of {name!r} exhausted: limit {format_usd(limit)} USD, "
             f"spent {format_usd(spent)}, reserved {format_usd(reserved)}, "
             f"remaining {format_usd(remaining)}, requested {format_usd(requested)}; "
-            f"raise it with `{fix}`"
+            f"raise it with `{fix}`, then `rlm resume` the paused nodes"
         )
 
     def __reduce__(self) -> tuple[object, ...]:

@@ -93,7 +93,7 @@ def test_tenant_budget_exhausted_carries_its_data(sessions: sessionmaker[Session
         D("0.5"),
         D("0.3"),
     )
-    assert "rlm tenant set-budget acme" in str(err)
+    assert "rlm budget raise --tenant acme USD" in str(err)
     # Nothing was written by the refused call.
     with sessions() as s, pytest.raises(NotFound):
         get_reservation(s, "c")
