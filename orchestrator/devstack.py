@@ -117,6 +117,11 @@ class DevServer:
         return f"{self.config.host}:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (the benchmark reads its CPU time)."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def ui_url(self) -> str | None:
         return f"http://{self.config.host}:{self.ui_port}" if self.ui_port else None
 

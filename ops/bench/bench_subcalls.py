@@ -9,6 +9,8 @@ unless ``--database-url``), and the scripted model through litellm.
    trip minus the leaf's own model time.
 2. fanout: 1,000 sub-calls through ``llm_query_batched`` at 200 ms simulated latency, concurrency 16;
    the cell's wall time against the ideal 1000 / 16 * 0.2 s = 12.5 s.
+   Both report the CPU time per sub-call of this process (the worker, the client) and of the dev
+   server, over the whole run: with two cores the fan-out is bound by their sum.
 3. tree: the root fans out to 10 ``rlm_query`` children, each maps 100 leaves: 1,011 nodes.
 4. dispatch (``--scenarios dispatch``): the bare Temporal costs behind a sub-call -- a no-op Update
    round trip and a no-op child workflow started and awaited from workflow code -- on a dev server
@@ -53,6 +55,29 @@ def words(path: Path, count: int) -> tuple[Path, int]:
     return path, tokens.count("ERROR")
 
 
+class CpuMeter:
+    """CPU seconds of this process (the worker) and of the dev server process, between two readings."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self.started = self.read()
+
+    def read(self) -> tuple[float, float]:
+        server = 0.0
+        if self.server_pid is not None:
+            # /proc/<pid>/stat: utime and stime are fields 14 and 15, after the "(comm)" field.
+            fields = Path(f"/proc/{self.server_pid}/stat").read_text().rsplit(")", 1)[1].split()
+            server = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return time.process_time(), server
+
+    def per_call_ms(self, calls: int) -> dict[str, float]:
+        worker, server = self.read()
+        return {
+            "worker_cpu_ms_per_subcall": round((worker - self.started[0]) * 1000 / calls, 1),
+            "server_cpu_ms_per_subcall": round((server - self.started[1]) * 1000 / calls, 1),
+        }
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -79,7 +104,9 @@ def leaf_model_ms(sessions: Any, run_id: str) -> list[float]:
     return out
 
 
-async def overhead(client: Any, sessions: Any, settings: Settings, tmp: Path, n: int) -> dict[str, Any]:
+async def overhead(
+    client: Any, sessions: Any, settings: Settings, tmp: Path, n: int, server_pid: int | None
+) -> dict[str, Any]:
     path, expected = words(tmp / "overhead.txt", n * 20)
     req = RunRequest(
         "How many times does the word 'ERROR' appear?",
@@ -89,7 +116,9 @@ async def overhead(client: Any, sessions: Any, settings: Settings, tmp: Path, n:
         limits=Limits(max_subcalls=n, max_concurrency=1),
         deadline_s=3600,
     )
+    cpu = CpuMeter(server_pid)
     run_id, wall = await run_one(client, sessions, settings, req)
+    cpu_ms = cpu.per_call_ms(n)
     step = cell_step(sessions, run_id)
     found = ROUND_TRIP.search((step.data or {}).get("stdout", ""))
     if found is None:
@@ -107,11 +136,18 @@ async def overhead(client: Any, sessions: Any, settings: Settings, tmp: Path, n:
         "overhead_ms_p50": round(p50 - model_p50, 2),
         "overhead_ms_p95": round(p95 - model_p50, 2),
         "run_wall_s": round(wall, 2),
+        **cpu_ms,
     }
 
 
 async def fanout(
-    client: Any, sessions: Any, settings: Settings, tmp: Path, n: int, latency_ms: int
+    client: Any,
+    sessions: Any,
+    settings: Settings,
+    tmp: Path,
+    n: int,
+    latency_ms: int,
+    server_pid: int | None,
 ) -> dict[str, Any]:
     path, expected = words(tmp / "fanout.txt", n * 20)
     concurrency = 16
@@ -123,7 +159,9 @@ async def fanout(
         limits=Limits(max_subcalls=n, max_concurrency=concurrency),
         deadline_s=3600,
     )
+    cpu = CpuMeter(server_pid)
     run_id, wall = await run_one(client, sessions, settings, req)
+    cpu_ms = cpu.per_call_ms(n)
     step = cell_step(sessions, run_id)
     ideal = n / concurrency * latency_ms / 1000
     cell_s = (step.duration_ms or 0) / 1000
@@ -137,6 +175,7 @@ async def fanout(
         "ideal_s": ideal,
         "ratio": round(cell_s / ideal, 3),
         "run_wall_s": round(wall, 2),
+        **cpu_ms,
     }
 
 
@@ -238,6 +277,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     sessions = make_session_factory(engine)
     result: dict[str, Any] = {
         "config": {
+            "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
             "backend": args.backend,
             "database": url.split(":", 1)[0],
             "dispatch": args.dispatch,
@@ -264,10 +304,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         client = await Client.connect(server.address)
         async with running_worker(client, settings, options):
             if "overhead" in args.scenarios:
-                result["overhead"] = await overhead(client, sessions, settings, tmp, args.subcalls)
+                result["overhead"] = await overhead(
+                    client, sessions, settings, tmp, args.subcalls, server.pid
+                )
                 print("overhead", result["overhead"], file=sys.stderr)
             if "fanout" in args.scenarios:
-                result["fanout"] = await fanout(client, sessions, settings, tmp, args.fanout, 200)
+                result["fanout"] = await fanout(client, sessions, settings, tmp, args.fanout, 200, server.pid)
                 print("fanout", result["fanout"], file=sys.stderr)
             if "tree" in args.scenarios:
                 result["tree"] = await tree(client, sessions, settings, tmp, 10, args.tree_leaves)
