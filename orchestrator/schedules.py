@@ -50,6 +50,10 @@ class ScheduleError(ValueError):
     """A schedule operation cannot be done as asked; the message says what to change."""
 
 
+class SearchAttributeConflict(ValueError):
+    """A custom search attribute exists with another type; Temporal cannot change it in place."""
+
+
 def check_name(name: str) -> str:
     if not NAME_RE.match(name):
         raise ScheduleError(
@@ -236,7 +240,7 @@ async def setup_search_attributes(
         elif have == value:
             present.append(name)
         else:
-            raise ScheduleError(
+            raise SearchAttributeConflict(
                 f"search attribute {name} is registered as {_NAMES.get(have, have)} on namespace "
                 f"{namespace!r}, durable-rlm needs {kind}; remove it (temporal operator search-attribute "
                 "remove) or use another namespace"
