@@ -9,7 +9,7 @@ from pathlib import Path
 
 import docker
 
-from orchestrator.control import StuckNode, stuck
+from orchestrator.control import StuckNode, abort, parse_target, stuck
 from orchestrator.store import create_tenant, get_run, get_tenant
 from orchestrator.workflows import RLMNode
 from orchestrator.workflows.common import SA_STATUS
@@ -35,8 +35,9 @@ async def test_pause_after_the_current_step_then_resume_finishes(
     handle = await harness.start(
         "What is the magic number?",
         path,
-        model="scripted/loop?latency_ms=400",
-        limits=Limits(max_iterations=5, heartbeat_timeout_s=10),
+        # Long enough (~10 s) that `rlm pause`, a new process, reaches it while it runs.
+        model="scripted/loop?latency_ms=700",
+        limits=Limits(max_iterations=12, heartbeat_timeout_s=10),
     )
     run_id = handle.id.rsplit("/", 1)[0]
 
@@ -64,7 +65,7 @@ async def test_pause_after_the_current_step_then_resume_finishes(
     out = await asyncio.wait_for(harness.finish(handle), 60)
     assert out.result.status == "completed"
     assert out.summary.answer == "I ran out of iterations. All I know: the context has 777 characters."
-    assert step_count(harness.sessions, handle.id, "generate") == 6  # 5 iterations + the forced final
+    assert step_count(harness.sessions, handle.id, "generate") == 13  # 12 iterations + the forced final
     assert await replay_all(harness.client, [handle.id]) == {}
 
 
@@ -175,3 +176,31 @@ async def test_stuck_lists_an_activity_retrying_past_the_attempt_count(
     out = await asyncio.wait_for(harness.finish(handle), 60)
     assert out.summary.answer == "31337"
     assert await stuck(harness.client, harness.sessions, idle_s=3600, attempts=3, run_id=run_id) == []
+
+
+async def test_abort_of_one_node_fails_that_sub_call_and_the_parent_goes_on(
+    harness: Harness, rlm_env: dict[str, str], tmp_path: Path
+) -> None:
+    path, expected = word_context(tmp_path / "w.txt", 1_500)
+    handle = await harness.start(
+        "How many times does the word 'ERROR' appear? Use 3 chunks.",
+        path,
+        model="scripted/mapreduce?parallel=0",
+        sub_model="scripted/leaf?latency_ms=3000",
+    )
+    leaf = f"{handle.id}.1"
+
+    async def leaf_started() -> bool | None:
+        return True if node_status(harness.sessions, leaf) == "running" else None
+
+    await eventually(leaf_started, "the first sub-call")
+    report = await abort(harness.client, harness.sessions, parse_target(leaf))
+    assert report.cancelled == [leaf] and report.still_running == []
+
+    out = await asyncio.wait_for(harness.finish(handle), 90)
+    assert node_status(harness.sessions, leaf) == "aborted"
+    # The cell saw the sub-call fail; the model retried with other chunks and answered.
+    assert out.result.status == "completed" and out.summary.answer == str(expected)
+    state = await handle.query(RLMNode.state)
+    assert state.last_error is not None
+    assert await replay_all(harness.client, [r.node_id for r in out.tree]) == {}
