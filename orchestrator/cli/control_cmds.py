@@ -81,8 +81,8 @@ def pause_cmd(target: TargetArg, as_json: JsonOpt = False) -> None:
     """Pause a run or a node's subtree after each node's current step (status `paused`)."""
     with _errors():
         configure_logging("warning")
-        settings = _settings_with_temporal()
         tgt = _target(target)
+        settings = _settings_with_temporal()
         nodes: list[str] = asyncio.run(_with_client(settings, lambda c, s: pause(c, s, tgt)))
     _emit(
         as_json,
@@ -108,8 +108,8 @@ def resume_cmd(
     """Resume paused nodes, or restart an ended (failed, timed out, terminated, aborted) node."""
     with _errors():
         configure_logging("warning")
-        settings = _settings_with_temporal()
         tgt = _target(target)
+        settings = _settings_with_temporal()
         budget = _usd(budget_usd, "--budget-usd")
         if deadline is not None and deadline <= 0:
             raise RunError(f"--deadline {deadline} must be > 0 seconds")
@@ -139,8 +139,8 @@ def abort_cmd(
     """Cancel a run or a node's subtree: every workflow in it ends aborted, its containers are removed."""
     with _errors():
         configure_logging("warning")
-        settings = _settings_with_temporal()
         tgt = _target(target)
+        settings = _settings_with_temporal()
         report: AbortReport = asyncio.run(_with_client(settings, lambda c, s: abort(c, s, tgt, wait)))
     text = f"aborted {len(report.cancelled)} workflow(s) of {tgt}"
     if report.containers_removed is not None:
@@ -195,13 +195,13 @@ def stuck_cmd(
     """List running nodes with no progress for --idle or an activity retrying past --attempts."""
     with _errors():
         configure_logging("warning")
-        settings = _settings_with_temporal()
         try:
             idle_s = parse_duration(idle)
         except ControlError as exc:
             raise RunError(f"--idle: {exc}") from None
         if attempts < 1:
             raise RunError(f"--attempts {attempts} must be >= 1")
+        settings = _settings_with_temporal()
         found: list[StuckNode] = asyncio.run(
             _with_client(
                 settings,
