@@ -8,6 +8,7 @@ import typer
 
 from orchestrator.cli import control_cmds, job_cmds, run_cmds
 from orchestrator.cli.store_cmds import db_app, price_app, tenant_app
+from orchestrator.logs import LogLevelError, configure_logging
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="durable-rlm: durable Recursive Language Models."
@@ -17,6 +18,12 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """durable-rlm: durable Recursive Language Models."""
+    # Every command logs to stderr (stdout carries answers and --json); worker and dev raise the level.
+    try:
+        configure_logging("warning")
+    except LogLevelError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

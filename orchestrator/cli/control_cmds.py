@@ -31,7 +31,6 @@ from orchestrator.control import (
     resume,
     stuck,
 )
-from orchestrator.logs import configure_logging
 from orchestrator.settings import Settings, load_settings
 from orchestrator.store import format_usd, set_run_budget
 
@@ -80,7 +79,6 @@ def _target(raw: str) -> Target:
 def pause_cmd(target: TargetArg, as_json: JsonOpt = False) -> None:
     """Pause a run or a node's subtree after each node's current step (status `paused`)."""
     with _errors():
-        configure_logging("warning")
         tgt = _target(target)
         settings = _settings_with_temporal()
         nodes: list[str] = asyncio.run(_with_client(settings, lambda c, s: pause(c, s, tgt)))
@@ -107,7 +105,6 @@ def resume_cmd(
 ) -> None:
     """Resume paused nodes, or restart an ended (failed, timed out, terminated, aborted) node."""
     with _errors():
-        configure_logging("warning")
         tgt = _target(target)
         settings = _settings_with_temporal()
         budget = _usd(budget_usd, "--budget-usd")
@@ -138,7 +135,6 @@ def abort_cmd(
 ) -> None:
     """Cancel a run or a node's subtree: every workflow in it ends aborted, its containers are removed."""
     with _errors():
-        configure_logging("warning")
         tgt = _target(target)
         settings = _settings_with_temporal()
         report: AbortReport = asyncio.run(_with_client(settings, lambda c, s: abort(c, s, tgt, wait)))
@@ -160,7 +156,6 @@ def budget_raise_cmd(
 ) -> None:
     """Add USD to a tenant's or a run's budget; then `rlm resume RUN` lets paused nodes go on."""
     with _errors():
-        configure_logging("warning")
         amount = _usd(usd, "amount") or Decimal(0)
         engine, sessions = _store(load_settings())
         try:
@@ -194,7 +189,6 @@ def stuck_cmd(
 ) -> None:
     """List running nodes with no progress for --idle or an activity retrying past --attempts."""
     with _errors():
-        configure_logging("warning")
         try:
             idle_s = parse_duration(idle)
         except ControlError as exc:
