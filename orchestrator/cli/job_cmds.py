@@ -9,7 +9,9 @@ reads only the store. Exit codes: see ``orchestrator.jobs.ExitCode`` and docs/jo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -44,6 +46,17 @@ def register(app: typer.Typer) -> None:
     app.command("wait")(wait)
     app.add_typer(schedule_app, name="schedule")
     app.add_typer(temporal_app, name="temporal")
+
+
+@contextlib.contextmanager
+def _temporal_errors() -> Iterator[None]:
+    """``_errors()``, leaving through ``_exit_now``: once a Temporal client existed, a normal interpreter
+    exit can abort the process (see ``_exit_now``), which would turn exit code 1 into a crash."""
+    try:
+        with _errors():
+            yield
+    except typer.Exit as exc:
+        _exit_now(exc.exit_code)
 
 
 def _target(settings: Settings) -> TemporalTarget:
@@ -122,7 +135,7 @@ def submit(
     as_json: JsonOpt = False,
 ) -> None:
     """Start a run once per --run-id (idempotent); with --detach return at once, else wait like `rlm wait`."""
-    with _errors():
+    with _temporal_errors():
         configure_logging("warning")
         settings = load_settings()
         target = _target(settings)
@@ -255,7 +268,7 @@ def schedule_create(
     max_tokens: MaxTokens = 4096,
 ) -> None:
     """Create a schedule; each fire starts a run with a fresh id over the context stored now."""
-    with _errors():
+    with _temporal_errors():
         configure_logging("warning")
         settings = load_settings()
         target = _target(settings)
@@ -288,7 +301,7 @@ def schedule_create(
 @schedule_app.command("list")
 def schedule_list(as_json: JsonOpt = False) -> None:
     """List the schedules that start runs: cron, tenant, state, fires, next times, recent run ids."""
-    with _errors():
+    with _temporal_errors():
         configure_logging("warning")
         target = _target(load_settings())
 
@@ -316,7 +329,7 @@ def schedule_list(as_json: JsonOpt = False) -> None:
 
 
 def _schedule_do(name: str, action: str, note: str | None = None) -> None:
-    with _errors():
+    with _temporal_errors():
         configure_logging("warning")
         target = _target(load_settings())
 
@@ -367,7 +380,7 @@ def temporal_setup(
     ] = 0.0,
 ) -> None:
     """Register durable-rlm's custom search attributes on TEMPORAL_ADDRESS's namespace (idempotent)."""
-    with _errors():
+    with _temporal_errors():
         configure_logging("warning")
         settings = load_settings()
         target = _target(settings)

@@ -15,8 +15,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, ScheduleActionExecutionStartWorkflow, WorkflowHistory
 from temporalio.worker import Replayer
 
-from orchestrator.client import run_summary
-from orchestrator.schedules import SearchAttributeConflict, list_schedules, setup_search_attributes
+from orchestrator.client import RunRequest, run_summary
+from orchestrator.schedules import (
+    ScheduleError,
+    ScheduleRequest,
+    SearchAttributeConflict,
+    create_schedule,
+    list_schedules,
+    setup_search_attributes,
+)
+from orchestrator.settings import Settings
 from orchestrator.store import get_run
 from orchestrator.worker import workflow_runner
 from orchestrator.workflows import WORKFLOWS, Launcher
@@ -125,6 +133,14 @@ async def test_a_schedule_fires_through_trigger_and_its_run_records_the_schedule
     await _listed(client, name, False)
     gone = await rlm(cli_env, "schedule", "trigger", name)
     assert gone.code == 1 and gone.err.strip() == f"error: no schedule '{name}'; see `rlm schedule list`"
+
+
+async def test_a_bad_cron_is_refused_with_the_servers_reason(
+    client: Client, sessions: sessionmaker[Session], settings: Settings, words: tuple[Path, int]
+) -> None:
+    req = ScheduleRequest(f"badcron-{uuid.uuid4().hex[:6]}", "not a cron", RunRequest("q", words[0]))
+    with pytest.raises(ScheduleError, match=r"Invalid schedule spec: CronString .*; check --cron$"):
+        await create_schedule(client, sessions, req, settings.task_queue)
 
 
 async def test_recorded_launcher_history_replays() -> None:
