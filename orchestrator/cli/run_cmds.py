@@ -46,13 +46,12 @@ from orchestrator.logs import configure_logging
 from orchestrator.settings import Settings, SettingsError, load_settings
 from orchestrator.store import (
     StoreError,
-    check_schema,
     format_usd,
     list_nodes,
     make_engine,
     make_session_factory,
+    prepare_schema,
 )
-from orchestrator.store import upgrade as upgrade_schema
 from orchestrator.workflows.types import Limits
 
 console = Console()
@@ -84,11 +83,7 @@ def _errors() -> Iterator[None]:
 
 def _store(settings: Settings) -> tuple[Engine, sessionmaker[Session]]:
     engine = make_engine(settings.database_url)
-    if settings.database_url.startswith("sqlite"):
-        # The zero-setup default: a fresh SQLite file is migrated on first use.
-        upgrade_schema(engine)
-    else:
-        check_schema(engine)
+    prepare_schema(engine)
     return engine, make_session_factory(engine)
 
 

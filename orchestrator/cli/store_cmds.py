@@ -21,7 +21,6 @@ from orchestrator.settings import Settings, SettingsError, load_settings
 from orchestrator.store import (
     BudgetUsage,
     StoreError,
-    check_schema,
     create_tenant,
     current_revision,
     downgrade,
@@ -31,6 +30,7 @@ from orchestrator.store import (
     make_engine,
     make_session_factory,
     parse_usd,
+    prepare_schema,
     price_for,
     safe_url,
     set_price,
@@ -92,7 +92,7 @@ def _engine(settings: Settings) -> Iterator[Engine]:
 @contextmanager
 def _sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
     with _engine(settings) as engine:
-        check_schema(engine)
+        prepare_schema(engine)
         yield make_session_factory(engine)
 
 
