@@ -23,7 +23,6 @@ from orchestrator.cli.output import emit_json
 from orchestrator.cli.run_cmds import _errors, _exit_now, _limits, _store, _usd
 from orchestrator.client import RunError, RunRequest, TemporalTarget, connect, run_summary
 from orchestrator.jobs import ExitCode, WaitOutcome, submit_run, wait_for_run
-from orchestrator.logs import configure_logging
 from orchestrator.schedules import (
     ScheduleRequest,
     ScheduleRow,
@@ -136,7 +135,6 @@ def submit(
 ) -> None:
     """Start a run once per --run-id (idempotent); with --detach return at once, else wait like `rlm wait`."""
     with _temporal_errors():
-        configure_logging("warning")
         settings = load_settings()
         target = _target(settings)
         req = _request(
@@ -199,7 +197,6 @@ def wait(
     """Block until the run ends or needs an operator. Exit: 0 answered, 1 usage error, 2 failed,
     3 paused (for budget or by an operator), 4 deadline passed, 5 aborted, 6 still running at --timeout."""
     with _errors():
-        configure_logging("warning")
         settings = load_settings()
         _check_timeout(timeout)
         engine, sessions = _store(settings)
@@ -269,7 +266,6 @@ def schedule_create(
 ) -> None:
     """Create a schedule; each fire starts a run with a fresh id over the context stored now."""
     with _temporal_errors():
-        configure_logging("warning")
         settings = load_settings()
         target = _target(settings)
         run = _request(
@@ -302,7 +298,6 @@ def schedule_create(
 def schedule_list(as_json: JsonOpt = False) -> None:
     """List the schedules that start runs: cron, tenant, state, fires, next times, recent run ids."""
     with _temporal_errors():
-        configure_logging("warning")
         target = _target(load_settings())
 
         async def go() -> list[ScheduleRow]:
@@ -330,7 +325,6 @@ def schedule_list(as_json: JsonOpt = False) -> None:
 
 def _schedule_do(name: str, action: str, note: str | None = None) -> None:
     with _temporal_errors():
-        configure_logging("warning")
         target = _target(load_settings())
 
         async def go() -> None:
@@ -381,7 +375,6 @@ def temporal_setup(
 ) -> None:
     """Register durable-rlm's custom search attributes on TEMPORAL_ADDRESS's namespace (idempotent)."""
     with _temporal_errors():
-        configure_logging("warning")
         settings = load_settings()
         target = _target(settings)
 

@@ -171,7 +171,6 @@ def run(
 ) -> None:
     """Answer QUERY over the context with a recursion tree of durable workflows."""
     with _errors():
-        configure_logging("warning")
         settings = load_settings()
         if detach and settings.embedded_temporal:
             raise RunError(
@@ -248,7 +247,6 @@ def status(
 ) -> None:
     """Show a run's status, cost, tokens and node count (from the store)."""
     with _errors():
-        configure_logging("warning")
         settings = load_settings()
         engine, sessions = _store(settings)
         try:
@@ -283,7 +281,6 @@ def tree(
 ) -> None:
     """Print the recursion tree: each node's status, iterations, cost and answer preview."""
     with _errors():
-        configure_logging("warning")
         settings = load_settings()
         engine, sessions = _store(settings)
         try:
