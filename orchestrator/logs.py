@@ -30,6 +30,21 @@ def parse_level(name: str) -> int:
     return level
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time of the write.
+
+    A command run in-process (a test's CliRunner, an embedding application) swaps ``sys.stderr`` for a
+    buffer and closes it afterwards; holding that object would make every later log call raise, and an
+    activity whose log call raises fails with that error instead of its own (a non-retryable model error
+    would be retried)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(default: str, *, stream: TextIO | None = None, env_var: str = "RLM_LOG_LEVEL") -> None:
     """Log to ``stream`` (stderr: stdout carries answers and --json output) at ``RLM_LOG_LEVEL`` or
     ``default``. A terminal gets the console renderer; anything else (a file, a pipe, a log shipper)
@@ -52,7 +67,7 @@ def configure_logging(default: str, *, stream: TextIO | None = None, env_var: st
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=structlog.PrintLoggerFactory(out if stream is not None else _CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 
