@@ -39,7 +39,6 @@ from orchestrator.store import (
 )
 from orchestrator.store.errors import NotFound
 from orchestrator.store.models import FINAL_STATUSES
-from orchestrator.workflows import Leaf, RLMNode
 from orchestrator.workflows.common import search_attributes
 from orchestrator.workflows.types import (
     COMPLETED,
@@ -232,26 +231,16 @@ async def restart(
     memo = await desc.memo()
     sa = search_attributes(run, inp.depth, RUNNING)
     queue, reuse = attrs.task_queue.name, WorkflowIDReusePolicy.ALLOW_DUPLICATE
-    if isinstance(inp, NodeInput):
-        await client.start_workflow(
-            RLMNode.run,
-            inp,
-            id=desc.id,
-            task_queue=queue,
-            id_reuse_policy=reuse,
-            search_attributes=sa,
-            memo=memo,
-        )
-    else:
-        await client.start_workflow(
-            Leaf.run,
-            inp,
-            id=desc.id,
-            task_queue=queue,
-            id_reuse_policy=reuse,
-            search_attributes=sa,
-            memo=memo,
-        )
+    # Restarted under the workflow type its history started with.
+    await client.start_workflow(
+        kind,
+        inp,
+        id=desc.id,
+        task_queue=queue,
+        id_reuse_policy=reuse,
+        search_attributes=sa,
+        memo=memo,
+    )
     log.info("node.restarted", node_id=desc.id, carry=getattr(inp, "carry", None) is not None)
     return desc.id
 
