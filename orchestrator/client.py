@@ -21,6 +21,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 
 from orchestrator.devstack import DevServer, DevServerConfig
+from orchestrator.ids import check_run_id, check_tenant
 from orchestrator.settings import Settings
 from orchestrator.store import (
     create_run,
@@ -84,6 +85,12 @@ class RunRequest:
     deadline_s: float = 3600.0
     run_id: str | None = None
     limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        # Checked where a run is asked for, before anything starts: both end up in visibility queries.
+        check_tenant(self.tenant)
+        if self.run_id is not None:
+            check_run_id(self.run_id)
 
 
 def new_run_id() -> str:

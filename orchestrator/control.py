@@ -25,6 +25,7 @@ from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExec
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from orchestrator.ids import quoted
 from orchestrator.store import (
     get_node,
     get_run,
@@ -102,7 +103,7 @@ def parse_target(text: str) -> Target:
 async def live_nodes(client: Client, sessions: sessionmaker[Session], target: Target) -> dict[str, str]:
     """Workflow id -> workflow type of every running node under ``target``."""
     found: dict[str, str] = {}
-    query = f'RlmRunId = "{target.run_id}" AND ExecutionStatus = "Running"'
+    query = f'RlmRunId = {quoted(target.run_id)} AND ExecutionStatus = "Running"'
     async for wf in client.list_workflows(query):
         if target.covers(wf.id) and wf.workflow_type in NODE_TYPES:
             found[wf.id] = wf.workflow_type
@@ -411,9 +412,9 @@ async def stuck(
     none); attempts come from Temporal's pending activities, with the last failure as the reason."""
     query = 'ExecutionStatus = "Running" AND WorkflowType IN ("RLMNode", "Leaf")'
     if run_id is not None:
-        query += f' AND RlmRunId = "{run_id}"'
+        query += f" AND RlmRunId = {quoted(run_id)}"
     if tenant is not None:
-        query += f' AND RlmTenant = "{tenant}"'
+        query += f" AND RlmTenant = {quoted(tenant)}"
     now = datetime.now(UTC)
     found: list[StuckNode] = []
     async for wf in client.list_workflows(query):

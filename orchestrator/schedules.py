@@ -38,6 +38,7 @@ from orchestrator.workflows.types import Text
 
 log = structlog.get_logger(__name__)
 
+# A fire's run id is "<name>-<fire time>": this rule keeps it within orchestrator.ids' run-id rule.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 OVERLAP = {
     "skip": ScheduleOverlapPolicy.SKIP,

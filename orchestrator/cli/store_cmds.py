@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.cli.output import emit_json
+from orchestrator.ids import check_tenant
 from orchestrator.settings import Settings, SettingsError, load_settings
 from orchestrator.store import (
     BudgetUsage,
@@ -165,11 +166,13 @@ def _usage_json(usage: BudgetUsage) -> dict[str, str | None]:
 
 @tenant_app.command("create", context_settings=_ARGS)
 def tenant_create(
-    name: Annotated[str, typer.Argument(help="Tenant name (at most 128 characters).")],
+    name: Annotated[str, typer.Argument(help="Tenant name: 1-128 letters, digits, '.', '_', ':', '-'.")],
     budget_usd: Annotated[str, typer.Option("--budget-usd", help="USD budget, e.g. 100 or 12.50.")],
 ) -> None:
     """Create a tenant with a USD budget."""
     settings = _settings()
+    with _errors(settings):
+        check_tenant(name)
     budget = _budget(budget_usd)
     with _sessions(settings) as sessions, _errors(settings), sessions.begin() as session:
         create_tenant(session, name, budget)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Replayer
 
+from orchestrator.ids import quoted
 from orchestrator.store import get_node, list_steps
 from orchestrator.store.errors import NotFound
 from orchestrator.worker import workflow_runner
@@ -77,7 +78,7 @@ async def replay_all(client: Client, workflow_ids: list[str]) -> dict[str, str]:
     """Replay every run of each workflow (a reset or restart leaves several); returns the failures."""
     histories: list[WorkflowHistory] = []
     for wid in workflow_ids:
-        async for wf in client.list_workflows(f'WorkflowId = "{wid}"'):
+        async for wf in client.list_workflows(f"WorkflowId = {quoted(wid)}"):
             handle = client.get_workflow_handle(wid, run_id=wf.run_id)
             histories.append(await handle.fetch_history())
 

@@ -1,0 +1,61 @@
+"""Run ids and tenant names: the one rule both follow, and quoting for Temporal visibility queries.
+
+A run id becomes part of every node's workflow id (``<run>/0.3.1``, so a ``/`` would make the tree
+path ambiguous), the ``RlmRunId`` search attribute, container labels and file names; a tenant name
+becomes ``RlmTenant``. Both are checked where they enter (``RunRequest``, ``rlm tenant create``).
+``:`` is allowed because a schedule's runs are named ``<schedule>-<fire time>``
+(``nightly-2026-11-21T02:00:00Z``).
+
+Values that were stored before the rule existed can still be looked up: every visibility query built
+from a value passes it through ``quoted``. Deterministic code only (``re``), so workflow modules may
+import it.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_CHARS = 128
+RULE = f"1-{MAX_CHARS} characters: letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
+_ALLOWED = re.compile(r"[A-Za-z0-9._:-]")
+_VALID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:-]{{0,{MAX_CHARS - 1}}}")
+
+
+class BadId(ValueError):
+    """A run id or tenant name breaks the rule; the message names the first bad character."""
+
+    def __init__(self, what: str, value: str, problem: str) -> None:
+        super().__init__(f"{what} {value!r} {problem}; a {what} is {RULE}")
+        self.what = what
+        self.value = value
+        self.problem = problem
+
+
+def _check(what: str, value: str) -> str:
+    if _VALID.fullmatch(value):
+        return value
+    if not value:
+        raise BadId(what, value, "is empty")
+    if len(value) > MAX_CHARS:
+        raise BadId(what, value[:20] + "…", f"has {len(value)} characters")
+    if not _ALLOWED.fullmatch(value[0]) or value[0] in "._:-":
+        raise BadId(what, value, f"starts with {value[0]!r}")
+    bad = next(i for i, ch in enumerate(value) if not _ALLOWED.fullmatch(ch))
+    raise BadId(what, value, f"has {value[bad]!r} at position {bad + 1}")
+
+
+def check_run_id(value: str) -> str:
+    """``value`` when it is a valid run id, else ``BadId``."""
+    return _check("run id", value)
+
+
+def check_tenant(value: str) -> str:
+    """``value`` when it is a valid tenant name, else ``BadId``."""
+    return _check("tenant name", value)
+
+
+def quoted(value: str) -> str:
+    """``value`` as a string literal of a Temporal visibility query (``RlmRunId = {quoted(x)}``).
+
+    Backslash and double quote are escaped, so no value can end the literal and add a condition."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
