@@ -12,22 +12,26 @@ cell), the run's absolute deadline (the node ends ``timed_out`` keeping any part
 (``paused_budget`` until a ``resume`` or ``abort`` signal).
 
 Operators: the ``pause`` signal holds the node as ``paused`` before its next step (a model call or a
-cell) until ``resume``; cancelling the workflow (``rlm abort``) ends it ``aborted``: the store and the
-search attributes say so, its sandbox containers are removed, and its children (started with
-``ParentClosePolicy.REQUEST_CANCEL``) are cancelled in turn. See docs/operations.md.
+cell) until ``resume``; while its pause is requested the node starts no child (a sub-call asked for
+by the running cell waits, the node shows ``paused``), and it passes ``pause``, ``resume`` and
+``abort`` on to its running RLM children, so one signal reaches the whole subtree. Cancelling the
+workflow (``rlm abort``) ends it ``aborted``: the store and the search attributes say so, its sandbox
+containers are removed, and its children (started with ``ParentClosePolicy.REQUEST_CANCEL``) are
+cancelled in turn. See docs/operations.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from datetime import timedelta
 from decimal import Decimal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ChildWorkflowError, TimeoutError
-from temporalio.workflow import ParentClosePolicy
+from temporalio.exceptions import ActivityError, ChildWorkflowError, FailureError
+from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
 from orchestrator.workflows import common
 from orchestrator.workflows.leaf import Leaf, classify_failure
@@ -62,6 +66,9 @@ GENERATE_TIMEOUT_S = 600.0
 # errors in the user's code are results, not failures.
 EXECUTE_RETRY = RetryPolicy(maximum_attempts=10)
 RELEASE_TIMEOUT_S = 60.0
+# Histories recorded before a pause reached the subtree replay without these commands.
+PAUSE_SUBTREE = "rlm-pause-subtree"
+HELD_MESSAGE = "paused by an operator (rlm pause): new sub-calls wait for `rlm resume`"
 
 
 @workflow.defn(name="RLMNode")
@@ -85,6 +92,10 @@ class RLMNode:
         self._last_error: str | None = None
         self._child_states: dict[str, ChildState] = {}
         self._children_cost = Decimal(0)
+        # RLM children started and not yet returned: where pause, resume and abort are passed on.
+        self._rlm_children: dict[str, ChildWorkflowHandle[RLMNode, NodeResult]] = {}
+        self._held = 0  # sub-calls waiting for the pause to be lifted
+        self._held_status = asyncio.Lock()
         if inp.carry is not None:
             self._iteration = inp.carry.iteration
             self._subcalls = inp.carry.subcalls
@@ -94,18 +105,36 @@ class RLMNode:
 
     # --- operator controls and live state -----------------------------------------------------
 
+    # Each signal is passed on once, when it changes this node's state: an operator who signals
+    # every node of a tree and the parents passing it on then cost a few idempotent duplicates.
+
     @workflow.signal
-    def resume(self) -> None:
+    async def resume(self) -> None:
+        lifted = self._pause_requested
         self._resume = True
         self._pause_requested = False
+        if lifted and workflow.patched(PAUSE_SUBTREE):
+            await self._pass_on("resume")
 
     @workflow.signal
-    def abort(self) -> None:
+    async def abort(self) -> None:
+        if self._abort:
+            return
         self._abort = True
+        if workflow.patched(PAUSE_SUBTREE):
+            await self._pass_on("abort")
 
     @workflow.signal
-    def pause(self) -> None:
+    async def pause(self) -> None:
+        if self._pause_requested:
+            return
         self._pause_requested = True
+        if workflow.patched(PAUSE_SUBTREE):
+            await self._pass_on("pause")
+
+    async def _pass_on(self, signal: str) -> None:
+        """Signal every running RLM child (leaves are single model calls: nothing to hold)."""
+        await asyncio.gather(*(_tell(child, signal) for child in list(self._rlm_children.values())))
 
     @workflow.query
     def state(self) -> NodeState:
@@ -121,6 +150,7 @@ class RLMNode:
             last_error=self._last_error,
             children_cost_usd=str(self._children_cost),
             child_states=list(self._child_states.values()),
+            held_subcalls=self._held,
         )
 
     # --- the loop ------------------------------------------------------------------------------
@@ -212,6 +242,9 @@ class RLMNode:
         return await self._finish(FAILED, self._partial, "the iteration loop ended without an answer")
 
     def _should_continue_as_new(self, iterations_this_run: int) -> bool:
+        if self._pause_requested and workflow.patched(PAUSE_SUBTREE):
+            # Hold first: a requested pause would not survive into the new run.
+            return False
         every = self._inp.run.limits.iterations_per_run
         return workflow.info().is_continue_as_new_suggested() or (0 < every <= iterations_this_run)
 
@@ -254,7 +287,7 @@ class RLMNode:
             await workflow.wait_condition(
                 lambda: self._resume or self._abort, timeout=common.until_deadline(self._inp.run)
             )
-        except TimeoutError:
+        except TimeoutError:  # asyncio's: wait_condition's timeout (Temporal's TimeoutError is not it)
             return await self._finish(TIMED_OUT, self._partial, f"{what} until the deadline: {message}")
         if self._abort:
             return await self._finish(ABORTED, self._partial, f"aborted while {what}: {message}")
@@ -335,10 +368,13 @@ class RLMNode:
         memo = common.memo(batch.titles[index] if index < len(batch.titles) else prompt.preview)
         self._child_states[cid] = ChildState(cid, RUNNING)
         async with self._slots:
+            refused = await self._unless_paused(cid)
+            if refused is not None:
+                return refused
             try:
                 if batch.kind == "rlm" and depth <= run.limits.max_depth:
                     node = NodeInput(run, cid, inp.node_id, depth, "rlm", model, context=prompt)
-                    return await workflow.execute_child_workflow(
+                    child = await workflow.start_child_workflow(
                         RLMNode.run,
                         node,
                         id=cid,
@@ -346,6 +382,7 @@ class RLMNode:
                         memo=memo,
                         parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
                     )
+                    return await self._follow(child)
                 leaf = LeafInput(run, cid, inp.node_id, depth, model, prompt)
                 return await workflow.execute_child_workflow(
                     Leaf.run,
@@ -357,6 +394,68 @@ class RLMNode:
                 )
             except ChildWorkflowError as err:
                 return NodeResult(cid, FAILED, None, f"sub-call {cid} failed: {err.cause or err}")
+
+    async def _unless_paused(self, cid: str) -> NodeResult | None:
+        """While a pause is requested no child starts: wait for ``resume`` (None: start it now).
+
+        ``abort`` or the run's deadline while waiting ends the sub-call unstarted, with the reason."""
+        if not self._pause_requested or not workflow.patched(PAUSE_SUBTREE):
+            return None
+        self._held += 1
+        await self._show_held()
+        timed_out = False
+        try:
+            await workflow.wait_condition(
+                lambda: not self._pause_requested or self._abort,
+                timeout=common.until_deadline(self._inp.run),
+            )
+        except TimeoutError:
+            timed_out = True
+        self._held -= 1
+        if self._abort:
+            # The node holds at its next step and ends aborted there: it stays shown as paused.
+            return NodeResult(
+                cid, ABORTED, None, f"sub-call {cid} was not started: the node was aborted while paused"
+            )
+        await self._show_held()
+        if timed_out:
+            return NodeResult(
+                cid,
+                TIMED_OUT,
+                None,
+                f"sub-call {cid} was not started: the node stayed paused until the run's deadline",
+            )
+        return None
+
+    async def _show_held(self) -> None:
+        """The node shows ``paused`` while any sub-call is held, ``running`` again when none is.
+
+        One at a time, so the store's last write is the current state."""
+        async with self._held_status:
+            held = self._held > 0
+            if held == (self._status == PAUSED):
+                return
+            status, message = (PAUSED, HELD_MESSAGE) if held else (RUNNING, None)
+            self._status, self._message = status, message
+            common.set_status(status)
+            await common.record(self._event(status, error=message))
+
+    async def _follow(self, child: ChildWorkflowHandle[RLMNode, NodeResult]) -> NodeResult:
+        """Wait for a started RLM child, passing pause, resume and abort on to it meanwhile."""
+        self._rlm_children[child.id] = child
+        try:
+            if self._pause_requested and workflow.patched(PAUSE_SUBTREE):
+                # The pause came while the child was being started, so the signals passed on missed it.
+                await _tell(child, "pause")
+            return await child
+        finally:
+            del self._rlm_children[child.id]
+
+
+async def _tell(child: ChildWorkflowHandle[RLMNode, NodeResult], signal: str) -> None:
+    # A child that ended before the signal reached it has nothing left to hold or release.
+    with contextlib.suppress(FailureError):
+        await child.signal(signal)
 
 
 def _reply(results: list[NodeResult]) -> SubcallReply:

@@ -213,6 +213,7 @@ class NodeState:
     last_error: str | None = None  # the last cell error or failed sub-call seen
     children_cost_usd: str = "0"  # spend of the children whose results came back
     child_states: list[ChildState] = field(default_factory=list)
+    held_subcalls: int = 0  # sub-calls waiting to start until an operator's pause is lifted
 
 
 def update_id(node_id: str, iteration: int, cell: int, seq: int) -> str:

@@ -1,17 +1,21 @@
 """Record workflow histories of the operator paths for the replay test:
-``python -m tests.ops.control.record_histories``.
+``python -m tests.ops.control.record_histories [SCENARIO ...]`` (default: all).
 
 Scenarios: ``paused`` (an operator pause, then resume), ``aborted`` (a depth-2 tree cancelled while
 its children run), ``restarted`` (a root terminated mid-cell, then restarted by ``rlm resume``: both
-runs). Each on an embedded dev server with a PostgreSQL schema of its own; every run of every
-workflow goes to tests/ops/control/histories/<scenario>-<node>-<n>.json. Re-record after a
-deliberate, versioned change to workflow code.
+runs), ``held`` (the root alone is paused during a fan-out cell: the pause is passed down, a child
+holds its next sub-call unstarted, then resume and the run completes). Each on an embedded dev
+server with a PostgreSQL schema of its own; every run of every workflow goes to
+tests/ops/control/histories/<scenario>-<node>-<n>.json. Record a new scenario for a deliberate,
+versioned (``workflow.patched``) change to workflow code; keep the older files: they prove that
+histories recorded before the change still replay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
@@ -78,6 +82,27 @@ async def _restarted(client: Client, sessions: sessionmaker[Session], run_id: st
     await handle.result()
 
 
+async def _held(client: Client, sessions: sessionmaker[Session], run_id: str) -> None:
+    root = root_id(run_id)
+
+    async def generating() -> bool | None:
+        if node_status(sessions, f"{root}.1.1") is None:
+            return None
+        state = await client.get_workflow_handle(f"{root}.1.1").query(RLMNode.state)
+        return True if state.step.startswith("generate") else None
+
+    await eventually(generating, "the first grandchild's model call")
+    await client.get_workflow_handle(root).signal(RLMNode.pause)
+
+    async def held() -> bool | None:
+        state = await client.get_workflow_handle(f"{root}.1").query(RLMNode.state)
+        return True if state.held_subcalls == 1 else None
+
+    await eventually(held, "a held sub-call")
+    await control.resume(client, sessions, control.parse_target(run_id))
+    await client.get_workflow_handle(root, result_type=NodeResult).result()
+
+
 async def main() -> None:
     schema = f"rec_{uuid.uuid4().hex[:8]}"
     admin = create_engine(test_database_url(), isolation_level="AUTOCOMMIT")
@@ -86,13 +111,13 @@ async def main() -> None:
     url = f"{test_database_url()}?options=-csearch_path%3D{schema}"
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            await record(Path(tmp), url)
+            await record(Path(tmp), url, set(sys.argv[1:]))
     finally:
         with admin.connect() as conn:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
 
 
-async def record(data: Path, url: str) -> None:
+async def record(data: Path, url: str, only: set[str]) -> None:
     engine = make_engine(url)
     upgrade(engine)
     sessions = make_session_factory(engine)
@@ -135,10 +160,25 @@ async def record(data: Path, url: str) -> None:
                 ),
                 _restarted,
             ),
+            "held": (
+                RunRequest(
+                    "How many times does the word 'ERROR' appear?",
+                    path,
+                    model="scripted/recurse?parallel=0",
+                    sub_model="scripted/recurse?parallel=0&latency_ms=1500",
+                    limits=Limits(max_depth=2),
+                ),
+                _held,
+            ),
         }
+        unknown = only - set(scenarios)
+        if unknown:
+            raise SystemExit(f"unknown scenario(s) {sorted(unknown)}; known: {', '.join(scenarios)}")
         OUT.mkdir(exist_ok=True)
         async with running_worker(client, settings):
             for name, (req, drive) in scenarios.items():
+                if only and name not in only:
+                    continue
                 run_id = f"rec-{name}"
                 await start_run(client, sessions, replace(req, run_id=run_id), settings.task_queue)
                 await drive(client, sessions, run_id)
