@@ -158,7 +158,9 @@ def _require_run(sessions: sessionmaker[Session], target: Target) -> None:
 async def pause(client: Client, sessions: sessionmaker[Session], target: Target) -> list[str]:
     """Ask every running RLM node under ``target`` to hold before its next step; returns their ids.
 
-    Leaves are single model calls: the ones in flight finish, new ones wait for their paused parent."""
+    Each node also passes the pause on to its running RLM children, so nodes this listing misses
+    (started a moment ago, not yet visible) hold too; the duplicates are harmless. Leaves are single
+    model calls: the ones in flight finish, new ones are not started while their parent's pause holds."""
     _require_run(sessions, target)
     nodes = await live_nodes(client, sessions, target)
     return await _signal_all(client, [w for w, t in nodes.items() if t == "RLMNode"], "pause")
