@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, literal_column
+from sqlalchemy import Column, CursorResult, Executable, Result, Table, bindparam, inspect, literal_column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session
+
+# Built statements by (dialect, table, columns, conflict columns). A statement built once and
+# executed with parameters skips SQLAlchemy's per-call construction and cache-key work, which was
+# most of a leaf's store time (docs/orchestrator.md, "Where a sub-call's time goes").
+_STATEMENTS: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], Executable] = {}
 
 
 def _insert(session: Session, model: type[DeclarativeBase]) -> postgresql.Insert | sqlite.Insert:
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(model)
     return sqlite.insert(model)
+
+
+def _columns(model: type[DeclarativeBase], names: Iterable[str]) -> list[tuple[str, Column[Any]]]:
+    """The table columns behind attribute names (an attribute may map a column of another name)."""
+    columns = inspect(model).columns
+    return [(name, columns[name]) for name in names]
 
 
 def rowcount(result: Result[Any]) -> int:
@@ -28,9 +39,23 @@ def insert_ignore(
     On PostgreSQL a concurrent uncommitted insert of the same key makes this wait for that
     transaction, so afterwards the winner's row is visible to a fresh statement.
     """
-    # RETURNING rather than rowcount: drivers report -1 for some INSERTs (psycopg with implicit returning).
-    stmt = _insert(session, model).values(**values).on_conflict_do_nothing(index_elements=list(conflict))
-    return session.execute(stmt.returning(literal_column("1"))).first() is not None
+    dialect = session.get_bind().dialect.name
+    table = cast(Table, model.__table__)
+    key = (dialect, table.name, tuple(values), tuple(conflict))
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        # RETURNING rather than rowcount: drivers report -1 for some INSERTs (psycopg with implicit
+        # returning).
+        stmt = (
+            insert(table)
+            .values({col: bindparam(f"v_{name}", type_=col.type) for name, col in _columns(model, values)})
+            .on_conflict_do_nothing(index_elements=list(conflict))
+            .returning(literal_column("1"))
+        )
+        _STATEMENTS[key] = stmt
+    params = {f"v_{name}": value for name, value in values.items()}
+    return session.execute(stmt, params).first() is not None
 
 
 def upsert(

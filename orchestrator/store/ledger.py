@@ -24,10 +24,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import structlog
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Row, Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.store import validate
@@ -42,6 +42,64 @@ SessionSource = Session | sessionmaker[Session]
 T = TypeVar("T")
 
 KEY_MAX = 255
+
+# Every model call runs these: built once and executed with parameters, they skip SQLAlchemy's
+# per-call statement construction (see _sql.py).
+_ENTRIES = cast(Table, LedgerEntry.__table__)
+_TENANTS = cast(Table, Tenant.__table__)
+_RUNS = cast(Table, Run.__table__)
+_BY_KEY = select(_ENTRIES.c.reservation_id, _ENTRIES.c.run_id).where(
+    _ENTRIES.c.idempotency_key == bindparam("key")
+)
+_RUN_TENANT = (
+    select(_RUNS.c.tenant_id, _TENANTS.c.name)
+    .join(_TENANTS, _TENANTS.c.id == _RUNS.c.tenant_id)
+    .where(_RUNS.c.run_id == bindparam("run_id"))
+)
+_TENANT_HOLD = (
+    update(_TENANTS)
+    .where(
+        _TENANTS.c.id == bindparam("b_tenant"),
+        _TENANTS.c.spent_nanos + _TENANTS.c.reserved_nanos + bindparam("nanos") <= _TENANTS.c.budget_nanos,
+    )
+    .values(reserved_nanos=_TENANTS.c.reserved_nanos + bindparam("nanos"))
+)
+_RUN_HOLD = (
+    update(_RUNS)
+    .where(
+        _RUNS.c.run_id == bindparam("b_run"),
+        or_(
+            _RUNS.c.budget_nanos.is_(None),
+            _RUNS.c.spent_nanos + _RUNS.c.reserved_nanos + bindparam("nanos") <= _RUNS.c.budget_nanos,
+        ),
+    )
+    .values(reserved_nanos=_RUNS.c.reserved_nanos + bindparam("nanos"))
+)
+_ENTRY = select(
+    _ENTRIES.c.kind,
+    _ENTRIES.c.run_id,
+    _ENTRIES.c.tenant_id,
+    _ENTRIES.c.amount_nanos,
+    _ENTRIES.c.idempotency_key,
+).where(_ENTRIES.c.reservation_id == bindparam("reservation_id"), _ENTRIES.c.phase == bindparam("phase"))
+# kind, run_id, tenant_id, amount_nanos, idempotency_key
+_EntryRow = Row[Any, Any, Any, Any, Any]
+_TENANT_CLOSE = (
+    update(_TENANTS)
+    .where(_TENANTS.c.id == bindparam("b_tenant"))
+    .values(
+        reserved_nanos=_TENANTS.c.reserved_nanos - bindparam("held"),
+        spent_nanos=_TENANTS.c.spent_nanos + bindparam("nanos"),
+    )
+)
+_RUN_CLOSE = (
+    update(_RUNS)
+    .where(_RUNS.c.run_id == bindparam("b_run"))
+    .values(
+        reserved_nanos=_RUNS.c.reserved_nanos - bindparam("held"),
+        spent_nanos=_RUNS.c.spent_nanos + bindparam("nanos"),
+    )
+)
 
 
 def _atomic(source: SessionSource, operation: Callable[[Session], T]) -> T:
@@ -80,9 +138,7 @@ def reserve(source: SessionSource, *, run_id: str, tenant: str, amount: Decimal,
 
 
 def _existing_for_key(session: Session, key: str, run_id: str) -> str | None:
-    row = session.execute(
-        select(LedgerEntry.reservation_id, LedgerEntry.run_id).where(LedgerEntry.idempotency_key == key)
-    ).one_or_none()
+    row = session.execute(_BY_KEY, {"key": key}).one_or_none()
     if row is None:
         return None
     if row.run_id != run_id:
@@ -96,11 +152,7 @@ def _reserve(session: Session, run_id: str, tenant: str, nanos: int, key: str) -
     existing = _existing_for_key(session, key, run_id)
     if existing is not None:
         return existing
-    row = session.execute(
-        select(Run.tenant_id, Tenant.name)
-        .join(Tenant, Tenant.id == Run.tenant_id)
-        .where(Run.run_id == run_id)
-    ).one_or_none()
+    row = session.execute(_RUN_TENANT, {"run_id": run_id}).one_or_none()
     if row is None:
         raise NotFound("run", run_id)
     if row.name != tenant:
@@ -124,15 +176,7 @@ def _reserve(session: Session, run_id: str, tenant: str, nanos: int, key: str) -
             raise NotFound("reservation for key", key)
         return winner
 
-    tenant_ok = session.execute(
-        update(Tenant)
-        .where(
-            Tenant.id == row.tenant_id,
-            Tenant.spent_nanos + Tenant.reserved_nanos + nanos <= Tenant.budget_nanos,
-        )
-        .values(reserved_nanos=Tenant.reserved_nanos + nanos)
-        .execution_options(synchronize_session=False)
-    )
+    tenant_ok = session.execute(_TENANT_HOLD, {"b_tenant": row.tenant_id, "nanos": nanos})
     if rowcount(tenant_ok) != 1:
         t = session.execute(
             select(Tenant.budget_nanos, Tenant.spent_nanos, Tenant.reserved_nanos).where(
@@ -147,15 +191,7 @@ def _reserve(session: Session, run_id: str, tenant: str, nanos: int, key: str) -
             reserved=from_nanos(t.reserved_nanos),
             requested=from_nanos(nanos),
         )
-    run_ok = session.execute(
-        update(Run)
-        .where(
-            Run.run_id == run_id,
-            or_(Run.budget_nanos.is_(None), Run.spent_nanos + Run.reserved_nanos + nanos <= Run.budget_nanos),
-        )
-        .values(reserved_nanos=Run.reserved_nanos + nanos)
-        .execution_options(synchronize_session=False)
-    )
+    run_ok = session.execute(_RUN_HOLD, {"b_run": run_id, "nanos": nanos})
     if rowcount(run_ok) != 1:
         r = session.execute(
             select(Run.budget_nanos, Run.spent_nanos, Run.reserved_nanos).where(Run.run_id == run_id)
@@ -190,21 +226,23 @@ def release(source: SessionSource, reservation_id: str) -> None:
     log.debug("ledger.released", reservation_id=reservation_id)
 
 
-def _closing_entry(session: Session, reservation_id: str) -> LedgerEntry | None:
-    stmt = select(LedgerEntry).where(LedgerEntry.reservation_id == reservation_id, LedgerEntry.phase == 1)
-    return session.scalars(stmt.execution_options(populate_existing=True)).one_or_none()
+def _entry(session: Session, reservation_id: str, phase: int) -> _EntryRow | None:
+    """The opening (phase 0) or closing (phase 1) entry of a reservation."""
+    return session.execute(_ENTRY, {"reservation_id": reservation_id, "phase": phase}).one_or_none()
 
 
-def _already_closed(closing: LedgerEntry, kind: LedgerKind, reservation_id: str) -> Decimal:
+def _closing_entry(session: Session, reservation_id: str) -> _EntryRow | None:
+    return _entry(session, reservation_id, 1)
+
+
+def _already_closed(closing: _EntryRow, kind: LedgerKind, reservation_id: str) -> Decimal:
     if kind is LedgerKind.SETTLE and closing.kind == LedgerKind.RELEASE.value:
         raise ReservationClosed(reservation_id, "release")
     return from_nanos(closing.amount_nanos)
 
 
 def _close(session: Session, reservation_id: str, kind: LedgerKind, nanos: int) -> Decimal:
-    opening = session.scalars(
-        select(LedgerEntry).where(LedgerEntry.reservation_id == reservation_id, LedgerEntry.phase == 0)
-    ).one_or_none()
+    opening = _entry(session, reservation_id, 0)
     if opening is None:
         raise NotFound("reservation", reservation_id)
     closing = _closing_entry(session, reservation_id)
@@ -227,25 +265,13 @@ def _close(session: Session, reservation_id: str, kind: LedgerKind, nanos: int) 
             raise NotFound("closing entry of reservation", reservation_id)
         return _already_closed(closing, kind, reservation_id)
     held = opening.amount_nanos
-    session.execute(
-        update(Tenant)
-        .where(Tenant.id == opening.tenant_id)
-        .values(reserved_nanos=Tenant.reserved_nanos - held, spent_nanos=Tenant.spent_nanos + nanos)
-        .execution_options(synchronize_session=False)
-    )
-    session.execute(
-        update(Run)
-        .where(Run.run_id == opening.run_id)
-        .values(reserved_nanos=Run.reserved_nanos - held, spent_nanos=Run.spent_nanos + nanos)
-        .execution_options(synchronize_session=False)
-    )
+    session.execute(_TENANT_CLOSE, {"b_tenant": opening.tenant_id, "held": held, "nanos": nanos})
+    session.execute(_RUN_CLOSE, {"b_run": opening.run_id, "held": held, "nanos": nanos})
     return from_nanos(nanos)
 
 
 def get_reservation(session: Session, reservation_id: str) -> Reservation:
-    opening = session.scalars(
-        select(LedgerEntry).where(LedgerEntry.reservation_id == reservation_id, LedgerEntry.phase == 0)
-    ).one_or_none()
+    opening = _entry(session, reservation_id, 0)
     if opening is None:
         raise NotFound("reservation", reservation_id)
     tenant = session.scalar(select(Tenant.name).where(Tenant.id == opening.tenant_id)) or ""
