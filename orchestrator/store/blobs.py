@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections.abc import Iterator
+from typing import cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.store._sql import insert_ignore
@@ -20,6 +21,12 @@ from orchestrator.store.models import Blob, BlobChunk, utcnow
 CHUNK_SIZE = 4 * 1024 * 1024
 # Level 1: most of the gain on text at a fraction of the CPU of the default level.
 ZLIB_LEVEL = 1
+
+# Every leaf stores its prompt and answer: built once and executed with parameters (see _sql.py).
+_BLOBS = cast(Table, Blob.__table__)
+_BLOB_EXISTS = select(literal(1)).where(_BLOBS.c.sha256 == bindparam("sha"))
+_CHUNK_INSERT = insert(cast(Table, BlobChunk.__table__))
+_BLOB_SIZE = update(_BLOBS).where(_BLOBS.c.sha256 == bindparam("b_sha"))
 
 
 def sha256_hex(data: bytes) -> str:
@@ -32,7 +39,7 @@ def put_blob(session: Session, data: bytes, *, compress: bool = True) -> str:
         raise InvalidValue(f"blob data must be bytes, got {type(data).__name__}")
     view = memoryview(data)
     sha = hashlib.sha256(view).hexdigest()
-    if session.get(Blob, sha) is not None:
+    if session.execute(_BLOB_EXISTS, {"sha": sha}).first() is not None:
         return sha
     chunk_count = (len(view) + CHUNK_SIZE - 1) // CHUNK_SIZE
     header = {
@@ -52,13 +59,9 @@ def put_blob(session: Session, data: bytes, *, compress: bool = True) -> str:
         compressed = len(packed) < len(raw)
         payload = packed if compressed else raw
         stored += len(payload)
-        session.execute(insert(BlobChunk).values(sha256=sha, seq=seq, compressed=compressed, data=payload))
-    session.execute(
-        update(Blob)
-        .where(Blob.sha256 == sha)
-        .values(stored_size=stored)
-        .execution_options(synchronize_session=False)
-    )
+        chunk = {"sha256": sha, "seq": seq, "compressed": compressed, "data": payload}
+        session.execute(_CHUNK_INSERT, chunk)
+    session.execute(_BLOB_SIZE, {"b_sha": sha, "stored_size": stored})
     return sha
 
 

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation, localcontext
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from orchestrator.store import validate
@@ -28,6 +29,12 @@ from orchestrator.store.errors import InvalidValue, UnknownModelPrice
 from orchestrator.store.models import ModelPriceRow, utcnow
 
 MODEL_MAX = 255
+
+_PRICES = cast(Table, ModelPriceRow.__table__)
+# Every model call looks its price up: built once, executed with parameters (see _sql.py).
+_REGISTERED = select(_PRICES.c.input_per_token, _PRICES.c.output_per_token).where(
+    _PRICES.c.model == bindparam("model")
+)
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,7 @@ def set_price(
 
 
 def price_for(session: Session, model: str, *, prices_file: Path | None = None) -> ModelPrice:
-    row = session.get(ModelPriceRow, model, populate_existing=True)
+    row = session.execute(_REGISTERED, {"model": model}).one_or_none()
     if row is not None:
         return ModelPrice(row.input_per_token, row.output_per_token, "registered")
     if prices_file is not None:

@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, literal, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.store import validate
@@ -32,6 +32,31 @@ from orchestrator.store.models import (
 )
 
 TENANT_NAME_MAX = 128
+
+# A leaf's model call runs these: built once and executed with parameters (see _sql.py).
+_NODES = cast(Table, Node.__table__)
+_NODE_EXISTS = select(literal(1)).where(_NODES.c.node_id == bindparam("node_id"))
+_NODE_FINISH = update(_NODES).where(_NODES.c.node_id == bindparam("b_node"))
+_NODE_ADD_STEP = (
+    update(_NODES)
+    .where(_NODES.c.node_id == bindparam("b_node"))
+    .values(
+        cost_nanos=_NODES.c.cost_nanos + bindparam("b_cost"),
+        prompt_tokens=_NODES.c.prompt_tokens + bindparam("b_prompt"),
+        completion_tokens=_NODES.c.completion_tokens + bindparam("b_completion"),
+        updated_at=bindparam("b_now"),
+    )
+)
+_FIND_STEP = (
+    select(Step)
+    .where(
+        Step.node_id == bindparam("node_id"),
+        Step.iteration == bindparam("iteration"),
+        Step.kind == bindparam("kind"),
+        Step.index == bindparam("index"),
+    )
+    .execution_options(populate_existing=True)
+)
 
 
 @dataclass(frozen=True)
@@ -258,22 +283,22 @@ def finish_node(
     status: str = Status.COMPLETED,
     answer_ref: str | None = None,
     error: str | None = None,
-) -> Node:
+) -> None:
     value = validate.status(status)
     if value not in FINAL_STATUSES:
         raise InvalidValue(
             f"finish_node needs a final status ({', '.join(sorted(FINAL_STATUSES))}), got {value!r}"
         )
     now = utcnow()
-    stmt = (
-        update(Node)
-        .where(Node.node_id == node_id)
-        .values(status=value, answer_ref=answer_ref, error=error, finished_at=now, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if rowcount(session.execute(stmt)) == 0:
+    values = {
+        "status": value,
+        "answer_ref": answer_ref,
+        "error": error,
+        "finished_at": now,
+        "updated_at": now,
+    }
+    if rowcount(session.execute(_NODE_FINISH, {"b_node": node_id, **values})) == 0:
         raise NotFound("node", node_id)
-    return get_node(session, node_id)
 
 
 def list_nodes(session: Session, run_id: str) -> list[Node]:
@@ -311,7 +336,8 @@ def record_step(
     if existing is not None:
         return existing
     cost_nanos = validate.nanos(cost, "step cost")
-    get_node(session, node_id)
+    if session.execute(_NODE_EXISTS, {"node_id": node_id}).first() is None:
+        raise NotFound("node", node_id)
     values = {
         "node_id": node_id,
         "iteration": key[1],
@@ -329,18 +355,14 @@ def record_step(
         "created_at": utcnow(),
     }
     if insert_ignore(session, Step, values, ["node_id", "iteration", "kind", "step_index"]):
-        stmt = (
-            update(Node)
-            .where(Node.node_id == node_id)
-            .values(
-                cost_nanos=Node.cost_nanos + cost_nanos,
-                prompt_tokens=Node.prompt_tokens + prompt_tokens,
-                completion_tokens=Node.completion_tokens + completion_tokens,
-                updated_at=utcnow(),
-            )
-            .execution_options(synchronize_session=False)
-        )
-        session.execute(stmt)
+        totals = {
+            "b_node": node_id,
+            "b_cost": cost_nanos,
+            "b_prompt": prompt_tokens,
+            "b_completion": completion_tokens,
+            "b_now": utcnow(),
+        }
+        session.execute(_NODE_ADD_STEP, totals)
     step = find_step(session, *key, key_index)
     if step is None:
         raise NotFound("step", f"{node_id} {key[1]} {kind} {key_index}")
@@ -348,10 +370,8 @@ def record_step(
 
 
 def find_step(session: Session, node_id: str, iteration: int, kind: str, index: int) -> Step | None:
-    stmt = select(Step).where(
-        Step.node_id == node_id, Step.iteration == iteration, Step.kind == kind, Step.index == index
-    )
-    return session.scalars(stmt.execution_options(populate_existing=True)).one_or_none()
+    params = {"node_id": node_id, "iteration": iteration, "kind": kind, "index": index}
+    return session.scalars(_FIND_STEP, params).one_or_none()
 
 
 def list_steps(session: Session, node_id: str) -> list[Step]:

@@ -140,10 +140,11 @@ def test_nodes_tree(sessions: sessionmaker[Session]) -> None:
             upsert_node(s, "run-1/9", run_id="run-1", kind="tree", depth=0)
         set_node_status(s, "run-1/0.0", "running")
         answer = put_text(s, "42")
-        done = finish_node(s, "run-1/0.1", answer_ref=answer)
+        finish_node(s, "run-1/0.1", answer_ref=answer)
+        done = get_node(s, "run-1/0.1")
         assert done.status == "completed" and done.finished_at is not None and done.answer_ref == answer
-        failed = finish_node(s, "run-1/0.0", status="timed_out", error="deadline passed")
-        assert failed.error == "deadline passed"
+        finish_node(s, "run-1/0.0", status="timed_out", error="deadline passed")
+        assert get_node(s, "run-1/0.0").error == "deadline passed"
         with pytest.raises(InvalidValue, match="final status"):
             finish_node(s, "run-1/0", status="running")
     with sessions() as s:
