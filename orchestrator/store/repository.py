@@ -36,6 +36,9 @@ TENANT_NAME_MAX = 128
 # A leaf's model call runs these: built once and executed with parameters (see _sql.py).
 _NODES = cast(Table, Node.__table__)
 _NODE_EXISTS = select(literal(1)).where(_NODES.c.node_id == bindparam("node_id"))
+_NODE_IDENTITY = select(
+    _NODES.c.run_id, _NODES.c.parent_id, _NODES.c.depth, _NODES.c.kind, _NODES.c.status
+).where(_NODES.c.node_id == bindparam("node_id"))
 _NODE_FINISH = update(_NODES).where(_NODES.c.node_id == bindparam("b_node"))
 _NODE_ADD_STEP = (
     update(_NODES)
@@ -218,7 +221,7 @@ def upsert_node(
     parent_id: str | None = None,
     status: str | None = None,
     workflow_id: str | None = None,
-) -> Node:
+) -> None:
     """Insert the node once; later calls (retries, resets) only update ``status`` when one is given.
 
     The identity fields (run, parent, depth, kind) cannot change: a mismatch raises ``InvalidValue``.
@@ -240,8 +243,8 @@ def upsert_node(
         "updated_at": now,
     }
     if insert_ignore(session, Node, values, ["node_id"]):
-        return get_node(session, node_id)
-    node = get_node(session, node_id)
+        return
+    node = session.execute(_NODE_IDENTITY, {"node_id": node_id}).one()
     identity = (node.run_id, node.parent_id, node.depth, node.kind)
     if identity != (run_id, parent_id, depth, values["kind"]):
         raise InvalidValue(
@@ -249,8 +252,7 @@ def upsert_node(
             f"not {(run_id, parent_id, depth, values['kind'])}"
         )
     if status is not None and node.status != values["status"]:
-        return set_node_status(session, node_id, status)
-    return node
+        set_node_status(session, node_id, status)
 
 
 def get_node(session: Session, node_id: str) -> Node:

@@ -127,13 +127,14 @@ def test_run_status(sessions: sessionmaker[Session]) -> None:
 def test_nodes_tree(sessions: sessionmaker[Session]) -> None:
     seed(sessions)
     with sessions.begin() as s:
-        root = upsert_node(s, "run-1/0", run_id="run-1", kind="root", depth=0, status="running")
+        upsert_node(s, "run-1/0", run_id="run-1", kind="root", depth=0, status="running")
+        root = get_node(s, "run-1/0")
         assert (root.workflow_id, root.status, root.parent_id) == ("run-1/0", "running", None)
         upsert_node(s, "run-1/0.1", run_id="run-1", kind="leaf", depth=1, parent_id="run-1/0")
         upsert_node(s, "run-1/0.0", run_id="run-1", kind="rlm", depth=1, parent_id="run-1/0")
         # A retried start is a no-op apart from the status it asks for.
-        again = upsert_node(s, "run-1/0", run_id="run-1", kind="root", depth=0, status="paused_budget")
-        assert again.status == "paused_budget"
+        upsert_node(s, "run-1/0", run_id="run-1", kind="root", depth=0, status="paused_budget")
+        assert get_node(s, "run-1/0").status == "paused_budget"
         with pytest.raises(InvalidValue, match="exists as"):
             upsert_node(s, "run-1/0", run_id="run-1", kind="leaf", depth=0)
         with pytest.raises(InvalidValue, match="root, rlm or leaf"):
