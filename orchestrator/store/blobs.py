@@ -39,30 +39,48 @@ def put_blob(session: Session, data: bytes, *, compress: bool = True) -> str:
         raise InvalidValue(f"blob data must be bytes, got {type(data).__name__}")
     view = memoryview(data)
     sha = hashlib.sha256(view).hexdigest()
+    chunk_count = (len(view) + CHUNK_SIZE - 1) // CHUNK_SIZE
+    if chunk_count <= 1:
+        # Every prompt and answer: pack first, then one header with its final size and one chunk.
+        chunks = [_pack(bytes(view), compress)] if chunk_count else []
+        header = _header(sha, len(view), sum(len(payload) for payload, _ in chunks), chunk_count)
+        if insert_ignore(session, Blob, header, ["sha256"]):
+            _insert_chunks(session, sha, chunks)
+        return sha
+    # Big blobs: don't compress megabytes that are stored already.
     if session.execute(_BLOB_EXISTS, {"sha": sha}).first() is not None:
         return sha
-    chunk_count = (len(view) + CHUNK_SIZE - 1) // CHUNK_SIZE
-    header = {
-        "sha256": sha,
-        "size": len(view),
-        "stored_size": 0,
-        "chunk_count": chunk_count,
-        "created_at": utcnow(),
-    }
     # A concurrent writer of the same bytes makes this a no-op once it commits; both get the same sha.
-    if not insert_ignore(session, Blob, header, ["sha256"]):
+    if not insert_ignore(session, Blob, _header(sha, len(view), 0, chunk_count), ["sha256"]):
         return sha
     stored = 0
     for seq in range(chunk_count):
-        raw = bytes(view[seq * CHUNK_SIZE : (seq + 1) * CHUNK_SIZE])
-        packed = zlib.compress(raw, ZLIB_LEVEL) if compress else raw
-        compressed = len(packed) < len(raw)
-        payload = packed if compressed else raw
+        payload, compressed = _pack(bytes(view[seq * CHUNK_SIZE : (seq + 1) * CHUNK_SIZE]), compress)
         stored += len(payload)
-        chunk = {"sha256": sha, "seq": seq, "compressed": compressed, "data": payload}
-        session.execute(_CHUNK_INSERT, chunk)
+        _insert_chunks(session, sha, [(payload, compressed)], first_seq=seq)
     session.execute(_BLOB_SIZE, {"b_sha": sha, "stored_size": stored})
     return sha
+
+
+def _pack(raw: bytes, compress: bool) -> tuple[bytes, bool]:
+    """The chunk as stored, and whether it is compressed (only when that makes it smaller)."""
+    packed = zlib.compress(raw, ZLIB_LEVEL) if compress else raw
+    return (packed, True) if len(packed) < len(raw) else (raw, False)
+
+
+def _header(sha: str, size: int, stored: int, chunk_count: int) -> dict[str, object]:
+    return {
+        "sha256": sha,
+        "size": size,
+        "stored_size": stored,
+        "chunk_count": chunk_count,
+        "created_at": utcnow(),
+    }
+
+
+def _insert_chunks(session: Session, sha: str, chunks: list[tuple[bytes, bool]], first_seq: int = 0) -> None:
+    for seq, (payload, compressed) in enumerate(chunks, start=first_seq):
+        session.execute(_CHUNK_INSERT, {"sha256": sha, "seq": seq, "compressed": compressed, "data": payload})
 
 
 def iter_blob(session: Session, sha256: str) -> Iterator[bytes]:

@@ -245,9 +245,7 @@ def _close(session: Session, reservation_id: str, kind: LedgerKind, nanos: int) 
     opening = _entry(session, reservation_id, 0)
     if opening is None:
         raise NotFound("reservation", reservation_id)
-    closing = _closing_entry(session, reservation_id)
-    if closing is not None:
-        return _already_closed(closing, kind, reservation_id)
+    # The closing entry's unique (reservation, phase) decides: a second close finds the first.
     entry = {
         "reservation_id": reservation_id,
         "phase": 1,

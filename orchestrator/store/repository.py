@@ -334,9 +334,6 @@ def record_step(
     """
     key = (node_id, validate.count(iteration, "iteration"), validate.text_id(kind, "step kind", 32))
     key_index = validate.count(index, "step index")
-    existing = find_step(session, *key, key_index)
-    if existing is not None:
-        return existing
     cost_nanos = validate.nanos(cost, "step cost")
     if session.execute(_NODE_EXISTS, {"node_id": node_id}).first() is None:
         raise NotFound("node", node_id)
