@@ -14,7 +14,7 @@ from typing import cast
 from sqlalchemy import Table, bindparam, insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from orchestrator.store._sql import insert_ignore
+from orchestrator.store._sql import insert_ignore, run
 from orchestrator.store.errors import BlobCorrupt, InvalidValue, NotFound
 from orchestrator.store.models import Blob, BlobChunk, utcnow
 
@@ -48,7 +48,7 @@ def put_blob(session: Session, data: bytes, *, compress: bool = True) -> str:
             _insert_chunks(session, sha, chunks)
         return sha
     # Big blobs: don't compress megabytes that are stored already.
-    if session.execute(_BLOB_EXISTS, {"sha": sha}).first() is not None:
+    if run(session, _BLOB_EXISTS, {"sha": sha}).first() is not None:
         return sha
     # A concurrent writer of the same bytes makes this a no-op once it commits; both get the same sha.
     if not insert_ignore(session, Blob, _header(sha, len(view), 0, chunk_count), ["sha256"]):
@@ -58,7 +58,7 @@ def put_blob(session: Session, data: bytes, *, compress: bool = True) -> str:
         payload, compressed = _pack(bytes(view[seq * CHUNK_SIZE : (seq + 1) * CHUNK_SIZE]), compress)
         stored += len(payload)
         _insert_chunks(session, sha, [(payload, compressed)], first_seq=seq)
-    session.execute(_BLOB_SIZE, {"b_sha": sha, "stored_size": stored})
+    run(session, _BLOB_SIZE, {"b_sha": sha, "stored_size": stored})
     return sha
 
 
@@ -80,7 +80,7 @@ def _header(sha: str, size: int, stored: int, chunk_count: int) -> dict[str, obj
 
 def _insert_chunks(session: Session, sha: str, chunks: list[tuple[bytes, bool]], first_seq: int = 0) -> None:
     for seq, (payload, compressed) in enumerate(chunks, start=first_seq):
-        session.execute(_CHUNK_INSERT, {"sha256": sha, "seq": seq, "compressed": compressed, "data": payload})
+        run(session, _CHUNK_INSERT, {"sha256": sha, "seq": seq, "compressed": compressed, "data": payload})
 
 
 def iter_blob(session: Session, sha256: str) -> Iterator[bytes]:

@@ -31,7 +31,7 @@ from sqlalchemy import Row, Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.store import validate
-from orchestrator.store._sql import insert_ignore, rowcount
+from orchestrator.store._sql import insert_ignore, rowcount, run
 from orchestrator.store.errors import BudgetExhausted, InvalidValue, NotFound, ReservationClosed
 from orchestrator.store.models import LedgerEntry, LedgerKind, Run, Tenant, utcnow
 from orchestrator.store.money import from_nanos
@@ -83,7 +83,7 @@ _ENTRY = select(
     _ENTRIES.c.idempotency_key,
 ).where(_ENTRIES.c.reservation_id == bindparam("reservation_id"), _ENTRIES.c.phase == bindparam("phase"))
 # kind, run_id, tenant_id, amount_nanos, idempotency_key
-_EntryRow = Row[Any, Any, Any, Any, Any]
+_EntryRow = Row[Any]
 _TENANT_CLOSE = (
     update(_TENANTS)
     .where(_TENANTS.c.id == bindparam("b_tenant"))
@@ -138,7 +138,7 @@ def reserve(source: SessionSource, *, run_id: str, tenant: str, amount: Decimal,
 
 
 def _existing_for_key(session: Session, key: str, run_id: str) -> str | None:
-    row = session.execute(_BY_KEY, {"key": key}).one_or_none()
+    row = run(session, _BY_KEY, {"key": key}).one_or_none()
     if row is None:
         return None
     if row.run_id != run_id:
@@ -152,7 +152,7 @@ def _reserve(session: Session, run_id: str, tenant: str, nanos: int, key: str) -
     existing = _existing_for_key(session, key, run_id)
     if existing is not None:
         return existing
-    row = session.execute(_RUN_TENANT, {"run_id": run_id}).one_or_none()
+    row = run(session, _RUN_TENANT, {"run_id": run_id}).one_or_none()
     if row is None:
         raise NotFound("run", run_id)
     if row.name != tenant:
@@ -176,7 +176,7 @@ def _reserve(session: Session, run_id: str, tenant: str, nanos: int, key: str) -
             raise NotFound("reservation for key", key)
         return winner
 
-    tenant_ok = session.execute(_TENANT_HOLD, {"b_tenant": row.tenant_id, "nanos": nanos})
+    tenant_ok = run(session, _TENANT_HOLD, {"b_tenant": row.tenant_id, "nanos": nanos})
     if rowcount(tenant_ok) != 1:
         t = session.execute(
             select(Tenant.budget_nanos, Tenant.spent_nanos, Tenant.reserved_nanos).where(
@@ -191,7 +191,7 @@ def _reserve(session: Session, run_id: str, tenant: str, nanos: int, key: str) -
             reserved=from_nanos(t.reserved_nanos),
             requested=from_nanos(nanos),
         )
-    run_ok = session.execute(_RUN_HOLD, {"b_run": run_id, "nanos": nanos})
+    run_ok = run(session, _RUN_HOLD, {"b_run": run_id, "nanos": nanos})
     if rowcount(run_ok) != 1:
         r = session.execute(
             select(Run.budget_nanos, Run.spent_nanos, Run.reserved_nanos).where(Run.run_id == run_id)
@@ -228,7 +228,7 @@ def release(source: SessionSource, reservation_id: str) -> None:
 
 def _entry(session: Session, reservation_id: str, phase: int) -> _EntryRow | None:
     """The opening (phase 0) or closing (phase 1) entry of a reservation."""
-    return session.execute(_ENTRY, {"reservation_id": reservation_id, "phase": phase}).one_or_none()
+    return run(session, _ENTRY, {"reservation_id": reservation_id, "phase": phase}).one_or_none()
 
 
 def _closing_entry(session: Session, reservation_id: str) -> _EntryRow | None:
@@ -263,8 +263,8 @@ def _close(session: Session, reservation_id: str, kind: LedgerKind, nanos: int) 
             raise NotFound("closing entry of reservation", reservation_id)
         return _already_closed(closing, kind, reservation_id)
     held = opening.amount_nanos
-    session.execute(_TENANT_CLOSE, {"b_tenant": opening.tenant_id, "held": held, "nanos": nanos})
-    session.execute(_RUN_CLOSE, {"b_run": opening.run_id, "held": held, "nanos": nanos})
+    run(session, _TENANT_CLOSE, {"b_tenant": opening.tenant_id, "held": held, "nanos": nanos})
+    run(session, _RUN_CLOSE, {"b_run": opening.run_id, "held": held, "nanos": nanos})
     return from_nanos(nanos)
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from orchestrator.store import validate
-from orchestrator.store._sql import upsert
+from orchestrator.store._sql import run, upsert
 from orchestrator.store.errors import InvalidValue, UnknownModelPrice
 from orchestrator.store.models import ModelPriceRow, utcnow
 
@@ -89,7 +89,7 @@ def set_price(
 
 
 def price_for(session: Session, model: str, *, prices_file: Path | None = None) -> ModelPrice:
-    row = session.execute(_REGISTERED, {"model": model}).one_or_none()
+    row = run(session, _REGISTERED, {"model": model}).one_or_none()
     if row is not None:
         return ModelPrice(row.input_per_token, row.output_per_token, "registered")
     if prices_file is not None:

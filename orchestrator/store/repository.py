@@ -16,7 +16,7 @@ from sqlalchemy import Table, bindparam, literal, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.store import validate
-from orchestrator.store._sql import insert_ignore, rowcount, upsert
+from orchestrator.store._sql import insert_ignore, rowcount, run, upsert
 from orchestrator.store.errors import AlreadyExists, InvalidValue, NotFound, UnknownTenant
 from orchestrator.store.models import (
     FINAL_STATUSES,
@@ -244,7 +244,7 @@ def upsert_node(
     }
     if insert_ignore(session, Node, values, ["node_id"]):
         return
-    node = session.execute(_NODE_IDENTITY, {"node_id": node_id}).one()
+    node = run(session, _NODE_IDENTITY, {"node_id": node_id}).one()
     identity = (node.run_id, node.parent_id, node.depth, node.kind)
     if identity != (run_id, parent_id, depth, values["kind"]):
         raise InvalidValue(
@@ -299,7 +299,7 @@ def finish_node(
         "finished_at": now,
         "updated_at": now,
     }
-    if rowcount(session.execute(_NODE_FINISH, {"b_node": node_id, **values})) == 0:
+    if rowcount(run(session, _NODE_FINISH, {"b_node": node_id, **values})) == 0:
         raise NotFound("node", node_id)
 
 
@@ -335,7 +335,7 @@ def record_step(
     key = (node_id, validate.count(iteration, "iteration"), validate.text_id(kind, "step kind", 32))
     key_index = validate.count(index, "step index")
     cost_nanos = validate.nanos(cost, "step cost")
-    if session.execute(_NODE_EXISTS, {"node_id": node_id}).first() is None:
+    if run(session, _NODE_EXISTS, {"node_id": node_id}).first() is None:
         raise NotFound("node", node_id)
     values = {
         "node_id": node_id,
@@ -361,7 +361,7 @@ def record_step(
             "b_completion": completion_tokens,
             "b_now": utcnow(),
         }
-        session.execute(_NODE_ADD_STEP, totals)
+        run(session, _NODE_ADD_STEP, totals)
     step = find_step(session, *key, key_index)
     if step is None:
         raise NotFound("step", f"{node_id} {key[1]} {kind} {key_index}")
