@@ -31,6 +31,9 @@ class Settings:
     sandbox_backend: str
     prices_file: Path | None
     temporal_ui_url: str | None = None
+    # How llm_query sub-calls run unless a run says otherwise: "workflow" (a Leaf child workflow each)
+    # or "inline" (a local activity of the parent; see docs/orchestrator.md, "Leaf modes").
+    leaf_mode: str = "workflow"
 
     @property
     def embedded_temporal(self) -> bool:
@@ -47,6 +50,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"RLM_SANDBOX_BACKEND={backend!r} is not known; use 'docker' (default) or 'process'"
         )
     prices = env.get("RLM_PRICES_FILE")
+    leaf_mode = env.get("RLM_LEAF_MODE") or "workflow"
+    if leaf_mode not in ("workflow", "inline"):
+        raise SettingsError(f"RLM_LEAF_MODE={leaf_mode!r} is not known; use 'workflow' (default) or 'inline'")
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -59,4 +65,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sandbox_backend=backend,
         prices_file=Path(prices).expanduser() if prices else None,
         temporal_ui_url=env.get("TEMPORAL_UI_URL") or None,
+        leaf_mode=leaf_mode,
     )

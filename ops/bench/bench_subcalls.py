@@ -43,7 +43,7 @@ from orchestrator.devstack import FAST_DISPATCH, SQLITE_PRAGMAS, DevServer, DevS
 from orchestrator.settings import Settings, load_settings
 from orchestrator.store import find_step, list_steps, make_engine, make_session_factory, upgrade
 from orchestrator.worker import WorkerOptions, running_worker
-from orchestrator.workflows.types import Limits, root_id
+from orchestrator.workflows.types import LEAF_MODES, LEAF_WORKFLOW, Limits, root_id
 
 ROUND_TRIP = re.compile(r"sub-call round trip ms: p50 ([\d.]+) p95 ([\d.]+) n (\d+)")
 
@@ -105,7 +105,13 @@ def leaf_model_ms(sessions: Any, run_id: str) -> list[float]:
 
 
 async def overhead(
-    client: Any, sessions: Any, settings: Settings, tmp: Path, n: int, server_pid: int | None
+    client: Any,
+    sessions: Any,
+    settings: Settings,
+    tmp: Path,
+    n: int,
+    server_pid: int | None,
+    leaf_mode: str,
 ) -> dict[str, Any]:
     path, expected = words(tmp / "overhead.txt", n * 20)
     req = RunRequest(
@@ -113,7 +119,7 @@ async def overhead(
         path,
         model=f"scripted/mapreduce?chunks={n}&parallel=0",
         sub_model="scripted/leaf",
-        limits=Limits(max_subcalls=n, max_concurrency=1),
+        limits=Limits(leaf_mode=leaf_mode, max_subcalls=n, max_concurrency=1),
         deadline_s=3600,
     )
     cpu = CpuMeter(server_pid)
@@ -148,6 +154,7 @@ async def fanout(
     n: int,
     latency_ms: int,
     server_pid: int | None,
+    leaf_mode: str,
 ) -> dict[str, Any]:
     path, expected = words(tmp / "fanout.txt", n * 20)
     concurrency = 16
@@ -156,7 +163,7 @@ async def fanout(
         path,
         model=f"scripted/mapreduce?chunks={n}",
         sub_model=f"scripted/leaf?latency_ms={latency_ms}",
-        limits=Limits(max_subcalls=n, max_concurrency=concurrency),
+        limits=Limits(leaf_mode=leaf_mode, max_subcalls=n, max_concurrency=concurrency),
         deadline_s=3600,
     )
     cpu = CpuMeter(server_pid)
@@ -180,7 +187,7 @@ async def fanout(
 
 
 async def tree(
-    client: Any, sessions: Any, settings: Settings, tmp: Path, width: int, leaves: int
+    client: Any, sessions: Any, settings: Settings, tmp: Path, width: int, leaves: int, leaf_mode: str
 ) -> dict[str, Any]:
     path, expected = words(tmp / "tree.txt", width * leaves * 20)
     req = RunRequest(
@@ -188,7 +195,7 @@ async def tree(
         path,
         model=f"scripted/recurse?chunks={width}",
         sub_model=f"scripted/mapreduce?chunks={leaves}",
-        limits=Limits(max_depth=1, max_subcalls=max(width, leaves)),
+        limits=Limits(leaf_mode=leaf_mode, max_depth=1, max_subcalls=max(width, leaves)),
         deadline_s=3600,
     )
     run_id, wall = await run_one(client, sessions, settings, req)
@@ -282,6 +289,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "database": url.split(":", 1)[0],
             "dispatch": args.dispatch,
             "max_cached_workflows": args.max_cached_workflows,
+            "leaf_mode": args.leaf_mode,
             "cpus": os.cpu_count(),
         }
     }
@@ -305,14 +313,18 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         async with running_worker(client, settings, options):
             if "overhead" in args.scenarios:
                 result["overhead"] = await overhead(
-                    client, sessions, settings, tmp, args.subcalls, server.pid
+                    client, sessions, settings, tmp, args.subcalls, server.pid, args.leaf_mode
                 )
                 print("overhead", result["overhead"], file=sys.stderr)
             if "fanout" in args.scenarios:
-                result["fanout"] = await fanout(client, sessions, settings, tmp, args.fanout, 200, server.pid)
+                result["fanout"] = await fanout(
+                    client, sessions, settings, tmp, args.fanout, 200, server.pid, args.leaf_mode
+                )
                 print("fanout", result["fanout"], file=sys.stderr)
             if "tree" in args.scenarios:
-                result["tree"] = await tree(client, sessions, settings, tmp, 10, args.tree_leaves)
+                result["tree"] = await tree(
+                    client, sessions, settings, tmp, 10, args.tree_leaves, args.leaf_mode
+                )
                 print("tree", result["tree"], file=sys.stderr)
     engine.dispose()
     return result
@@ -331,6 +343,12 @@ def parse() -> argparse.Namespace:
         choices=["fast", "default"],
         default="fast",
         help="dev-server dynamic config: one task-queue partition (fast) or the server default",
+    )
+    p.add_argument(
+        "--leaf-mode",
+        choices=list(LEAF_MODES),
+        default=LEAF_WORKFLOW,
+        help="llm_query sub-calls as Leaf child workflows (the default) or inline local activities",
     )
     p.add_argument("--max-cached-workflows", type=int, default=WorkerOptions().max_cached_workflows)
     p.add_argument("--quick", action="store_true", help="100 sub-calls, 200-way fan-out, 10x20 tree")

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
 from orchestrator.cli.output import emit_json
-from orchestrator.cli.run_cmds import _errors, _exit_now, _limits, _store, _usd
+from orchestrator.cli.run_cmds import LEAF_MODE_HELP, _errors, _exit_now, _limits, _store, _usd
 from orchestrator.client import RunError, RunRequest, TemporalTarget, connect, run_summary
 from orchestrator.jobs import ExitCode, WaitOutcome, submit_run, wait_for_run
 from orchestrator.schedules import (
@@ -78,7 +78,7 @@ def _request(
     sub_model: str | None,
     deadline: float,
     run_id: str | None,
-    limits: tuple[int, int, int, int, int],
+    limits: tuple[int, int, int, int, int, str | None],
 ) -> RunRequest:
     return RunRequest(
         query=query,
@@ -89,7 +89,7 @@ def _request(
         sub_model=sub_model or settings.sub_model,
         deadline_s=deadline,
         run_id=run_id,
-        limits=_limits(*limits),
+        limits=_limits(*limits[:5], limits[5] or settings.leaf_mode),
     )
 
 
@@ -105,6 +105,7 @@ MaxIter = Annotated[int, typer.Option(help="Iterations per node.")]
 MaxSub = Annotated[int, typer.Option(help="Sub-calls per node.")]
 Concurrency = Annotated[int, typer.Option(help="Concurrent sub-calls per node.")]
 MaxTokens = Annotated[int, typer.Option(help="Completion tokens per model call.")]
+LeafMode = Annotated[str | None, typer.Option(help=LEAF_MODE_HELP)]
 Timeout = Annotated[
     float | None, typer.Option(help="Give up waiting after this many seconds (exit 6); default: no limit.")
 ]
@@ -130,6 +131,7 @@ def submit(
     max_subcalls: MaxSub = 500,
     concurrency: Concurrency = 16,
     max_tokens: MaxTokens = 4096,
+    leaf_mode: LeafMode = None,
     timeout: Timeout = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -147,7 +149,7 @@ def submit(
             sub_model=sub_model,
             deadline=deadline,
             run_id=run_id,
-            limits=(max_depth, max_iterations, max_subcalls, concurrency, max_tokens),
+            limits=(max_depth, max_iterations, max_subcalls, concurrency, max_tokens, leaf_mode),
         )
         _check_timeout(timeout)
         engine, sessions = _store(settings)
@@ -263,6 +265,7 @@ def schedule_create(
     max_subcalls: MaxSub = 500,
     concurrency: Concurrency = 16,
     max_tokens: MaxTokens = 4096,
+    leaf_mode: LeafMode = None,
 ) -> None:
     """Create a schedule; each fire starts a run with a fresh id over the context stored now."""
     with _temporal_errors():
@@ -278,7 +281,7 @@ def schedule_create(
             sub_model=sub_model,
             deadline=deadline,
             run_id=None,
-            limits=(max_depth, max_iterations, max_subcalls, concurrency, max_tokens),
+            limits=(max_depth, max_iterations, max_subcalls, concurrency, max_tokens, leaf_mode),
         )
         req = ScheduleRequest(name, cron, run, overlap, paused, note)
         engine, sessions = _store(settings)

@@ -52,7 +52,12 @@ from orchestrator.store import (
     make_session_factory,
     prepare_schema,
 )
-from orchestrator.workflows.types import Limits
+from orchestrator.workflows.types import LEAF_MODES, Limits
+
+LEAF_MODE_HELP = (
+    "llm_query sub-calls as their own Leaf workflows ('workflow') or as local activities of their "
+    "parent ('inline': about a third of the cost per sub-call); default RLM_LEAF_MODE or 'workflow'."
+)
 
 console = Console()
 
@@ -108,7 +113,7 @@ def _usd(raw: str | None, what: str) -> Decimal | None:
 
 
 def _limits(
-    max_depth: int, max_iterations: int, max_subcalls: int, concurrency: int, max_tokens: int
+    max_depth: int, max_iterations: int, max_subcalls: int, concurrency: int, max_tokens: int, leaf_mode: str
 ) -> Limits:
     for name, value, low in (
         ("--max-depth", max_depth, 0),
@@ -119,12 +124,15 @@ def _limits(
     ):
         if value < low:
             raise RunError(f"{name} {value} must be >= {low}")
+    if leaf_mode not in LEAF_MODES:
+        raise RunError(f"--leaf-mode {leaf_mode!r} is not known; use {' or '.join(LEAF_MODES)}")
     return Limits(
         max_depth=max_depth,
         max_iterations=max_iterations,
         max_subcalls=max_subcalls,
         max_concurrency=concurrency,
         max_tokens=max_tokens,
+        leaf_mode=leaf_mode,
     )
 
 
@@ -165,6 +173,7 @@ def run(
     max_subcalls: Annotated[int, typer.Option(help="Sub-calls per node.")] = 500,
     concurrency: Annotated[int, typer.Option(help="Concurrent sub-calls per node.")] = 16,
     max_tokens: Annotated[int, typer.Option(help="Completion tokens per model call.")] = 4096,
+    leaf_mode: Annotated[str | None, typer.Option(help=LEAF_MODE_HELP)] = None,
     local_worker: Annotated[
         bool, typer.Option("--worker/--no-worker", help="Run a worker in this process.")
     ] = True,
@@ -185,7 +194,14 @@ def run(
             sub_model=sub_model or settings.sub_model,
             deadline_s=deadline,
             run_id=run_id,
-            limits=_limits(max_depth, max_iterations, max_subcalls, concurrency, max_tokens),
+            limits=_limits(
+                max_depth,
+                max_iterations,
+                max_subcalls,
+                concurrency,
+                max_tokens,
+                leaf_mode or settings.leaf_mode,
+            ),
         )
         engine, sessions = _store(settings)
         try:

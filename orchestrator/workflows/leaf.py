@@ -30,6 +30,8 @@ from orchestrator.workflows.types import (
 )
 
 LEAF_CALL_TIMEOUT_S = 600.0
+# Retries of a leaf's call after this long wait on a workflow timer instead of inside the task.
+LOCAL_RETRY_THRESHOLD = timedelta(seconds=5)
 
 
 @workflow.defn(name="Leaf")
@@ -78,7 +80,7 @@ class Leaf:
                     start_to_close_timeout=common.bounded(inp.run, LEAF_CALL_TIMEOUT_S),
                     schedule_to_close_timeout=common.until_deadline(inp.run),
                     retry_policy=common.MODEL_RETRY,
-                    local_retry_threshold=timedelta(seconds=5),
+                    local_retry_threshold=LOCAL_RETRY_THRESHOLD,
                 )
             except ActivityError as err:
                 status, reason = classify_failure(err)

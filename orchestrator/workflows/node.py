@@ -34,11 +34,12 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError, FailureErro
 from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
 from orchestrator.workflows import common
-from orchestrator.workflows.leaf import Leaf, classify_failure
+from orchestrator.workflows.leaf import LEAF_CALL_TIMEOUT_S, LOCAL_RETRY_THRESHOLD, Leaf, classify_failure
 from orchestrator.workflows.types import (
     ABORTED,
     COMPLETED,
     FAILED,
+    LEAF_INLINE,
     PAUSED,
     PAUSED_BUDGET,
     RUNNING,
@@ -49,6 +50,7 @@ from orchestrator.workflows.types import (
     ExecuteOutput,
     GenerateInput,
     GenerateOutput,
+    LeafCallOutput,
     LeafInput,
     NodeEvent,
     NodeInput,
@@ -86,8 +88,11 @@ class RLMNode:
         self._partial: Text | None = None
         self._replies: dict[str, SubcallReply] = {}
         self._resume = False
+        self._resumes = 0  # counts `resume` signals: every inline sub-call held for budget sees a new one
         self._abort = False
         self._pause_requested = False
+        self._inline: set[str] = set()  # inline leaves in flight
+        self._budget_holds = 0
         self._step = ""
         self._last_error: str | None = None
         self._child_states: dict[str, ChildState] = {}
@@ -112,6 +117,7 @@ class RLMNode:
     async def resume(self) -> None:
         lifted = self._pause_requested
         self._resume = True
+        self._resumes += 1
         self._pause_requested = False
         if lifted and workflow.patched(PAUSE_SUBTREE):
             await self._pass_on("resume")
@@ -170,6 +176,9 @@ class RLMNode:
         self._status, self._message, self._step = ABORTED, reason, "done"
         common.set_status(ABORTED, float(self._cost + self._children_cost))
         await common.record(self._event(ABORTED, self._partial, reason))
+        # Inline leaves have no workflow of their own to say so.
+        for leaf_id in sorted(self._inline):
+            await common.record(self._leaf_event(leaf_id, ABORTED, reason))
         await workflow.execute_activity(
             common.RELEASE_SANDBOX,
             self._inp,
@@ -384,6 +393,8 @@ class RLMNode:
                     )
                     return await self._follow(child)
                 leaf = LeafInput(run, cid, inp.node_id, depth, model, prompt)
+                if run.limits.leaf_mode == LEAF_INLINE:
+                    return await self._inline_leaf(leaf)
                 return await workflow.execute_child_workflow(
                     Leaf.run,
                     leaf,
@@ -450,6 +461,85 @@ class RLMNode:
             return await child
         finally:
             del self._rlm_children[child.id]
+
+    # --- inline leaves ---------------------------------------------------------------------------
+
+    async def _inline_leaf(self, leaf: LeafInput) -> NodeResult:
+        """An ``llm_query`` sub-call as a local activity of this node (``leaf_mode="inline"``).
+
+        The same ``leaf_call`` step a ``Leaf`` workflow runs (same store node, ledger key and recorded
+        step, so a re-run finds it), without the child workflow's server round trips and workflow
+        tasks. A budget refusal holds the sub-call (the node shows ``paused_budget``) until ``resume``
+        or ``abort``."""
+        self._inline.add(leaf.node_id)
+        try:
+            while True:
+                if common.seconds_left(leaf.run) <= 0:
+                    return await self._inline_end(leaf, TIMED_OUT, "the run's deadline passed")
+                try:
+                    out: LeafCallOutput = await workflow.execute_local_activity(
+                        common.LEAF_CALL,
+                        leaf,
+                        result_type=LeafCallOutput,
+                        start_to_close_timeout=common.bounded(leaf.run, LEAF_CALL_TIMEOUT_S),
+                        schedule_to_close_timeout=common.until_deadline(leaf.run),
+                        retry_policy=common.MODEL_RETRY,
+                        local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+                    )
+                except ActivityError as err:
+                    status, reason = classify_failure(err)
+                    return await self._inline_end(leaf, status, reason)
+                if out.status == "ok":
+                    return NodeResult(leaf.node_id, COMPLETED, out.answer, None, 1, out.cost_usd)
+                ended = await self._budget_hold(leaf, out.message)
+                if ended is not None:
+                    return ended
+        finally:
+            self._inline.discard(leaf.node_id)
+
+    async def _budget_hold(self, leaf: LeafInput, message: str | None) -> NodeResult | None:
+        """Hold an inline sub-call the budget refused; None: resumed, ask again."""
+        seen = self._resumes
+        self._budget_holds += 1
+        if self._budget_holds == 1:
+            self._status, self._message = PAUSED_BUDGET, message
+            common.set_status(PAUSED_BUDGET)
+        await common.record(self._leaf_event(leaf.node_id, PAUSED_BUDGET, message))
+        timed_out = False
+        try:
+            await workflow.wait_condition(
+                lambda: self._resumes > seen or self._abort, timeout=common.until_deadline(leaf.run)
+            )
+        except TimeoutError:
+            timed_out = True
+        finally:
+            self._budget_holds -= 1
+            if self._budget_holds == 0 and self._status == PAUSED_BUDGET:
+                self._status, self._message = RUNNING, None
+                common.set_status(RUNNING)
+        if timed_out:
+            return await self._inline_end(leaf, TIMED_OUT, f"paused for budget until the deadline: {message}")
+        if self._abort:
+            return await self._inline_end(leaf, ABORTED, f"aborted while paused for budget: {message}")
+        return None
+
+    async def _inline_end(self, leaf: LeafInput, status: str, error: str) -> NodeResult:
+        await common.record(self._leaf_event(leaf.node_id, status, error))
+        return NodeResult(leaf.node_id, status, None, error)
+
+    def _leaf_event(self, leaf_id: str, status: str, error: str | None) -> NodeEvent:
+        inp = self._inp
+        return NodeEvent(
+            inp.run.run_id,
+            leaf_id,
+            inp.node_id,
+            inp.depth + 1,
+            "leaf",
+            status,
+            None,
+            error,
+            tenant=inp.run.tenant,
+        )
 
 
 async def _tell(child: ChildWorkflowHandle[RLMNode, NodeResult], signal: str) -> None:

@@ -19,6 +19,12 @@ FAILED = "failed"
 TIMED_OUT = "timed_out"
 ABORTED = "aborted"
 
+# How an ``llm_query`` sub-call runs: its own ``Leaf`` child workflow, or a local activity inside the
+# parent's Update handler (no workflow of its own; about a third of the cost, see docs/orchestrator.md).
+LEAF_WORKFLOW = "workflow"
+LEAF_INLINE = "inline"
+LEAF_MODES = (LEAF_WORKFLOW, LEAF_INLINE)
+
 # Texts longer than this many characters travel as blob references.
 INLINE_CHARS = 256
 
@@ -48,6 +54,7 @@ class Limits:
     heartbeat_timeout_s: float = 30.0
     # Continue-as-new after this many iterations in one workflow run (0: only when Temporal suggests it).
     iterations_per_run: int = 0
+    leaf_mode: str = LEAF_WORKFLOW
 
 
 @dataclass(frozen=True)
