@@ -181,6 +181,12 @@ class ModelActivities:
             if not exc.retryable and prep.reservation is not None:
                 await asyncio.to_thread(release, self.deps.sessions, prep.reservation)
             raise model_error(exc) from exc
+        except asyncio.CancelledError:
+            # Abandoned (`rlm abort`, the deadline): no answer will be used, so nothing is charged and
+            # the held amount goes back to the budgets instead of staying reserved for good.
+            if prep.reservation is not None:
+                await asyncio.shield(asyncio.to_thread(release, self.deps.sessions, prep.reservation))
+            raise
 
     # --- generate ------------------------------------------------------------------------------
 
@@ -262,6 +268,11 @@ class ModelActivities:
 
     def _leaf_prepare(self, inp: LeafInput) -> _Prepared | Step:
         with self.deps.sessions.begin() as session:
+            done = find_step(session, inp.node_id, 0, LEAF_KIND, 0)
+            if done is not None:
+                # A re-run of a call that finished (its worker died before Temporal heard of it).
+                finish_node(session, inp.node_id, status="completed", answer_ref=done.output_ref)
+                return done
             upsert_node(
                 session,
                 inp.node_id,
@@ -271,9 +282,6 @@ class ModelActivities:
                 parent_id=inp.parent_id,
                 status="running",
             )
-            done = find_step(session, inp.node_id, 0, LEAF_KIND, 0)
-            if done is not None:
-                return done
             prompt = texts.unpack(session, inp.prompt)
             key = f"{inp.node_id}/{LEAF_KIND}"
             return self._reserve(session, inp.run, inp.model, leaf_messages(prompt), key)

@@ -91,7 +91,7 @@ class RLMNode:
         self._resumes = 0  # counts `resume` signals: every inline sub-call held for budget sees a new one
         self._abort = False
         self._pause_requested = False
-        self._inline: set[str] = set()  # inline leaves in flight
+        self._inline: dict[str, workflow.ActivityHandle[LeafCallOutput]] = {}  # inline leaves in flight
         self._budget_holds = 0
         self._step = ""
         self._last_error: str | None = None
@@ -176,8 +176,11 @@ class RLMNode:
         self._status, self._message, self._step = ABORTED, reason, "done"
         common.set_status(ABORTED, float(self._cost + self._children_cost))
         await common.record(self._event(ABORTED, self._partial, reason))
-        # Inline leaves have no workflow of their own to say so.
-        for leaf_id in sorted(self._inline):
+        # Inline leaves have no workflow of their own to be cancelled with: stop their calls, say so.
+        in_flight = sorted(self._inline.items())
+        for _, call in in_flight:
+            call.cancel()
+        for leaf_id, _ in in_flight:
             await common.record(self._leaf_event(leaf_id, ABORTED, reason))
         await workflow.execute_activity(
             common.RELEASE_SANDBOX,
@@ -471,31 +474,31 @@ class RLMNode:
         step, so a re-run finds it), without the child workflow's server round trips and workflow
         tasks. A budget refusal holds the sub-call (the node shows ``paused_budget``) until ``resume``
         or ``abort``."""
-        self._inline.add(leaf.node_id)
-        try:
-            while True:
-                if common.seconds_left(leaf.run) <= 0:
-                    return await self._inline_end(leaf, TIMED_OUT, "the run's deadline passed")
-                try:
-                    out: LeafCallOutput = await workflow.execute_local_activity(
-                        common.LEAF_CALL,
-                        leaf,
-                        result_type=LeafCallOutput,
-                        start_to_close_timeout=common.bounded(leaf.run, LEAF_CALL_TIMEOUT_S),
-                        schedule_to_close_timeout=common.until_deadline(leaf.run),
-                        retry_policy=common.MODEL_RETRY,
-                        local_retry_threshold=LOCAL_RETRY_THRESHOLD,
-                    )
-                except ActivityError as err:
-                    status, reason = classify_failure(err)
-                    return await self._inline_end(leaf, status, reason)
-                if out.status == "ok":
-                    return NodeResult(leaf.node_id, COMPLETED, out.answer, None, 1, out.cost_usd)
-                ended = await self._budget_hold(leaf, out.message)
-                if ended is not None:
-                    return ended
-        finally:
-            self._inline.discard(leaf.node_id)
+        while True:
+            if common.seconds_left(leaf.run) <= 0:
+                return await self._inline_end(leaf, TIMED_OUT, "the run's deadline passed")
+            call = workflow.start_local_activity(
+                common.LEAF_CALL,
+                leaf,
+                result_type=LeafCallOutput,
+                start_to_close_timeout=common.bounded(leaf.run, LEAF_CALL_TIMEOUT_S),
+                schedule_to_close_timeout=common.until_deadline(leaf.run),
+                retry_policy=common.MODEL_RETRY,
+                local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+            )
+            self._inline[leaf.node_id] = call
+            try:
+                out = await call
+            except ActivityError as err:
+                status, reason = classify_failure(err)
+                return await self._inline_end(leaf, status, reason)
+            finally:
+                self._inline.pop(leaf.node_id, None)
+            if out.status == "ok":
+                return NodeResult(leaf.node_id, COMPLETED, out.answer, None, 1, out.cost_usd)
+            ended = await self._budget_hold(leaf, out.message)
+            if ended is not None:
+                return ended
 
     async def _budget_hold(self, leaf: LeafInput, message: str | None) -> NodeResult | None:
         """Hold an inline sub-call the budget refused; None: resumed, ask again."""

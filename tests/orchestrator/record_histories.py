@@ -1,16 +1,19 @@
 """Record workflow histories for the replay test: ``python -m tests.orchestrator.record_histories``.
 
 Runs a few scenarios (map-reduce with a batched Update, a depth-2 tree, the forced final answer, a
-budget pause and resume, continue-as-new) on an embedded dev server with a PostgreSQL schema of its
-own, and writes each workflow's (last run's) history to
-tests/orchestrator/histories/<scenario>-<node>.json. Re-record after a deliberate, versioned change
-to workflow code; a replay failure otherwise means non-determinism.
+budget pause and resume, continue-as-new, inline leaves with and without a budget hold) on an
+embedded dev server with a PostgreSQL schema of its own, and writes each workflow's (last run's)
+history to tests/orchestrator/histories/<scenario>-<node>.json. Re-record after a deliberate,
+versioned change to workflow code; a replay failure otherwise means non-determinism. Name scenarios
+to record only those (``python -m tests.orchestrator.record_histories inline``): the others keep
+guarding the code that recorded them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import tempfile
 import uuid
 from dataclasses import replace
@@ -23,9 +26,10 @@ from orchestrator.client import RunRequest, start_run
 from orchestrator.devstack import DevServer, DevServerConfig
 from orchestrator.settings import load_settings
 from orchestrator.store import get_node, make_engine, make_session_factory, set_run_budget, upgrade
+from orchestrator.store.errors import NotFound
 from orchestrator.worker import running_worker
 from orchestrator.workflows import RLMNode
-from orchestrator.workflows.types import Limits
+from orchestrator.workflows.types import LEAF_INLINE, Limits
 from tests.conftest import test_database_url
 from tests.orchestrator.harness import word_context
 from tests.orchestrator.histories_lib import run_histories
@@ -33,7 +37,7 @@ from tests.orchestrator.histories_lib import run_histories
 OUT = Path(__file__).parent / "histories"
 
 
-async def main() -> None:
+async def main(only: set[str]) -> None:
     schema = f"rec_{uuid.uuid4().hex[:8]}"
     admin = create_engine(test_database_url(), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -42,13 +46,13 @@ async def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp)
-            await record(data, url)
+            await record(data, url, only)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
 
 
-async def record(data: Path, url: str) -> None:
+async def record(data: Path, url: str, only: set[str]) -> None:
     from temporalio.client import Client
 
     engine = make_engine(url)
@@ -90,7 +94,24 @@ async def record(data: Path, url: str) -> None:
                 model="scripted/search",
                 budget_usd=Decimal("0.001"),
             ),
+            "inline": RunRequest(
+                "How many times does the word 'ERROR' appear? Use 5 chunks.",
+                path,
+                model="scripted/mapreduce",
+                sub_model="scripted/leaf",
+                limits=Limits(leaf_mode=LEAF_INLINE),
+            ),
+            "inlinebudget": RunRequest(
+                "How many times does the word 'ERROR' appear? Use 3 chunks.",
+                path,
+                model="scripted/mapreduce",
+                sub_model="scripted/leaf?price_in=1000&price_out=1000",
+                budget_usd=Decimal("0.5"),
+                limits=Limits(leaf_mode=LEAF_INLINE),
+            ),
         }
+        if only:
+            scenarios = {k: v for k, v in scenarios.items() if k in only}
         OUT.mkdir(exist_ok=True)
         async with running_worker(client, settings):
             for name, req in scenarios.items():
@@ -98,27 +119,35 @@ async def record(data: Path, url: str) -> None:
                 handle = await start_run(client, sessions, req, settings.task_queue)
                 if name == "budget":
                     await _resume_after_pause(handle, sessions, req.run_id or "")
+                if name == "inlinebudget":
+                    await _resume_after_pause(handle, sessions, req.run_id or "", f"{handle.id}.1")
                 await handle.result()
                 with sessions() as s:
                     from orchestrator.store import list_nodes
 
-                    count = len(list_nodes(s, req.run_id or ""))
+                    nodes = list_nodes(s, req.run_id or "")
+                    # Inline leaves have no workflow (and so no history) of their own.
+                    inline = req.limits.leaf_mode == LEAF_INLINE
+                    count = sum(1 for n in nodes if not (inline and n.kind == "leaf"))
                 for history in await run_histories(client, req.run_id or "", expected=count):
                     node = history.workflow_id.rsplit("/", 1)[1]
                     (OUT / f"{name}-{node}.json").write_text(history.to_json())
     engine.dispose()
 
 
-async def _resume_after_pause(handle, sessions, run_id: str) -> None:  # type: ignore[no-untyped-def]
+async def _resume_after_pause(handle, sessions, run_id: str, held: str | None = None) -> None:  # type: ignore[no-untyped-def]
     while True:
         with sessions() as s:
-            if get_node(s, handle.id).status == "paused_budget":
-                break
+            try:
+                if get_node(s, held or handle.id).status == "paused_budget":
+                    break
+            except NotFound:
+                pass
         await asyncio.sleep(0.2)
     with sessions.begin() as s:
-        set_run_budget(s, run_id, Decimal("1"))
+        set_run_budget(s, run_id, Decimal("100"))
     await handle.signal(RLMNode.resume)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(set(sys.argv[1:])))

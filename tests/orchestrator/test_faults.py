@@ -18,7 +18,7 @@ import sandbox
 from orchestrator.settings import Settings
 from orchestrator.store import list_nodes, list_steps
 from orchestrator.store.models import LedgerEntry
-from orchestrator.workflows.types import Limits
+from orchestrator.workflows.types import LEAF_MODES, Limits
 from tests.orchestrator.harness import Harness, word_context
 
 
@@ -69,8 +69,9 @@ def workers(other_queue: Settings, tmp_path: Path) -> Iterator[list[WorkerProces
         w.stop()
 
 
+@pytest.mark.parametrize("leaf_mode", LEAF_MODES)
 async def test_sigkilled_worker_mid_subcalls_then_new_worker_finishes_without_double_billing(
-    harness: Harness, other_queue: Settings, workers: list[WorkerProcess], tmp_path: Path
+    harness: Harness, other_queue: Settings, workers: list[WorkerProcess], tmp_path: Path, leaf_mode: str
 ) -> None:
     path, expected = word_context(tmp_path / "w.txt", 8_000)
     workers.append(WorkerProcess(other_queue, tmp_path / "worker1.log"))
@@ -79,7 +80,7 @@ async def test_sigkilled_worker_mid_subcalls_then_new_worker_finishes_without_do
         path,
         model="scripted/mapreduce?chunks=40",
         sub_model="scripted/leaf?latency_ms=400",
-        limits=Limits(max_concurrency=4, heartbeat_timeout_s=5),
+        limits=Limits(max_concurrency=4, heartbeat_timeout_s=5, leaf_mode=leaf_mode),
         task_queue=other_queue.task_queue,
     )
     run_id = handle.id.rsplit("/", 1)[0]
