@@ -33,6 +33,7 @@ from orchestrator.store import (
     list_nodes,
     list_steps,
     put_text,
+    retrying_nodes,
     set_node_status,
     set_run_budget,
     set_run_status,
@@ -440,7 +441,33 @@ async def stuck(
         if reasons:
             run = wf.id.rsplit("/", 1)[0]
             found.append(StuckNode(wf.id, run, status, round(idle, 1), "; ".join(reasons)))
-    return sorted(found, key=lambda s: s.node_id)
+    return sorted(_with_retrying_calls(sessions, found, attempts, run_id, tenant), key=lambda s: s.node_id)
+
+
+def _with_retrying_calls(
+    sessions: sessionmaker[Session],
+    found: list[StuckNode],
+    attempts: int,
+    run_id: str | None,
+    tenant: str | None,
+) -> list[StuckNode]:
+    """Add the model calls the store sees retrying: leaf calls are local activities, which Temporal's
+    pending activities do not show (an inline leaf has no workflow at all)."""
+    by_id = {s.node_id: s for s in found}
+    now = datetime.now(UTC)
+    with sessions() as session:
+        retrying = retrying_nodes(session, attempts, run_id=run_id, tenant=tenant)
+    for node in retrying:
+        why = f"model call on attempt {node.attempts}"
+        if node.error:
+            why += f": {node.error.splitlines()[0][:200]}"
+        known = by_id.get(node.node_id)
+        if known is None:
+            idle = round((now - node.updated_at).total_seconds(), 1)
+            by_id[node.node_id] = StuckNode(node.node_id, node.run_id, node.status, idle, why)
+        elif "on attempt" not in known.reason:  # Temporal's view of a pending activity comes first
+            by_id[node.node_id] = dataclasses.replace(known, reason=f"{why}; {known.reason}")
+    return list(by_id.values())
 
 
 def _progress(sessions: sessionmaker[Session], node_id: str) -> tuple[str, datetime | None]:

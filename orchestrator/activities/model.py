@@ -50,6 +50,7 @@ from orchestrator.store import (
     finish_node,
     get_reservation,
     list_steps,
+    note_attempt,
     price_for,
     record_step,
     release,
@@ -168,7 +169,7 @@ class ModelActivities:
             return _Prepared(messages, None, str(exc), price)
         return _Prepared(messages, rid, None, price)
 
-    async def _call(self, run: RunSpec, model: str, prep: _Prepared) -> CompletionResult:
+    async def _call(self, node_id: str, run: RunSpec, model: str, prep: _Prepared) -> CompletionResult:
         req = CompletionRequest(
             model=model,
             messages=prep.messages,
@@ -180,6 +181,8 @@ class ModelActivities:
         except ModelCallError as exc:
             if not exc.retryable and prep.reservation is not None:
                 await asyncio.to_thread(release, self.deps.sessions, prep.reservation)
+            elif exc.retryable:
+                await asyncio.to_thread(self._note_attempt, node_id, f"{exc.kind}: {exc.message}")
             raise model_error(exc) from exc
         except asyncio.CancelledError:
             # Abandoned (`rlm abort`, the deadline): no answer will be used, so nothing is charged and
@@ -187,6 +190,10 @@ class ModelActivities:
             if prep.reservation is not None:
                 await asyncio.shield(asyncio.to_thread(release, self.deps.sessions, prep.reservation))
             raise
+
+    def _note_attempt(self, node_id: str, error: str) -> None:
+        with self.deps.sessions.begin() as session:
+            note_attempt(session, node_id, activity.info().attempt, error[:1000])
 
     # --- generate ------------------------------------------------------------------------------
 
@@ -213,6 +220,8 @@ class ModelActivities:
         cost = cost_of_result(prep, result)
         with self.deps.sessions.begin() as session:
             settle(session, reservation, cost)
+            if activity.info().attempt > 1:
+                note_attempt(session, node.node_id, 0, None)
             return record_step(
                 session,
                 node.node_id,
@@ -251,7 +260,7 @@ class ModelActivities:
             return await asyncio.to_thread(self._generate_output, inp, prep)
         if prep.reservation is None:
             return GenerateOutput("budget", message=prep.refusal)
-        result = await self._call(inp.node.run, inp.node.model, prep)
+        result = await self._call(inp.node.node_id, inp.node.run, inp.node.model, prep)
         step = await asyncio.to_thread(self._generate_record, inp, prep, result)
         out = await asyncio.to_thread(self._generate_output, inp, step)
         log.info(
@@ -326,7 +335,7 @@ class ModelActivities:
         if prep.reservation is None:
             return LeafCallOutput("budget", message=prep.refusal)
         prepared = time.monotonic()
-        result = await self._call(inp.run, inp.model, prep)
+        result = await self._call(inp.node_id, inp.run, inp.model, prep)
         called = time.monotonic()
         out = await asyncio.to_thread(self._leaf_record, inp, prep, result)
         log.debug(

@@ -39,6 +39,7 @@ _NODE_EXISTS = select(literal(1)).where(_NODES.c.node_id == bindparam("node_id")
 _NODE_IDENTITY = select(
     _NODES.c.run_id, _NODES.c.parent_id, _NODES.c.depth, _NODES.c.kind, _NODES.c.status
 ).where(_NODES.c.node_id == bindparam("node_id"))
+_NODE_ATTEMPT = update(_NODES).where(_NODES.c.node_id == bindparam("b_node"))
 _NODE_FINISH = update(_NODES).where(_NODES.c.node_id == bindparam("b_node"))
 _NODE_ADD_STEP = (
     update(_NODES)
@@ -301,6 +302,25 @@ def finish_node(
     }
     if rowcount(run(session, _NODE_FINISH, {"b_node": node_id, **values})) == 0:
         raise NotFound("node", node_id)
+
+
+def note_attempt(session: Session, node_id: str, attempt: int, error: str | None) -> None:
+    """A node's model call failed and will be retried: keep which attempt that was and why
+    (``attempt`` 0 and no error: the call went through after all)."""
+    values = {"b_node": node_id, "attempts": validate.count(attempt, "attempt"), "error": error}
+    run(session, _NODE_ATTEMPT, values)
+
+
+def retrying_nodes(
+    session: Session, min_attempts: int, *, run_id: str | None = None, tenant: str | None = None
+) -> list[Node]:
+    """Running nodes whose model call has failed at least ``min_attempts`` times in a row."""
+    stmt = select(Node).where(Node.status == Status.RUNNING.value, Node.attempts >= min_attempts)
+    if run_id is not None:
+        stmt = stmt.where(Node.run_id == run_id)
+    if tenant is not None:
+        stmt = stmt.join(Run, Run.run_id == Node.run_id).join(Tenant).where(Tenant.name == tenant)
+    return list(session.scalars(stmt.order_by(Node.node_id).execution_options(populate_existing=True)))
 
 
 def list_nodes(session: Session, run_id: str) -> list[Node]:
