@@ -12,7 +12,8 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 from orchestrator.workflows import common
 from orchestrator.workflows.types import (
@@ -95,7 +96,7 @@ class Leaf:
                 await workflow.wait_condition(
                     lambda: self._resume or self._abort, timeout=common.until_deadline(inp.run)
                 )
-            except TimeoutError:
+            except TimeoutError:  # asyncio's, from wait_condition (not Temporal's ActivityTimeoutError)
                 return await self._finish(
                     inp, TIMED_OUT, None, f"paused for budget until the deadline: {out.message}"
                 )
@@ -152,7 +153,7 @@ def classify_failure(err: ActivityError) -> tuple[str, str]:
     cause = err.cause
     if isinstance(cause, CancelledError):
         raise asyncio.CancelledError(str(cause)) from err
-    if isinstance(cause, TimeoutError):
+    if isinstance(cause, ActivityTimeoutError):
         return TIMED_OUT, "the run's deadline passed while a step was running"
     if isinstance(cause, ApplicationError):
         return FAILED, cause.message

@@ -19,7 +19,7 @@ from orchestrator.store import get_run, list_nodes, set_run_budget
 from orchestrator.worker import workflow_runner
 from orchestrator.workflows import WORKFLOWS, RLMNode
 from orchestrator.workflows.common import SA_STATUS
-from orchestrator.workflows.types import LEAF_INLINE, Limits
+from orchestrator.workflows.types import LEAF_INLINE, LEAF_MODES, Limits
 from tests.ops.control.billing import assert_billed_once
 from tests.ops.control.helpers import eventually
 from tests.orchestrator.harness import Harness, word_context
@@ -140,3 +140,28 @@ async def test_inline_leaves_in_flight_are_aborted_with_their_node(harness: Harn
     await eventually(released, "the leaves' reservations released")
     assert assert_billed_once(harness.sessions, run_id) > 0
     sandbox.reap(labels={"run": run_id})
+
+
+@pytest.mark.parametrize("leaf_mode", LEAF_MODES)
+async def test_leaves_held_for_budget_until_the_deadline_end_timed_out(
+    harness: Harness, tmp_path: Path, leaf_mode: str
+) -> None:
+    path, _ = word_context(tmp_path / "w.txt", 1_000)
+    out = await asyncio.wait_for(
+        harness.run(
+            "How many times does the word 'ERROR' appear? Use 2 chunks.",
+            path,
+            model="scripted/mapreduce",
+            sub_model=DEAR_LEAF,
+            budget_usd="0.5",
+            deadline_s=8.0,
+            limits=Limits(leaf_mode=leaf_mode, heartbeat_timeout_s=5),
+        ),
+        90,
+    )
+
+    assert out.result.status == "timed_out", out.result.error
+    statuses = _leaf_statuses(harness, out.run_id)
+    assert statuses == {f"{out.run_id}/0.1": "timed_out", f"{out.run_id}/0.2": "timed_out"}
+    with harness.sessions() as s:
+        assert get_run(s, out.run_id).reserved == 0
