@@ -71,6 +71,10 @@ RELEASE_TIMEOUT_S = 60.0
 # Histories recorded before a pause reached the subtree replay without these commands.
 PAUSE_SUBTREE = "rlm-pause-subtree"
 HELD_MESSAGE = "paused by an operator (rlm pause): new sub-calls wait for `rlm resume`"
+# RlmCost follows finished sub-calls during a long cell at most this often (each update is a history
+# event; a 1,000-way fan-out would otherwise add 1,000).
+COST_EVERY_S = 5.0
+COST_PER_SUBCALL = "rlm-cost-per-subcall"
 
 
 @workflow.defn(name="RLMNode")
@@ -101,6 +105,7 @@ class RLMNode:
         self._rlm_children: dict[str, ChildWorkflowHandle[RLMNode, NodeResult]] = {}
         self._held = 0  # sub-calls waiting for the pause to be lifted
         self._held_status = asyncio.Lock()
+        self._cost_shown_at = workflow.time()
         if inp.carry is not None:
             self._iteration = inp.carry.iteration
             self._subcalls = inp.carry.subcalls
@@ -368,6 +373,10 @@ class RLMNode:
         self._children_cost += Decimal(result.cost_usd)
         if result.answer is None:
             self._last_error = result.error or f"sub-call {result.node_id} ended {result.status}"
+        now = workflow.time()
+        if now - self._cost_shown_at >= COST_EVERY_S and workflow.patched(COST_PER_SUBCALL):
+            self._cost_shown_at = now
+            common.set_status(self._status, float(self._cost + self._children_cost))
         return result
 
     async def _start_child(self, number: int, batch: SubcallBatch, index: int) -> NodeResult:

@@ -4,7 +4,8 @@
 Scenarios: ``paused`` (an operator pause, then resume), ``aborted`` (a depth-2 tree cancelled while
 its children run), ``restarted`` (a root terminated mid-cell, then restarted by ``rlm resume``: both
 runs), ``held`` (the root alone is paused during a fan-out cell: the pause is passed down, a child
-holds its next sub-call unstarted, then resume and the run completes). Each on an embedded dev
+holds its next sub-call unstarted, then resume and the run completes), ``midcell`` (a fan-out cell
+long enough that RlmCost is updated with finished sub-calls before it ends). Each on an embedded dev
 server with a PostgreSQL schema of its own; every run of every workflow goes to
 tests/ops/control/histories/<scenario>-<node>-<n>.json. Record a new scenario for a deliberate,
 versioned (``workflow.patched``) change to workflow code; keep the older files: they prove that
@@ -103,6 +104,10 @@ async def _held(client: Client, sessions: sessionmaker[Session], run_id: str) ->
     await client.get_workflow_handle(root, result_type=NodeResult).result()
 
 
+async def _completes(client: Client, sessions: sessionmaker[Session], run_id: str) -> None:
+    await client.get_workflow_handle(f"{run_id}/0").result()
+
+
 async def main() -> None:
     schema = f"rec_{uuid.uuid4().hex[:8]}"
     admin = create_engine(test_database_url(), isolation_level="AUTOCOMMIT")
@@ -159,6 +164,16 @@ async def record(data: Path, url: str, only: set[str]) -> None:
                     sub_model="scripted/leaf?latency_ms=400",
                 ),
                 _restarted,
+            ),
+            "midcell": (
+                RunRequest(
+                    "How many times does the word 'ERROR' appear? Use 6 chunks.",
+                    path,
+                    model="scripted/mapreduce",
+                    sub_model="scripted/leaf?latency_ms=2000",
+                    limits=Limits(max_concurrency=2),
+                ),
+                _completes,
             ),
             "held": (
                 RunRequest(

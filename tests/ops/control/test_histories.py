@@ -1,6 +1,6 @@
 """Replay of the recorded operator-path histories (pause/resume, abort, restart, a pause passed down a
-fan-out with a held sub-call): the determinism guard for the workflow code those paths run. Record them
-with ``python -m tests.ops.control.record_histories``."""
+fan-out with a held sub-call, RlmCost updated during a long cell): the determinism guard for the
+workflow code those paths run. Record them with ``python -m tests.ops.control.record_histories``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ HISTORIES = Path(__file__).parent / "histories"
 async def test_recorded_operator_histories_replay() -> None:
     files = sorted(HISTORIES.glob("*.json"))
     scenarios = {f.name.split("-", 1)[0] for f in files}
-    assert scenarios == {"paused", "aborted", "restarted", "held"}, (
+    assert scenarios == {"paused", "aborted", "restarted", "held", "midcell"}, (
         "record: python -m tests.ops.control.record_histories"
     )
     histories = [WorkflowHistory.from_json(f"recorded/{f.stem}", f.read_text()) for f in files]

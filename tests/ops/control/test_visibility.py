@@ -76,3 +76,27 @@ async def test_attributes_memo_and_state_during_and_after_a_run(harness: Harness
     leaf_costs = sum(float(c.cost_usd) for c in final.child_states)
     assert abs(float(final.children_cost_usd) - leaf_costs) < 1e-12
     assert await replay_all(harness.client, [w.id for w in done]) == {}
+
+
+async def test_rlm_cost_follows_finished_sub_calls_during_a_long_cell(
+    harness: Harness, tmp_path: Path
+) -> None:
+    path, expected = word_context(tmp_path / "w.txt", 3_000)
+    handle = await harness.start(
+        "How many times does the word 'ERROR' appear? Use 12 chunks.",
+        path,
+        model="scripted/mapreduce",
+        sub_model="scripted/leaf?latency_ms=1500",
+        limits=Limits(max_concurrency=2, heartbeat_timeout_s=10),
+    )
+
+    async def cost_beyond_own_while_in_the_cell() -> float | None:
+        state = await handle.query(RLMNode.state)
+        shown = (await handle.describe()).typed_search_attributes.get(SA_COST) or 0.0
+        in_cell = state.step == "cell 1.0" and any(c.status == "running" for c in state.child_states)
+        return shown if in_cell and shown > float(state.cost_usd) else None
+
+    # 12 leaves two at a time take ~9 s: the root shows its finished leaves' spend before the cell ends.
+    await eventually(cost_beyond_own_while_in_the_cell, "RlmCost to include finished leaves mid-cell", 30)
+    out = await harness.finish(handle)
+    assert out.summary.answer == str(expected)
