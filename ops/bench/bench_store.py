@@ -1,4 +1,5 @@
-"""Store figures on PostgreSQL and SQLite: ledger reserve+settle, step writes, 100 MB blobs.
+"""Store figures on PostgreSQL and SQLite: ledger reserve+settle, step writes, a leaf call's two
+transactions (the store work of every sub-call), 100 MB blobs.
 
 Each operation runs in its own committed transaction on one thread, as the activities use the store.
 Usage: .venv/bin/python ops/bench/bench_store.py [--ops 500]   (last line: RESULT {json})
@@ -20,14 +21,20 @@ from pathlib import Path
 
 import structlog
 from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
 
+from orchestrator.llm.complete import prepare_model
 from orchestrator.store import (
     create_run,
     create_tenant,
+    find_step,
+    finish_node,
     get_blob,
     make_engine,
     make_session_factory,
+    price_for,
     put_blob,
+    put_text,
     record_step,
     reserve,
     settle,
@@ -82,6 +89,12 @@ def measure(backend: str, ops: int) -> dict[str, float]:
                 record_step(s, "bench-run/0", i, "generate", 0, cost=Decimal("0.001"), prompt_tokens=10)
         figures["record_step_ms"] = round((time.perf_counter() - started) / ops * 1000, 2)
 
+        prepare_model("scripted/leaf")  # its price, as the worker registers it at start
+        started = time.perf_counter()
+        for i in range(ops):
+            leaf_call_store_work(sessions, f"bench-run/0.{i + 1}")
+        figures["leaf_store_ms"] = round((time.perf_counter() - started) / ops * 1000, 2)
+
         # Half incompressible, half compressible: neither best nor worst case for the chunk compressor.
         data = os.urandom(50 * 2**20) + b"abcdefghij" * (5 * 2**20)
         started = time.perf_counter()
@@ -95,6 +108,34 @@ def measure(backend: str, ops: int) -> dict[str, float]:
         figures["get_100MB_s"] = round(time.perf_counter() - started, 2)
         engine.dispose()
     return figures
+
+
+def leaf_call_store_work(sessions: sessionmaker[Session], node_id: str) -> None:
+    """What ``leaf_call`` asks of the store around one model call, in its two transactions."""
+    with sessions.begin() as s:
+        if find_step(s, node_id, 0, "leaf", 0) is not None:
+            raise SystemExit(f"{node_id} was recorded already")
+        upsert_node(
+            s, node_id, run_id="bench-run", kind="leaf", depth=1, parent_id="bench-run/0", status="running"
+        )
+        price_for(s, "scripted/leaf")
+        rid = reserve(s, run_id="bench-run", tenant="bench", amount=Decimal("0.008"), key=f"{node_id}/leaf")
+    with sessions.begin() as s:
+        settle(s, rid, Decimal("0.00002"))
+        answer = put_text(s, f"{node_id}: 17")
+        prompt = put_text(s, f"count the errors in chunk {node_id}")
+        record_step(
+            s,
+            node_id,
+            0,
+            "leaf",
+            0,
+            input_ref=prompt,
+            output_ref=answer,
+            prompt_tokens=40,
+            cost=Decimal("0.00002"),
+        )
+        finish_node(s, node_id, status="completed", answer_ref=answer)
 
 
 def main() -> None:
