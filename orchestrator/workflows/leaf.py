@@ -74,15 +74,7 @@ class Leaf:
             if common.seconds_left(inp.run) <= 0:
                 return await self._finish(inp, TIMED_OUT, None, "the run's deadline passed")
             try:
-                out: LeafCallOutput = await workflow.execute_local_activity(
-                    common.LEAF_CALL,
-                    inp,
-                    result_type=LeafCallOutput,
-                    start_to_close_timeout=common.bounded(inp.run, LEAF_CALL_TIMEOUT_S),
-                    schedule_to_close_timeout=common.until_deadline(inp.run),
-                    retry_policy=common.MODEL_RETRY,
-                    local_retry_threshold=LOCAL_RETRY_THRESHOLD,
-                )
+                out = await start_leaf_call(inp)
             except ActivityError as err:
                 status, reason = classify_failure(err)
                 return await self._finish(inp, status, None, reason)
@@ -143,6 +135,19 @@ class Leaf:
         self._status, self._message, self._cost = status, error, cost
         common.set_status(status, float(cost))
         return NodeResult(inp.node_id, status, answer, error, 1 if out else 0, cost)
+
+
+def start_leaf_call(inp: LeafInput) -> workflow.ActivityHandle[LeafCallOutput]:
+    """The ``leaf_call`` local activity: a ``Leaf`` workflow's one step, or an inline leaf of a node."""
+    return workflow.start_local_activity(
+        common.LEAF_CALL,
+        inp,
+        result_type=LeafCallOutput,
+        start_to_close_timeout=common.bounded(inp.run, LEAF_CALL_TIMEOUT_S),
+        schedule_to_close_timeout=common.until_deadline(inp.run),
+        retry_policy=common.MODEL_RETRY,
+        local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+    )
 
 
 def classify_failure(err: ActivityError) -> tuple[str, str]:

@@ -34,7 +34,7 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError, FailureErro
 from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
 from orchestrator.workflows import common
-from orchestrator.workflows.leaf import LEAF_CALL_TIMEOUT_S, LOCAL_RETRY_THRESHOLD, Leaf, classify_failure
+from orchestrator.workflows.leaf import Leaf, classify_failure, start_leaf_call
 from orchestrator.workflows.types import (
     ABORTED,
     COMPLETED,
@@ -486,15 +486,7 @@ class RLMNode:
         while True:
             if common.seconds_left(leaf.run) <= 0:
                 return await self._inline_end(leaf, TIMED_OUT, "the run's deadline passed")
-            call = workflow.start_local_activity(
-                common.LEAF_CALL,
-                leaf,
-                result_type=LeafCallOutput,
-                start_to_close_timeout=common.bounded(leaf.run, LEAF_CALL_TIMEOUT_S),
-                schedule_to_close_timeout=common.until_deadline(leaf.run),
-                retry_policy=common.MODEL_RETRY,
-                local_retry_threshold=LOCAL_RETRY_THRESHOLD,
-            )
+            call = start_leaf_call(leaf)
             self._inline[leaf.node_id] = call
             try:
                 out = await call
