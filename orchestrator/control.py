@@ -409,10 +409,11 @@ async def stuck(
     run_id: str | None = None,
     tenant: str | None = None,
 ) -> list[StuckNode]:
-    """Running nodes with no progress for ``idle_s`` or an activity on attempt >= ``attempts``.
+    """Running nodes with no progress for ``idle_s`` or a model call or activity on attempt >= ``attempts``.
 
     Progress is the node's last recorded step or status change in the store (its start when it has
-    none); attempts come from Temporal's pending activities, with the last failure as the reason."""
+    none); attempts come from Temporal's pending activities, with the last failure as the reason, and
+    from the store for leaf calls (local activities, which Temporal does not list as pending)."""
     query = 'ExecutionStatus = "Running" AND WorkflowType IN ("RLMNode", "Leaf")'
     if run_id is not None:
         query += f" AND RlmRunId = {quoted(run_id)}"
