@@ -24,6 +24,7 @@ import structlog
 from sqlalchemy.orm import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 import sandbox
 from orchestrator.activities import texts
@@ -52,6 +53,18 @@ from orchestrator.workflows.types import (
 )
 
 log = structlog.get_logger(__name__)
+
+# The server's refusal once a workflow run has received history.maxTotalUpdates Updates.
+UPDATE_LIMIT = "limit on the total number of distinct updates"
+
+
+def updates_exhausted(server_message: str) -> str:
+    return (
+        "this node has made as many sub-call requests in its current workflow run as the Temporal server "
+        "allows (history.maxTotalUpdates); batch the prompts into llm_query_batched / rlm_query_batched "
+        f"calls, or end this iteration: the node continues in a fresh run ({server_message.split('.')[0]})"
+    )
+
 
 HEARTBEAT_EVERY_S = 2.0
 # Prompts of one batch ride inline in the Update while they are this small in total; beyond, blobs.
@@ -149,7 +162,13 @@ class CellActivities:
             future = asyncio.run_coroutine_threadsafe(
                 handle.execute_update(RLMNode.subcall, batch, id=uid), self.deps.loop
             )
-            reply = future.result()
+            try:
+                reply = future.result()
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.FAILED_PRECONDITION and UPDATE_LIMIT in exc.message:
+                    # Retrying the cell would be refused the same way: the model must change course.
+                    raise sandbox.SubcallError(updates_exhausted(exc.message)) from exc
+                raise
             children.append(reply.started)
             log.debug(
                 "subcall.answered",
