@@ -39,8 +39,8 @@ _NODE_EXISTS = select(literal(1)).where(_NODES.c.node_id == bindparam("node_id")
 _NODE_IDENTITY = select(
     _NODES.c.run_id, _NODES.c.parent_id, _NODES.c.depth, _NODES.c.kind, _NODES.c.status
 ).where(_NODES.c.node_id == bindparam("node_id"))
-_NODE_ATTEMPT = update(_NODES).where(_NODES.c.node_id == bindparam("b_node"))
-_NODE_FINISH = update(_NODES).where(_NODES.c.node_id == bindparam("b_node"))
+# The columns to set come with the parameters.
+_NODE_UPDATE = update(_NODES).where(_NODES.c.node_id == bindparam("b_node"))
 _NODE_ADD_STEP = (
     update(_NODES)
     .where(_NODES.c.node_id == bindparam("b_node"))
@@ -300,7 +300,7 @@ def finish_node(
         "finished_at": now,
         "updated_at": now,
     }
-    if rowcount(run(session, _NODE_FINISH, {"b_node": node_id, **values})) == 0:
+    if rowcount(run(session, _NODE_UPDATE, {"b_node": node_id, **values})) == 0:
         raise NotFound("node", node_id)
 
 
@@ -308,7 +308,7 @@ def note_attempt(session: Session, node_id: str, attempt: int, error: str | None
     """A node's model call failed and will be retried: keep which attempt that was and why
     (``attempt`` 0 and no error: the call went through after all)."""
     values = {"b_node": node_id, "attempts": validate.count(attempt, "attempt"), "error": error}
-    run(session, _NODE_ATTEMPT, values)
+    run(session, _NODE_UPDATE, values)
 
 
 def retrying_nodes(
