@@ -45,3 +45,10 @@ def test_empty_variables_mean_unset() -> None:
     settings = load_settings({"RLM_MODEL": "openai/gpt-5", "RLM_SUB_MODEL": ""})
     assert settings.sub_model == "openai/gpt-5"
     assert load_settings({"RLM_MODEL": ""}).model == "scripted/search"
+
+
+def test_leaf_mode_defaults_to_workflows_and_refuses_unknown_modes() -> None:
+    assert load_settings({}).leaf_mode == "workflow"
+    assert load_settings({"RLM_LEAF_MODE": "inline"}).leaf_mode == "inline"
+    with pytest.raises(SettingsError, match=r"RLM_LEAF_MODE='fast'.*'workflow'.*'inline'"):
+        load_settings({"RLM_LEAF_MODE": "fast"})

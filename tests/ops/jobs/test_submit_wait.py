@@ -250,3 +250,30 @@ async def test_read_commands_of_the_store_print_json(cli_env: dict[str, str]) ->
         "output_usd_per_token": "0.000002",
         "source": "registered",
     }
+
+
+async def test_leaf_mode_from_the_flag_or_rlm_leaf_mode_is_kept_with_the_run(
+    cli_env: dict[str, str], words: tuple[Path, int], sessions: sessionmaker[Session]
+) -> None:
+    path, expected = words
+    base = ["submit", COUNT, "--context", str(path), "--model", "scripted/mapreduce", "--detach"]
+    flagged, from_env = f"flag-{uuid.uuid4().hex[:8]}", f"env-{uuid.uuid4().hex[:8]}"
+
+    started = await asyncio.gather(
+        rlm(cli_env, *base, "--run-id", flagged, "--leaf-mode", "inline"),
+        rlm({**cli_env, "RLM_LEAF_MODE": "inline"}, *base, "--run-id", from_env),
+    )
+    assert [s.code for s in started] == [0, 0], [s.err for s in started]
+    for run_id in (flagged, from_env):
+        waited = await rlm(cli_env, "wait", run_id, "--json")
+        assert waited.code == 0 and waited.json()["answer"] == str(expected), waited.err
+        with sessions() as s:
+            assert get_run(s, run_id).config["limits"]["leaf_mode"] == "inline"
+
+    bad = await rlm(cli_env, *base, "--run-id", "bad-mode", "--leaf-mode", "sideways")
+    assert (
+        bad.code == 1
+        and bad.err.strip() == "error: --leaf-mode 'sideways' is not known; use workflow or inline"
+    )
+    env_bad = await rlm({**cli_env, "RLM_LEAF_MODE": "sideways"}, *base, "--run-id", "bad-env")
+    assert env_bad.code == 1 and "RLM_LEAF_MODE='sideways' is not known" in env_bad.err
