@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
 from orchestrator.cli.output import emit_json
-from orchestrator.cli.run_cmds import LEAF_MODE_HELP, _errors, _exit_now, _limits, _store, _usd
+from orchestrator.cli.run_cmds import LEAF_MODE_HELP, _errors, _exit_now, _store, run_request
 from orchestrator.client import RunError, RunRequest, TemporalTarget, connect, run_summary
 from orchestrator.jobs import ExitCode, WaitOutcome, submit_run, wait_for_run
 from orchestrator.schedules import (
@@ -65,32 +65,6 @@ def _target(settings: Settings) -> TemporalTarget:
             "`rlm dev` prints (the embedded server of `rlm run` stops when it ends)"
         )
     return TemporalTarget(settings.temporal_address, settings.temporal_namespace, settings.temporal_ui_url)
-
-
-def _request(
-    settings: Settings,
-    query: str,
-    context: str,
-    *,
-    tenant: str,
-    budget_usd: str | None,
-    model: str | None,
-    sub_model: str | None,
-    deadline: float,
-    run_id: str | None,
-    limits: tuple[int, int, int, int, int, str | None],
-) -> RunRequest:
-    return RunRequest(
-        query=query,
-        context_path=Path(context),
-        tenant=tenant,
-        budget_usd=_usd(budget_usd, "--budget-usd"),
-        model=model or settings.model,
-        sub_model=sub_model or settings.sub_model,
-        deadline_s=deadline,
-        run_id=run_id,
-        limits=_limits(*limits[:5], limits[5] or settings.leaf_mode),
-    )
 
 
 # The options a run takes, shared by `rlm submit` and `rlm schedule create` (as in `rlm run`).
@@ -139,17 +113,22 @@ def submit(
     with _temporal_errors():
         settings = load_settings()
         target = _target(settings)
-        req = _request(
+        req = run_request(
             settings,
             query,
-            context,
+            Path(context),
             tenant=tenant,
             budget_usd=budget_usd,
             model=model,
             sub_model=sub_model,
             deadline=deadline,
             run_id=run_id,
-            limits=(max_depth, max_iterations, max_subcalls, concurrency, max_tokens, leaf_mode),
+            max_depth=max_depth,
+            max_iterations=max_iterations,
+            max_subcalls=max_subcalls,
+            concurrency=concurrency,
+            max_tokens=max_tokens,
+            leaf_mode=leaf_mode,
         )
         _check_timeout(timeout)
         engine, sessions = _store(settings)
@@ -271,17 +250,22 @@ def schedule_create(
     with _temporal_errors():
         settings = load_settings()
         target = _target(settings)
-        run = _request(
+        run = run_request(
             settings,
             query,
-            context,
+            Path(context),
             tenant=tenant,
             budget_usd=budget_usd,
             model=model,
             sub_model=sub_model,
             deadline=deadline,
             run_id=None,
-            limits=(max_depth, max_iterations, max_subcalls, concurrency, max_tokens, leaf_mode),
+            max_depth=max_depth,
+            max_iterations=max_iterations,
+            max_subcalls=max_subcalls,
+            concurrency=concurrency,
+            max_tokens=max_tokens,
+            leaf_mode=leaf_mode,
         )
         req = ScheduleRequest(name, cron, run, overlap, paused, note)
         engine, sessions = _store(settings)

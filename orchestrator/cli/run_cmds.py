@@ -136,6 +136,41 @@ def _limits(
     )
 
 
+def run_request(
+    settings: Settings,
+    query: str,
+    context: Path,
+    *,
+    tenant: str,
+    budget_usd: str | None,
+    model: str | None,
+    sub_model: str | None,
+    deadline: float,
+    run_id: str | None,
+    max_depth: int,
+    max_iterations: int,
+    max_subcalls: int,
+    concurrency: int,
+    max_tokens: int,
+    leaf_mode: str | None,
+) -> RunRequest:
+    """The run `rlm run`, `rlm submit` and `rlm schedule create` ask for, with the settings' defaults."""
+    limits = _limits(
+        max_depth, max_iterations, max_subcalls, concurrency, max_tokens, leaf_mode or settings.leaf_mode
+    )
+    return RunRequest(
+        query=query,
+        context_path=context,
+        tenant=tenant,
+        budget_usd=_usd(budget_usd, "--budget-usd"),
+        model=model or settings.model,
+        sub_model=sub_model or settings.sub_model,
+        deadline_s=deadline,
+        run_id=run_id,
+        limits=limits,
+    )
+
+
 def _exit_now(code: int) -> NoReturn:
     """Exit without interpreter finalisation once a Temporal client existed in this process.
 
@@ -185,23 +220,22 @@ def run(
             raise RunError(
                 "--detach needs a server that outlives this command: set TEMPORAL_ADDRESS (or run `rlm dev`)"
             )
-        request = RunRequest(
-            query=query,
-            context_path=context,
+        request = run_request(
+            settings,
+            query,
+            context,
             tenant=tenant,
-            budget_usd=_usd(budget_usd, "--budget-usd"),
-            model=model or settings.model,
-            sub_model=sub_model or settings.sub_model,
-            deadline_s=deadline,
+            budget_usd=budget_usd,
+            model=model,
+            sub_model=sub_model,
+            deadline=deadline,
             run_id=run_id,
-            limits=_limits(
-                max_depth,
-                max_iterations,
-                max_subcalls,
-                concurrency,
-                max_tokens,
-                leaf_mode or settings.leaf_mode,
-            ),
+            max_depth=max_depth,
+            max_iterations=max_iterations,
+            max_subcalls=max_subcalls,
+            concurrency=concurrency,
+            max_tokens=max_tokens,
+            leaf_mode=leaf_mode,
         )
         engine, sessions = _store(settings)
         try:
