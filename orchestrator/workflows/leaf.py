@@ -28,6 +28,7 @@ from orchestrator.workflows.types import (
     NodeEvent,
     NodeResult,
     NodeState,
+    Text,
 )
 
 LEAF_CALL_TIMEOUT_S = 600.0
@@ -66,7 +67,7 @@ class Leaf:
             self._status = ABORTED
             common.set_status(ABORTED)
             reason = "aborted by an operator (workflow cancelled)"
-            await common.record(self._event(inp, ABORTED, error=reason))
+            await common.record(leaf_event(inp, ABORTED, error=reason))
             raise
 
     async def _run(self, inp: LeafInput) -> NodeResult:
@@ -82,7 +83,7 @@ class Leaf:
                 return await self._finish(inp, COMPLETED, out, None)
             self._status, self._message = PAUSED_BUDGET, out.message
             common.set_status(PAUSED_BUDGET)
-            await common.record(self._event(inp, PAUSED_BUDGET, error=out.message))
+            await common.record(leaf_event(inp, PAUSED_BUDGET, error=out.message))
             self._resume = False
             try:
                 await workflow.wait_condition(
@@ -99,19 +100,6 @@ class Leaf:
             self._status, self._message = RUNNING, None
             common.set_status(RUNNING)
 
-    def _event(self, inp: LeafInput, status: str, error: str | None = None) -> NodeEvent:
-        return NodeEvent(
-            inp.run.run_id,
-            inp.node_id,
-            inp.parent_id,
-            inp.depth,
-            "leaf",
-            status,
-            None,
-            error,
-            tenant=inp.run.tenant,
-        )
-
     async def _finish(
         self, inp: LeafInput, status: str, out: LeafCallOutput | None, error: str | None
     ) -> NodeResult:
@@ -119,22 +107,27 @@ class Leaf:
         cost = out.cost_usd if out else "0"
         if status != COMPLETED or error:
             # The call's own step already recorded success; only failures need a final write here.
-            await common.record(
-                NodeEvent(
-                    inp.run.run_id,
-                    inp.node_id,
-                    inp.parent_id,
-                    inp.depth,
-                    "leaf",
-                    status,
-                    answer,
-                    error,
-                    tenant=inp.run.tenant,
-                )
-            )
+            await common.record(leaf_event(inp, status, answer, error))
         self._status, self._message, self._cost = status, error, cost
         common.set_status(status, float(cost))
         return NodeResult(inp.node_id, status, answer, error, 1 if out else 0, cost)
+
+
+def leaf_event(
+    inp: LeafInput, status: str, answer: Text | None = None, error: str | None = None
+) -> NodeEvent:
+    """What the store records of a leaf: from its ``Leaf`` workflow, or its parent for an inline leaf."""
+    return NodeEvent(
+        inp.run.run_id,
+        inp.node_id,
+        inp.parent_id,
+        inp.depth,
+        "leaf",
+        status,
+        answer,
+        error,
+        tenant=inp.run.tenant,
+    )
 
 
 def start_leaf_call(inp: LeafInput) -> workflow.ActivityHandle[LeafCallOutput]:

@@ -34,7 +34,7 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError, FailureErro
 from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
 from orchestrator.workflows import common
-from orchestrator.workflows.leaf import Leaf, classify_failure, start_leaf_call
+from orchestrator.workflows.leaf import Leaf, classify_failure, leaf_event, start_leaf_call
 from orchestrator.workflows.types import (
     ABORTED,
     COMPLETED,
@@ -95,7 +95,8 @@ class RLMNode:
         self._resumes = 0  # counts `resume` signals: every inline sub-call held for budget sees a new one
         self._abort = False
         self._pause_requested = False
-        self._inline: dict[str, workflow.ActivityHandle[LeafCallOutput]] = {}  # inline leaves in flight
+        # Inline leaves in flight, by node id.
+        self._inline: dict[str, tuple[LeafInput, workflow.ActivityHandle[LeafCallOutput]]] = {}
         self._budget_holds = 0
         self._step = ""
         self._last_error: str | None = None
@@ -182,11 +183,11 @@ class RLMNode:
         common.set_status(ABORTED, float(self._cost + self._children_cost))
         await common.record(self._event(ABORTED, self._partial, reason))
         # Inline leaves have no workflow of their own to be cancelled with: stop their calls, say so.
-        in_flight = sorted(self._inline.items())
+        in_flight = [self._inline[leaf_id] for leaf_id in sorted(self._inline)]
         for _, call in in_flight:
             call.cancel()
-        for leaf_id, _ in in_flight:
-            await common.record(self._leaf_event(leaf_id, ABORTED, reason))
+        for leaf, _ in in_flight:
+            await common.record(leaf_event(leaf, ABORTED, error=reason))
         await workflow.execute_activity(
             common.RELEASE_SANDBOX,
             self._inp,
@@ -487,7 +488,7 @@ class RLMNode:
             if common.seconds_left(leaf.run) <= 0:
                 return await self._inline_end(leaf, TIMED_OUT, "the run's deadline passed")
             call = start_leaf_call(leaf)
-            self._inline[leaf.node_id] = call
+            self._inline[leaf.node_id] = (leaf, call)
             try:
                 out = await call
             except ActivityError as err:
@@ -508,7 +509,7 @@ class RLMNode:
         if self._budget_holds == 1:
             self._status, self._message = PAUSED_BUDGET, message
             common.set_status(PAUSED_BUDGET)
-        await common.record(self._leaf_event(leaf.node_id, PAUSED_BUDGET, message))
+        await common.record(leaf_event(leaf, PAUSED_BUDGET, error=message))
         timed_out = False
         try:
             await workflow.wait_condition(
@@ -528,22 +529,8 @@ class RLMNode:
         return None
 
     async def _inline_end(self, leaf: LeafInput, status: str, error: str) -> NodeResult:
-        await common.record(self._leaf_event(leaf.node_id, status, error))
+        await common.record(leaf_event(leaf, status, error=error))
         return NodeResult(leaf.node_id, status, None, error)
-
-    def _leaf_event(self, leaf_id: str, status: str, error: str | None) -> NodeEvent:
-        inp = self._inp
-        return NodeEvent(
-            inp.run.run_id,
-            leaf_id,
-            inp.node_id,
-            inp.depth + 1,
-            "leaf",
-            status,
-            None,
-            error,
-            tenant=inp.run.tenant,
-        )
 
 
 async def _tell(child: ChildWorkflowHandle[RLMNode, NodeResult], signal: str) -> None:
