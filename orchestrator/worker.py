@@ -2,9 +2,9 @@
 
 Worker settings (measured in docs/orchestrator.md): the sticky workflow cache stays on (replay safety
 is untouched either way; the cache only saves replays), the workflow sandbox stays on with this
-package's deterministic modules passed through (so a new child workflow does not re-import them), and
-enough workflow-task pollers that a parent's next task and a new child's first task are both picked up
-at once.
+package's deterministic modules passed through (so a new child workflow does not re-import them) and
+its per-payload context questions answered outside it (``workflow_runner.py``), and enough
+workflow-task pollers that a parent's next task and a new child's first task are both picked up at once.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import sandbox
 from orchestrator.activities.cells import CellActivities, SessionCache
@@ -33,6 +32,7 @@ from orchestrator.activities.records import RecordActivities
 from orchestrator.llm.complete import prepare_model
 from orchestrator.settings import Settings
 from orchestrator.store import make_engine, make_session_factory
+from orchestrator.workflow_runner import workflow_runner
 from orchestrator.workflows import WORKFLOWS
 
 log = structlog.get_logger(__name__)
@@ -49,13 +49,6 @@ class WorkerOptions:
     session_capacity: int = 32
     sandbox_limits: sandbox.SandboxLimits = field(default_factory=sandbox.SandboxLimits)
     reap_older_than_s: float | None = 3600.0
-
-
-def workflow_runner() -> SandboxedWorkflowRunner:
-    # Our workflow modules import only deterministic code; passing them through saves re-importing
-    # them into every new workflow's sandbox (the bulk of a child's first-task cost).
-    restrictions = SandboxRestrictions.default.with_passthrough_modules("orchestrator", "structlog")
-    return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
 def new_worker_id() -> str:
@@ -99,7 +92,7 @@ async def running_worker(
         ],
         activity_executor=executor,
         interceptors=[LogContext()],
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(client.data_converter),
         max_cached_workflows=options.max_cached_workflows,
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
         max_concurrent_workflow_task_polls=options.max_concurrent_workflow_task_polls,

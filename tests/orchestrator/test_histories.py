@@ -9,7 +9,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from orchestrator.worker import workflow_runner
+from orchestrator.workflow_runner import workflow_runner
 from orchestrator.workflows import WORKFLOWS
 from orchestrator.workflows.types import Limits
 from tests.orchestrator.harness import Harness, word_context

@@ -16,7 +16,7 @@ from temporalio.worker import Replayer
 
 import sandbox
 from orchestrator.store import get_run, list_nodes, set_run_budget
-from orchestrator.worker import workflow_runner
+from orchestrator.workflow_runner import workflow_runner
 from orchestrator.workflows import WORKFLOWS, RLMNode
 from orchestrator.workflows.common import SA_STATUS
 from orchestrator.workflows.types import LEAF_INLINE, LEAF_MODES, Limits

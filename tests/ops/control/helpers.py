@@ -16,7 +16,7 @@ from temporalio.worker import Replayer
 from orchestrator.ids import quoted
 from orchestrator.store import get_node, list_steps
 from orchestrator.store.errors import NotFound
-from orchestrator.worker import workflow_runner
+from orchestrator.workflow_runner import workflow_runner
 from orchestrator.workflows import WORKFLOWS
 
 RLM = str(Path(sys.executable).parent / "rlm")

@@ -10,7 +10,7 @@ from pathlib import Path
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from orchestrator.worker import workflow_runner
+from orchestrator.workflow_runner import workflow_runner
 from orchestrator.workflows import WORKFLOWS
 
 HISTORIES = Path(__file__).parent / "histories"

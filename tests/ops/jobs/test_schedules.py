@@ -26,7 +26,7 @@ from orchestrator.schedules import (
 )
 from orchestrator.settings import Settings
 from orchestrator.store import get_run
-from orchestrator.worker import workflow_runner
+from orchestrator.workflow_runner import workflow_runner
 from orchestrator.workflows import WORKFLOWS, Launcher
 from tests.ops.jobs.cli import rlm
 
