@@ -27,7 +27,6 @@ from orchestrator.llm.complete import prepare_model
 from orchestrator.store import (
     create_run,
     create_tenant,
-    find_step,
     finish_node,
     get_blob,
     make_engine,
@@ -40,6 +39,7 @@ from orchestrator.store import (
     settle,
     upgrade,
     upsert_node,
+    write_step,
 )
 
 POSTGRES_URL = os.environ.get("RLM_TEST_DATABASE_URL", "postgresql+psycopg://rlm:rlm@127.0.0.1:5432/rlm_test")
@@ -113,18 +113,18 @@ def measure(backend: str, ops: int) -> dict[str, float]:
 def leaf_call_store_work(sessions: sessionmaker[Session], node_id: str) -> None:
     """What ``leaf_call`` asks of the store around one model call, in its two transactions."""
     with sessions.begin() as s:
-        if find_step(s, node_id, 0, "leaf", 0) is not None:
-            raise SystemExit(f"{node_id} was recorded already")
-        upsert_node(
+        created = upsert_node(
             s, node_id, run_id="bench-run", kind="leaf", depth=1, parent_id="bench-run/0", status="running"
         )
+        if not created:
+            raise SystemExit(f"{node_id} was recorded already")
         price_for(s, "scripted/leaf")
         rid = reserve(s, run_id="bench-run", tenant="bench", amount=Decimal("0.008"), key=f"{node_id}/leaf")
     with sessions.begin() as s:
         settle(s, rid, Decimal("0.00002"))
         answer = put_text(s, f"{node_id}: 17")
         prompt = put_text(s, f"count the errors in chunk {node_id}")
-        record_step(
+        write_step(
             s,
             node_id,
             0,

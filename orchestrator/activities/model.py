@@ -57,6 +57,7 @@ from orchestrator.store import (
     reserve,
     settle,
     upsert_node,
+    write_step,
 )
 from orchestrator.store.models import Step
 from orchestrator.workflows.types import (
@@ -277,12 +278,7 @@ class ModelActivities:
 
     def _leaf_prepare(self, inp: LeafInput) -> _Prepared | Step:
         with self.deps.sessions.begin() as session:
-            done = find_step(session, inp.node_id, 0, LEAF_KIND, 0)
-            if done is not None:
-                # A re-run of a call that finished (its worker died before Temporal heard of it).
-                finish_node(session, inp.node_id, status="completed", answer_ref=done.output_ref)
-                return done
-            upsert_node(
+            created = upsert_node(
                 session,
                 inp.node_id,
                 run_id=inp.run.run_id,
@@ -291,6 +287,11 @@ class ModelActivities:
                 parent_id=inp.parent_id,
                 status="running",
             )
+            done = None if created else find_step(session, inp.node_id, 0, LEAF_KIND, 0)
+            if done is not None:
+                # A re-run of a call that finished (its worker died before Temporal heard of it).
+                finish_node(session, inp.node_id, status="completed", answer_ref=done.output_ref)
+                return done
             prompt = texts.unpack(session, inp.prompt)
             key = f"{inp.node_id}/{LEAF_KIND}"
             return self._reserve(session, inp.run, inp.model, leaf_messages(prompt), key)
@@ -301,7 +302,7 @@ class ModelActivities:
         with self.deps.sessions.begin() as session:
             settle(session, reservation, cost)
             answer_ref = texts.blob_ref(session, Text(inline=result.text))
-            record_step(
+            write_step(
                 session,
                 inp.node_id,
                 0,

@@ -76,6 +76,7 @@ from orchestrator.store.repository import (
     set_tenant_budget,
     tenant_usage,
     upsert_node,
+    write_step,
 )
 
 __all__ = [
@@ -148,4 +149,5 @@ __all__ = [
     "to_nanos",
     "upgrade",
     "upsert_node",
+    "write_step",
 ]

@@ -1,8 +1,9 @@
 """The budget ledger: reserve before an LLM call, settle (or release) after it.
 
 Transactions. Each operation is atomic on its own. Given a ``sessionmaker`` it runs in its own
-transaction and commits; given a ``Session`` it runs inside a SAVEPOINT of the caller's transaction
-and leaves the commit to the caller (a refused reservation rolls back only its savepoint).
+transaction and commits; given a ``Session`` it leaves the commit to the caller. ``reserve`` then runs
+inside a SAVEPOINT (a refused reservation rolls back only its own writes); ``settle`` and ``release``
+need none: they refuse before writing anything.
 
 Locking. ``reserve`` raises the totals with one conditional UPDATE per budget,
 ``SET reserved = reserved + a WHERE spent + reserved + a <= limit``: the row lock taken by the UPDATE
@@ -106,6 +107,13 @@ def _atomic(source: SessionSource, operation: Callable[[Session], T]) -> T:
     if isinstance(source, Session):
         with source.begin_nested():
             return operation(source)
+    return _in_transaction(source, operation)
+
+
+def _in_transaction(source: SessionSource, operation: Callable[[Session], T]) -> T:
+    """For operations that write nothing before they can refuse: the caller's transaction is enough."""
+    if isinstance(source, Session):
+        return operation(source)
     with source() as session, session.begin():
         return operation(session)
 
@@ -149,9 +157,6 @@ def _existing_for_key(session: Session, key: str, run_id: str) -> str | None:
 
 
 def _reserve(session: Session, run_id: str, tenant: str, nanos: int, key: str) -> str:
-    existing = _existing_for_key(session, key, run_id)
-    if existing is not None:
-        return existing
     row = run(session, _RUN_TENANT, {"run_id": run_id}).one_or_none()
     if row is None:
         raise NotFound("run", run_id)
@@ -170,7 +175,7 @@ def _reserve(session: Session, run_id: str, tenant: str, nanos: int, key: str) -
         "created_at": utcnow(),
     }
     if not insert_ignore(session, LedgerEntry, entry, ["idempotency_key"]):
-        # A concurrent call with the same key won (and committed) first.
+        # The key's reservation exists: a retried call, or a concurrent one that committed first.
         winner = _existing_for_key(session, key, run_id)
         if winner is None:
             raise NotFound("reservation for key", key)
@@ -215,14 +220,14 @@ def settle(source: SessionSource, reservation_id: str, actual: Decimal) -> Decim
     Raises ``ReservationClosed`` if the reservation was released: its call was declared not to happen.
     """
     nanos = validate.nanos(actual, "actual cost")
-    recorded = _atomic(source, lambda s: _close(s, reservation_id, LedgerKind.SETTLE, nanos))
+    recorded = _in_transaction(source, lambda s: _close(s, reservation_id, LedgerKind.SETTLE, nanos))
     log.debug("ledger.settled", reservation_id=reservation_id, actual=str(recorded))
     return recorded
 
 
 def release(source: SessionSource, reservation_id: str) -> None:
     """Free a reservation whose call never happened. A no-op if it was settled or released already."""
-    _atomic(source, lambda s: _close(s, reservation_id, LedgerKind.RELEASE, 0))
+    _in_transaction(source, lambda s: _close(s, reservation_id, LedgerKind.RELEASE, 0))
     log.debug("ledger.released", reservation_id=reservation_id)
 
 

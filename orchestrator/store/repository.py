@@ -222,8 +222,9 @@ def upsert_node(
     parent_id: str | None = None,
     status: str | None = None,
     workflow_id: str | None = None,
-) -> None:
+) -> bool:
     """Insert the node once; later calls (retries, resets) only update ``status`` when one is given.
+    Returns whether this call inserted it.
 
     The identity fields (run, parent, depth, kind) cannot change: a mismatch raises ``InvalidValue``.
     """
@@ -244,7 +245,7 @@ def upsert_node(
         "updated_at": now,
     }
     if insert_ignore(session, Node, values, ["node_id"]):
-        return
+        return True
     node = run(session, _NODE_IDENTITY, {"node_id": node_id}).one()
     identity = (node.run_id, node.parent_id, node.depth, node.kind)
     if identity != (run_id, parent_id, depth, values["kind"]):
@@ -254,6 +255,7 @@ def upsert_node(
         )
     if status is not None and node.status != values["status"]:
         set_node_status(session, node_id, status)
+    return False
 
 
 def get_node(session: Session, node_id: str) -> Node:
@@ -352,6 +354,47 @@ def record_step(
 
     The first write also adds its cost and tokens to the node's totals, so retried writes count once.
     """
+    write_step(
+        session,
+        node_id,
+        iteration,
+        kind,
+        index,
+        input_ref=input_ref,
+        output_ref=output_ref,
+        summary=summary,
+        model=model,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost=cost,
+        duration_ms=duration_ms,
+        data=data,
+    )
+    step = find_step(session, node_id, iteration, kind, index)
+    if step is None:
+        raise NotFound("step", f"{node_id} {iteration} {kind} {index}")
+    return step
+
+
+def write_step(
+    session: Session,
+    node_id: str,
+    iteration: int,
+    kind: str,
+    index: int,
+    *,
+    input_ref: str | None = None,
+    output_ref: str | None = None,
+    summary: str | None = None,
+    model: str | None = None,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    cost: Decimal = Decimal(0),
+    duration_ms: int | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> bool:
+    """``record_step`` for callers that do not read the step back: returns whether this was the first
+    write (a later one changes nothing)."""
     key = (node_id, validate.count(iteration, "iteration"), validate.text_id(kind, "step kind", 32))
     key_index = validate.count(index, "step index")
     cost_nanos = validate.nanos(cost, "step cost")
@@ -382,10 +425,8 @@ def record_step(
             "b_now": utcnow(),
         }
         run(session, _NODE_ADD_STEP, totals)
-    step = find_step(session, *key, key_index)
-    if step is None:
-        raise NotFound("step", f"{node_id} {key[1]} {kind} {key_index}")
-    return step
+        return True
+    return False
 
 
 def find_step(session: Session, node_id: str, iteration: int, kind: str, index: int) -> Step | None:
