@@ -30,6 +30,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -304,6 +305,13 @@ async def dispatch(tmp: Path, fast: bool, cached: bool, n: int = 60) -> dict[str
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-subcalls-"))
+    try:
+        return await measure(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     url = args.database_url or f"sqlite:///{tmp / 'rlm.sqlite3'}"
     fast = args.dispatch == "fast"
     dynamic = dict(FAST_DISPATCH) if fast else {}
