@@ -201,6 +201,28 @@ def test_reserve_inside_callers_transaction(sessions: sessionmaker[Session]) -> 
             assert tenant_usage(s, "acme").reserved == D("0.7")
 
 
+def test_settle_and_release_inside_callers_transaction(sessions: sessionmaker[Session]) -> None:
+    """Without a savepoint of their own: a refused settle writes nothing, the caller's work stands."""
+    seed(sessions, budget="1")
+    with sessions() as s:
+        with s.begin():
+            settled = reserve(s, run_id="run-1", tenant="acme", amount=D("0.3"), key="a")
+            released = reserve(s, run_id="run-1", tenant="acme", amount=D("0.2"), key="b")
+            assert settle(s, settled, D("0.1")) == D("0.1")
+            release(s, released)
+            with pytest.raises(ReservationClosed):
+                settle(s, released, D("0.05"))
+            with pytest.raises(NotFound):
+                settle(s, "nope", D("0.05"))
+            assert settle(s, settled, D("0.9")) == D("0.1")
+            set_tenant_budget(s, "acme", D("2"))
+        with s.begin():
+            usage = tenant_usage(s, "acme")
+            assert (usage.limit, usage.spent, usage.reserved) == (D(2), D("0.1"), D(0))
+            sums = ledger_sums(s, tenant="acme")
+            assert (sums.spent, sums.reserved) == (usage.spent, usage.reserved)
+
+
 def test_200_concurrent_reservations_against_1_usd(engine: Engine, sessions: sessionmaker[Session]) -> None:
     """Exactly 100 of 200 reservations of $0.01 fit in $1, and spent + reserved never exceeds $1."""
     seed(sessions, budget="1", run_budget="1")

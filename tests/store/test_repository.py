@@ -36,6 +36,7 @@ from orchestrator.store import (
     set_tenant_budget,
     tenant_usage,
     upsert_node,
+    write_step,
 )
 from orchestrator.store.models import Step
 from tests.store.conftest import seed
@@ -190,6 +191,23 @@ def test_record_step_first_write_wins_and_counts_once(sessions: sessionmaker[Ses
         found = find_step(s, "run-1/0", 0, "generate", 0)
         assert found is not None and found.data == {"blocks": 1} and found.input_ref == prompt
         assert find_step(s, "run-1/0", 7, "generate", 0) is None
+
+
+def test_upsert_node_and_write_step_say_whether_they_wrote(sessions: sessionmaker[Session]) -> None:
+    """The leaf's hot path skips its "finished already?" lookup for a node it just created."""
+    seed(sessions)
+    with sessions.begin() as s:
+        assert upsert_node(s, "run-1/0", run_id="run-1", kind="root", depth=0)
+        assert not upsert_node(s, "run-1/0", run_id="run-1", kind="root", depth=0, status="running")
+        assert write_step(s, "run-1/0", 0, "leaf", 0, prompt_tokens=7, cost=D("0.000002"))
+        assert not write_step(s, "run-1/0", 0, "leaf", 0, prompt_tokens=70, cost=D("1"))
+        with pytest.raises(NotFound):
+            write_step(s, "run-1/404", 0, "leaf", 0)
+    with sessions() as s:
+        node = get_node(s, "run-1/0")
+        assert (node.status, node.cost, node.prompt_tokens) == ("running", D("0.000002"), 7)
+        step = find_step(s, "run-1/0", 0, "leaf", 0)
+        assert step is not None and step.prompt_tokens == 7
 
 
 def test_concurrent_step_writes_make_one_row(sessions: sessionmaker[Session]) -> None:
