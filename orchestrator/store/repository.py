@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, TypedDict, Unpack, cast
 
 from sqlalchemy import Table, bindparam, literal, select, update
 from sqlalchemy.orm import Session
@@ -333,43 +333,28 @@ def list_nodes(session: Session, run_id: str) -> list[Node]:
 # --- steps -----------------------------------------------------------------------------------------
 
 
+class StepFields(TypedDict, total=False):
+    """What a step may carry besides its key; every field defaults to empty (zero tokens, no cost)."""
+
+    input_ref: str | None
+    output_ref: str | None
+    summary: str | None
+    model: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+    duration_ms: int | None
+    data: Mapping[str, Any] | None
+
+
 def record_step(
-    session: Session,
-    node_id: str,
-    iteration: int,
-    kind: str,
-    index: int,
-    *,
-    input_ref: str | None = None,
-    output_ref: str | None = None,
-    summary: str | None = None,
-    model: str | None = None,
-    prompt_tokens: int = 0,
-    completion_tokens: int = 0,
-    cost: Decimal = Decimal(0),
-    duration_ms: int | None = None,
-    data: Mapping[str, Any] | None = None,
+    session: Session, node_id: str, iteration: int, kind: str, index: int, **fields: Unpack[StepFields]
 ) -> Step:
     """Write a step once per (node, iteration, kind, index) and return the first write.
 
     The first write also adds its cost and tokens to the node's totals, so retried writes count once.
     """
-    write_step(
-        session,
-        node_id,
-        iteration,
-        kind,
-        index,
-        input_ref=input_ref,
-        output_ref=output_ref,
-        summary=summary,
-        model=model,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        cost=cost,
-        duration_ms=duration_ms,
-        data=data,
-    )
+    write_step(session, node_id, iteration, kind, index, **fields)
     step = find_step(session, node_id, iteration, kind, index)
     if step is None:
         raise NotFound("step", f"{node_id} {iteration} {kind} {index}")
