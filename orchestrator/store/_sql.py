@@ -15,10 +15,9 @@ from sqlalchemy.orm import DeclarativeBase, Session
 _STATEMENTS: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], Executable] = {}
 
 
-def _insert(session: Session, model: type[DeclarativeBase]) -> postgresql.Insert | sqlite.Insert:
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(model)
-    return sqlite.insert(model)
+def _insert(dialect: str, target: type[DeclarativeBase] | Table) -> postgresql.Insert | sqlite.Insert:
+    """The dialect's INSERT, which has ON CONFLICT (the generic one does not)."""
+    return postgresql.insert(target) if dialect == "postgresql" else sqlite.insert(target)
 
 
 def _columns(model: type[DeclarativeBase], names: Iterable[str]) -> list[tuple[str, Column[Any]]]:
@@ -50,11 +49,10 @@ def insert_ignore(
     key = (dialect, table.name, tuple(values), tuple(conflict))
     stmt = _STATEMENTS.get(key)
     if stmt is None:
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         # RETURNING rather than rowcount: drivers report -1 for some INSERTs (psycopg with implicit
         # returning).
         stmt = (
-            insert(table)
+            _insert(dialect, table)
             .values({col: bindparam(f"v_{name}", type_=col.type) for name, col in _columns(model, values)})
             .on_conflict_do_nothing(index_elements=list(conflict))
             .returning(literal_column("1"))
@@ -71,5 +69,5 @@ def upsert(
     conflict: Sequence[str],
     update: Mapping[str, Any],
 ) -> None:
-    stmt = _insert(session, model).values(**values)
+    stmt = _insert(session.get_bind().dialect.name, model).values(**values)
     session.execute(stmt.on_conflict_do_update(index_elements=list(conflict), set_=dict(update)))
