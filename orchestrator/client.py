@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 
+from orchestrator.connection import TemporalTarget
 from orchestrator.devstack import DevServer, DevServerConfig
 from orchestrator.ids import check_run_id, check_tenant
 from orchestrator.settings import Settings
@@ -51,13 +52,6 @@ class RunError(ValueError):
     """A run cannot be started as asked; the message says what to change."""
 
 
-@dataclass(frozen=True)
-class TemporalTarget:
-    address: str
-    namespace: str
-    ui_url: str | None
-
-
 @contextlib.contextmanager
 def temporal_target(settings: Settings, *, ui: bool = True) -> Iterator[TemporalTarget]:
     if settings.temporal_address:
@@ -68,10 +62,6 @@ def temporal_target(settings: Settings, *, ui: bool = True) -> Iterator[Temporal
     )
     with DevServer(config) as server:
         yield TemporalTarget(server.address, settings.temporal_namespace, server.ui_url)
-
-
-async def connect(target: TemporalTarget) -> Client:
-    return await Client.connect(target.address, namespace=target.namespace)
 
 
 @dataclass(frozen=True)

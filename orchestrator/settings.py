@@ -34,6 +34,9 @@ class Settings:
     # How llm_query sub-calls run unless a run says otherwise: "workflow" (a Leaf child workflow each)
     # or "inline" (a local activity of the parent; see docs/orchestrator.md, "Leaf modes").
     leaf_mode: str = "workflow"
+    # How long a cell's worker may go silent before the cell runs again elsewhere: it bounds how long a
+    # killed worker's cell takes to recover (docs/operations.md, "When a worker dies").
+    heartbeat_timeout_s: float = 30.0
 
     @property
     def embedded_temporal(self) -> bool:
@@ -53,6 +56,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     leaf_mode = env.get("RLM_LEAF_MODE") or "workflow"
     if leaf_mode not in ("workflow", "inline"):
         raise SettingsError(f"RLM_LEAF_MODE={leaf_mode!r} is not known; use 'workflow' (default) or 'inline'")
+    heartbeat = _seconds(env, "RLM_HEARTBEAT_TIMEOUT_S", 30.0, low=1.0, high=3600.0)
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -66,4 +70,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         prices_file=Path(prices).expanduser() if prices else None,
         temporal_ui_url=env.get("TEMPORAL_UI_URL") or None,
         leaf_mode=leaf_mode,
+        heartbeat_timeout_s=heartbeat,
     )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:  # also refuses nan and inf
+        raise SettingsError(f"{name}={raw!r} must be a number of seconds from {low:g} to {high:g}")
+    return value

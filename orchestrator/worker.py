@@ -13,7 +13,9 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
+import signal
 import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from orchestrator.activities.launch import LaunchActivities
 from orchestrator.activities.logctx import LogContext
 from orchestrator.activities.model import ModelActivities
 from orchestrator.activities.records import RecordActivities
+from orchestrator.connection import TemporalTarget, connect
 from orchestrator.llm.complete import prepare_model
 from orchestrator.settings import Settings
 from orchestrator.store import make_engine, make_session_factory
@@ -69,7 +72,14 @@ async def running_worker(
     if settings.sandbox_backend == "docker" and options.reap_older_than_s is not None:
         await asyncio.to_thread(sandbox.reap, older_than_s=options.reap_older_than_s)
     engine = make_engine(settings.database_url)
-    deps = Deps(settings, make_session_factory(engine), client, asyncio.get_running_loop(), worker_id)
+    deps = Deps(
+        settings,
+        make_session_factory(engine),
+        client,
+        asyncio.get_running_loop(),
+        worker_id,
+        sandbox_labels={"worker": worker_id},
+    )
     cache = SessionCache(options.session_capacity)
     models = ModelActivities(deps)
     cells = CellActivities(deps, cache, options.sandbox_limits)
@@ -109,3 +119,18 @@ async def running_worker(
         executor.shutdown(wait=False, cancel_futures=True)
         engine.dispose()
         log.info("worker.stopped", worker_id=worker_id)
+
+
+async def serve(settings: Settings, target: TemporalTarget) -> None:
+    """``rlm worker`` / ``rlm dev``: run a worker until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    client = await connect(target)
+    async with running_worker(client, settings):
+        print(
+            f"worker serving task queue {settings.task_queue} on {target.address}; Ctrl-C stops it",
+            file=sys.stderr,
+        )
+        await stop.wait()

@@ -136,7 +136,7 @@ class CellActivities:
             backend="docker" if self.deps.settings.sandbox_backend == "docker" else "process",
             context_path=path,
             limits=limits,
-            labels={"run": node.run.run_id, "node": node.node_id, "worker": self.deps.worker_id},
+            labels={**self.deps.sandbox_labels, "run": node.run.run_id, "node": node.node_id},
         )
         if state is not None:
             sess.restore(state)

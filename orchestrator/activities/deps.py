@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,6 +20,8 @@ class Deps:
     client: Client
     loop: asyncio.AbstractEventLoop  # the worker's loop: sync activities send Updates through it
     worker_id: str
+    # Labels every sandbox container this worker starts carries besides its run and node.
+    sandbox_labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def context_dir(self) -> Path:

@@ -16,7 +16,8 @@ from typing import Annotated, Any
 import typer
 
 from orchestrator.cli.run_cmds import _errors, _exit_now, _store, _usd
-from orchestrator.client import RunError, connect, temporal_target
+from orchestrator.client import RunError, temporal_target
+from orchestrator.connection import connect
 from orchestrator.control import (
     AbortReport,
     ControlError,

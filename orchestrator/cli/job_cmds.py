@@ -21,7 +21,8 @@ from temporalio.client import Client
 
 from orchestrator.cli.output import emit_json
 from orchestrator.cli.run_cmds import LEAF_MODE_HELP, _errors, _exit_now, _store, run_request
-from orchestrator.client import RunError, RunRequest, TemporalTarget, connect, run_summary
+from orchestrator.client import RunError, RunRequest, run_summary
+from orchestrator.connection import TemporalTarget, connect
 from orchestrator.jobs import ExitCode, WaitOutcome, submit_run, wait_for_run
 from orchestrator.schedules import (
     ScheduleRequest,

@@ -34,13 +34,12 @@ from orchestrator.cli.output import emit_json
 from orchestrator.client import (
     RunError,
     RunRequest,
-    TemporalTarget,
-    connect,
     run_summary,
     run_tree,
     start_run,
     temporal_target,
 )
+from orchestrator.connection import TemporalTarget, connect
 from orchestrator.devstack import DevServerError
 from orchestrator.logs import configure_logging
 from orchestrator.settings import Settings, SettingsError, load_settings
@@ -113,7 +112,13 @@ def _usd(raw: str | None, what: str) -> Decimal | None:
 
 
 def _limits(
-    max_depth: int, max_iterations: int, max_subcalls: int, concurrency: int, max_tokens: int, leaf_mode: str
+    max_depth: int,
+    max_iterations: int,
+    max_subcalls: int,
+    concurrency: int,
+    max_tokens: int,
+    leaf_mode: str,
+    heartbeat_timeout_s: float,
 ) -> Limits:
     for name, value, low in (
         ("--max-depth", max_depth, 0),
@@ -133,6 +138,7 @@ def _limits(
         max_concurrency=concurrency,
         max_tokens=max_tokens,
         leaf_mode=leaf_mode,
+        heartbeat_timeout_s=heartbeat_timeout_s,
     )
 
 
@@ -156,7 +162,13 @@ def run_request(
 ) -> RunRequest:
     """The run `rlm run`, `rlm submit` and `rlm schedule create` ask for, with the settings' defaults."""
     limits = _limits(
-        max_depth, max_iterations, max_subcalls, concurrency, max_tokens, leaf_mode or settings.leaf_mode
+        max_depth,
+        max_iterations,
+        max_subcalls,
+        concurrency,
+        max_tokens,
+        leaf_mode or settings.leaf_mode,
+        settings.heartbeat_timeout_s,
     )
     return RunRequest(
         query=query,
@@ -260,7 +272,8 @@ async def _run(
         client = await connect(target)
         async with contextlib.AsyncExitStack() as stack:
             if local_worker:
-                from orchestrator.worker import running_worker  # see _serve
+                # Imported here: the worker loads litellm (seconds), which commands without one never need.
+                from orchestrator.worker import running_worker
 
                 await stack.enter_async_context(running_worker(client, settings))
             handle = await start_run(client, sessions, request, settings.task_queue)
@@ -359,22 +372,6 @@ def tree(
 # --- rlm worker / dev --------------------------------------------------------------------------
 
 
-async def _serve(settings: Settings, target: TemporalTarget) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    client = await connect(target)
-    # Imported here: the worker loads litellm (seconds), which commands without a worker never need.
-    from orchestrator.worker import running_worker
-
-    async with running_worker(client, settings):
-        typer.echo(
-            f"worker serving task queue {settings.task_queue} on {target.address}; Ctrl-C stops it", err=True
-        )
-        await stop.wait()
-
-
 def worker() -> None:
     """Run a worker against TEMPORAL_ADDRESS (any cluster) until SIGINT or SIGTERM."""
     with _errors():
@@ -387,7 +384,9 @@ def worker() -> None:
         engine, _ = _store(settings)
         engine.dispose()
         with temporal_target(settings) as target:
-            asyncio.run(_serve(settings, target))
+            from orchestrator.worker import serve  # loads litellm: only commands that run a worker
+
+            asyncio.run(serve(settings, target))
     _exit_now(0)
 
 
@@ -401,5 +400,7 @@ def dev() -> None:
         with temporal_target(settings) as target:
             typer.echo(f"Temporal dev server at {target.address}; Web UI at {target.ui_url}", err=True)
             typer.echo(f"use it from other shells: export TEMPORAL_ADDRESS={target.address}", err=True)
-            asyncio.run(_serve(settings, target))
+            from orchestrator.worker import serve  # loads litellm: only commands that run a worker
+
+            asyncio.run(serve(settings, target))
     _exit_now(0)
