@@ -12,8 +12,10 @@ LOG_DIR=${RLM_LOG_DIR:-"$ROOT/.data/logs"}
 PG_USER=${RLM_PG_USER:-rlm}
 PG_PASSWORD=${RLM_PG_PASSWORD:-rlm}
 PG_DATABASES=${RLM_PG_DATABASES:-"rlm rlm_test"}
-# docker-compose validates ops/compose.yaml in the tests (offline: `config` only).
-SYSTEM_PACKAGES=(docker.io docker-compose postgresql debootstrap python3-venv ca-certificates)
+# docker-compose validates ops/compose.yaml in the tests (offline: `config` only). haproxy and openssl
+# put the dev server behind TLS (mTLS, API key) in tests/foundation/test_tls.py; stunnel cannot serve
+# there: it offers no ALPN, and the SDK's gRPC client requires "h2" to be negotiated.
+SYSTEM_PACKAGES=(docker.io docker-compose postgresql debootstrap python3-venv ca-certificates haproxy openssl)
 
 STEP="start"
 say() { printf '[setup] %s\n' "$*"; }

@@ -5,18 +5,30 @@ activity, ``bind_node(...)`` puts the node's run id, node id and tenant into str
 variables, so every event the activity (and the code it calls) logs carries them without repeating
 them at each call. Activities run in their own asyncio task or worker thread with a copied context,
 so a binding never leaks from one activity into another.
+
+Records of the stdlib ``logging`` module (Temporal's core, forwarded by ``connection.temporal_runtime``,
+litellm, httpx, ...) go to the same stream through structlog's ``ProcessorFormatter``: stdout carries
+results only. ``results_stdout()`` guards a command's work against libraries that print to stdout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from typing import TextIO
 
 import structlog
 
 LEVELS = ("debug", "info", "warning", "error")
+
+# The stdlib logger Temporal's core (Rust) logs are forwarded to; RLM_TEMPORAL_LOG_LEVEL sets its level.
+CORE_LOGGER = "temporalio.core"
+# litellm's own handler writes records below WARNING to stdout, the rest to stderr: its loggers are held
+# at WARNING and keep to that handler (propagating would print each of their lines twice).
+_STDOUT_WRITING_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
 
 
 class LogLevelError(ValueError):
@@ -48,16 +60,15 @@ class _CurrentStderr:
 def configure_logging(default: str, *, stream: TextIO | None = None, env_var: str = "RLM_LOG_LEVEL") -> None:
     """Log to ``stream`` (stderr: stdout carries answers and --json output) at ``RLM_LOG_LEVEL`` or
     ``default``. A terminal gets the console renderer; anything else (a file, a pipe, a log shipper)
-    one JSON object per line."""
+    one JSON object per line. Other libraries' stdlib records go the same way at warning and above
+    (every level with ``debug``); Temporal's core at ``RLM_TEMPORAL_LOG_LEVEL`` (default warning)."""
     out = stream if stream is not None else sys.stderr
-    name = os.environ.get(env_var) or default
-    try:
-        level = parse_level(name)
-    except LogLevelError:
-        raise LogLevelError(f"{env_var}={name!r} is not a level; use one of {', '.join(LEVELS)}") from None
+    level = _env_level(env_var, default)
+    core_level = _env_level("RLM_TEMPORAL_LOG_LEVEL", "warning")
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer() if out.isatty() else structlog.processors.JSONRenderer()
     )
+    sink: TextIO = out if stream is not None else _CurrentStderr()  # type: ignore[assignment]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -67,9 +78,88 @@ def configure_logging(default: str, *, stream: TextIO | None = None, env_var: st
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(out if stream is not None else _CurrentStderr()),  # type: ignore[arg-type]
+        logger_factory=structlog.PrintLoggerFactory(sink),
         cache_logger_on_first_use=False,
     )
+    _route_stdlib(sink, renderer, level, core_level)
+
+
+class _StdlibHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler ``configure_logging`` installs on the root logger (replaced, not added, on a re-run)."""
+
+
+def _route_stdlib(sink: TextIO, renderer: structlog.typing.Processor, level: int, core_level: int) -> None:
+    handler = _StdlibHandler(sink)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StdlibHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    # Libraries' info lines (one per HTTP request, per worker poll) would drown the engine's events.
+    root.setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
+    logging.getLogger(CORE_LOGGER).setLevel(core_level)
+    for name in _STDOUT_WRITING_LOGGERS:
+        library = logging.getLogger(name)
+        library.setLevel(max(root.level, logging.WARNING))
+        library.propagate = False
+
+
+def _env_level(env_var: str, default: str) -> int:
+    name = os.environ.get(env_var) or default
+    try:
+        return parse_level(name)
+    except LogLevelError:
+        raise LogLevelError(f"{env_var}={name!r} is not a level; use one of {', '.join(LEVELS)}") from None
+
+
+@contextlib.contextmanager
+def results_stdout() -> Iterator[TextIO]:
+    """While the body runs, whatever is written to stdout (a library's ``print``, a native library or a
+    child process writing to file descriptor 1) goes to stderr instead; the stream yielded writes to the
+    real stdout, for the command's result. Use it only inside the ``with`` block."""
+    real = sys.stdout
+    real.flush()
+    fd = _fileno(real)
+    if fd is None:  # an in-process caller's buffer (a test's CliRunner): only Python writes can move
+        sys.stdout = sys.stderr
+        try:
+            yield real
+        finally:
+            sys.stdout = real
+        return
+    saved = os.dup(fd)
+    result = open(saved, "w", encoding=real.encoding, errors=real.errors, closefd=False)  # noqa: SIM115
+    sys.stderr.flush()
+    os.dup2(_fileno(sys.stderr) or 2, fd)
+    sys.stdout = sys.stderr
+    try:
+        yield result
+    finally:
+        sys.stdout = real
+        with contextlib.suppress(OSError, ValueError):
+            result.flush()
+            sys.stderr.flush()
+        os.dup2(saved, fd)
+        result.close()
+        os.close(saved)
+
+
+def _fileno(stream: TextIO) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
 
 
 def bind_node(run_id: str, node_id: str, tenant: str) -> None:

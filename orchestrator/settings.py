@@ -1,11 +1,21 @@
-"""Settings are read from the environment once, by ``load_settings()``, and passed down explicitly."""
+"""Settings are read from the environment once, by ``load_settings()``, and passed down explicitly.
+
+Temporal's connection comes from Temporal's standard client configuration (the SDK's environment
+configuration: ``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS*``,
+``TEMPORAL_GRPC_META_*``, and profiles of the TOML file named by ``TEMPORAL_CONFIG_FILE`` /
+``TEMPORAL_PROFILE``), so one set of settings serves ``rlm``, ``rlm worker`` and the ``temporal`` CLI.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from temporalio.envconfig import ClientConfigProfile, ClientConfigTLS, DataSource
+from temporalio.service import TLSConfig
 
 
 class SettingsError(ValueError):
@@ -17,6 +27,37 @@ def default_data_dir(env: Mapping[str, str]) -> Path:
         return Path(env["RLM_DATA_DIR"]).expanduser()
     base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "durable-rlm"
+
+
+@dataclass(frozen=True)
+class TemporalAccess:
+    """How to authenticate to a Temporal cluster: TLS (server CA, client certificate and key, server
+    name) and an API key. Plain (the default) for the embedded dev server and unsecured clusters."""
+
+    tls: bool = False
+    # repr=False: key material must not reach a log line or a traceback.
+    server_ca_cert: bytes | None = field(default=None, repr=False)
+    client_cert: bytes | None = field(default=None, repr=False)
+    client_key: bytes | None = field(default=None, repr=False)
+    server_name: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    rpc_metadata: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # The setting that supplied each part (("client_cert", "TEMPORAL_TLS_CLIENT_CERT_PATH") or a profile's
+    # TOML key), so a connection error names what to check.
+    sources: tuple[tuple[str, str], ...] = ()
+
+    def source(self, part: str) -> str:
+        return dict(self.sources).get(part, _ENV_NAMES[part][0])
+
+    def tls_config(self) -> TLSConfig | bool:
+        if not self.tls:
+            return False
+        return TLSConfig(
+            server_root_ca_cert=self.server_ca_cert,
+            domain=self.server_name,
+            client_cert=self.client_cert,
+            client_private_key=self.client_key,
+        )
 
 
 @dataclass(frozen=True)
@@ -37,6 +78,7 @@ class Settings:
     # How long a cell's worker may go silent before the cell runs again elsewhere: it bounds how long a
     # killed worker's cell takes to recover (docs/operations.md, "When a worker dies").
     heartbeat_timeout_s: float = 30.0
+    temporal_access: TemporalAccess = field(default_factory=TemporalAccess)
 
     @property
     def embedded_temporal(self) -> bool:
@@ -57,11 +99,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if leaf_mode not in ("workflow", "inline"):
         raise SettingsError(f"RLM_LEAF_MODE={leaf_mode!r} is not known; use 'workflow' (default) or 'inline'")
     heartbeat = _seconds(env, "RLM_HEARTBEAT_TIMEOUT_S", 30.0, low=1.0, high=3600.0)
+    profile, access = _temporal_profile(env)
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
-        temporal_address=env.get("TEMPORAL_ADDRESS") or None,
-        temporal_namespace=env.get("TEMPORAL_NAMESPACE", "default"),
+        temporal_address=profile.address or None,
+        temporal_namespace=profile.namespace or "default",
         task_queue=env.get("RLM_TASK_QUEUE", "durable-rlm"),
         model=env.get("RLM_MODEL") or "scripted/search",
         # An empty variable means "not set", as a compose file or scheduler often passes it.
@@ -71,6 +114,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         temporal_ui_url=env.get("TEMPORAL_UI_URL") or None,
         leaf_mode=leaf_mode,
         heartbeat_timeout_s=heartbeat,
+        temporal_access=access,
     )
 
 
@@ -85,3 +129,131 @@ def _seconds(env: Mapping[str, str], name: str, default: float, *, low: float, h
     if not low <= value <= high:  # also refuses nan and inf
         raise SettingsError(f"{name}={raw!r} must be a number of seconds from {low:g} to {high:g}")
     return value
+
+
+# Each part of the TLS/API-key configuration: its environment variables and its key in a TOML profile.
+_ENV_NAMES: Mapping[str, tuple[str, ...]] = {
+    "tls": ("TEMPORAL_TLS",),
+    "api_key": ("TEMPORAL_API_KEY",),
+    "server_ca_cert": ("TEMPORAL_TLS_SERVER_CA_CERT_PATH", "TEMPORAL_TLS_SERVER_CA_CERT_DATA"),
+    "client_cert": ("TEMPORAL_TLS_CLIENT_CERT_PATH", "TEMPORAL_TLS_CLIENT_CERT_DATA"),
+    "client_key": ("TEMPORAL_TLS_CLIENT_KEY_PATH", "TEMPORAL_TLS_CLIENT_KEY_DATA"),
+    "server_name": ("TEMPORAL_TLS_SERVER_NAME",),
+}
+_TOML_KEYS: Mapping[str, str] = {
+    "tls": "tls.disabled",
+    "api_key": "api_key",
+    "server_ca_cert": "tls.server_ca_cert_path",
+    "client_cert": "tls.client_cert_path",
+    "client_key": "tls.client_key_path",
+    "server_name": "tls.server_name",
+}
+
+
+def _temporal_profile(env: Mapping[str, str]) -> tuple[ClientConfigProfile, TemporalAccess]:
+    # An empty variable means "not set" here as everywhere (a compose file passes them empty); the SDK
+    # would read an empty TEMPORAL_TLS as "TLS on".
+    sdk_env = {k: v for k, v in env.items() if v or not k.startswith("TEMPORAL_")}
+    tls_flag = sdk_env.get("TEMPORAL_TLS")
+    if tls_flag is not None and tls_flag.lower() not in ("true", "false", "1", "0"):
+        raise SettingsError(f"TEMPORAL_TLS={tls_flag!r} is not a boolean; use true or false")
+    name = sdk_env.get("TEMPORAL_PROFILE") or "default"
+    config_file = _temporal_config_file(sdk_env)
+    try:
+        profile = ClientConfigProfile.load(
+            config_source=config_file, disable_file=config_file is None, override_env_vars=sdk_env
+        )
+    except RuntimeError as exc:  # the SDK's ConfigError: unreadable TOML, unknown profile
+        first = str(exc).strip().splitlines()[0]
+        raise SettingsError(
+            f"Temporal client configuration (profile {name!r}): {first}; check TEMPORAL_CONFIG_FILE "
+            "and TEMPORAL_PROFILE"
+        ) from None
+    tls_conf = profile.tls or ClientConfigTLS()
+    in_profile = {
+        "tls": tls_conf.disabled is not None,
+        "api_key": profile.api_key is not None,
+        "server_ca_cert": tls_conf.server_root_ca_cert is not None,
+        "client_cert": tls_conf.client_cert is not None,
+        "client_key": tls_conf.client_private_key is not None,
+        "server_name": tls_conf.server_name is not None,
+    }
+    sources = tuple((part, _source(sdk_env, part, name, in_profile[part])) for part in _ENV_NAMES)
+    access = _access(profile, dict(sources))
+    if not profile.address and (access.tls or access.api_key):
+        raise SettingsError(
+            f"Temporal TLS or API key settings are given but no address; set TEMPORAL_ADDRESS (or address in "
+            f"Temporal profile {name!r}) to the cluster: the embedded dev server takes neither"
+        )
+    return profile, replace(access, sources=sources)
+
+
+def _temporal_config_file(env: Mapping[str, str]) -> Path | None:
+    """``TEMPORAL_CONFIG_FILE``, else the file the ``temporal`` CLI writes (``temporal config set``) if it
+    exists. Found from ``env`` (the SDK would look at the process's environment, whatever was passed)."""
+    named = env.get("TEMPORAL_CONFIG_FILE")
+    if named:
+        if not Path(named).expanduser().is_file():
+            raise SettingsError(
+                f"TEMPORAL_CONFIG_FILE={named!r} is not a file; point it at a Temporal TOML file"
+            )
+        return Path(named).expanduser()
+    home = env.get("HOME")
+    base: Path | None = None
+    if sys.platform == "darwin":
+        base = Path(home) / "Library" / "Application Support" if home else None
+    elif env.get("XDG_CONFIG_HOME"):
+        base = Path(env["XDG_CONFIG_HOME"])
+    elif home:
+        base = Path(home) / ".config"
+    path = base / "temporalio" / "temporal.toml" if base else None
+    if path is not None and path.is_file():
+        return path
+    if env.get("TEMPORAL_PROFILE"):
+        raise SettingsError(
+            f"TEMPORAL_PROFILE={env['TEMPORAL_PROFILE']!r} is set but there is no Temporal config file; "
+            "set TEMPORAL_CONFIG_FILE to the TOML file that defines the profile"
+        )
+    return None
+
+
+def _source(env: Mapping[str, str], part: str, profile: str, in_profile: bool) -> str:
+    """The variable that set ``part``, else the profile's key that did, else the variable to set."""
+    names = _ENV_NAMES[part]
+    from_env = next((n for n in names if env.get(n)), None)
+    if from_env is None and in_profile:
+        return f"{_TOML_KEYS[part]} of Temporal profile {profile!r}"
+    return from_env or names[0]
+
+
+def _access(profile: ClientConfigProfile, sources: Mapping[str, str]) -> TemporalAccess:
+    """TLS as the SDK's ``to_client_connect_config`` decides it (an API key alone means TLS with the
+    system's roots), with the files read here, so a missing one is named before anything starts."""
+    config = profile.tls
+    access = TemporalAccess(
+        tls=profile.api_key is not None if config is None else not config.disabled,
+        api_key=profile.api_key,
+        rpc_metadata=tuple(profile.grpc_meta.items()),
+    )
+    if config is None or config.disabled:
+        return access
+    return replace(
+        access,
+        server_ca_cert=_pem(config.server_root_ca_cert, sources["server_ca_cert"]),
+        client_cert=_pem(config.client_cert, sources["client_cert"]),
+        client_key=_pem(config.client_private_key, sources["client_key"]),
+        server_name=config.server_name,
+    )
+
+
+def _pem(source: DataSource | None, setting: str) -> bytes | None:
+    if source is None or isinstance(source, bytes):
+        return source
+    if isinstance(source, str):
+        return source.encode()
+    try:
+        return source.expanduser().read_bytes()
+    except OSError as exc:
+        raise SettingsError(
+            f"{setting}: {source} cannot be read ({exc.strerror}); point it at the PEM file"
+        ) from None

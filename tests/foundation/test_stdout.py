@@ -1,0 +1,103 @@
+"""stdout carries results only: Temporal's core logs, stdlib logging and litellm's own handler go to
+stderr, and ``results_stdout`` keeps what libraries print off the result stream."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from orchestrator.devstack import DevServer
+from orchestrator.logs import results_stdout
+from tests.foundation.conftest import RLM, cli_env
+from tests.orchestrator.harness import word_context
+
+PYTHON = sys.executable
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-c", code],
+        env=cli_env(Path("/nonexistent"), **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_results_stdout_sends_prints_native_writes_and_children_to_stderr() -> None:
+    done = _python(
+        "import os, subprocess\n"
+        "from orchestrator.logs import results_stdout\n"
+        "print('before', flush=True)\n"
+        "with results_stdout() as out:\n"
+        "    print('a library banner')\n"
+        "    os.write(1, b'a native write\\n')\n"
+        "    subprocess.run(['echo', 'a child process'], check=True)\n"
+        "    out.write('the answer\\n')\n"
+        "print('after')\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "before\nthe answer\nafter\n"
+    for line in ("a library banner", "a native write", "a child process"):
+        assert line in done.stderr
+
+
+def test_results_stdout_with_an_in_process_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    with results_stdout() as result:
+        print("a library banner")
+        result.write("the answer\n")
+    print("after")
+    assert out.getvalue() == "the answer\nafter\n"
+    assert err.getvalue() == "a library banner\n"
+
+
+def test_stdlib_and_litellm_records_reach_stderr_never_stdout() -> None:
+    done = _python(
+        "import logging\n"
+        "from orchestrator.logs import configure_logging\n"
+        "configure_logging('info')\n"
+        "logging.getLogger('temporalio.core-sdk_core::temporalio_client::retry').warning('core retried')\n"
+        "logging.getLogger('some.library').warning('library warned')\n"
+        "logging.getLogger('some.library').info('library chatter')\n"
+        "from litellm._logging import verbose_logger\n"
+        "verbose_logger.info('litellm info')\n"
+        "verbose_logger.warning('litellm warned')\n",
+        RLM_LOG_LEVEL="debug",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    for text in ("core retried", "library warned", "library chatter", "litellm warned"):
+        assert text in done.stderr
+    # litellm's handler writes records below WARNING to stdout: those are held back; the rest appear once.
+    assert "litellm info" not in done.stderr and done.stderr.count("litellm warned") == 1
+
+
+def test_rlm_run_prints_only_the_answer_while_the_core_logs(tmp_path: Path, dev_server: DevServer) -> None:
+    context, expected = word_context(tmp_path / "words.txt", 2_000)
+    env = cli_env(
+        tmp_path / "data",
+        TEMPORAL_ADDRESS=dev_server.address,
+        RLM_TASK_QUEUE=f"stdout-{uuid.uuid4().hex[:8]}",
+        RLM_TEMPORAL_LOG_LEVEL="info",
+    )
+    args = [
+        RLM,
+        "run",
+        "How many times does the word 'ERROR' appear? Use 2 chunks.",
+        "--context",
+        str(context),
+    ]
+    args += ["--model", "scripted/mapreduce", "--sub-model", "scripted/leaf", "--deadline", "240"]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    # The core logged (its worker start at info), and its lines went to stderr through Python logging.
+    assert "Initializing worker" in done.stderr and "temporalio.core" in done.stderr
+    assert done.stdout == f"{expected}\n"
