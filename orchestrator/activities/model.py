@@ -153,7 +153,11 @@ class ModelActivities:
         self, session: Session, run: RunSpec, model: str, messages: tuple[ChatMessage, ...], key: str
     ) -> _Prepared:
         """Reserve the call's worst case inside ``session``'s transaction (the ledger uses a savepoint)."""
-        prepare_model(model)
+        try:
+            prepare_model(model)
+        except ModelCallError as exc:
+            # Unmapped, it would reach Temporal as a plain (retryable) exception: retried to the deadline.
+            raise model_error(exc) from exc
         try:
             price = price_for(session, model, prices_file=self.deps.settings.prices_file)
         except UnknownModelPrice as exc:

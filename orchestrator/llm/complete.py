@@ -19,7 +19,7 @@ import litellm
 import structlog
 from litellm import exceptions as errors
 
-from orchestrator.llm import scripted
+from orchestrator.llm import credentials, scripted
 from orchestrator.protocol.prompts import ChatMessage
 
 log = structlog.get_logger(__name__)
@@ -152,15 +152,17 @@ def retry_after_seconds(headers: dict[str, str], now: datetime | None = None) ->
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def classify(exc: BaseException, model: str) -> ModelCallError:
-    """Map a litellm exception (or anything else a call raised) to a ModelCallError."""
+def classify(
+    exc: BaseException, model: str, *, api_key: str | None = None, api_base: str | None = None
+) -> ModelCallError:
+    """Map a litellm exception (or anything else a call raised) to a ModelCallError.
+
+    A missing, rejected or forbidden key is final whatever class litellm wrapped it in, and its
+    message names the environment variable to set or check (``api_key``/``api_base``: the call's)."""
     status = getattr(exc, "status_code", None)
     status_code = status if isinstance(status, int) else None
-    message = (
-        str(getattr(exc, "message", None) or exc).strip().splitlines()[0]
-        if str(exc).strip()
-        else type(exc).__name__
-    )
+    text = str(getattr(exc, "message", None) or exc).strip()
+    message = text.splitlines()[0] if text else type(exc).__name__
     kind, retryable = "unknown", False
     for cls, name, retry in _KINDS:
         if isinstance(exc, cls):
@@ -171,6 +173,13 @@ def classify(exc: BaseException, model: str) -> ModelCallError:
             # A bare APIError carries only a status: 5xx, 408 and 429 are the provider's transient states.
             retryable = status_code is None or status_code >= 500 or status_code in (408, 429)
             kind = "server" if retryable else "bad_request"
+    final = kind in ("bad_request", "unknown")
+    if credentials.says_missing(text) or status_code == 401 or (final and credentials.says_rejected(text)):
+        kind, retryable = "auth", False
+    elif status_code == 403 and final:
+        kind, retryable = "permission", False
+    if kind in ("auth", "permission"):
+        message = credentials.describe(kind, text, model, status_code, api_key=api_key, api_base=api_base)
     return ModelCallError(
         kind=kind,
         retryable=retryable,
@@ -224,19 +233,14 @@ async def complete(req: CompletionRequest) -> CompletionResult:
             kwargs[name] = value
     started = time.monotonic()
     prepare_model(req.model)
+    if not scripted.is_scripted(req.model):
+        missing = credentials.missing_key(req.model, api_key=req.api_key, api_base=req.api_base)
+        if missing is not None:
+            raise _logged(ModelCallError(kind="auth", retryable=False, message=missing, model=req.model))
     try:
         response = await litellm.acompletion(**kwargs)
     except Exception as exc:
-        error = classify(exc, req.model)
-        log.warning(
-            "llm.failed",
-            model=req.model,
-            kind=error.kind,
-            retryable=error.retryable,
-            retry_after_s=error.retry_after_s,
-            message=error.message,
-        )
-        raise error from exc
+        raise _logged(classify(exc, req.model, api_key=req.api_key, api_base=req.api_base)) from exc
     duration = time.monotonic() - started
     choice = response.choices[0]
     usage = getattr(response, "usage", None)
@@ -256,6 +260,18 @@ async def complete(req: CompletionRequest) -> CompletionResult:
         completion_tokens=result.completion_tokens,
     )
     return result
+
+
+def _logged(error: ModelCallError) -> ModelCallError:
+    log.warning(
+        "llm.failed",
+        model=error.model,
+        kind=error.kind,
+        retryable=error.retryable,
+        retry_after_s=error.retry_after_s,
+        message=error.message,
+    )
+    return error
 
 
 def count_prompt_tokens(model: str, messages: Sequence[ChatMessage]) -> int:
