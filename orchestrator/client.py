@@ -1,12 +1,16 @@
 """Starting and inspecting runs: the store writes before a run starts, the root workflow, summaries.
 
-``temporal_target`` gives the Temporal address to use: ``TEMPORAL_ADDRESS`` when set, else the embedded
-dev server (started here, stopped on exit).
+``temporal_target`` gives the Temporal address to use: ``TEMPORAL_ADDRESS`` when set, else the server of
+the ``rlm dev`` serving the data directory, else an embedded dev server (started here, stopped on exit);
+``shared_target`` the same for commands that need a server outliving them (none is started).
+``checked_input`` is the one check of a run's query, deadline and context before anything is stored.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 
-from orchestrator.connection import TemporalTarget
+from orchestrator.connection import TemporalTarget, cluster_target
+from orchestrator.devlock import DataDirBusy, Holder, probe
 from orchestrator.devstack import DevServer, DevServerConfig
 from orchestrator.ids import check_run_id, check_tenant
 from orchestrator.settings import Settings
@@ -53,15 +58,51 @@ class RunError(ValueError):
 
 
 @contextlib.contextmanager
-def temporal_target(settings: Settings, *, ui: bool = True) -> Iterator[TemporalTarget]:
+def temporal_target(settings: Settings, *, ui: bool = True, shared: bool = False) -> Iterator[TemporalTarget]:
+    """``TEMPORAL_ADDRESS``; else the server of the ``rlm dev`` serving the data directory; else an
+    embedded dev server, stopped on exit (``shared``: `rlm dev`'s own, which never uses another's).
+
+    ``DataDirBusy`` when another process serves the data directory with a server it does not share."""
     if settings.temporal_address:
-        yield TemporalTarget(settings.temporal_address, settings.temporal_namespace, None)
+        yield cluster_target(settings)
         return
     config = DevServerConfig(
-        data_dir=settings.data_dir / "temporal", namespace=settings.temporal_namespace, ui=ui
+        data_dir=settings.data_dir / "temporal", namespace=settings.temporal_namespace, ui=ui, shared=shared
     )
-    with DevServer(config) as server:
+    server = DevServer(config)
+    holder: Holder | None = None
+    try:
+        server.start()
+    except DataDirBusy as busy:
+        if shared or busy.holder is None or not busy.holder.shared:
+            raise
+        holder = busy.holder
+    if holder is not None:
+        yield _dev_target(settings, holder)
+        return
+    try:
         yield TemporalTarget(server.address, settings.temporal_namespace, server.ui_url)
+    finally:
+        server.stop()
+
+
+def shared_target(settings: Settings) -> TemporalTarget | None:
+    """``TEMPORAL_ADDRESS``, else the server of the ``rlm dev`` serving the data directory, else None."""
+    if settings.temporal_address:
+        return cluster_target(settings)
+    holder = dev_holder(settings)
+    return None if holder is None else _dev_target(settings, holder)
+
+
+def dev_holder(settings: Settings) -> Holder | None:
+    """The ``rlm dev`` serving the data directory, if one runs (waiting for one that is starting)."""
+    holder = probe(settings.data_dir / "temporal", DevServerConfig.start_timeout_s)
+    return holder if holder is not None and holder.shared else None
+
+
+def _dev_target(settings: Settings, holder: Holder) -> TemporalTarget:
+    print(f"using the rlm dev server at {holder.address} (data dir {settings.data_dir})", file=sys.stderr)
+    return TemporalTarget(holder.address, settings.temporal_namespace, holder.ui_url)
 
 
 @dataclass(frozen=True)
@@ -87,26 +128,88 @@ def new_run_id() -> str:
     return f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
+# The one cap of a run's --deadline; past a year, a scheduled job is the better tool.
+MAX_DEADLINE_S = 365 * 24 * 3600.0
+CONTEXT_KINDS = "a UTF-8 text file or a .json file"
+
+
+@dataclass(frozen=True)
+class RunInput:
+    """A run's query and context after ``checked_input``: what every start path stores."""
+
+    query: str
+    context: bytes
+    context_suffix: str  # ".json" (the sandbox parses it) or ".txt"
+
+
+def checked_input(req: RunRequest) -> RunInput:
+    """The one check of a run's query, deadline and context file for every path that starts runs
+    (``rlm run``, ``rlm submit``, ``rlm schedule create``), done before anything is stored."""
+    if not req.query.strip():
+        raise RunError("the query is empty; give the question to answer over the context")
+    if not 0 < req.deadline_s <= MAX_DEADLINE_S:  # also refuses nan
+        raise RunError(
+            f"--deadline {req.deadline_s:g} is out of range; give the seconds the whole tree may take, "
+            f"more than 0 and at most {MAX_DEADLINE_S:.0f} (one year)"
+        )
+    data, suffix = _context(req.context_path)
+    return RunInput(req.query, data, suffix)
+
+
+def _context(path: Path) -> tuple[bytes, str]:
+    bad = f"pass --context PATH to {CONTEXT_KINDS}"
+    if not path.is_file():
+        raise RunError(f"context {path} is not a readable file; {bad}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RunError(f"context {path} cannot be read ({exc.strerror}); {bad}") from None
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise RunError(f"context {path} is a binary file (a NUL byte at offset {nul}); {bad}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RunError(
+            f"context {path} is not UTF-8 text (byte offset {exc.start}); {bad} "
+            "(convert other encodings with iconv -t UTF-8)"
+        ) from None
+    if not text.strip():
+        raise RunError(f"context {path} is empty; {bad} holding what the query is about")
+    suffix = ".json" if path.suffix == ".json" else ".txt"
+    if suffix == ".json":
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RunError(
+                f"context {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}; "
+                "fix it, or give the file another suffix than .json to pass it as text"
+            ) from None
+    return data, suffix
+
+
 def prepare_run(sessions: sessionmaker[Session], req: RunRequest) -> NodeInput:
     """Store the query and context, create the run and its root node; returns the root's input."""
-    path = req.context_path
-    if not path.is_file():
-        raise RunError(f"context {path} is not a readable file; pass --context PATH to a text or .json file")
-    if req.deadline_s <= 0:
-        raise RunError(f"deadline {req.deadline_s} s must be > 0")
+    inp = checked_input(req)
     run_id = req.run_id or new_run_id()
     deadline = time.time() + req.deadline_s
     with sessions.begin() as session:
         ensure_tenant(session, req.tenant)
-        context_ref = put_blob(session, path.read_bytes())
-        query_ref = put_text(session, req.query)
+        context_ref = put_blob(session, inp.context)
+        query_ref = put_text(session, inp.query)
+        config = {
+            "model": req.model,
+            "sub_model": req.sub_model,
+            "limits": req.limits.__dict__,
+            "context_suffix": inp.context_suffix,
+        }
         _, created = create_run(
             session,
             run_id,
             tenant=req.tenant,
             query_ref=query_ref,
             context_ref=context_ref,
-            config={"model": req.model, "sub_model": req.sub_model, "limits": req.limits.__dict__},
+            config=config,
             deadline=datetime.fromtimestamp(deadline, UTC),
             budget=req.budget_usd,
             status="running",
@@ -117,7 +220,6 @@ def prepare_run(sessions: sessionmaker[Session], req: RunRequest) -> NodeInput:
             )
         upsert_node(session, root_id(run_id), run_id=run_id, kind="root", depth=0, status="running")
     spec = RunSpec(run_id, req.tenant, req.model, req.sub_model, deadline, req.limits)
-    suffix = ".json" if path.suffix == ".json" else ".txt"
     return NodeInput(
         spec,
         root_id(run_id),
@@ -126,7 +228,7 @@ def prepare_run(sessions: sessionmaker[Session], req: RunRequest) -> NodeInput:
         "root",
         req.model,
         Text(blob=context_ref),
-        suffix,
+        inp.context_suffix,
         Text(blob=query_ref),
     )
 

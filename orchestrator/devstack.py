@@ -3,7 +3,7 @@
 Used when no ``TEMPORAL_ADDRESS`` is set. The server keeps its state in a SQLite file in the data
 directory (so a run survives a restart of ``rlm``), serves the Web UI, and registers the custom search
 attributes the engine writes. Ports are picked free at start; the process is stopped on exit (a
-process group, so nothing is left behind).
+process group, so nothing is left behind). One server per data directory: ``orchestrator.devlock``.
 
 ``FAST_DISPATCH`` and ``SQLITE_PRAGMAS`` are the sub-call latency fix measured in
 docs/orchestrator.md: lift the history service's 20-reads-per-second limit on its task queues (the
@@ -27,6 +27,8 @@ from pathlib import Path
 from types import TracebackType
 
 import structlog
+
+from orchestrator.devlock import DataDirBusy, DataDirLock, Holder, claim
 
 log = structlog.get_logger(__name__)
 
@@ -93,6 +95,8 @@ class DevServerConfig:
     dynamic_config: Mapping[str, str] = field(default_factory=lambda: dict(FAST_DISPATCH))
     sqlite_pragmas: tuple[str, ...] = SQLITE_PRAGMAS
     start_timeout_s: float = 60.0
+    # An `rlm dev`: the other rlm commands of this data directory use this server instead of their own.
+    shared: bool = False
 
     @property
     def db_file(self) -> Path:
@@ -111,6 +115,7 @@ class DevServer:
         self.port = config.port or free_port(config.host)
         self.ui_port = (config.ui_port or free_port(config.host)) if config.ui else None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._lock: DataDirLock | None = None
 
     @property
     def address(self) -> str:
@@ -152,24 +157,18 @@ class DevServer:
         return cmd
 
     def start(self) -> DevServer:
+        """Start the server; ``DataDirBusy`` when another live process serves the data directory."""
         if self._proc is not None:
             return self
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        logf = self.config.log_file.open("ab")
-        try:
-            # A new session makes the server and its UI one process group, stopped together.
-            self._proc = subprocess.Popen(
-                self.command(),
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        finally:
-            logf.close()
+        claimed = claim(self.config.data_dir, self.config.start_timeout_s)
+        if isinstance(claimed, Holder):
+            raise DataDirBusy(self.config.data_dir, claimed)
+        self._lock = claimed
         started = time.monotonic()
         try:
+            self._spawn(claimed)
             self._wait_ready()
+            claimed.publish(self._holder(ready=True))
         except BaseException:
             self.stop()
             raise
@@ -181,6 +180,35 @@ class DevServer:
             ms=round((time.monotonic() - started) * 1000),
         )
         return self
+
+    def _spawn(self, lock: DataDirLock) -> None:
+        logf = self.config.log_file.open("ab")
+        try:
+            # A new session makes the server and its UI one process group, stopped together. The server
+            # inherits the lock, so a holder killed outright leaves the data directory locked for as long
+            # as its server runs on (devlock).
+            self._proc = subprocess.Popen(
+                self.command(),
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                pass_fds=(lock.fileno(),),
+            )
+        finally:
+            logf.close()
+        lock.publish(self._holder(ready=False))
+
+    def _holder(self, *, ready: bool) -> Holder:
+        return Holder(
+            pid=os.getpid(),
+            address=self.address,
+            ui_url=self.ui_url,
+            shared=self.config.shared,
+            data_dir=str(self.config.data_dir),
+            server_pid=self.pid,
+            ready=ready,
+        )
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.config.start_timeout_s
@@ -228,6 +256,14 @@ class DevServer:
 
     def stop(self, timeout_s: float = 15.0) -> None:
         proc, self._proc = self._proc, None
+        try:
+            self._stop(proc, timeout_s)
+        finally:
+            lock, self._lock = self._lock, None
+            if lock is not None:
+                lock.release()
+
+    def _stop(self, proc: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
         if proc is None or proc.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):

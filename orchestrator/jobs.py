@@ -7,26 +7,31 @@ died before starting the workflow is completed by the next submission of the sam
 input is rebuilt from the stored run (its deadline, models, limits and blob references).
 
 ``wait_outcome`` maps a run's state in the store to the exit codes of ``rlm wait`` (see ``ExitCode``).
+``Patience`` carries a waiting command through transient errors of Temporal or the store: the run lives
+on in them, so a dropped connection or a server's "please retry" is retried, with backoff, until the
+command has had no answer for ``--reconnect-for`` seconds (then ``LostContact``, exit 7).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import IntEnum
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
-from orchestrator.client import RunError, RunRequest, ensure_tenant, new_run_id
+from orchestrator.client import RunError, RunRequest, checked_input, ensure_tenant, new_run_id
 from orchestrator.store import create_run, get_run, list_nodes, put_blob, put_text, upsert_node
 from orchestrator.store.models import FINAL_STATUSES, Run
 from orchestrator.workflows import RLMNode
@@ -34,6 +39,7 @@ from orchestrator.workflows.common import search_attributes
 from orchestrator.workflows.types import Limits, NodeInput, NodeResult, RunSpec, Text, root_id
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 class ExitCode(IntEnum):
@@ -46,9 +52,24 @@ class ExitCode(IntEnum):
     DEADLINE = 4
     ABORTED = 5
     STILL_RUNNING = 6  # --timeout ran out while the run was still going
+    LOST_CONTACT = 7  # Temporal or the store did not answer for --reconnect-for; the run goes on
 
 
 MEMO_QUERY_CHARS = 200
+RECONNECT_S = 300.0
+# What a call meets while a server restarts, fails over, sheds load or loses a connection ("something
+# went wrong, please retry"); the SDK's own retries of a call give up after about 10 s.
+TRANSIENT_RPC = frozenset(
+    {
+        RPCStatusCode.CANCELLED,
+        RPCStatusCode.UNKNOWN,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.ABORTED,
+        RPCStatusCode.INTERNAL,
+        RPCStatusCode.UNAVAILABLE,
+    }
+)
 PAUSED_STATUSES = frozenset({"paused", "paused_budget"})
 _FINAL_CODES = {
     "completed": ExitCode.ANSWERED,
@@ -63,10 +84,6 @@ def query_memo(query: str) -> dict[str, str]:
     """The root's memo: the query's first line, shortened (the Web UI shows it with the workflow)."""
     line = (query.strip().splitlines() or [""])[0]
     return {"query": line if len(line) <= MEMO_QUERY_CHARS else line[: MEMO_QUERY_CHARS - 1] + "…"}
-
-
-def context_suffix(path: Path) -> str:
-    return ".json" if path.suffix == ".json" else ".txt"
 
 
 @dataclass(frozen=True)
@@ -166,19 +183,15 @@ async def start_root(
 async def submit_run(
     client: Client, sessions: sessionmaker[Session], req: RunRequest, task_queue: str
 ) -> Submitted:
-    path = req.context_path
-    if not path.is_file():
-        raise RunError(f"context {path} is not a readable file; pass --context PATH to a text or .json file")
-    if req.deadline_s <= 0:
-        raise RunError(f"deadline {req.deadline_s} s must be > 0")
+    inp = checked_input(req)
     run_id = req.run_id or new_run_id()
     with sessions.begin() as session:
         rec = RunRecord(
             run_id,
             req.tenant,
-            put_text(session, req.query),
-            put_blob(session, path.read_bytes()),
-            context_suffix(path),
+            put_text(session, inp.query),
+            put_blob(session, inp.context),
+            inp.context_suffix,
             req.model,
             req.sub_model,
             req.limits,
@@ -216,17 +229,84 @@ def wait_outcome(sessions: sessionmaker[Session], run_id: str) -> WaitOutcome | 
     return None
 
 
+def run_status(sessions: sessionmaker[Session], run_id: str) -> str:
+    with sessions() as session:
+        return get_run(session, run_id).status
+
+
 async def wait_for_run(
-    sessions: sessionmaker[Session], run_id: str, timeout_s: float | None, poll_s: float = 0.5
+    sessions: sessionmaker[Session],
+    run_id: str,
+    timeout_s: float | None,
+    poll_s: float = 0.5,
+    reconnect_s: float = RECONNECT_S,
 ) -> WaitOutcome:
-    """Block until the run ends or needs an operator; ``STILL_RUNNING`` when ``timeout_s`` runs out."""
+    """Block until the run ends or needs an operator; ``STILL_RUNNING`` when ``timeout_s`` runs out,
+    ``LostContact`` when the store does not answer for ``reconnect_s``."""
+    patience = Patience(run_id, reconnect_s)
     end = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
-        outcome = await asyncio.to_thread(wait_outcome, sessions, run_id)
+        outcome = await patience.call("the store", lambda: asyncio.to_thread(wait_outcome, sessions, run_id))
         if outcome is not None:
             return outcome
         if end is not None and time.monotonic() >= end:
-            with sessions() as session:
-                status = get_run(session, run_id).status
+            status = await patience.call("the store", lambda: asyncio.to_thread(run_status, sessions, run_id))
             return WaitOutcome(run_id, status, ExitCode.STILL_RUNNING, [])
         await asyncio.sleep(poll_s if end is None else max(0.0, min(poll_s, end - time.monotonic())))
+
+
+def transient(exc: BaseException) -> bool:
+    """An error that says nothing about the run: retrying the same call may well succeed."""
+    if isinstance(exc, RPCError):
+        return exc.status in TRANSIENT_RPC
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+class LostContact(Exception):
+    """Temporal or the store did not answer for ``--reconnect-for``; the run itself goes on."""
+
+    def __init__(self, run_id: str, what: str, waited_s: float, cause: BaseException) -> None:
+        lines = str(cause).strip().splitlines()
+        super().__init__(
+            f"no answer from {what} for {waited_s:.0f} s ({lines[0] if lines else type(cause).__name__}); "
+            f"run {run_id} goes on: follow it with `rlm wait {run_id}`"
+        )
+        self.run_id = run_id
+
+
+class Patience:
+    """Retries calls through transient errors, with backoff, until nothing has succeeded for
+    ``reconnect_s`` seconds; then ``LostContact``. Any other error is raised at once."""
+
+    def __init__(self, run_id: str, reconnect_s: float) -> None:
+        self.run_id = run_id
+        self.reconnect_s = reconnect_s
+        self._failing_since: float | None = None
+
+    async def call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        delay = 0.5
+        while True:
+            try:
+                result = await fn()
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                await self._backoff(what, exc, delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            if self._failing_since is not None:
+                log.warning("contact.back", run_id=self.run_id, what=what)
+                self._failing_since = None
+            return result
+
+    async def _backoff(self, what: str, exc: Exception, delay: float) -> None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+            log.warning(
+                "contact.lost", run_id=self.run_id, what=what, error=str(exc), retry_for_s=self.reconnect_s
+            )
+        waited = now - self._failing_since
+        if waited >= self.reconnect_s:
+            raise LostContact(self.run_id, what, waited, exc) from None
+        await asyncio.sleep(min(delay, self.reconnect_s - waited))

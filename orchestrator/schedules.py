@@ -29,9 +29,8 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from orchestrator.client import RunError, RunRequest, ensure_tenant
+from orchestrator.client import RunRequest, checked_input, ensure_tenant
 from orchestrator.devstack import SEARCH_ATTRIBUTES
-from orchestrator.jobs import context_suffix
 from orchestrator.store import put_blob, put_text
 from orchestrator.workflows.launcher import Launcher, LaunchInput
 from orchestrator.workflows.types import Text
@@ -76,21 +75,17 @@ class ScheduleRequest:
 
 def launch_input(sessions: sessionmaker[Session], name: str, req: RunRequest) -> LaunchInput:
     """Store the query and context now; the schedule's action carries only their references."""
-    path = req.context_path
-    if not path.is_file():
-        raise RunError(f"context {path} is not a readable file; pass --context PATH to a text or .json file")
-    if req.deadline_s <= 0:
-        raise RunError(f"deadline {req.deadline_s} s must be > 0")
+    inp = checked_input(req)
     with sessions.begin() as session:
         ensure_tenant(session, req.tenant)
-        query_ref = put_text(session, req.query)
-        context_ref = put_blob(session, path.read_bytes())
+        query_ref = put_text(session, inp.query)
+        context_ref = put_blob(session, inp.context)
     return LaunchInput(
         schedule=name,
         tenant=req.tenant,
         query=Text(blob=query_ref),
         context=Text(blob=context_ref),
-        context_suffix=context_suffix(path),
+        context_suffix=inp.context_suffix,
         model=req.model,
         sub_model=req.sub_model,
         deadline_s=req.deadline_s,

@@ -6,12 +6,16 @@ from importlib.metadata import version as dist_version
 
 import typer
 
-from orchestrator.cli import control_cmds, job_cmds, run_cmds
+from orchestrator.cli import control_cmds, job_cmds, run_cmds, server_cmds
+from orchestrator.cli.output import PipeSafeGroup
 from orchestrator.cli.store_cmds import db_app, price_app, tenant_app
 from orchestrator.logs import LogLevelError, configure_logging
 
 app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help="durable-rlm: durable Recursive Language Models."
+    cls=PipeSafeGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    help="durable-rlm: durable Recursive Language Models.",
 )
 
 
@@ -38,6 +42,7 @@ app.add_typer(price_app, name="price")
 run_cmds.register(app)
 control_cmds.register(app)
 job_cmds.register(app)
+server_cmds.register(app)
 
 
 def main() -> None:

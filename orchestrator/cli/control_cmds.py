@@ -1,8 +1,9 @@
 """``rlm pause``, ``rlm resume``, ``rlm abort``, ``rlm budget raise``, ``rlm stuck``: operator controls.
 
 TARGET is a run id (the whole tree) or a node id ``<run>/0.3.1`` (that node's subtree). The commands
-that talk to Temporal need ``TEMPORAL_ADDRESS`` (the server running the tree, e.g. the one ``rlm dev``
-prints). Every command prints a line for people, or one JSON object with ``--json``.
+that talk to Temporal need ``TEMPORAL_ADDRESS`` (the server running the tree), or a running ``rlm dev``
+of the data directory, whose server they then use. Every command prints a line for people, or one JSON
+object with ``--json``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Annotated, Any
 import typer
 
 from orchestrator.cli.run_cmds import _errors, _exit_now, _store, _usd
-from orchestrator.client import RunError, temporal_target
-from orchestrator.connection import connect
+from orchestrator.client import RunError, shared_target
+from orchestrator.connection import TemporalTarget, connect
 from orchestrator.control import (
     AbortReport,
     ControlError,
@@ -49,23 +50,26 @@ def register(app: typer.Typer) -> None:
     app.add_typer(budget_app, name="budget")
 
 
-def _settings_with_temporal() -> Settings:
+def _temporal() -> tuple[Settings, TemporalTarget]:
     settings = load_settings()
-    if settings.temporal_address is None:
-        raise RunError("set TEMPORAL_ADDRESS to the server running the run (e.g. the one `rlm dev` prints)")
-    return settings
+    target = shared_target(settings)
+    if target is None:
+        raise RunError(
+            "set TEMPORAL_ADDRESS to the server running the run, or start `rlm dev` (its server is used)"
+        )
+    return settings, target
 
 
 def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
     typer.echo(json.dumps(data, default=str) if as_json else text)
 
 
-async def _with_client(settings: Settings, op: Any) -> Any:
+async def _with_client(temporal: tuple[Settings, TemporalTarget], op: Any) -> Any:
+    settings, target = temporal
     engine, sessions = _store(settings)
     try:
-        with temporal_target(settings, ui=False) as target:
-            client = await connect(target)
-            return await op(client, sessions)
+        client = await connect(target)
+        return await op(client, sessions)
     finally:
         engine.dispose()
 
@@ -81,8 +85,8 @@ def pause_cmd(target: TargetArg, as_json: JsonOpt = False) -> None:
     """Pause a run or a node's subtree after each node's current step (status `paused`)."""
     with _errors():
         tgt = _target(target)
-        settings = _settings_with_temporal()
-        nodes: list[str] = asyncio.run(_with_client(settings, lambda c, s: pause(c, s, tgt)))
+        temporal = _temporal()
+        nodes: list[str] = asyncio.run(_with_client(temporal, lambda c, s: pause(c, s, tgt)))
     _emit(
         as_json,
         {"target": str(tgt), "paused": nodes},
@@ -107,7 +111,7 @@ def resume_cmd(
     """Resume paused nodes, or restart an ended (failed, timed out, terminated, aborted) node."""
     with _errors():
         tgt = _target(target)
-        settings = _settings_with_temporal()
+        temporal = _temporal()
         budget = _usd(budget_usd, "--budget-usd")
         if deadline is not None and deadline <= 0:
             raise RunError(f"--deadline {deadline} must be > 0 seconds")
@@ -118,7 +122,7 @@ def resume_cmd(
                     set_run_budget(session, tgt.run_id, budget)
             return await resume(client, sessions, tgt, deadline)
 
-        report: ResumeReport = asyncio.run(_with_client(settings, op))
+        report: ResumeReport = asyncio.run(_with_client(temporal, op))
     if report.restarted is not None:
         text = f"restarted {report.restarted} from its last completed iteration"
     elif tgt.node_id is None:
@@ -137,8 +141,8 @@ def abort_cmd(
     """Cancel a run or a node's subtree: every workflow in it ends aborted, its containers are removed."""
     with _errors():
         tgt = _target(target)
-        settings = _settings_with_temporal()
-        report: AbortReport = asyncio.run(_with_client(settings, lambda c, s: abort(c, s, tgt, wait)))
+        temporal = _temporal()
+        report: AbortReport = asyncio.run(_with_client(temporal, lambda c, s: abort(c, s, tgt, wait)))
     text = f"aborted {len(report.cancelled)} workflow(s) of {tgt}"
     if report.containers_removed is not None:
         text += f"; removed {report.containers_removed} leftover container(s)"
@@ -196,10 +200,10 @@ def stuck_cmd(
             raise RunError(f"--idle: {exc}") from None
         if attempts < 1:
             raise RunError(f"--attempts {attempts} must be >= 1")
-        settings = _settings_with_temporal()
+        temporal = _temporal()
         found: list[StuckNode] = asyncio.run(
             _with_client(
-                settings,
+                temporal,
                 lambda c, s: stuck(c, s, idle_s=idle_s, attempts=attempts, run_id=run, tenant=tenant),
             )
         )

@@ -1,17 +1,15 @@
-"""``rlm submit``, ``rlm wait``, ``rlm schedule ...`` and ``rlm temporal setup``: commands for schedulers.
+"""``rlm submit``, ``rlm wait``, ``rlm schedule ...``: commands for schedulers (temporal setup: server_cmds).
 
-They talk to a Temporal server that outlives the command: ``TEMPORAL_ADDRESS`` (a cluster, or the
-address ``rlm dev`` prints); without it they stop with a one-line error, because the embedded server
-lives only as long as ``rlm run``. Workers (``rlm worker`` / ``rlm dev``) run the work. ``rlm wait``
-reads only the store. Exit codes: see ``orchestrator.jobs.ExitCode`` and docs/jobs.md.
+They talk to a Temporal server that outlives the command: ``TEMPORAL_ADDRESS`` (a cluster), else the
+``rlm dev`` serving the data directory; without either they stop with a one-line error, because the
+embedded server of ``rlm run`` lives only as long as that command. Workers (``rlm worker`` /
+``rlm dev``) run the work. ``rlm wait`` reads only the store. Exit codes: see
+``orchestrator.jobs.ExitCode`` and docs/jobs.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -20,23 +18,39 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
 from orchestrator.cli.output import emit_json
-from orchestrator.cli.run_cmds import LEAF_MODE_HELP, _errors, _exit_now, _store, run_request
-from orchestrator.client import RunError, RunRequest, run_summary
+from orchestrator.cli.run_cmds import (
+    LEAF_MODE_HELP,
+    RECONNECT_HELP,
+    _errors,
+    _exit_now,
+    _store,
+    _temporal_errors,
+    check_reconnect,
+    lost_contact,
+    run_request,
+)
+from orchestrator.client import RunError, RunRequest, RunSummary, run_summary, shared_target
 from orchestrator.connection import TemporalTarget, connect
-from orchestrator.jobs import ExitCode, WaitOutcome, submit_run, wait_for_run
+from orchestrator.jobs import (
+    RECONNECT_S,
+    ExitCode,
+    LostContact,
+    Patience,
+    WaitOutcome,
+    submit_run,
+    wait_for_run,
+)
 from orchestrator.schedules import (
     ScheduleRequest,
     ScheduleRow,
     create_schedule,
     list_schedules,
     schedule_action,
-    setup_search_attributes,
 )
 from orchestrator.settings import Settings, load_settings
 from orchestrator.store import format_usd
 
 schedule_app = typer.Typer(no_args_is_help=True, help="Temporal Schedules that start runs.")
-temporal_app = typer.Typer(no_args_is_help=True, help="Prepare a Temporal cluster for durable-rlm.")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
 
@@ -45,27 +59,16 @@ def register(app: typer.Typer) -> None:
     app.command("submit")(submit)
     app.command("wait")(wait)
     app.add_typer(schedule_app, name="schedule")
-    app.add_typer(temporal_app, name="temporal")
-
-
-@contextlib.contextmanager
-def _temporal_errors() -> Iterator[None]:
-    """``_errors()``, leaving through ``_exit_now``: once a Temporal client existed, a normal interpreter
-    exit can abort the process (see ``_exit_now``), which would turn exit code 1 into a crash."""
-    try:
-        with _errors():
-            yield
-    except typer.Exit as exc:
-        _exit_now(exc.exit_code)
 
 
 def _target(settings: Settings) -> TemporalTarget:
-    if settings.temporal_address is None:
+    target = shared_target(settings)
+    if target is None:
         raise RunError(
-            "set TEMPORAL_ADDRESS to a Temporal server that outlives this command: a cluster, or the address "
-            "`rlm dev` prints (the embedded server of `rlm run` stops when it ends)"
+            "set TEMPORAL_ADDRESS to a Temporal server that outlives this command (a cluster), or start "
+            "`rlm dev` for this data directory (the embedded server of `rlm run` stops when it ends)"
         )
-    return TemporalTarget(settings.temporal_address, settings.temporal_namespace, settings.temporal_ui_url)
+    return target
 
 
 # The options a run takes, shared by `rlm submit` and `rlm schedule create` (as in `rlm run`).
@@ -84,6 +87,7 @@ LeafMode = Annotated[str | None, typer.Option(help=LEAF_MODE_HELP)]
 Timeout = Annotated[
     float | None, typer.Option(help="Give up waiting after this many seconds (exit 6); default: no limit.")
 ]
+Reconnect = Annotated[float, typer.Option(help=RECONNECT_HELP)]
 
 
 # --- rlm submit / wait -------------------------------------------------------------------------
@@ -108,6 +112,7 @@ def submit(
     max_tokens: MaxTokens = 4096,
     leaf_mode: LeafMode = None,
     timeout: Timeout = None,
+    reconnect_for: Reconnect = RECONNECT_S,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a run once per --run-id (idempotent); with --detach return at once, else wait like `rlm wait`."""
@@ -132,9 +137,14 @@ def submit(
             leaf_mode=leaf_mode,
         )
         _check_timeout(timeout)
+        check_reconnect(reconnect_for)
         engine, sessions = _store(settings)
         try:
-            code = asyncio.run(_submit(settings, target, sessions, req, detach, timeout, as_json))
+            code = asyncio.run(
+                _submit(settings, target, sessions, req, detach, (timeout, reconnect_for), as_json)
+            )
+        except LostContact as exc:
+            code = lost_contact(exc)
         finally:
             engine.dispose()
     _exit_now(code)
@@ -146,7 +156,7 @@ async def _submit(
     sessions: sessionmaker[Session],
     req: RunRequest,
     detach: bool,
-    wait_s: float | None,
+    waits: tuple[float | None, float],
     as_json: bool,
 ) -> int:
     client = await connect(target)
@@ -161,9 +171,18 @@ async def _submit(
         else:
             typer.echo(done.run_id)
         return int(ExitCode.ANSWERED)
-    outcome = await wait_for_run(sessions, done.run_id, wait_s)
-    _print_outcome(sessions, outcome, as_json)
+    outcome, summary = await _wait(sessions, done.run_id, *waits)
+    _print_outcome(summary, outcome, as_json)
     return int(outcome.code)
+
+
+async def _wait(
+    sessions: sessionmaker[Session], run_id: str, timeout_s: float | None, reconnect_s: float
+) -> tuple[WaitOutcome, RunSummary]:
+    outcome = await wait_for_run(sessions, run_id, timeout_s, reconnect_s=reconnect_s)
+    patience = Patience(run_id, reconnect_s)
+    summary = await patience.call("the store", lambda: asyncio.to_thread(run_summary, sessions, run_id))
+    return outcome, summary
 
 
 def _check_timeout(timeout: float | None) -> None:
@@ -174,24 +193,28 @@ def _check_timeout(timeout: float | None) -> None:
 def wait(
     run_id: Annotated[str, typer.Argument(help="The run id.")],
     timeout: Timeout = None,
+    reconnect_for: Reconnect = RECONNECT_S,
     as_json: JsonOpt = False,
 ) -> None:
     """Block until the run ends or needs an operator. Exit: 0 answered, 1 usage error, 2 failed,
-    3 paused (for budget or by an operator), 4 deadline passed, 5 aborted, 6 still running at --timeout."""
+    3 paused (for budget or by an operator), 4 deadline passed, 5 aborted, 6 still running at --timeout,
+    7 the store did not answer for --reconnect-for (the run goes on)."""
     with _errors():
         settings = load_settings()
         _check_timeout(timeout)
+        check_reconnect(reconnect_for)
         engine, sessions = _store(settings)
         try:
-            outcome = asyncio.run(wait_for_run(sessions, run_id, timeout))
-            _print_outcome(sessions, outcome, as_json)
+            outcome, summary = asyncio.run(_wait(sessions, run_id, timeout, reconnect_for))
+        except LostContact as exc:
+            raise typer.Exit(lost_contact(exc)) from None
         finally:
             engine.dispose()
+        _print_outcome(summary, outcome, as_json)
     raise typer.Exit(int(outcome.code))
 
 
-def _print_outcome(sessions: sessionmaker[Session], outcome: WaitOutcome, as_json: bool) -> None:
-    s = run_summary(sessions, outcome.run_id)
+def _print_outcome(s: RunSummary, outcome: WaitOutcome, as_json: bool) -> None:
     if as_json:
         emit_json(
             {
@@ -349,42 +372,3 @@ def schedule_unpause(name: Annotated[str, typer.Argument(help="Schedule name.")]
 def schedule_delete(name: Annotated[str, typer.Argument(help="Schedule name.")]) -> None:
     """Delete the schedule (runs it started go on)."""
     _schedule_do(name, "delete")
-
-
-# --- rlm temporal setup ------------------------------------------------------------------------
-
-
-@temporal_app.command("setup")
-def temporal_setup(
-    wait_s: Annotated[
-        float,
-        typer.Option("--wait", help="Retry connecting for this many seconds (a server still starting)."),
-    ] = 0.0,
-) -> None:
-    """Register durable-rlm's custom search attributes on TEMPORAL_ADDRESS's namespace (idempotent)."""
-    with _temporal_errors():
-        settings = load_settings()
-        target = _target(settings)
-
-        async def go() -> tuple[list[str], list[str]]:
-            end = time.monotonic() + wait_s
-            while True:
-                try:
-                    client = await connect(target)
-                    break
-                except RuntimeError as exc:
-                    if time.monotonic() >= end:
-                        raise RunError(
-                            f"cannot connect to Temporal at {target.address}: {exc}; check TEMPORAL_ADDRESS "
-                            "or pass --wait SECONDS while it starts"
-                        ) from None
-                    await asyncio.sleep(1.0)
-            result = await setup_search_attributes(client, target.namespace)
-            return result.added, result.present
-
-        added, present = asyncio.run(go())
-    typer.echo(
-        f"namespace {settings.temporal_namespace}: added {', '.join(added) or 'none'}; "
-        f"already registered {', '.join(present) or 'none'}"
-    )
-    _exit_now(0)

@@ -1,15 +1,23 @@
-"""``--json`` output: one JSON document on stdout; dataclasses become objects, money stays exact text."""
+"""``--json`` output: one JSON document on stdout; dataclasses become objects, money stays exact text.
+Also the quiet exit when stdout's reader went away."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
+import os
+import signal
+import sys
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any
 
 import typer
+from rich.console import Console
+from typer.core import TyperGroup
 
 
 def _default(value: Any) -> Any:
@@ -28,3 +36,37 @@ def emit_json(value: Any) -> None:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)
     typer.echo(json.dumps(value, default=_default, sort_keys=True))
+
+
+# What a shell reports for a tool whose reader went away (killed by SIGPIPE): 128 + 13.
+PIPE_CLOSED = 128 + signal.SIGPIPE
+
+
+def reader_gone() -> int:
+    """Python's recipe for a closed pipe: point stdout and stderr at /dev/null, so that nothing more (nor
+    the interpreter's last flush) fails on the gone reader, and exit with ``PIPE_CLOSED``."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+    return PIPE_CLOSED
+
+
+class PipeSafeGroup(TyperGroup):
+    """The top command group: a write to a closed stdout (``rlm tree RUN | head -1``) ends the command
+    quietly with ``PIPE_CLOSED``, as Unix tools end, instead of with an ``error:`` line or a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            # Every context was left on the way here; no normal interpreter exit (see run_cmds._exit_now).
+            os._exit(reader_gone())
+
+
+class PipeSafeConsole(Console):
+    """Rich's console leaves with exit code 1 on a closed stdout; this one ends like the other commands."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))

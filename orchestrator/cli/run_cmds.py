@@ -1,8 +1,10 @@
-"""``rlm run``, ``rlm status``, ``rlm tree``, ``rlm worker``, ``rlm dev`` (controls: ``control_cmds``).
+"""``rlm run``, ``rlm status``, ``rlm tree`` (worker and dev: ``server_cmds``; controls: ``control_cmds``).
 
-With no ``TEMPORAL_ADDRESS`` the commands that need Temporal start the embedded dev server (SQLite file
-in the data directory, Web UI, custom search attributes) and stop it on exit. Every bad input ends
-with one ``error: ...`` line and exit code 1.
+With no ``TEMPORAL_ADDRESS`` the commands that need Temporal use the server of the ``rlm dev`` serving
+their data directory, else start the embedded dev server (SQLite file in the data directory, Web UI,
+custom search attributes) and stop it on exit; one data directory never gets two servers
+(``orchestrator.devlock``). Every bad input ends with one ``error: ...`` line and exit code 1. stdout
+carries the answer alone; everything else goes to stderr.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
-from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
 from sqlalchemy import Engine
@@ -30,18 +31,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
-from orchestrator.cli.output import emit_json
+from orchestrator.cli.output import PipeSafeConsole, emit_json, reader_gone
 from orchestrator.client import (
     RunError,
     RunRequest,
+    checked_input,
+    dev_holder,
     run_summary,
     run_tree,
     start_run,
     temporal_target,
 )
 from orchestrator.connection import TemporalTarget, connect
+from orchestrator.devlock import DataDirBusy
 from orchestrator.devstack import DevServerError
-from orchestrator.logs import configure_logging
+from orchestrator.jobs import RECONNECT_S, ExitCode, LostContact, Patience
 from orchestrator.settings import Settings, SettingsError, load_settings
 from orchestrator.store import (
     StoreError,
@@ -58,7 +62,11 @@ LEAF_MODE_HELP = (
     "parent ('inline': about a third of the cost per sub-call); default RLM_LEAF_MODE or 'workflow'."
 )
 
-console = Console()
+RECONNECT_HELP = (
+    "Seconds to keep retrying while Temporal or the store does not answer; then exit 7 (the run goes on)."
+)
+
+console = PipeSafeConsole()
 
 
 def _fail(message: str) -> typer.Exit:
@@ -75,14 +83,38 @@ def _first_line(exc: BaseException) -> str:
 def _errors() -> Iterator[None]:
     try:
         yield
-    except (StoreError, SettingsError, RunError, DevServerError, ValueError) as exc:
+    except (StoreError, SettingsError, RunError, DevServerError, DataDirBusy, ValueError) as exc:
         raise _fail(_first_line(exc)) from None
     except DBAPIError as exc:
         raise _fail(f"database error: {_first_line(exc.orig or exc)}; check RLM_DATABASE_URL") from None
     except RPCError as exc:
         raise _fail(f"Temporal error: {exc.message}; check TEMPORAL_ADDRESS or run `rlm dev`") from None
+    except BrokenPipeError:
+        raise  # stdout's reader went away: the top group ends the command quietly
     except OSError as exc:
         raise _fail(f"{exc.strerror or exc}: {exc.filename or ''}") from None
+
+
+@contextlib.contextmanager
+def _temporal_errors() -> Iterator[None]:
+    """``_errors()``, leaving through ``_exit_now``: once a Temporal client existed, a normal interpreter
+    exit can abort the process (see ``_exit_now``), which would turn exit code 1 into a crash."""
+    try:
+        with _errors():
+            yield
+    except typer.Exit as exc:
+        _exit_now(exc.exit_code)
+
+
+def lost_contact(exc: LostContact) -> int:
+    typer.echo(f"error: {exc}", err=True)
+    return int(ExitCode.LOST_CONTACT)
+
+
+def check_reconnect(reconnect_for: float) -> float:
+    if not 0 <= reconnect_for <= 86_400:  # also refuses nan
+        raise RunError(f"--reconnect-for {reconnect_for:g} must be from 0 to 86400 seconds")
+    return reconnect_for
 
 
 def _store(settings: Settings) -> tuple[Engine, sessionmaker[Session]]:
@@ -170,7 +202,7 @@ def run_request(
         leaf_mode or settings.leaf_mode,
         settings.heartbeat_timeout_s,
     )
-    return RunRequest(
+    request = RunRequest(
         query=query,
         context_path=context,
         tenant=tenant,
@@ -181,6 +213,9 @@ def run_request(
         run_id=run_id,
         limits=limits,
     )
+    # Bad input ends here, before a server is started or contacted; storing the run checks it again.
+    checked_input(request)
+    return request
 
 
 def _exit_now(code: int) -> NoReturn:
@@ -189,8 +224,11 @@ def _exit_now(code: int) -> NoReturn:
     The SDK's native runtime keeps threads that may still touch the GIL while CPython finalises,
     which intermittently aborts the process (SIGABRT) after the work is done; everything of ours is
     closed by now, so flush and leave."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        code = reader_gone()
     os._exit(code)
 
 
@@ -198,8 +236,6 @@ def register(app: typer.Typer) -> None:
     app.command("run")(run)
     app.command("status")(status)
     app.command("tree")(tree)
-    app.command("worker")(worker)
-    app.command("dev")(dev)
 
 
 # --- rlm run -----------------------------------------------------------------------------------
@@ -215,7 +251,9 @@ def run(
     sub_model: Annotated[str | None, typer.Option(help="Model of sub-calls; default RLM_SUB_MODEL.")] = None,
     deadline: Annotated[float, typer.Option(help="Seconds the whole tree may take.")] = 3600.0,
     run_id: Annotated[str | None, typer.Option(help="Run id (default: generated).")] = None,
-    detach: Annotated[bool, typer.Option(help="Start the run and return (needs TEMPORAL_ADDRESS).")] = False,
+    detach: Annotated[
+        bool, typer.Option(help="Start the run and return (needs TEMPORAL_ADDRESS or a running `rlm dev`).")
+    ] = False,
     max_iterations: Annotated[int, typer.Option(help="Iterations per node.")] = 30,
     max_subcalls: Annotated[int, typer.Option(help="Sub-calls per node.")] = 500,
     concurrency: Annotated[int, typer.Option(help="Concurrent sub-calls per node.")] = 16,
@@ -224,11 +262,16 @@ def run(
     local_worker: Annotated[
         bool, typer.Option("--worker/--no-worker", help="Run a worker in this process.")
     ] = True,
+    reconnect_for: Annotated[float, typer.Option(help=RECONNECT_HELP)] = RECONNECT_S,
 ) -> None:
-    """Answer QUERY over the context with a recursion tree of durable workflows."""
-    with _errors():
+    """Answer QUERY over the context with a recursion tree of durable workflows.
+
+    stdout carries the answer alone; the summary (status, cost, tokens, nodes, wall time, Web UI link)
+    goes to stderr. Exit: 0 completed, 1 not completed or bad input, 7 lost contact (the run goes on)."""
+    with _temporal_errors():
         settings = load_settings()
-        if detach and settings.embedded_temporal:
+        check_reconnect(reconnect_for)
+        if detach and settings.embedded_temporal and dev_holder(settings) is None:
             raise RunError(
                 "--detach needs a server that outlives this command: set TEMPORAL_ADDRESS (or run `rlm dev`)"
             )
@@ -251,7 +294,11 @@ def run(
         )
         engine, sessions = _store(settings)
         try:
-            code = asyncio.run(_run(settings, sessions, request, detach, local_worker and not detach))
+            code = asyncio.run(
+                _run(settings, sessions, request, detach, local_worker and not detach, reconnect_for)
+            )
+        except LostContact as exc:
+            code = lost_contact(exc)
         except asyncio.CancelledError:
             typer.echo("stopped by SIGTERM; the run continues on the next `rlm dev` / worker", err=True)
             code = 128 + signal.SIGTERM
@@ -261,7 +308,12 @@ def run(
 
 
 async def _run(
-    settings: Settings, sessions: sessionmaker[Session], request: RunRequest, detach: bool, local_worker: bool
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    request: RunRequest,
+    detach: bool,
+    local_worker: bool,
+    reconnect_s: float,
 ) -> int:
     started = time.monotonic()
     # SIGTERM cancels like Ctrl-C, so the worker, its sandboxes and the embedded server are stopped.
@@ -283,18 +335,22 @@ async def _run(
             if detach:
                 typer.echo(run_id)
                 return 0
+            patience = Patience(run_id, reconnect_s)
             try:
-                await handle.result()
+                # A fresh handle per attempt: after a dropped connection the wait resumes where it was.
+                await patience.call(
+                    f"Temporal at {target.address}", lambda: client.get_workflow_handle(handle.id).result()
+                )
             except WorkflowFailureError as exc:
                 typer.echo(f"error: the root workflow failed: {_first_line(exc.cause or exc)}", err=True)
-        summary = run_summary(sessions, run_id)
+        summary = await patience.call("the store", lambda: asyncio.to_thread(run_summary, sessions, run_id))
     wall = time.monotonic() - started
     typer.echo(summary.answer if summary.answer is not None else "(no answer)")
     typer.echo(
         f"status {summary.status} | cost ${format_usd(summary.cost)} | tokens {summary.prompt_tokens} in / "
         f"{summary.completion_tokens} out | nodes {summary.nodes} | wall {wall:.1f} s"
         + (f" | {link}" if link else ""),
-        err=False,
+        err=True,
     )
     if summary.error:
         typer.echo(f"reason: {summary.error}", err=True)
@@ -367,40 +423,3 @@ def tree(
         parent = nodes.get(row.parent_id or "", top)
         nodes[row.node_id] = parent.add(Text(label))
     console.print(top, highlight=False, soft_wrap=True)
-
-
-# --- rlm worker / dev --------------------------------------------------------------------------
-
-
-def worker() -> None:
-    """Run a worker against TEMPORAL_ADDRESS (any cluster) until SIGINT or SIGTERM."""
-    with _errors():
-        configure_logging("info")
-        settings = load_settings()
-        if settings.temporal_address is None:
-            raise RunError(
-                "set TEMPORAL_ADDRESS to the cluster to serve, or use `rlm dev` for a local server"
-            )
-        engine, _ = _store(settings)
-        engine.dispose()
-        with temporal_target(settings) as target:
-            from orchestrator.worker import serve  # loads litellm: only commands that run a worker
-
-            asyncio.run(serve(settings, target))
-    _exit_now(0)
-
-
-def dev() -> None:
-    """Run the embedded Temporal dev server (with its Web UI) and a worker in the foreground."""
-    with _errors():
-        configure_logging("info")
-        settings = load_settings()
-        engine, _ = _store(settings)
-        engine.dispose()
-        with temporal_target(settings) as target:
-            typer.echo(f"Temporal dev server at {target.address}; Web UI at {target.ui_url}", err=True)
-            typer.echo(f"use it from other shells: export TEMPORAL_ADDRESS={target.address}", err=True)
-            from orchestrator.worker import serve  # loads litellm: only commands that run a worker
-
-            asyncio.run(serve(settings, target))
-    _exit_now(0)

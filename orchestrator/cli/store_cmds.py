@@ -65,6 +65,8 @@ def _errors(settings: Settings | None = None) -> Iterator[None]:
         yield
     except (StoreError, SettingsError, ValueError) as exc:
         raise _fail(_first_line(exc)) from None
+    except BrokenPipeError:
+        raise  # stdout's reader went away: the top group ends the command quietly
     except OSError as exc:
         raise _fail(
             f"{exc.strerror or exc}: {exc.filename or ''}; check RLM_DATABASE_URL and RLM_DATA_DIR"

@@ -45,10 +45,11 @@ def test_rlm_run_embedded_then_status_and_tree(tmp_path: Path, sandbox_image: st
     )
 
     assert run.returncode == 0, run.stderr
-    lines = run.stdout.strip().splitlines()
-    assert lines[0] == str(expected)
-    assert "status completed" in lines[1] and "nodes 7" in lines[1] and "cost $" in lines[1]
-    assert "/namespaces/default/workflows/cli-run%2F0" in lines[1]
+    # stdout is the answer alone (answer=$(rlm run ...)); the summary line goes to stderr.
+    assert run.stdout == f"{expected}\n"
+    summary = next(line for line in run.stderr.splitlines() if line.startswith("status "))
+    assert "status completed" in summary and "nodes 7" in summary and "cost $" in summary
+    assert "/namespaces/default/workflows/cli-run%2F0" in summary
     # The embedded server kept its state in the data directory and was stopped on exit.
     assert (tmp_path / "data" / "temporal" / "temporal.sqlite3").exists()
     assert (tmp_path / "data" / "rlm.sqlite3").exists()

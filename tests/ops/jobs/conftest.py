@@ -27,8 +27,10 @@ harness = orchestrator_fixtures.harness
 
 
 @pytest.fixture(scope="session")
-def cli_env(settings: Settings, worker: None, engine: Engine) -> dict[str, str]:
-    """``rlm`` in a subprocess sees the session's server, migrated store and task queue (the worker's)."""
+def cli_env(settings: Settings, engine: Engine, worker: None) -> dict[str, str]:
+    """``rlm`` in a subprocess sees the session's server, migrated store and task queue (the worker's).
+
+    ``engine`` first: it migrates the store, which the worker writes its lease to when it starts."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "RLM_"))}
     env.update(
         {

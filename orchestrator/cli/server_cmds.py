@@ -1,0 +1,108 @@
+"""``rlm worker``, ``rlm dev`` and ``rlm temporal setup``: serving a Temporal server's task queue, the
+embedded server for a data directory (shared with the other rlm commands of that directory), and
+preparing a cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+import typer
+
+from orchestrator.cli.job_cmds import _target
+from orchestrator.cli.run_cmds import _exit_now, _first_line, _store, _temporal_errors
+from orchestrator.client import RunError, shared_target, temporal_target
+from orchestrator.connection import connect
+from orchestrator.logs import configure_logging
+from orchestrator.schedules import setup_search_attributes
+from orchestrator.settings import load_settings
+
+temporal_app = typer.Typer(no_args_is_help=True, help="Prepare a Temporal cluster for durable-rlm.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("worker")(worker)
+    app.command("dev")(dev)
+    app.add_typer(temporal_app, name="temporal")
+
+
+# --- rlm worker / dev --------------------------------------------------------------------------
+
+
+def worker() -> None:
+    """Run a worker against TEMPORAL_ADDRESS (any cluster; else the running `rlm dev` of the data
+    directory) until SIGINT or SIGTERM."""
+    with _temporal_errors():
+        configure_logging("info")
+        settings = load_settings()
+        target = shared_target(settings)
+        if target is None:
+            raise RunError(
+                "set TEMPORAL_ADDRESS to the cluster to serve, or use `rlm dev` for a local server"
+            )
+        engine, _ = _store(settings)
+        engine.dispose()
+        from orchestrator.worker import serve  # loads litellm: only commands that run a worker
+
+        asyncio.run(serve(settings, target))
+    _exit_now(0)
+
+
+def dev() -> None:
+    """Run the embedded Temporal dev server (with its Web UI) and a worker in the foreground; the other
+    rlm commands of the same data directory use this server."""
+    with _temporal_errors():
+        configure_logging("info")
+        settings = load_settings()
+        engine, _ = _store(settings)
+        engine.dispose()
+        with temporal_target(settings, shared=True) as target:
+            typer.echo(f"Temporal dev server at {target.address}; Web UI at {target.ui_url}", err=True)
+            typer.echo(
+                f"rlm commands with RLM_DATA_DIR={settings.data_dir} use it; from elsewhere: "
+                f"export TEMPORAL_ADDRESS={target.address}",
+                err=True,
+            )
+            from orchestrator.worker import serve  # loads litellm: only commands that run a worker
+
+            asyncio.run(serve(settings, target))
+    _exit_now(0)
+
+
+# --- rlm temporal setup ------------------------------------------------------------------------
+
+
+@temporal_app.command("setup")
+def temporal_setup(
+    wait_s: Annotated[
+        float,
+        typer.Option("--wait", help="Retry connecting for this many seconds (a server still starting)."),
+    ] = 0.0,
+) -> None:
+    """Register durable-rlm's custom search attributes on TEMPORAL_ADDRESS's namespace (idempotent)."""
+    with _temporal_errors():
+        settings = load_settings()
+        target = _target(settings)
+
+        async def go() -> tuple[list[str], list[str]]:
+            end = time.monotonic() + wait_s
+            while True:
+                try:
+                    client = await connect(target)
+                    break
+                except (RuntimeError, ValueError) as exc:  # TemporalConnectError is a ValueError
+                    if time.monotonic() >= end:
+                        raise RunError(
+                            f"{_first_line(exc)} (--wait SECONDS retries while a server starts)"
+                        ) from None
+                    await asyncio.sleep(1.0)
+            result = await setup_search_attributes(client, target.namespace)
+            return result.added, result.present
+
+        added, present = asyncio.run(go())
+    typer.echo(
+        f"namespace {settings.temporal_namespace}: added {', '.join(added) or 'none'}; "
+        f"already registered {', '.join(present) or 'none'}"
+    )
+    _exit_now(0)
