@@ -20,7 +20,7 @@ import urllib.parse
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, NoReturn, TextIO
 
 import typer
 from rich.text import Text
@@ -46,6 +46,7 @@ from orchestrator.connection import TemporalTarget, connect
 from orchestrator.devlock import DataDirBusy
 from orchestrator.devstack import DevServerError
 from orchestrator.jobs import RECONNECT_S, ExitCode, LostContact, Patience
+from orchestrator.logs import results_stdout
 from orchestrator.settings import Settings, SettingsError, load_settings
 from orchestrator.store import (
     StoreError,
@@ -294,9 +295,11 @@ def run(
         )
         engine, sessions = _store(settings)
         try:
-            code = asyncio.run(
-                _run(settings, sessions, request, detach, local_worker and not detach, reconnect_for)
-            )
+            # The worker runs in this process: whatever a library prints goes to stderr, the answer to stdout.
+            with results_stdout() as out:
+                code = asyncio.run(
+                    _run(settings, sessions, request, detach, local_worker and not detach, reconnect_for, out)
+                )
         except LostContact as exc:
             code = lost_contact(exc)
         except asyncio.CancelledError:
@@ -314,6 +317,7 @@ async def _run(
     detach: bool,
     local_worker: bool,
     reconnect_s: float,
+    out: TextIO,
 ) -> int:
     started = time.monotonic()
     # SIGTERM cancels like Ctrl-C, so the worker, its sandboxes and the embedded server are stopped.
@@ -333,7 +337,7 @@ async def _run(
             link = ui_link(settings, target, handle.id)
             typer.echo(f"run {run_id} started" + (f"; watch it at {link}" if link else ""), err=True)
             if detach:
-                typer.echo(run_id)
+                typer.echo(run_id, file=out)
                 return 0
             patience = Patience(run_id, reconnect_s)
             try:
@@ -345,7 +349,7 @@ async def _run(
                 typer.echo(f"error: the root workflow failed: {_first_line(exc.cause or exc)}", err=True)
         summary = await patience.call("the store", lambda: asyncio.to_thread(run_summary, sessions, run_id))
     wall = time.monotonic() - started
-    typer.echo(summary.answer if summary.answer is not None else "(no answer)")
+    typer.echo(summary.answer if summary.answer is not None else "(no answer)", file=out)
     typer.echo(
         f"status {summary.status} | cost ${format_usd(summary.cost)} | tokens {summary.prompt_tokens} in / "
         f"{summary.completion_tokens} out | nodes {summary.nodes} | wall {wall:.1f} s"

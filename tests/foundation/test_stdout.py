@@ -101,3 +101,35 @@ def test_rlm_run_prints_only_the_answer_while_the_core_logs(tmp_path: Path, dev_
     # The core logged (its worker start at info), and its lines went to stderr through Python logging.
     assert "Initializing worker" in done.stderr and "temporalio.core" in done.stderr
     assert done.stdout == f"{expected}\n"
+
+
+def test_rlm_run_sends_what_a_library_prints_during_the_run_to_stderr(
+    tmp_path: Path, dev_server: DevServer
+) -> None:
+    # A library that prints (as litellm does on some errors) and native code that writes to file
+    # descriptor 1, both inside the in-process worker while the run works.
+    noisy = (
+        "import os, sys\n"
+        "from orchestrator.llm.scripted import ScriptedLLM\n"
+        "plain = ScriptedLLM.acompletion\n"
+        "async def noisy(self, *args, **kwargs):\n"
+        "    print('a library printed')\n"
+        "    os.write(1, b'native bytes on fd 1\\n')\n"
+        "    return await plain(self, *args, **kwargs)\n"
+        "ScriptedLLM.acompletion = noisy\n"
+        "from orchestrator.cli import main\n"
+        "sys.argv[0] = 'rlm'\n"
+        "main()\n"
+    )
+    context, expected = word_context(tmp_path / "words.txt", 2_000)
+    env = cli_env(
+        tmp_path / "data",
+        TEMPORAL_ADDRESS=dev_server.address,
+        RLM_TASK_QUEUE=f"stdout-{uuid.uuid4().hex[:8]}",
+    )
+    args = [sys.executable, "-c", noisy, "run", "How many times does the word 'ERROR' appear? Use 2 chunks."]
+    args += ["--context", str(context), "--model", "scripted/mapreduce", "--sub-model", "scripted/leaf"]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "a library printed" in done.stderr and "native bytes on fd 1" in done.stderr
+    assert done.stdout == f"{expected}\n"
