@@ -14,7 +14,7 @@ from orchestrator.cli.job_cmds import _target
 from orchestrator.cli.run_cmds import _exit_now, _first_line, _store, _temporal_errors
 from orchestrator.client import RunError, shared_target, temporal_target
 from orchestrator.connection import connect
-from orchestrator.logs import configure_logging
+from orchestrator.logs import configure_logging, results_stdout
 from orchestrator.schedules import setup_search_attributes
 from orchestrator.settings import load_settings
 
@@ -45,7 +45,8 @@ def worker() -> None:
         engine.dispose()
         from orchestrator.worker import serve  # loads litellm: only commands that run a worker
 
-        asyncio.run(serve(settings, target))
+        with results_stdout():  # a worker has no result: whatever a library prints goes to stderr
+            asyncio.run(serve(settings, target))
     _exit_now(0)
 
 
@@ -66,7 +67,8 @@ def dev() -> None:
             )
             from orchestrator.worker import serve  # loads litellm: only commands that run a worker
 
-            asyncio.run(serve(settings, target))
+            with results_stdout():  # as for `rlm worker`
+                asyncio.run(serve(settings, target))
     _exit_now(0)
 
 
