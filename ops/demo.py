@@ -79,6 +79,8 @@ def main() -> None:
         "--model", model, "--sub-model", sub_model, "--budget-usd", "1",
     )  # fmt: skip
     print(run.stdout.rstrip())
+    # The answer is rlm run's stdout; its summary (status, cost, tokens, nodes, wall time) is on stderr.
+    print("\n".join(line for line in run.stderr.splitlines() if line.startswith("status ")))
 
     section(f"rlm tree {run_id}")
     print(rlm("tree", run_id).stdout.rstrip())
