@@ -5,6 +5,11 @@ is untouched either way; the cache only saves replays), the workflow sandbox sta
 package's deterministic modules passed through (so a new child workflow does not re-import them) and
 its per-payload context questions answered outside it (``workflow_runner.py``), and enough
 workflow-task pollers that a parent's next task and a new child's first task are both picked up at once.
+
+Stopping is bounded: in-flight activities get a short grace, then whatever is still running is
+abandoned to the next worker: the store refuses this worker's activities from then on (a cell whose
+container is removed on the way out records nothing), its containers and lease are removed, and
+``serve`` leaves the process within ``STOP_BOUND_S`` of the first signal whatever is still stuck.
 """
 
 from __future__ import annotations
@@ -16,11 +21,16 @@ import os
 import signal
 import socket
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
+from types import FrameType
+from typing import Any
 
 import structlog
+from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -34,7 +44,8 @@ from orchestrator.activities.records import RecordActivities
 from orchestrator.connection import TemporalTarget, connect
 from orchestrator.llm.complete import prepare_model
 from orchestrator.settings import Settings
-from orchestrator.store import make_engine, make_session_factory
+from orchestrator.store import make_engine, make_session_factory, store_scope
+from orchestrator.worker_lease import LeaseTiming, WorkerLease, in_thread
 from orchestrator.workflow_runner import workflow_runner
 from orchestrator.workflows import WORKFLOWS
 
@@ -51,7 +62,34 @@ class WorkerOptions:
     activity_threads: int = 64
     session_capacity: int = 32
     sandbox_limits: sandbox.SandboxLimits = field(default_factory=sandbox.SandboxLimits)
-    reap_older_than_s: float | None = 3600.0
+    # A lease not renewed for this long is dead (None: Settings.heartbeat_timeout_s, see worker_lease).
+    lease_ttl_s: float | None = None
+    # Stopping: activities may finish for stop_grace_s, are then cancelled, and the worker waits
+    # stop_wait_s more for them; cleanup (containers, sessions, lease) gets cleanup_s.
+    stop_grace_s: float = 1.5
+    stop_wait_s: float = 1.5
+    cleanup_s: float = 2.0
+
+
+# serve() leaves the process this long after the first SIGINT/SIGTERM, whatever is still running.
+STOP_BOUND_S = 8.0
+
+
+class WorkerStopping(RuntimeError):
+    """The worker gave up on its activities while stopping; they run again on another worker."""
+
+
+class _FencedSessions(sessionmaker[Session]):
+    """The activities' sessions, refused once the worker abandons its activities (see the module doc)."""
+
+    def __init__(self, base: sessionmaker[Session]) -> None:
+        super().__init__(**base.kw)
+        self.fenced = False
+
+    def __call__(self, **local_kw: Any) -> Session:
+        if self.fenced:
+            raise WorkerStopping("this worker is stopping; the activity runs again on another worker")
+        return super().__call__(**local_kw)
 
 
 def new_worker_id() -> str:
@@ -65,20 +103,27 @@ async def running_worker(
     options: WorkerOptions = WorkerOptions(),
     worker_id: str | None = None,
 ) -> AsyncIterator[Worker]:
-    """Run a worker until the block exits; closes the sandbox sessions it opened."""
+    """Run a worker until the block exits; then stop it within a bound (see the module doc)."""
     worker_id = worker_id or new_worker_id()
     for model in {settings.model, settings.sub_model}:
         prepare_model(model)
-    if settings.sandbox_backend == "docker" and options.reap_older_than_s is not None:
-        await asyncio.to_thread(sandbox.reap, older_than_s=options.reap_older_than_s)
     engine = make_engine(settings.database_url)
+    store_sessions = make_session_factory(engine)
+    lease = WorkerLease(
+        store_sessions,
+        worker_id,
+        store_scope(settings.database_url),
+        LeaseTiming(options.lease_ttl_s or settings.heartbeat_timeout_s),
+        docker=settings.sandbox_backend == "docker",
+    )
+    activity_sessions = _FencedSessions(store_sessions)
     deps = Deps(
         settings,
-        make_session_factory(engine),
+        activity_sessions,
         client,
         asyncio.get_running_loop(),
         worker_id,
-        sandbox_labels={"worker": worker_id},
+        sandbox_labels=lease.labels,
     )
     cache = SessionCache(options.session_capacity)
     models = ModelActivities(deps)
@@ -109,28 +154,100 @@ async def running_worker(
         nonsticky_to_sticky_poll_ratio=options.nonsticky_to_sticky_poll_ratio,
         max_concurrent_activities=options.activity_threads,
         identity=worker_id,
+        graceful_shutdown_timeout=timedelta(seconds=options.stop_grace_s),
     )
+    # Before polling: no container of this worker may exist without its lease.
+    try:
+        await lease.start()
+    except BaseException:
+        engine.dispose()
+        raise
+    await worker.__aenter__()
     log.info("worker.started", worker_id=worker_id, task_queue=settings.task_queue)
     try:
-        async with worker:
-            yield worker
+        yield worker
     finally:
-        await asyncio.to_thread(cache.close_all)
-        executor.shutdown(wait=False, cancel_futures=True)
-        engine.dispose()
-        log.info("worker.stopped", worker_id=worker_id)
+        try:
+            await _stop_worker(worker, options.stop_grace_s + options.stop_wait_s)
+        finally:
+            activity_sessions.fenced = True
+            await asyncio.gather(
+                _release_sandboxes(lease, cache, options.cleanup_s), lease.close(options.cleanup_s)
+            )
+            executor.shutdown(wait=False, cancel_futures=True)
+            engine.dispose()
+            log.info("worker.stopped", worker_id=worker_id)
+
+
+async def _stop_worker(worker: Worker, bound_s: float) -> None:
+    """Stop polling, let activities finish or cancel them; give up after ``bound_s``: Temporal's
+    shutdown waits for local activities still retrying and for threads that ignore the cancel."""
+    try:
+        await asyncio.wait_for(worker.__aexit__(None, None, None), bound_s)
+    except TimeoutError:
+        log.warning("worker.activities_abandoned", after_s=bound_s)
+
+
+async def _release_sandboxes(lease: WorkerLease, cache: SessionCache, timeout_s: float) -> None:
+    """Remove this worker's containers (those of abandoned cells too), then its sessions' files."""
+    try:
+        if lease.docker:
+            removed = await in_thread(lease.remove_own, timeout_s)
+            log.info("worker.sandboxes_removed", containers=removed)
+        await in_thread(cache.close_all, timeout_s)
+    except Exception as exc:  # other workers' sweeps remove what is left
+        log.warning("worker.sandboxes_left", error=str(exc)[:300])
+
+
+def _leave(code: int, event: str, **data: object) -> None:
+    """End the process now: the bound is reached, or the operator asked twice."""
+    with contextlib.suppress(BaseException):  # may run inside a signal handler mid-write to stderr
+        log.warning(event, exit_code=code, **data)
+        sys.stderr.flush()
+    os._exit(code)
 
 
 async def serve(settings: Settings, target: TemporalTarget) -> None:
-    """``rlm worker`` / ``rlm dev``: run a worker until SIGINT or SIGTERM."""
-    stop = asyncio.Event()
+    """``rlm worker`` / ``rlm dev``: run a worker until SIGINT or SIGTERM.
+
+    The first signal stops the worker (bounded, see the module doc) and arms a watchdog that ends the
+    process ``STOP_BOUND_S`` later if it is still alive; a second signal ends it at once. Only for
+    processes that end when this returns.
+    """
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    client = await connect(target)
-    async with running_worker(client, settings):
-        print(
-            f"worker serving task queue {settings.task_queue} on {target.address}; Ctrl-C stops it",
-            file=sys.stderr,
+    stop = asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if received:
+            _leave(128 + signum, "worker.exit_now", signal=signal.Signals(signum).name)
+        received.append(signum)
+        watchdog = threading.Timer(
+            STOP_BOUND_S,
+            _leave,
+            args=(128 + signum, "worker.stop_forced"),
+            kwargs={"after_s": STOP_BOUND_S},
         )
-        await stop.wait()
+        watchdog.daemon = True
+        watchdog.start()
+        loop.call_soon_threadsafe(stop.set)
+
+    # signal.signal, not loop.add_signal_handler: a second signal must end the process even when the
+    # event loop is no longer running (asyncio.run waiting for tasks or threads after this returns).
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        client = await connect(target)
+        async with running_worker(client, settings):
+            print(
+                f"worker serving task queue {settings.task_queue} on {target.address}; Ctrl-C stops it",
+                file=sys.stderr,
+            )
+            await stop.wait()
+            log.info("worker.stopping", signal=signal.Signals(received[0]).name, bound_s=STOP_BOUND_S)
+    finally:
+        if not received:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        # asyncio.run joins the default executor's threads on the way out: one stuck in a store call
+        # (a lock, a database gone quiet) would hold the process past the bound. Leave them behind.
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(1))

@@ -16,7 +16,7 @@ from .api import (
     SubcallHandler,
     SubcallRequest,
 )
-from .factory import open_session, reap
+from .factory import open_session, reap, sweep
 from .session import Session
 
 __all__ = [
@@ -33,4 +33,5 @@ __all__ = [
     "SubcallRequest",
     "open_session",
     "reap",
+    "sweep",
 ]

@@ -1,8 +1,8 @@
-"""``open_session`` and ``reap``: the two entry points that pick and drive a backend."""
+"""``open_session``, ``reap`` and ``sweep``: the entry points that pick and drive a backend."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -41,8 +41,8 @@ def open_session(
 ) -> Session:
     """Start a sandbox session; ``context_path`` (a file or directory) becomes ``context`` inside it.
 
-    ``labels`` takes ``run``, ``node`` and ``worker``; ``image`` defaults to the image built from the
-    current runtime sources (``python -m sandbox.imagebuild`` builds it).
+    ``labels`` takes ``run``, ``node``, ``worker`` and ``store``; ``image`` defaults to the image built
+    from the current runtime sources (``python -m sandbox.imagebuild`` builds it).
     """
     if context_path is not None:
         context_path = Path(context_path).resolve()
@@ -68,9 +68,34 @@ def open_session(
 def reap(*, labels: Mapping[str, str] | None = None, older_than_s: float | None = None) -> int:
     """Remove leftover sandbox containers matching ``labels`` (all of them when None); returns the count.
 
-    Run it when a worker starts, with that worker's label; ``older_than_s`` limits an engine-wide sweep
-    to containers older than that, so that other live workers' sessions survive.
+    ``older_than_s`` spares containers younger than that.
     """
-    count = docker_backend.reap(_docker_client(), labels, older_than_s)
+    client = _docker_client()
+    try:
+        count = docker_backend.reap(client, labels, older_than_s)
+    finally:
+        client.close()
     log.info("sandbox.reaped", count=count, labels=dict(labels or {}))
+    return count
+
+
+def sweep(
+    *,
+    store: str,
+    live_workers: Callable[[], Collection[str]],
+    legacy_older_than_s: float = 3600.0,
+) -> int:
+    """Remove the containers of dead workers of store ``store``: those whose ``worker`` label is not in
+    ``live_workers()`` (asked after the containers are listed). Returns the count.
+
+    Containers without a ``worker`` label, and those of other stores, are never touched; worker
+    containers without a ``store`` label (older versions) go once older than ``legacy_older_than_s``.
+    """
+    client = _docker_client()
+    try:
+        count = docker_backend.sweep(client, store, live_workers, legacy_older_than_s)
+    finally:
+        client.close()
+    if count:
+        log.info("sandbox.swept", count=count, store=store)
     return count

@@ -44,6 +44,7 @@ NAMING_CONVENTION = {
 SHA256_LEN = 64
 RUN_ID_MAX = 128
 NODE_ID_MAX = 255
+WORKER_ID_MAX = 255
 
 
 class NodeKind(StrEnum):
@@ -315,3 +316,19 @@ class ModelPriceRow(Base):
     input_per_token: Mapped[Decimal] = mapped_column(DecimalText)
     output_per_token: Mapped[Decimal] = mapped_column(DecimalText)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class WorkerLease(Base):
+    """A live worker's claim on its sandbox containers: renewed while it runs, deleted when it stops.
+
+    A worker whose lease has expired is dead; any live worker of the same store removes its containers.
+    """
+
+    __tablename__ = "worker_leases"
+
+    worker_id: Mapped[str] = mapped_column(String(WORKER_ID_MAX), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    renewed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Each worker sets its own (renewed_at + its lease length), so workers of different settings agree.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -1,14 +1,15 @@
-"""A worker killed with SIGKILL while sub-calls are in flight; a new worker finishes the run."""
+"""Workers killed with SIGKILL mid-run; the next worker finishes the run with the exact answer and
+billing, and a live worker's sweep removes the killed worker's sandboxes once its lease lapses."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
+import random
+import time
 from collections import Counter
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -16,49 +17,22 @@ from sqlalchemy import select
 
 import sandbox
 from orchestrator.settings import Settings
-from orchestrator.store import list_nodes, list_steps
+from orchestrator.store import get_run, ledger_sums, list_nodes, list_steps
 from orchestrator.store.models import LedgerEntry
 from orchestrator.workflows.types import LEAF_MODES, Limits
-from tests.orchestrator.harness import Harness, word_context
+from tests.orchestrator.harness import Harness, Outcome, word_context
+from tests.orchestrator.workers import WorkerProcess, run_containers
+
+QUERY = "How many times does the word 'ERROR' appear?"
+MODEL = "scripted/mapreduce?chunks=40"
+SUB_MODEL = "scripted/leaf?latency_ms=400"
+# Short leases (2 s, renewed every 0.7 s, swept every 4 s): a killed worker's sandboxes go within seconds.
+WORKER_ENV = {"RLM_HEARTBEAT_TIMEOUT_S": "2"}
+KILL_TRIALS = 10
 
 
-class WorkerProcess:
-    """``rlm worker`` as a subprocess (its own process group, so SIGKILL takes everything)."""
-
-    def __init__(self, settings: Settings, log: Path) -> None:
-        env = {
-            **os.environ,
-            "TEMPORAL_ADDRESS": settings.temporal_address or "",
-            "RLM_DATABASE_URL": settings.database_url,
-            "RLM_DATA_DIR": str(settings.data_dir),
-            "RLM_TASK_QUEUE": settings.task_queue,
-            "RLM_SANDBOX_BACKEND": settings.sandbox_backend,
-            "RLM_MODEL": settings.model,
-            "RLM_SUB_MODEL": settings.sub_model,
-            "RLM_LOG_LEVEL": "info",
-        }
-        self.log = log.open("ab")
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "rlm"), "worker"],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.log.close()
+def limits(leaf_mode: str) -> Limits:
+    return Limits(max_concurrency=4, heartbeat_timeout_s=5, leaf_mode=leaf_mode)
 
 
 @pytest.fixture
@@ -69,18 +43,51 @@ def workers(other_queue: Settings, tmp_path: Path) -> Iterator[list[WorkerProces
         w.stop()
 
 
+def check_billing(harness: Harness, out: Outcome, expected_spent: Decimal | None = None) -> None:
+    """Every call paid once: one settlement per reservation key, one per leaf, nothing left reserved."""
+    leaves = [r for r in out.tree if r.kind == "leaf"]
+    with harness.sessions() as s:
+        entries = list(s.scalars(select(LedgerEntry).where(LedgerEntry.run_id == out.run_id)))
+        by_reservation = {e.reservation_id: e for e in entries if e.kind == "reserve"}
+        settled = Counter(
+            by_reservation[e.reservation_id].idempotency_key for e in entries if e.kind == "settle"
+        )
+        leaf_steps = {r.node_id: len(list_steps(s, r.node_id)) for r in leaves}
+        run = get_run(s, out.run_id)
+        sums = ledger_sums(s, run_id=out.run_id)
+    leaf_keys = {f"{r.node_id}/leaf" for r in leaves}
+    assert {k: settled[k] for k in leaf_keys} == dict.fromkeys(leaf_keys, 1)
+    assert all(count == 1 for count in settled.values()), settled
+    assert leaf_steps == {r.node_id: 1 for r in leaves}
+    assert (run.spent, run.reserved) == (sums.spent, sums.reserved) == (out.summary.cost, Decimal(0))
+    if expected_spent is not None:
+        assert run.spent == expected_spent
+
+
+async def wait_swept(killed: WorkerProcess, run_id: str, timeout_s: float = 60.0) -> None:
+    """Until no sandbox of ``run_id`` started by the killed worker is left (running or exited)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = [c for c in run_containers(run_id) if c["durable-rlm.worker"].startswith(killed.worker_prefix)]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the killed worker's containers of {run_id} were never swept: {left}")
+        await asyncio.sleep(0.5)
+
+
 @pytest.mark.parametrize("leaf_mode", LEAF_MODES)
 async def test_sigkilled_worker_mid_subcalls_then_new_worker_finishes_without_double_billing(
     harness: Harness, other_queue: Settings, workers: list[WorkerProcess], tmp_path: Path, leaf_mode: str
 ) -> None:
     path, expected = word_context(tmp_path / "w.txt", 8_000)
-    workers.append(WorkerProcess(other_queue, tmp_path / "worker1.log"))
+    workers.append(WorkerProcess(other_queue, tmp_path / "worker1.log", WORKER_ENV))
     handle = await harness.start(
-        "How many times does the word 'ERROR' appear?",
+        QUERY,
         path,
-        model="scripted/mapreduce?chunks=40",
-        sub_model="scripted/leaf?latency_ms=400",
-        limits=Limits(max_concurrency=4, heartbeat_timeout_s=5, leaf_mode=leaf_mode),
+        model=MODEL,
+        sub_model=SUB_MODEL,
+        limits=limits(leaf_mode),
         task_queue=other_queue.task_queue,
     )
     run_id = handle.id.rsplit("/", 1)[0]
@@ -98,24 +105,74 @@ async def test_sigkilled_worker_mid_subcalls_then_new_worker_finishes_without_do
     with harness.sessions() as s:
         completed_before_kill = {n.node_id for n in list_nodes(s, run_id) if n.status == "completed"}
     assert 8 <= len(completed_before_kill) < 40
+    # The killed worker's sandbox is still there (running or exited) until a live worker sweeps it.
+    assert any(c["durable-rlm.worker"].startswith(workers[0].worker_prefix) for c in run_containers(run_id))
 
-    workers.append(WorkerProcess(other_queue, tmp_path / "worker2.log"))
+    workers.append(WorkerProcess(other_queue, tmp_path / "worker2.log", WORKER_ENV))
     out = await asyncio.wait_for(harness.finish(handle), timeout=240)
 
     assert out.result.status == "completed", out.result.error
     assert out.summary.answer == str(expected)
     leaves = [r for r in out.tree if r.kind == "leaf"]
     assert len(leaves) == 40 and all(r.status == "completed" for r in leaves)
-    with harness.sessions() as s:
-        entries = list(s.scalars(select(LedgerEntry).where(LedgerEntry.run_id == run_id)))
-        by_reservation = {e.reservation_id: e for e in entries if e.kind == "reserve"}
-        settled = Counter(
-            by_reservation[e.reservation_id].idempotency_key for e in entries if e.kind == "settle"
-        )
-        leaf_steps = {r.node_id: len(list_steps(s, r.node_id)) for r in leaves}
-    # Every sub-call was paid exactly once, including those that completed before the kill.
-    leaf_keys = {f"{r.node_id}/leaf" for r in leaves}
-    assert {k: settled[k] for k in leaf_keys} == dict.fromkeys(leaf_keys, 1)
-    assert all(count == 1 for count in settled.values())
-    assert leaf_steps == {r.node_id: 1 for r in leaves}
+    check_billing(harness, out)
+    await wait_swept(workers[0], run_id)
     sandbox.reap(labels={"run": run_id})
+
+
+@pytest.mark.slow
+async def test_workers_killed_at_random_moments(
+    harness: Harness, other_queue: Settings, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    """KILL_TRIALS runs, alternating leaf modes; in each the serving worker is SIGKILLed at a random
+    moment and a new one takes over (and is killed in the next trial). Each run must end with the exact
+    answer and exactly the spend of an undisturbed run; afterwards no sandbox of any run is left."""
+    seed = int(os.environ.get("RLM_FAULT_SEED") or random.randrange(1 << 30))
+    rng = random.Random(seed)
+    path, expected = word_context(tmp_path / "w.txt", 8_000)
+    reference: dict[str, Decimal] = {}
+    for mode in LEAF_MODES:  # undisturbed, on the session's worker
+        ref = await harness.run(QUERY, path, model=MODEL, sub_model=SUB_MODEL, limits=limits(mode))
+        assert ref.summary.answer == str(expected)
+        reference[mode] = ref.summary.cost
+        sandbox.reap(labels={"run": ref.run_id})
+
+    current = WorkerProcess(other_queue, tmp_path / "worker0.log", WORKER_ENV)
+    workers.append(current)
+    current.wait_serving()
+    run_ids: list[str] = []
+    mid_run = left_behind = 0
+    for trial in range(KILL_TRIALS):
+        mode = LEAF_MODES[trial % len(LEAF_MODES)]
+        delay = rng.uniform(0.0, 5.0)  # an undisturbed run takes about 6 s
+        about = f"seed {seed} (RLM_FAULT_SEED), trial {trial}, {mode} leaves, killed after {delay:.2f} s"
+        handle = await harness.start(
+            QUERY,
+            path,
+            model=MODEL,
+            sub_model=SUB_MODEL,
+            limits=limits(mode),
+            task_queue=other_queue.task_queue,
+        )
+        run_ids.append(handle.id.rsplit("/", 1)[0])
+        await asyncio.sleep(delay)
+        killed = current
+        killed.kill()
+        with harness.sessions() as s:
+            mid_run += get_run(s, run_ids[-1]).status == "running"
+        left_behind += any(
+            c["durable-rlm.worker"].startswith(killed.worker_prefix) for c in run_containers(run_ids[-1])
+        )
+        current = WorkerProcess(other_queue, tmp_path / f"worker{trial + 1}.log", WORKER_ENV)
+        workers.append(current)
+        out = await asyncio.wait_for(harness.finish(handle), timeout=240)
+        assert out.result.status == "completed", f"{about}: {out.result.error}"
+        assert out.summary.answer == str(expected), about
+        check_billing(harness, out, reference[mode])
+        await wait_swept(killed, out.run_id)
+        current.wait_serving()
+
+    print(f"seed {seed}: {mid_run} of {KILL_TRIALS} kills mid-run, {left_behind} left sandboxes to sweep")
+    assert mid_run >= KILL_TRIALS // 2, "most kills must land while the run is running"
+    current.stop()  # its own sandboxes go with it; every other worker's went by release or sweep
+    assert {run_id: run_containers(run_id) for run_id in run_ids} == {run_id: [] for run_id in run_ids}

@@ -40,6 +40,7 @@ TABLES = {
     "snapshots",
     "ledger_entries",
     "model_prices",
+    "worker_leases",
 }
 
 
