@@ -15,7 +15,8 @@ from litellm import exceptions as errors
 from orchestrator.llm import credentials
 from orchestrator.llm.complete import CompletionRequest, ModelCallError, classify, complete
 from orchestrator.protocol.prompts import ChatMessage
-from tests.llm.unauthorized import Endpoint, point_openai_at, unauthorized_endpoint
+from tests.chat_endpoint import ChatEndpoint
+from tests.llm.unauthorized import point_openai_at, unauthorized_endpoint
 
 MESSAGES = (ChatMessage("user", "Say hi."),)
 OPENAI = "openai/rlm-auth-test"
@@ -26,7 +27,7 @@ def _response(status: int) -> httpx.Response:
 
 
 @pytest.fixture
-def endpoint() -> Iterator[Endpoint]:
+def endpoint() -> Iterator[ChatEndpoint]:
     with unauthorized_endpoint() as served:
         yield served
 
@@ -191,7 +192,7 @@ async def _failure(model: str) -> ModelCallError:
 
 
 async def test_a_rejected_key_is_asked_once_and_named(
-    monkeypatch: pytest.MonkeyPatch, endpoint: Endpoint
+    monkeypatch: pytest.MonkeyPatch, endpoint: ChatEndpoint
 ) -> None:
     point_openai_at(monkeypatch, endpoint, "sk-rejected")
     error = await _failure(OPENAI)
@@ -200,7 +201,9 @@ async def test_a_rejected_key_is_asked_once_and_named(
     assert endpoint.paths == ["/v1/chat/completions"]
 
 
-async def test_no_key_fails_before_any_request(monkeypatch: pytest.MonkeyPatch, endpoint: Endpoint) -> None:
+async def test_no_key_fails_before_any_request(
+    monkeypatch: pytest.MonkeyPatch, endpoint: ChatEndpoint
+) -> None:
     point_openai_at(monkeypatch, endpoint, None)
     error = await _failure(OPENAI)
     assert (error.kind, error.retryable) == ("auth", False)
@@ -210,7 +213,7 @@ async def test_no_key_fails_before_any_request(monkeypatch: pytest.MonkeyPatch, 
 
 
 async def test_without_the_check_litellms_own_missing_key_error_is_final_too(
-    monkeypatch: pytest.MonkeyPatch, endpoint: Endpoint
+    monkeypatch: pytest.MonkeyPatch, endpoint: ChatEndpoint
 ) -> None:
     """The OpenAI SDK refuses a client without a key; litellm reports it as InternalServerError."""
     point_openai_at(monkeypatch, endpoint, None)
@@ -223,7 +226,7 @@ async def test_without_the_check_litellms_own_missing_key_error_is_final_too(
 
 
 async def test_a_provider_that_would_send_no_key_is_stopped_before_the_request(
-    monkeypatch: pytest.MonkeyPatch, endpoint: Endpoint
+    monkeypatch: pytest.MonkeyPatch, endpoint: ChatEndpoint
 ) -> None:
     """litellm's Groq path sends a request without a key; the check stops it first."""
     monkeypatch.delenv("GROQ_API_KEY", raising=False)

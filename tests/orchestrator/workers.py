@@ -3,23 +3,22 @@ that answers leaf prompts (a real provider path through litellm's OpenAI client)
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import docker
 
 from orchestrator.llm.policies import leaf_answer
 from orchestrator.settings import Settings
+from tests.chat_endpoint import chat_endpoint
 
 # In litellm's bundled price map, so no price needs registering; the endpoint decides what it answers.
 OPENAI_MODEL = "openai/gpt-4o-mini"
@@ -98,43 +97,26 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class _LeafHandler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
-        prompt = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
-        reply = {
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "created": 1,
-            "model": body.get("model", "gpt-4o-mini"),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": leaf_answer(prompt)},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": 20, "completion_tokens": 2, "total_tokens": 22},
-        }
-        payload = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+def _leaf_reply(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    prompt = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
+    return 200, {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": body.get("model", "gpt-4o-mini"),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": leaf_answer(prompt)},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 2, "total_tokens": 22},
+    }
 
 
 @contextmanager
 def leaf_endpoint() -> Iterator[str]:
     """An OpenAI-compatible ``/v1`` base URL whose chat completions answer leaf prompts correctly."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _LeafHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with chat_endpoint(_leaf_reply) as endpoint:
+        yield endpoint.url

@@ -17,8 +17,9 @@ import pytest
 
 from orchestrator.store import set_price
 from orchestrator.workflows.types import LEAF_MODES, Limits
+from tests.chat_endpoint import ChatEndpoint
 from tests.llm.engine.conftest import root_attempts
-from tests.llm.unauthorized import Endpoint, point_openai_at, unauthorized_endpoint
+from tests.llm.unauthorized import point_openai_at, unauthorized_endpoint
 from tests.orchestrator.harness import Harness
 
 # A self-hosted model litellm has no price for: registered in the store, as an operator would.
@@ -29,7 +30,7 @@ REJECTED, MISSING = "sk-rejected", None
 
 
 @pytest.fixture
-def endpoint(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> Iterator[Endpoint]:
+def endpoint(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> Iterator[ChatEndpoint]:
     with harness.sessions.begin() as session:
         set_price(session, MODEL, Decimal("1e-7"), Decimal("2e-7"))
     with unauthorized_endpoint() as served:
@@ -45,7 +46,7 @@ def context(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("key", [REJECTED, MISSING], ids=["rejected", "missing"])
 async def test_the_root_model_fails_at_once_naming_the_variable(
-    harness: Harness, endpoint: Endpoint, context: Path, monkeypatch: pytest.MonkeyPatch, key: str | None
+    harness: Harness, endpoint: ChatEndpoint, context: Path, monkeypatch: pytest.MonkeyPatch, key: str | None
 ) -> None:
     point_openai_at(monkeypatch, endpoint, key)
 
@@ -67,7 +68,7 @@ async def test_the_root_model_fails_at_once_naming_the_variable(
 @pytest.mark.parametrize("key", [REJECTED, MISSING], ids=["rejected", "missing"])
 async def test_leaves_fail_at_once_naming_the_variable(
     harness: Harness,
-    endpoint: Endpoint,
+    endpoint: ChatEndpoint,
     context: Path,
     monkeypatch: pytest.MonkeyPatch,
     key: str | None,
