@@ -54,6 +54,9 @@ class SubcallRequest:
     prompts: list[str]  # a single llm_query is a batch of one
     model: str | None
     seq: int  # 1-based, counts sub-call requests within the current cell
+    # True for llm_query_batched / rlm_query_batched: the caller wants every answer that exists, so a
+    # handler may answer a failed item with a marker string instead of raising for the whole call.
+    batched: bool = False
 
 
 class SubcallError(Exception):
@@ -99,7 +102,9 @@ class SandboxClosed(SandboxError):
 
 
 class SandboxSession(Protocol):
-    def execute(self, code: str, on_subcall: SubcallHandler) -> CellResult: ...
+    def execute(
+        self, code: str, on_subcall: SubcallHandler, *, wall_timeout_s: float | None = None
+    ) -> CellResult: ...
 
     def restore(self, snapshot: bytes) -> None: ...
 

@@ -12,6 +12,7 @@ import select
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -107,6 +108,10 @@ class Session:
         self._conn: socket.socket | None = None
         self._last_snapshot: bytes | None = None
         self._closed = False
+        # close() may run on another thread while this one starts a runtime: one of them removes it.
+        self._lifecycle = threading.Lock()
+        # A second close() returns once the first has removed the runtime.
+        self._closing = threading.Lock()
         self.bytes_sent = 0
         self.bytes_received = 0
         self.context_info: dict[str, Any] = {}
@@ -135,7 +140,14 @@ class Session:
             # The runtime runs as another (unprivileged) user; the 0700 directory keeps other host users out.
             os.chmod(path, 0o666)  # noqa: S103
             listener.listen(1)
-            self._runtime = self._launcher.launch(path)
+            runtime = self._launcher.launch(path)
+            with self._lifecycle:
+                closed = self._closed
+                if not closed:
+                    self._runtime = runtime
+            if closed:
+                runtime.kill()
+                raise SandboxClosed("the session was closed while its runtime was starting")
             self._conn = self._accept(listener, started + self._limits.start_timeout_s)
         finally:
             listener.close()
@@ -150,8 +162,7 @@ class Session:
             reply, _ = self._request(init, b"", started + self._limits.start_timeout_s)
         except (wire.ChannelClosed, wire.ChannelTimeout, _ProtocolError) as exc:
             why = str(exc)
-            runtime = self._runtime
-            if isinstance(exc, wire.ChannelClosed) and runtime is not None:
+            if isinstance(exc, wire.ChannelClosed) and not self._closed:
                 why = runtime.exit_reason(wait_s=_EXIT_WAIT_S)[1]
             raise SandboxError(
                 f"the sandbox runtime failed while loading the context ({why}); a large context may need "
@@ -163,7 +174,7 @@ class Session:
         log.info(
             "sandbox.started",
             backend=self._launcher.backend,
-            runtime=self._runtime.ident[:12],
+            runtime=runtime.ident[:12],
             ms=round((time.monotonic() - started) * 1000, 1),
         )
 
@@ -194,8 +205,9 @@ class Session:
 
     def _stop_runtime(self) -> None:
         # Swapped out first: close() may run on another thread while execute() is waiting.
-        conn, self._conn = self._conn, None
-        runtime, self._runtime = self._runtime, None
+        with self._lifecycle:
+            conn, self._conn = self._conn, None
+            runtime, self._runtime = self._runtime, None
         if conn is not None:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)  # wakes a recv() blocked on another thread
@@ -212,15 +224,18 @@ class Session:
         return self._restore(self._last_snapshot)
 
     def close(self) -> None:
-        """Remove the runtime; safe to call from another thread to abandon a running cell."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._stop_runtime()
-        finally:
-            self._launcher.close()
-            shutil.rmtree(self._dir, ignore_errors=True)
+        """Remove the runtime; safe to call from another thread to abandon a running cell. Returns once
+        the runtime is gone, whichever thread removes it."""
+        with self._closing:
+            with self._lifecycle:
+                if self._closed:
+                    return
+                self._closed = True
+            try:
+                self._stop_runtime()
+            finally:
+                self._launcher.close()
+                shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> Session:
         return self
@@ -413,6 +428,7 @@ class Session:
             prompts=prompts,
             model=model if isinstance(model, str) else None,
             seq=message.get("seq", 0) if isinstance(message.get("seq"), int) else 0,
+            batched=message.get("batched") is True,
         )
         try:
             answers = on_subcall(request)

@@ -8,15 +8,27 @@ Sessions live in a per-worker cache keyed by node. A worker that does not hold t
 whose session is behind the node (another worker ran the previous cell), restores the last snapshot
 from the store. A cell whose step is already recorded is not run again (its effects are in the
 snapshot and its sub-calls were answered).
+
+A watcher thread heartbeats while the cell runs and stops the cell (closes the session, which removes
+its container, and abandons a sub-call being waited on) when the run's deadline passes, when the
+activity is cancelled (``rlm abort``, its timeout) or when the worker shuts down: the thread that waits
+on the sandbox never outlives the activity with a container still running. Past the deadline the
+activity fails ``DeadlinePassed`` (not retried; the node ends ``timed_out``) and starts no container.
+
+A batched sub-call (``llm_query_batched``/``rlm_query_batched``) gets every answer that exists and the
+workflow's ``failed_item`` marker in place of each failed child; a single ``llm_query``/``rlm_query``
+whose child failed raises ``SubcallError`` in the cell, as does a refused call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +52,7 @@ from orchestrator.store import (
     save_snapshot,
     upsert_node,
 )
-from orchestrator.workflows.common import MEMO_CHARS
+from orchestrator.workflows.common import DEADLINE_PASSED, MEMO_CHARS
 from orchestrator.workflows.node import RLMNode
 from orchestrator.workflows.types import (
     INLINE_CHARS,
@@ -67,6 +79,8 @@ def updates_exhausted(server_message: str) -> str:
 
 
 HEARTBEAT_EVERY_S = 2.0
+# How often the watcher looks at the deadline, cancellation and worker shutdown.
+WATCH_EVERY_S = 0.25
 # Prompts of one batch ride inline in the Update while they are this small in total; beyond, blobs.
 BATCH_INLINE_CHARS = 32_000
 
@@ -111,11 +125,86 @@ class SessionCache:
             item.session.close()
 
 
+class _Guard:
+    """What a running cell holds that another thread may have to stop: its session and the sub-call
+    it waits on. ``stop`` is final; once ``keep`` has cached the session it leaves it to the cache."""
+
+    def __init__(self, deadline_epoch_s: float) -> None:
+        self.deadline_epoch_s = deadline_epoch_s
+        self.reason: str | None = None
+        self._lock = threading.Lock()
+        self._session: sandbox.SandboxSession | None = None
+        self._calls: set[concurrent.futures.Future[Any]] = set()
+        self._done = False
+        self._kept = False
+
+    def expired(self) -> bool:
+        return time.time() >= self.deadline_epoch_s
+
+    def watch(self, session: sandbox.SandboxSession) -> None:
+        with self._lock:
+            self._session = session
+            stopped = self.reason is not None
+        if stopped:
+            session.close()
+
+    def track(self, call: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._calls.add(call)
+            stopped = self.reason is not None
+        if stopped:
+            call.cancel()
+
+    def untrack(self, call: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._calls.discard(call)
+
+    def stop(self, reason: str) -> None:
+        """Abandon the cell: cancel the sub-call waited on, close the session (returns once its
+        container is gone). A session already kept for the next cell is left to the cache."""
+        with self._lock:
+            if self.reason is None:
+                self.reason = reason
+            if self._kept:
+                return
+            session, calls = self._session, list(self._calls)
+        log.warning("cell.stopped", reason=reason, finished=self._done)
+        for call in calls:
+            call.cancel()
+        if session is not None:
+            session.close()
+
+    def finish(self) -> None:
+        with self._lock:
+            self._done = True
+
+    def keep(self, put: Callable[[], None]) -> bool:
+        """Run ``put`` (cache the session) unless the cell was stopped; atomic with ``stop``."""
+        with self._lock:
+            if self.reason is not None:
+                return False
+            put()
+            self._kept = True
+            return True
+
+
+def _deadline_error(when: str) -> ApplicationError:
+    return ApplicationError(
+        f"the run's deadline passed {when}; the node ends timed_out (rlm resume RUN --deadline S "
+        "gives it more time)",
+        type=DEADLINE_PASSED,
+        non_retryable=True,
+    )
+
+
 class CellActivities:
     def __init__(self, deps: Deps, cache: SessionCache, limits: sandbox.SandboxLimits) -> None:
         self.deps = deps
         self.cache = cache
         self.limits = limits
+        # The cell each node is running on this worker, so that release_sandbox can stop it.
+        self._running: dict[str, _Guard] = {}
+        self._running_lock = threading.Lock()
 
     def _open(self, node: NodeInput, cell_no: int) -> _Cached:
         """The node's session holding the effects of every cell before ``cell_no``."""
@@ -143,7 +232,7 @@ class CellActivities:
         log.info("session.opened", node_id=node.node_id, restored_cell=restored_cell, cell_no=cell_no)
         return _Cached(sess, cell_no - 1)
 
-    def _handler(self, inp: ExecuteInput, children: list[int]) -> sandbox.SubcallHandler:
+    def _handler(self, inp: ExecuteInput, children: list[int], guard: _Guard) -> sandbox.SubcallHandler:
         """The cell's sub-call bridge; ``children`` collects how many children each call started."""
         handle = self.deps.client.get_workflow_handle(inp.node.node_id)
 
@@ -162,6 +251,7 @@ class CellActivities:
             future = asyncio.run_coroutine_threadsafe(
                 handle.execute_update(RLMNode.subcall, batch, id=uid), self.deps.loop
             )
+            guard.track(future)
             try:
                 reply = future.result()
             except RPCError as exc:
@@ -169,6 +259,8 @@ class CellActivities:
                     # Retrying the cell would be refused the same way: the model must change course.
                     raise sandbox.SubcallError(updates_exhausted(exc.message)) from exc
                 raise
+            finally:
+                guard.untrack(future)
             children.append(reply.started)
             log.debug(
                 "subcall.answered",
@@ -178,6 +270,10 @@ class CellActivities:
             )
             if reply.error is not None:
                 raise sandbox.SubcallError(reply.error)
+            if reply.failed and not req.batched:
+                # A single llm_query/rlm_query has no other answer to keep: it raises, as it always did.
+                marker = reply.answers[reply.failed[0]].inline or ""
+                raise sandbox.SubcallError(marker.removeprefix("Error: "))
             if all(a.inline is not None for a in reply.answers):
                 return [a.inline or "" for a in reply.answers]
             with self.deps.sessions() as session:
@@ -193,23 +289,45 @@ class CellActivities:
             if done is not None:
                 return _output_of(session, done.data or {})
             code = texts.unpack(session, inp.code)
+        guard = _Guard(node.run.deadline_epoch_s)
+        if guard.expired():
+            raise _deadline_error("before the cell started")
+        with self._running_lock:
+            self._running[node.node_id] = guard
+        try:
+            return self._execute(inp, code, guard)
+        finally:
+            with self._running_lock:
+                if self._running.get(node.node_id) is guard:
+                    del self._running[node.node_id]
+
+    def _execute(self, inp: ExecuteInput, code: str, guard: _Guard) -> ExecuteOutput:
+        node = inp.node
         stop = threading.Event()
         children: list[int] = []
-        beat = threading.Thread(target=contextvars.copy_context().run, args=(_heartbeat, stop), daemon=True)
-        beat.start()
+        watcher = threading.Thread(
+            target=contextvars.copy_context().run, args=(_watch, stop, guard), daemon=True
+        )
+        watcher.start()
         try:
             try:
                 cached = self._open(node, inp.cell_no)
             except (sandbox.SandboxError, ValueError) as exc:
+                if guard.reason is not None and guard.expired():
+                    raise _deadline_error("while the sandbox was starting") from exc
                 raise ApplicationError(f"sandbox could not start: {exc}", type="SandboxError") from exc
+            guard.watch(cached.session)
             try:
-                result = cached.session.execute(code, self._handler(inp, children))
-            except BaseException:
-                # Cancelled (rlm abort) or broken: a half-run session must not be reused.
+                result = cached.session.execute(code, self._handler(inp, children, guard))
+            except BaseException as exc:
+                # Stopped (deadline, rlm abort, shutdown) or broken: a half-run session must not be reused.
                 cached.session.close()
+                if guard.reason is not None and guard.expired():
+                    raise _deadline_error("while the cell was running; it was stopped") from exc
                 raise
         finally:
             stop.set()
+            guard.finish()
         answer_text = result.answer.content if result.answer is not None else None
         error = result.traceback or (result.message if result.status != "ok" else None)
         data = {
@@ -247,7 +365,8 @@ class CellActivities:
                 data=data,
             )
             out = _output_of(session, step.data or {})
-        self.cache.put(node.node_id, _Cached(cached.session, inp.cell_no))
+        if not guard.keep(lambda: self.cache.put(node.node_id, _Cached(cached.session, inp.cell_no))):
+            cached.session.close()  # stopped just as the cell finished
         log.info(
             "cell.finished",
             node_id=node.node_id,
@@ -261,8 +380,14 @@ class CellActivities:
 
     @activity.defn(name="release_sandbox")
     def release_sandbox(self, node: NodeInput) -> None:
-        """An aborted node's sandbox: close this worker's session and remove the node's containers
-        (on the Docker engine this worker uses, whichever worker started them)."""
+        """An ended node's sandbox: close this worker's session and remove the node's containers
+        (on the Docker engine this worker uses, whichever worker started them). Another worker that
+        cached the node's session is left holding a closed container; it drops it on eviction."""
+        with self._running_lock:
+            running = self._running.get(node.node_id)
+        if running is not None:
+            # The node gave up on a cell still running here (its deadline, a cancellation).
+            running.stop("the node ended")
         self.cache.drop(node.node_id)
         removed = 0
         if self.deps.settings.sandbox_backend == "docker":
@@ -285,6 +410,19 @@ def _output_of(session: Session, data: dict[str, Any]) -> ExecuteOutput:
     )
 
 
-def _heartbeat(stop: threading.Event) -> None:
-    while not stop.wait(HEARTBEAT_EVERY_S):
-        activity.heartbeat()
+def _watch(stop: threading.Event, guard: _Guard) -> None:
+    """Heartbeat while the cell runs; stop it at the deadline, on cancellation or worker shutdown."""
+    next_beat = time.monotonic() + HEARTBEAT_EVERY_S
+    while not stop.wait(WATCH_EVERY_S):
+        if guard.expired():
+            guard.stop("the run's deadline passed")
+            return
+        if activity.is_cancelled():
+            guard.stop("the activity was cancelled")
+            return
+        if activity.is_worker_shutdown():
+            guard.stop("the worker is shutting down")
+            return
+        if time.monotonic() >= next_beat:
+            activity.heartbeat()
+            next_beat = time.monotonic() + HEARTBEAT_EVERY_S

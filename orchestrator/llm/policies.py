@@ -13,6 +13,8 @@ Tasks the policies understand (from the query, or from a sub-prompt's first line
 - find: ``/regex/`` (group 1 if it has one), a quoted 'phrase', or "What is the <subject>?", which
   looks for the value written after the subject ("The magic number is 4817305." -> 4817305);
 - count: "how many"/"count"/"number of" with ``/regex/`` or a quoted 'word' (matched as a whole word).
+
+Policy ``code`` runs the query itself as its first cell (tests give it exact or hostile programs).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 
 from orchestrator.protocol.prompts import (
     BLOCK_FAILED,
+    FAILED_ITEM_PREFIX,
     ChatMessage,
     NodeLimits,
     is_forced_final,
@@ -30,7 +33,7 @@ from orchestrator.protocol.prompts import (
     read_query,
 )
 
-RLM_POLICIES = ("search", "mapreduce", "recurse", "leaf", "loop", "spin", "partial")
+RLM_POLICIES = ("search", "mapreduce", "recurse", "leaf", "loop", "spin", "partial", "code")
 DEFAULT_CHUNKS = 10
 # How many failed attempts a policy makes before it gives up and answers with the reason.
 MAX_ATTEMPTS = 3
@@ -253,6 +256,12 @@ def _chunk_count(view: View, params: PolicyParams, limits: NodeLimits) -> int:
 
 
 _MAP_BATCHED = "replies = llm_query_batched(_prompts)"
+# A batched call keeps the answers it got and marks failed items; a count needs every chunk, so the
+# block fails and the next iteration tries again (with bigger chunks).
+_CHECK_REPLIES = f"""_failed = [r for r in replies if r.startswith({FAILED_ITEM_PREFIX!r})]
+if _failed:
+    raise RuntimeError(f"{{len(_failed)}} of {{len(replies)}} sub-calls failed: {{_failed[0]}}")
+del _failed"""
 # One llm_query per chunk, each timed from inside the sandbox (the sub-call round trip a benchmark reads).
 _MAP_ONE_BY_ONE = """import time
 replies, _ms = [], []
@@ -275,6 +284,7 @@ def _mapreduce(view: View, params: PolicyParams, limits: NodeLimits) -> str:
 chunks = _split(text, {n})
 _prompts = [{count_instruction(target)!r} + "\\n" + chunk for chunk in chunks]
 {_MAP_BATCHED if params.parallel else _MAP_ONE_BY_ONE}
+{_CHECK_REPLIES}
 counts = [int(re.search(r"-?\\d+", reply).group()) for reply in replies]
 total = sum(counts)
 _more = " ..." if len(counts) > 10 else ""
@@ -318,6 +328,7 @@ else:
     _prompts = [{count_instruction(target)!r} + "\\n" + part for part in _split(text, {params.chunks or 2})]
     {call}
     del _prompts
+{_CHECK_REPLIES}
 total = str(sum(int(re.search(r"-?\\d+", reply).group()) for reply in replies))
 print(f"parts {{replies}} -> total {{total}}")
 FINAL_VAR("total")
@@ -356,6 +367,14 @@ def _spin(view: View) -> str:
     return _repl("while True:\n    pass", "Thinking in a loop.")
 
 
+def _code(view: View) -> str:
+    if view.failures:
+        return _give_up("The code given in the query failed; see the error above.")
+    if view.iteration > 0:
+        return _give_up("The code given in the query ran without setting an answer.")
+    return _repl(view.query, "Running the code the query gives.")
+
+
 def _forced_final(view: View) -> str:
     lengths = re.findall(r"context length (\d+)", "\n".join(view.outputs))
     if lengths:
@@ -382,6 +401,8 @@ def rlm_reply(params: PolicyParams, view: View) -> str:
         return _spin(view)
     if params.policy == "partial":
         return _partial(view)
+    if params.policy == "code":
+        return _code(view)
     return _leaf_rlm(view)
 
 

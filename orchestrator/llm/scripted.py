@@ -6,7 +6,8 @@
 prompts are answered by computing over the prompt's text, so every answer comes from real input.
 
 Policies: ``search``, ``mapreduce``, ``recurse``, ``leaf`` (answers directly), ``loop`` (never answers),
-``spin`` (a cell that never ends), ``partial`` (keeps a provisional answer, never ready),
+``spin`` (a cell that never ends), ``partial`` (keeps a provisional answer, never ready), ``code``
+(runs the query itself as its first cell),
 ``flaky`` (fails ``times`` times per conversation with ``fail``,
 then behaves as policy ``then``), and ``fail_<kind>`` raising litellm's own exception classes:
 ``fail_auth``, ``fail_ratelimit``, ``fail_server``, ``fail_timeout``, ``fail_connection``,

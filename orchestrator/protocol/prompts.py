@@ -27,6 +27,9 @@ CHILD_QUERY_CHARS = 2_000
 SHOWN_CHUNK_LENGTHS = 20
 BLOCK_FAILED = "The block failed:"
 FORCED_FINAL_HEADER = "You have used every iteration this node is allowed."
+# A batched sub-call's item whose sub-call ended without an answer starts with this (the workflow's
+# ``failed_item`` writes it; the system prompt tells the model to test for it).
+FAILED_ITEM_PREFIX = "Error: sub-call "
 _QUERY_HEADER = "The query (everything after this line):"
 _LIMITS = re.compile(
     r"^Limits: depth=(?P<depth>\d+) max_depth=(?P<max_depth>\d+) max_iterations=(?P<max_iterations>\d+) "
@@ -149,7 +152,11 @@ same order. Runs up to {limits.max_concurrency} at a time; far faster than a loo
 - rlm_query(prompt, model=None) -> str and rlm_query_batched(prompts, model=None) -> list[str]: \
 the same for recursive RLM sub-calls. {rlm_note}
 - SHOW_VARS() lists your variables and their types.
-- A failed sub-call raises an exception in your code that says why.
+- Failures: llm_query_batched and rlm_query_batched always return one string per prompt. An item whose \
+sub-call failed or ran out of time is "{FAILED_ITEM_PREFIX}<id> ended <status>: <reason>" instead of an \
+answer, and every other answer is kept: test with item.startswith("{FAILED_ITEM_PREFIX}") and ask again \
+only for those items. A single llm_query or rlm_query that fails raises SubcallError saying why, and \
+so does any call refused by the limits or the budget.
 
 Answering: set the answer from code in one of three ways, and the node ends after that block:
 - answer["content"] = "..." then answer["ready"] = True

@@ -29,6 +29,9 @@ EXECUTE = "execute"
 LEAF_CALL = "leaf_call"
 RECORD_NODE = "record_node"
 RELEASE_SANDBOX = "release_sandbox"
+# The ApplicationError type of a step that stopped because the run's deadline passed (ends the node
+# ``timed_out``, like an activity timeout).
+DEADLINE_PASSED = "DeadlinePassed"
 # Memo values stay short: the UI shows them with the workflow.
 MEMO_CHARS = 200
 

@@ -2,17 +2,20 @@
 
 The call runs as one local activity (reserve, complete, settle, record): a leaf is the bulk of a big
 tree and a local activity saves the round trip through the task queue. A leaf that cannot reserve
-its budget pauses as ``paused_budget`` until a ``resume`` or ``abort`` signal. Cancelled (``rlm
-abort``), it records ``aborted`` and ends cancelled. A leaf is one step, so ``pause`` does not apply.
+its budget pauses as ``paused_budget`` until a ``resume`` or ``abort`` signal; a ``resume`` that
+arrived while the refused call was running counts (the operator raised the budget and resumed before
+the refusal came back). Cancelled (``rlm abort``), it records ``aborted`` and ends cancelled. A leaf
+is one step, so ``pause`` does not apply.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 from orchestrator.workflows import common
@@ -31,6 +34,10 @@ from orchestrator.workflows.types import (
     Text,
 )
 
+# How a failed step reaches the workflow: a (remote) activity's failure is an ActivityError wrapping
+# the cause; a local activity's non-retryable failure arrives as the cause itself.
+STEP_FAILED = (ActivityError, ApplicationError, ActivityTimeoutError, CancelledError)
+
 LEAF_CALL_TIMEOUT_S = 600.0
 # Retries of a leaf's call after this long wait on a workflow timer instead of inside the task.
 LOCAL_RETRY_THRESHOLD = timedelta(seconds=5)
@@ -39,7 +46,7 @@ LOCAL_RETRY_THRESHOLD = timedelta(seconds=5)
 @workflow.defn(name="Leaf")
 class Leaf:
     def __init__(self) -> None:
-        self._resume = False
+        self._resumes = 0  # `resume` signals so far: a hold ends on one that came after its call started
         self._abort = False
         self._node_id = ""
         self._status = RUNNING
@@ -48,7 +55,7 @@ class Leaf:
 
     @workflow.signal
     def resume(self) -> None:
-        self._resume = True
+        self._resumes += 1
 
     @workflow.signal
     def abort(self) -> None:
@@ -74,9 +81,10 @@ class Leaf:
         while True:
             if common.seconds_left(inp.run) <= 0:
                 return await self._finish(inp, TIMED_OUT, None, "the run's deadline passed")
+            since = self._resumes
             try:
                 out = await start_leaf_call(inp)
-            except ActivityError as err:
+            except STEP_FAILED as err:
                 status, reason = classify_failure(err)
                 return await self._finish(inp, status, None, reason)
             if out.status == "ok":
@@ -84,10 +92,9 @@ class Leaf:
             self._status, self._message = PAUSED_BUDGET, out.message
             common.set_status(PAUSED_BUDGET)
             await common.record(leaf_event(inp, PAUSED_BUDGET, error=out.message))
-            self._resume = False
             try:
                 await workflow.wait_condition(
-                    lambda: self._resume or self._abort, timeout=common.until_deadline(inp.run)
+                    self._resumed_since(since), timeout=common.until_deadline(inp.run)
                 )
             except TimeoutError:  # asyncio's, from wait_condition (not Temporal's ActivityTimeoutError)
                 return await self._finish(
@@ -99,6 +106,10 @@ class Leaf:
                 )
             self._status, self._message = RUNNING, None
             common.set_status(RUNNING)
+
+    def _resumed_since(self, since: int) -> Callable[[], bool]:
+        """A ``resume`` after the ``since``-th (one sent while the refused call ran counts), or ``abort``."""
+        return lambda: self._resumes > since or self._abort
 
     async def _finish(
         self, inp: LeafInput, status: str, out: LeafCallOutput | None, error: str | None
@@ -143,16 +154,18 @@ def start_leaf_call(inp: LeafInput) -> workflow.ActivityHandle[LeafCallOutput]:
     )
 
 
-def classify_failure(err: ActivityError) -> tuple[str, str]:
-    """Map a failed activity to the node's final status and a one-line reason.
+def classify_failure(err: FailureError) -> tuple[str, str]:
+    """Map a failed activity (one of ``STEP_FAILED``) to the node's final status and a one-line reason.
 
     A cancelled activity means this workflow is being cancelled (``rlm abort``; nothing else cancels
     our activities): that ends the node ``aborted`` through the cancellation path, not ``failed``."""
-    cause = err.cause
+    cause = err.cause if isinstance(err, ActivityError) else err
     if isinstance(cause, CancelledError):
         raise asyncio.CancelledError(str(cause)) from err
     if isinstance(cause, ActivityTimeoutError):
         return TIMED_OUT, "the run's deadline passed while a step was running"
+    if isinstance(cause, ApplicationError) and cause.type == common.DEADLINE_PASSED:
+        return TIMED_OUT, cause.message
     if isinstance(cause, ApplicationError):
         return FAILED, cause.message
     return FAILED, str(cause or err)

@@ -7,17 +7,25 @@ child workflow per prompt with a readable id (``<run>/0.3.1``), at most ``max_co
 and returns the answers to the waiting cell. A re-executed cell re-sends the same update ids and gets
 the first answers back without starting or paying for anything again.
 
+A batched call returns every answer that exists: an item whose child ended without one (failed,
+timed out, aborted) holds the ``failed_item`` marker (``Error: sub-call <id> ended <status>: <reason>``)
+instead; a single ``llm_query``/``rlm_query`` whose child ended so raises in the cell.
+
 Limits: ``max_iterations`` (then one forced final answer), ``max_subcalls`` (the call raises in the
-cell), the run's absolute deadline (the node ends ``timed_out`` keeping any partial answer), budgets
-(``paused_budget`` until a ``resume`` or ``abort`` signal).
+cell), the run's absolute deadline (the node ends ``timed_out`` keeping any partial answer; a cell
+still running then is stopped and not retried), budgets (``paused_budget`` until a ``resume`` or
+``abort`` signal; a ``resume`` that arrived while the refused call was running counts).
 
 Operators: the ``pause`` signal holds the node as ``paused`` before its next step (a model call or a
 cell) until ``resume``; while its pause is requested the node starts no child (a sub-call asked for
 by the running cell waits, the node shows ``paused``), and it passes ``pause``, ``resume`` and
 ``abort`` on to its running RLM children, so one signal reaches the whole subtree. Cancelling the
-workflow (``rlm abort``) ends it ``aborted``: the store and the search attributes say so, its sandbox
-containers are removed, and its children (started with ``ParentClosePolicy.REQUEST_CANCEL``) are
-cancelled in turn. See docs/operations.md.
+workflow (``rlm abort``) ends it ``aborted``: the store and the search attributes say so, and its
+children (started with ``ParentClosePolicy.REQUEST_CANCEL``) are cancelled in turn. See
+docs/operations.md.
+
+However a node that ran a cell ends (completed, failed, timed out, aborted), it removes its sandbox
+containers last (``release_sandbox``); a node that never ran a cell skips that activity.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError, FailureErro
 from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
 from orchestrator.workflows import common
-from orchestrator.workflows.leaf import Leaf, classify_failure, leaf_event, start_leaf_call
+from orchestrator.workflows.leaf import STEP_FAILED, Leaf, classify_failure, leaf_event, start_leaf_call
 from orchestrator.workflows.types import (
     ABORTED,
     COMPLETED,
@@ -60,6 +68,7 @@ from orchestrator.workflows.types import (
     SubcallReply,
     Text,
     child_id,
+    failed_item,
     update_id,
 )
 
@@ -91,8 +100,9 @@ class RLMNode:
         self._cost = Decimal(0)
         self._partial: Text | None = None
         self._replies: dict[str, SubcallReply] = {}
-        self._resume = False
-        self._resumes = 0  # counts `resume` signals: every inline sub-call held for budget sees a new one
+        # Counts `resume` signals. A hold ends on one that came after the held step started: a resume
+        # sent while a refused call was still running is not lost.
+        self._resumes = 0
         self._abort = False
         self._pause_requested = False
         # Inline leaves in flight, by node id.
@@ -113,6 +123,8 @@ class RLMNode:
             self._children = inp.carry.children
             self._cost = Decimal(inp.carry.cost_usd)
             self._partial = inp.carry.partial
+        # Whether this node may have sandbox containers to remove when it ends.
+        self._sandbox_used = inp.carry is not None and inp.carry.cell_no > 0
 
     # --- operator controls and live state -----------------------------------------------------
 
@@ -122,7 +134,6 @@ class RLMNode:
     @workflow.signal
     async def resume(self) -> None:
         lifted = self._pause_requested
-        self._resume = True
         self._resumes += 1
         self._pause_requested = False
         if lifted and workflow.patched(PAUSE_SUBTREE):
@@ -188,6 +199,12 @@ class RLMNode:
             call.cancel()
         for leaf, _ in in_flight:
             await common.record(leaf_event(leaf, ABORTED, error=reason))
+        await self._release_sandbox()
+
+    async def _release_sandbox(self) -> None:
+        """Remove the node's sandbox containers: whatever the ending, none outlives its node."""
+        if not self._sandbox_used:
+            return
         await workflow.execute_activity(
             common.RELEASE_SANDBOX,
             self._inp,
@@ -232,12 +249,15 @@ class RLMNode:
                         return held
                 cell_no += 1
                 self._step = f"cell {iteration}.{index}"
+                self._sandbox_used = True
                 try:
+                    # Both timeouts end at the deadline: no attempt of the cell runs past it.
                     out: ExecuteOutput = await workflow.execute_activity(
                         common.EXECUTE,
                         ExecuteInput(inp, iteration, index, cell_no, block, self._children),
                         result_type=ExecuteOutput,
                         start_to_close_timeout=common.until_deadline(inp.run),
+                        schedule_to_close_timeout=common.until_deadline(inp.run),
                         heartbeat_timeout=common.bounded(inp.run, limits.heartbeat_timeout_s),
                         retry_policy=EXECUTE_RETRY,
                     )
@@ -269,6 +289,7 @@ class RLMNode:
     async def _generate(self, iteration: int, forced: bool) -> GenerateOutput | NodeResult:
         inp = self._inp
         while True:
+            since = self._resumes
             try:
                 gen: GenerateOutput = await workflow.execute_activity(
                     common.GENERATE,
@@ -285,7 +306,7 @@ class RLMNode:
             if gen.status == "ok":
                 common.set_status(RUNNING, float(self._cost))
                 return gen
-            paused = await self._hold(PAUSED_BUDGET, "paused for budget", gen.message)
+            paused = await self._hold(PAUSED_BUDGET, "paused for budget", gen.message, since)
             if paused is not None:
                 return paused
 
@@ -293,17 +314,18 @@ class RLMNode:
         """Between steps: hold here while an operator's pause is in force."""
         if not self._pause_requested:
             return None
-        return await self._hold(PAUSED, "paused by an operator", "paused by an operator (rlm pause)")
+        return await self._hold(
+            PAUSED, "paused by an operator", "paused by an operator (rlm pause)", self._resumes
+        )
 
-    async def _hold(self, status: str, what: str, message: str | None) -> NodeResult | None:
-        """Wait for an operator's ``resume`` or ``abort``; None means: resumed, go on."""
+    async def _hold(self, status: str, what: str, message: str | None, since: int) -> NodeResult | None:
+        """Wait for an operator's ``resume`` (one after the ``since``-th) or ``abort``; None: go on."""
         self._status, self._message, self._step = status, message, status
         common.set_status(status)
         await common.record(self._event(status, error=message))
-        self._resume = False
         try:
             await workflow.wait_condition(
-                lambda: self._resume or self._abort, timeout=common.until_deadline(self._inp.run)
+                lambda: self._resumes > since or self._abort, timeout=common.until_deadline(self._inp.run)
             )
         except TimeoutError:  # asyncio's: wait_condition's timeout (Temporal's TimeoutError is not it)
             return await self._finish(TIMED_OUT, self._partial, f"{what} until the deadline: {message}")
@@ -322,6 +344,7 @@ class RLMNode:
         await common.record(self._event(status, answer, error))
         total = self._cost + self._children_cost
         common.set_status(status, float(total))
+        await self._release_sandbox()
         # The result's cost is the subtree's: a parent's RlmCost then adds up its whole subtree.
         return NodeResult(self._inp.node_id, status, answer, error, self._iteration, str(total))
 
@@ -487,24 +510,25 @@ class RLMNode:
         while True:
             if common.seconds_left(leaf.run) <= 0:
                 return await self._inline_end(leaf, TIMED_OUT, "the run's deadline passed")
+            since = self._resumes
             call = start_leaf_call(leaf)
             self._inline[leaf.node_id] = (leaf, call)
             try:
                 out = await call
-            except ActivityError as err:
+            except STEP_FAILED as err:
                 status, reason = classify_failure(err)
                 return await self._inline_end(leaf, status, reason)
             finally:
                 self._inline.pop(leaf.node_id, None)
             if out.status == "ok":
                 return NodeResult(leaf.node_id, COMPLETED, out.answer, None, 1, out.cost_usd)
-            ended = await self._budget_hold(leaf, out.message)
+            ended = await self._budget_hold(leaf, out.message, since)
             if ended is not None:
                 return ended
 
-    async def _budget_hold(self, leaf: LeafInput, message: str | None) -> NodeResult | None:
-        """Hold an inline sub-call the budget refused; None: resumed, ask again."""
-        seen = self._resumes
+    async def _budget_hold(self, leaf: LeafInput, message: str | None, since: int) -> NodeResult | None:
+        """Hold an inline sub-call the budget refused until a ``resume`` that came after the refused
+        call started (``since``); None: resumed, ask again."""
         self._budget_holds += 1
         if self._budget_holds == 1:
             self._status, self._message = PAUSED_BUDGET, message
@@ -513,7 +537,7 @@ class RLMNode:
         timed_out = False
         try:
             await workflow.wait_condition(
-                lambda: self._resumes > seen or self._abort, timeout=common.until_deadline(leaf.run)
+                lambda: self._resumes > since or self._abort, timeout=common.until_deadline(leaf.run)
             )
         except TimeoutError:
             timed_out = True
@@ -540,12 +564,13 @@ async def _tell(child: ChildWorkflowHandle[RLMNode, NodeResult], signal: str) ->
 
 
 def _reply(results: list[NodeResult]) -> SubcallReply:
+    """Every answer that exists, and a marker in the place of each child that ended without one."""
     answers: list[Text] = []
-    for result in results:
+    failed: list[int] = []
+    for index, result in enumerate(results):
         if result.answer is None:
-            reason = result.error or result.status
-            return SubcallReply(
-                error=f"sub-call {result.node_id} ended {result.status} without an answer: {reason}"
-            )
-        answers.append(result.answer)
-    return SubcallReply(answers=answers)
+            failed.append(index)
+            answers.append(Text(inline=failed_item(result.node_id, result.status, result.error)))
+        else:
+            answers.append(result.answer)
+    return SubcallReply(answers=answers, failed=failed)

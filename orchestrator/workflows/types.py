@@ -172,8 +172,10 @@ class SubcallBatch:
 @dataclass(frozen=True)
 class SubcallReply:
     answers: list[Text] = field(default_factory=list)
-    error: str | None = None
+    error: str | None = None  # the call was refused (limits, the server's update limit): nothing started
     started: int = 0  # children this call started (0 when refused)
+    # Positions whose sub-call ended without an answer; their answers are ``failed_item`` markers.
+    failed: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,18 @@ class NodeState:
     children_cost_usd: str = "0"  # spend of the children whose results came back
     child_states: list[ChildState] = field(default_factory=list)
     held_subcalls: int = 0  # sub-calls waiting to start until an operator's pause is lifted
+
+
+# What a batched sub-call returns in place of an item whose child ended without an answer; the system
+# prompt (orchestrator/protocol/prompts.py) tells the model to test for this prefix.
+FAILED_ITEM_PREFIX = "Error: sub-call "
+FAILED_REASON_CHARS = 500
+
+
+def failed_item(node_id: str, status: str, reason: str | None) -> str:
+    """The marker of a failed item: ``Error: sub-call <child id> ended <status>: <reason>``."""
+    why = (reason or "no reason given")[:FAILED_REASON_CHARS]
+    return f"{FAILED_ITEM_PREFIX}{node_id} ended {status}: {why}"
 
 
 def update_id(node_id: str, iteration: int, cell: int, seq: int) -> str:

@@ -176,7 +176,14 @@ class Runtime:
                 raise SubcallError(f"{function} was called after its cell had finished")
             self.seq += 1
             self.subcalls += len(prompts)
-            request = {"op": "subcall", "kind": kind, "prompts": prompts, "model": model, "seq": self.seq}
+            request = {
+                "op": "subcall",
+                "kind": kind,
+                "prompts": prompts,
+                "model": model,
+                "seq": self.seq,
+                "batched": function.endswith("_batched"),
+            }
             wire.send(self.sock, request)
             reply, _, _ = wire.recv(self.sock)
         if reply.get("op") == "subcall_result":

@@ -27,7 +27,8 @@ def test_hundred_prompts_through_llm_query_batched_come_back_in_order(open_docke
     result = open_docker().execute(code, handler)
     assert result.status == "ok", result.traceback
     assert result.stdout == "answer to chunk 0 | answer to chunk 99 | 100\nTrue\n"
-    assert seen == [SubcallRequest(kind="llm", prompts=[f"chunk {i}" for i in range(100)], model=None, seq=1)]
+    prompts = [f"chunk {i}" for i in range(100)]
+    assert seen == [SubcallRequest(kind="llm", prompts=prompts, model=None, seq=1, batched=True)]
     assert result.subcalls == 100
 
 
@@ -48,7 +49,7 @@ def test_kinds_models_and_sequence_numbers(open_process: OpenSession) -> None:
     assert seen == [
         SubcallRequest("llm", ["ab"], None, 1),
         SubcallRequest("rlm", ["cd"], "m/deep", 2),
-        SubcallRequest("rlm", ["ef", "gh"], None, 3),
+        SubcallRequest("rlm", ["ef", "gh"], None, 3, batched=True),
     ]
     # seq restarts with every cell
     seen.clear()

@@ -7,9 +7,8 @@ runs), ``held`` (the root alone is paused during a fan-out cell: the pause is pa
 holds its next sub-call unstarted, then resume and the run completes), ``midcell`` (a fan-out cell
 long enough that RlmCost is updated with finished sub-calls before it ends). Each on an embedded dev
 server with a PostgreSQL schema of its own; every run of every workflow goes to
-tests/ops/control/histories/<scenario>-<node>-<n>.json. Record a new scenario for a deliberate,
-versioned (``workflow.patched``) change to workflow code; keep the older files: they prove that
-histories recorded before the change still replay.
+tests/ops/control/histories/<scenario>-<node>-<n>.json. Nothing is released yet: after a deliberate
+change to workflow code, delete the files and record every scenario again.
 """
 
 from __future__ import annotations
