@@ -35,6 +35,7 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session
 from temporalio import activity
+from temporalio.client import WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -60,6 +61,7 @@ from orchestrator.workflows.types import (
     ExecuteOutput,
     NodeInput,
     SubcallBatch,
+    SubcallReply,
     Text,
     update_id,
 )
@@ -248,9 +250,7 @@ class CellActivities:
             batch = SubcallBatch(inp.iteration, inp.cell, req.seq, req.kind, prompts, req.model, titles)
             uid = update_id(inp.node.node_id, inp.iteration, inp.cell, req.seq)
             started = time.monotonic()
-            future = asyncio.run_coroutine_threadsafe(
-                handle.execute_update(RLMNode.subcall, batch, id=uid), self.deps.loop
-            )
+            future = asyncio.run_coroutine_threadsafe(_ask(handle, batch, uid), self.deps.loop)
             guard.track(future)
             try:
                 reply = future.result()
@@ -393,6 +393,19 @@ class CellActivities:
         if self.deps.settings.sandbox_backend == "docker":
             removed = sandbox.reap(labels={"run": node.run.run_id, "node": node.node_id})
         log.info("sandbox.released", containers=removed)
+
+
+async def _ask(handle: WorkflowHandle[Any, Any], batch: SubcallBatch, uid: str) -> SubcallReply:
+    """The ``subcall`` Update. A stopped cell cancels the wait, and the SDK then raises its own error:
+    ending the task cancelled instead keeps asyncio from logging an exception nobody will retrieve."""
+    try:
+        reply: SubcallReply = await handle.execute_update(RLMNode.subcall, batch, id=uid)
+    except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError from exc
+        raise
+    return reply
 
 
 def _output_of(session: Session, data: dict[str, Any]) -> ExecuteOutput:

@@ -90,7 +90,8 @@ async def client(temporal: DevServer) -> Client:
 
 
 @pytest.fixture(scope="session")
-async def worker(client: Client, settings: Settings) -> AsyncIterator[None]:
+async def worker(client: Client, settings: Settings, engine: Engine) -> AsyncIterator[None]:
+    # ``engine`` migrates the schema: the worker writes its lease to the store before it polls.
     async with running_worker(client, settings, WorkerOptions()):
         yield
 
