@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import docker
+import docker.errors
 from temporalio.api.enums.v1 import EventType
 
 from orchestrator.store import list_nodes, list_steps
@@ -96,9 +97,19 @@ async def test_the_deadline_ends_blocked_cells_timed_out_with_no_retry_and_no_co
     engine = docker.from_env()
 
     def look() -> None:
-        for c in engine.containers.list(all=True, filters={"label": f"durable-rlm.run={run_id}"}):
-            stamp = c.attrs["Created"][:26].rstrip("Z")  # nanoseconds: keep microseconds
-            created.setdefault(c.name or "", datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp())
+        # A sparse listing, then one inspect each: a container removed in between must not fail the poll.
+        for c in engine.containers.list(
+            all=True, sparse=True, filters={"label": f"durable-rlm.run={run_id}"}
+        ):
+            if c.id in created:
+                continue
+            try:
+                stamp = engine.api.inspect_container(c.id)["Created"][:26].rstrip("Z")  # keep microseconds
+            except docker.errors.NotFound:
+                # Already gone: the listing's whole-second creation time, rounded up (never earlier).
+                created[c.id or ""] = float(c.attrs["Created"]) + 1.0
+                continue
+            created[c.id or ""] = datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp()
 
     async def watch_containers() -> None:
         while True:
