@@ -34,7 +34,6 @@ SUITE = "bookworm"
 SANDBOX_UID = 10001
 # The sandbox user's home is the container's private tmpfs, never a host path.
 SANDBOX_HOME = "/tmp"  # noqa: S108
-RUNTIME_DIR_IN_IMAGE = "/opt/rlm"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _IMAGE_DIR = _PACKAGE_DIR / "image"

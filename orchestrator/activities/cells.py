@@ -412,14 +412,11 @@ def _output_of(session: Session, data: dict[str, Any]) -> ExecuteOutput:
     answer = data.get("answer")
     text = texts.pack(session, answer) if isinstance(answer, str) else None
     error = data.get("error")
-    after = data.get("children_after")
     return ExecuteOutput(
-        status=str(data.get("status", "ok")),
         answer=text,
         ready=bool(data.get("ready")),
-        subcalls=int(str(data.get("subcalls", 0))),
+        children_after=int(data["children_after"]),
         error=error[:2000] if isinstance(error, str) else None,
-        children_after=after if isinstance(after, int) else None,
     )
 
 

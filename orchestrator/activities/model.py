@@ -85,12 +85,6 @@ class _Prepared:
     price: ModelPrice
 
 
-@dataclass(frozen=True)
-class _Done:
-    text: str
-    cost: Decimal
-
-
 def node_limits(node: NodeInput) -> NodeLimits:
     lim = node.run.limits
     return NodeLimits(

@@ -29,10 +29,6 @@ _CHUNK_INSERT = insert(cast(Table, BlobChunk.__table__))
 _BLOB_SIZE = update(_BLOBS).where(_BLOBS.c.sha256 == bindparam("b_sha"))
 
 
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def put_blob(session: Session, data: bytes, *, compress: bool = True) -> str:
     """Store ``data`` (a no-op if the same bytes are stored already) and return its sha256 hex."""
     if not isinstance(data, bytes | bytearray | memoryview):

@@ -135,9 +135,9 @@ def leaf_event(
         inp.depth,
         "leaf",
         status,
+        inp.run.tenant,
         answer,
         error,
-        tenant=inp.run.tenant,
     )
 
 

@@ -77,13 +77,10 @@ GENERATE_TIMEOUT_S = 600.0
 # errors in the user's code are results, not failures.
 EXECUTE_RETRY = RetryPolicy(maximum_attempts=10)
 RELEASE_TIMEOUT_S = 60.0
-# Histories recorded before a pause reached the subtree replay without these commands.
-PAUSE_SUBTREE = "rlm-pause-subtree"
 HELD_MESSAGE = "paused by an operator (rlm pause): new sub-calls wait for `rlm resume`"
 # RlmCost follows finished sub-calls during a long cell at most this often (each update is a history
 # event; a 1,000-way fan-out would otherwise add 1,000).
 COST_EVERY_S = 5.0
-COST_PER_SUBCALL = "rlm-cost-per-subcall"
 
 
 @workflow.defn(name="RLMNode")
@@ -136,7 +133,7 @@ class RLMNode:
         lifted = self._pause_requested
         self._resumes += 1
         self._pause_requested = False
-        if lifted and workflow.patched(PAUSE_SUBTREE):
+        if lifted:
             await self._pass_on("resume")
 
     @workflow.signal
@@ -144,16 +141,14 @@ class RLMNode:
         if self._abort:
             return
         self._abort = True
-        if workflow.patched(PAUSE_SUBTREE):
-            await self._pass_on("abort")
+        await self._pass_on("abort")
 
     @workflow.signal
     async def pause(self) -> None:
         if self._pause_requested:
             return
         self._pause_requested = True
-        if workflow.patched(PAUSE_SUBTREE):
-            await self._pass_on("pause")
+        await self._pass_on("pause")
 
     async def _pass_on(self, signal: str) -> None:
         """Signal every running RLM child (leaves are single model calls: nothing to hold)."""
@@ -264,7 +259,7 @@ class RLMNode:
                 except ActivityError as err:
                     status, reason = classify_failure(err)
                     return await self._finish(status, self._partial, reason)
-                if out.children_after is not None and out.children_after > self._children:
+                if out.children_after > self._children:
                     # A cell found recorded (a restarted node): its children keep their ids.
                     self._subcalls += out.children_after - self._children
                     self._children = out.children_after
@@ -272,15 +267,14 @@ class RLMNode:
                     self._last_error = out.error
                 if out.answer is not None:
                     self._partial = out.answer
-                if workflow.patched("rlm-cost-after-cell"):
-                    # RlmCost follows the spend of the node and its finished children cell by cell.
-                    common.set_status(RUNNING, float(self._cost + self._children_cost))
+                # RlmCost follows the spend of the node and its finished children cell by cell.
+                common.set_status(RUNNING, float(self._cost + self._children_cost))
                 if out.ready:
                     return await self._finish(COMPLETED, out.answer, None)
         return await self._finish(FAILED, self._partial, "the iteration loop ended without an answer")
 
     def _should_continue_as_new(self, iterations_this_run: int) -> bool:
-        if self._pause_requested and workflow.patched(PAUSE_SUBTREE):
+        if self._pause_requested:
             # Hold first: a requested pause would not survive into the new run.
             return False
         every = self._inp.run.limits.iterations_per_run
@@ -357,9 +351,9 @@ class RLMNode:
             inp.depth,
             inp.kind,
             status,
+            inp.run.tenant,
             answer,
             error,
-            tenant=inp.run.tenant,
         )
 
     # --- sub-calls -----------------------------------------------------------------------------
@@ -398,7 +392,7 @@ class RLMNode:
         if result.answer is None:
             self._last_error = result.error or f"sub-call {result.node_id} ended {result.status}"
         now = workflow.time()
-        if now - self._cost_shown_at >= COST_EVERY_S and workflow.patched(COST_PER_SUBCALL):
+        if now - self._cost_shown_at >= COST_EVERY_S:
             self._cost_shown_at = now
             common.set_status(self._status, float(self._cost + self._children_cost))
         return result
@@ -446,7 +440,7 @@ class RLMNode:
         """While a pause is requested no child starts: wait for ``resume`` (None: start it now).
 
         ``abort`` or the run's deadline while waiting ends the sub-call unstarted, with the reason."""
-        if not self._pause_requested or not workflow.patched(PAUSE_SUBTREE):
+        if not self._pause_requested:
             return None
         self._held += 1
         await self._show_held()
@@ -491,7 +485,7 @@ class RLMNode:
         """Wait for a started RLM child, passing pause, resume and abort on to it meanwhile."""
         self._rlm_children[child.id] = child
         try:
-            if self._pause_requested and workflow.patched(PAUSE_SUBTREE):
+            if self._pause_requested:
                 # The pause came while the child was being started, so the signals passed on missed it.
                 await _tell(child, "pause")
             return await child

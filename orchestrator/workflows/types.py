@@ -146,14 +146,12 @@ class ExecuteInput:
 
 @dataclass(frozen=True)
 class ExecuteOutput:
-    status: str  # the sandbox's cell status
     answer: Text | None
     ready: bool
-    subcalls: int
-    error: str | None = None
     # The child counter after the cell (recorded with it): a node restarted with the same id skips
-    # recorded cells and must not hand out their children's ids again. None: recorded before this existed.
-    children_after: int | None = None
+    # recorded cells and must not hand out their children's ids again.
+    children_after: int
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -196,9 +194,9 @@ class NodeEvent:
     depth: int
     kind: str
     status: str
+    tenant: str  # for the activity's log context
     answer: Text | None = None
     error: str | None = None
-    tenant: str = ""  # for the activity's log context; empty in histories recorded before it existed
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ nothing stored (no run row, no blob), on all three paths that start runs: ``rlm 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import sqlite3
 import sys
@@ -21,7 +22,6 @@ from orchestrator.jobs import submit_run
 from orchestrator.schedules import ScheduleRequest, create_schedule
 from orchestrator.settings import Settings
 from orchestrator.store import blob_exists, get_run
-from orchestrator.store.blobs import sha256_hex
 from orchestrator.store.errors import NotFound
 from tests.ops.jobs.cli import rlm
 
@@ -143,4 +143,4 @@ async def test_the_library_paths_make_the_same_check_before_storing(
         with pytest.raises(NotFound):
             get_run(s, base.run_id or "")
         for path in (context, bad_json):
-            assert not blob_exists(s, sha256_hex(path.read_bytes()))
+            assert not blob_exists(s, hashlib.sha256(path.read_bytes()).hexdigest())

@@ -3,10 +3,11 @@
 Runs a few scenarios (map-reduce with a batched Update, a depth-2 tree, the forced final answer, a
 budget pause and resume, continue-as-new, inline leaves with and without a budget hold) on an
 embedded dev server with a PostgreSQL schema of its own, and writes each workflow's (last run's)
-history to tests/orchestrator/histories/<scenario>-<node>.json. Re-record after a deliberate,
-versioned change to workflow code; a replay failure otherwise means non-determinism. Name scenarios
-to record only those (``python -m tests.orchestrator.record_histories inline``): the others keep
-guarding the code that recorded them.
+history to tests/orchestrator/histories/<scenario>-<node>.json. A replay failure means the workflow
+code no longer issues the commands a history holds. Until the first release a deliberate change
+re-records every scenario; after it, a change gets a ``workflow.patched`` branch and its new
+histories are added next to the old ones (docs/orchestrator.md, "Workflow versioning"). Name
+scenarios to record only those (``python -m tests.orchestrator.record_histories inline``).
 """
 
 from __future__ import annotations

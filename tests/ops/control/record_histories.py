@@ -8,7 +8,8 @@ holds its next sub-call unstarted, then resume and the run completes), ``midcell
 long enough that RlmCost is updated with finished sub-calls before it ends). Each on an embedded dev
 server with a PostgreSQL schema of its own; every run of every workflow goes to
 tests/ops/control/histories/<scenario>-<node>-<n>.json. Nothing is released yet: after a deliberate
-change to workflow code, delete the files and record every scenario again.
+change to workflow code, delete the files and record every scenario again (after the first release:
+docs/orchestrator.md, "Workflow versioning").
 """
 
 from __future__ import annotations
