@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up everything (ops/setup.sh), then run the whole test suite against the real services (Docker engine,
-# PostgreSQL, Temporal dev server), then ruff and mypy. Non-zero if any of them fails.
+# Set up everything (ops/setup.sh), then run the fast tier (tests/fast), then the whole test suite against
+# the real services (Docker engine, PostgreSQL, Temporal dev server), then ruff and mypy. Non-zero if any
+# of them fails.
 # Extra arguments go to pytest, e.g. `ops/test.sh tests/store -x`. RLM_TEST_SLOW=1 includes slow tests.
 set -uo pipefail
 
@@ -18,8 +19,17 @@ marker=(-m "not slow")
 [ "${RLM_TEST_SLOW:-0}" = "1" ] && marker=()
 
 status=0
-echo "[test] pytest"
-.venv/bin/pytest "${marker[@]}" "$@" || status=1
+if [ "$#" -eq 0 ]; then
+  # The fast tier first (tests/fast: the workflows on Temporal's time-skipping test server with stub
+  # activities, seconds): a broken workflow shows before the long run against the real services.
+  echo "[test] pytest: fast tier"
+  .venv/bin/pytest -m fast tests/fast || status=1
+  echo "[test] pytest"
+  .venv/bin/pytest "${marker[@]}" --ignore=tests/fast || status=1
+else
+  echo "[test] pytest $*"
+  .venv/bin/pytest "${marker[@]}" "$@" || status=1
+fi
 echo "[test] ruff"
 .venv/bin/ruff check . || status=1
 .venv/bin/ruff format --check . || status=1

@@ -1,0 +1,124 @@
+"""The ``Leaf`` workflow against a stub ``leaf_call``: an answer, a failure a retry cannot fix, a budget
+hold lifted by ``resume``, and the deadline while held."""
+
+from __future__ import annotations
+
+import pytest
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from orchestrator.workflows import Leaf
+from orchestrator.workflows.common import search_attributes
+from orchestrator.workflows.types import (
+    COMPLETED,
+    FAILED,
+    PAUSED_BUDGET,
+    RUNNING,
+    TIMED_OUT,
+    LeafCallOutput,
+    LeafInput,
+    NodeResult,
+    Text,
+    child_id,
+    root_id,
+)
+from tests.fast.stubs import (
+    TASK_QUEUE,
+    Scenario,
+    Stubs,
+    echo_leaf,
+    ended,
+    fails_for_good,
+    leaf_refused,
+    run_spec,
+    state_becomes,
+)
+
+pytestmark = [pytest.mark.fast, pytest.mark.timeout(60)]
+
+
+async def start_leaf(
+    env: WorkflowEnvironment, scenario: Scenario, deadline_in_s: float = 3600
+) -> WorkflowHandle[Leaf, NodeResult]:
+    """A leaf as its parent node starts it (id ``<run>/0.1``)."""
+    now = (await env.get_current_time()).timestamp()
+    run = run_spec(scenario, now + deadline_in_s)
+    parent = root_id(run.run_id)
+    leaf = LeafInput(
+        run=run,
+        node_id=child_id(parent, 1),
+        parent_id=parent,
+        depth=1,
+        model=run.sub_model,
+        prompt=Text(inline="a question"),
+    )
+    handle = await env.client.start_workflow(
+        Leaf.run,
+        leaf,
+        id=leaf.node_id,
+        task_queue=TASK_QUEUE,
+        search_attributes=search_attributes(run, 1, RUNNING),
+    )
+    scenario.started.append(handle.id)
+    return handle
+
+
+async def test_a_leaf_completes_with_its_answer(env: WorkflowEnvironment, stubs: Stubs) -> None:
+    run = stubs.scenario()
+    handle = await start_leaf(env, run)
+
+    result = await ended(handle)
+
+    assert (result.status, result.answer, result.error) == (
+        COMPLETED,
+        Text(inline="answer to a question"),
+        None,
+    )
+    assert (result.iterations, result.cost_usd) == (1, "0.001")
+    assert len(run.leaves) == 1
+
+
+async def test_a_failure_no_retry_fixes_ends_the_leaf_failed(env: WorkflowEnvironment, stubs: Stubs) -> None:
+    def fails(inp: LeafInput) -> LeafCallOutput:
+        raise fails_for_good("the model 'stub/sub' does not exist")
+
+    run = stubs.scenario(leaf=fails)
+    handle = await start_leaf(env, run)
+
+    result = await ended(handle)
+
+    assert (result.status, result.answer) == (FAILED, None)
+    assert result.error == "the model 'stub/sub' does not exist"
+    assert len(run.leaves) == 1  # not retried
+    assert run.statuses(handle.id) == [FAILED]
+
+
+def refused_once(inp: LeafInput, calls: list[LeafInput]) -> LeafCallOutput:
+    calls.append(inp)
+    return leaf_refused(inp) if len(calls) == 1 else echo_leaf(inp)
+
+
+async def test_a_budget_refusal_holds_the_leaf_until_resume(env: WorkflowEnvironment, stubs: Stubs) -> None:
+    calls: list[LeafInput] = []
+    run = stubs.scenario(leaf=lambda inp: refused_once(inp, calls))
+    handle = await start_leaf(env, run)
+
+    state = await state_becomes(handle, PAUSED_BUDGET)
+    assert state.message == "tenant budget exhausted"
+    await handle.signal(Leaf.resume)
+    result = await ended(handle)
+
+    assert (result.status, result.answer) == (COMPLETED, Text(inline="answer to a question"))
+    assert len(calls) == 2
+    assert run.statuses(handle.id) == [PAUSED_BUDGET]
+
+
+async def test_the_deadline_ends_a_held_leaf_timed_out(env: WorkflowEnvironment, stubs: Stubs) -> None:
+    run = stubs.scenario(leaf=leaf_refused)
+    handle = await start_leaf(env, run, deadline_in_s=3600)
+
+    result = await ended(handle)
+
+    assert (result.status, result.answer) == (TIMED_OUT, None)
+    assert result.error == "paused for budget until the deadline: tenant budget exhausted"
+    assert run.statuses(handle.id) == [PAUSED_BUDGET, TIMED_OUT]

@@ -1,0 +1,251 @@
+"""``RLMNode``'s loop against stub activities: answers, the iteration limit and its forced final request,
+an operator's pause, budget holds, abort and the run's deadline."""
+
+from __future__ import annotations
+
+import pytest
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import CancelledError
+from temporalio.testing import WorkflowEnvironment
+
+from orchestrator.workflows import RLMNode
+from orchestrator.workflows.types import (
+    ABORTED,
+    COMPLETED,
+    FAILED,
+    PAUSED,
+    PAUSED_BUDGET,
+    RUNNING,
+    TIMED_OUT,
+    ExecuteInput,
+    ExecuteOutput,
+    GenerateInput,
+    GenerateOutput,
+    Limits,
+    Text,
+)
+from tests.fast.stubs import Generate, Stubs, cell, code, ended, final, refused, start_root, state_becomes
+
+pytestmark = [pytest.mark.fast, pytest.mark.timeout(60)]
+
+
+async def test_an_answer_set_in_a_cell_completes_the_node(env: WorkflowEnvironment, stubs: Stubs) -> None:
+    run = stubs.scenario(generate=lambda inp: code("42"))
+    handle = await start_root(env, run)
+
+    result = await ended(handle)
+
+    assert (result.status, result.answer, result.error) == (COMPLETED, Text(inline="42"), None)
+    assert (result.iterations, result.cost_usd) == (1, "0.01")
+    assert run.statuses(handle.id) == [RUNNING, COMPLETED]
+    assert run.released == [handle.id]  # it ran a cell: its sandbox is removed
+
+
+def scripted_forced_turn(forced_turn: GenerateOutput) -> tuple[list[bool], Generate]:
+    """Code without an answer on every normal turn, ``forced_turn`` on the forced final one."""
+    forced: list[bool] = []
+
+    def generate(inp: GenerateInput) -> GenerateOutput:
+        forced.append(inp.forced_final)
+        return forced_turn if inp.forced_final else code("x = 1")
+
+    return forced, generate
+
+
+async def no_answer(inp: ExecuteInput) -> ExecuteOutput:
+    return cell(inp)
+
+
+async def test_the_iteration_limit_asks_once_for_a_final_answer(
+    env: WorkflowEnvironment, stubs: Stubs
+) -> None:
+    forced, generate = scripted_forced_turn(final("the forced answer"))
+    run = stubs.scenario(generate=generate, execute=no_answer)
+    handle = await start_root(env, run, Limits(max_iterations=2))
+
+    result = await ended(handle)
+
+    assert (result.status, result.answer) == (COMPLETED, Text(inline="the forced answer"))
+    assert result.iterations == 3
+    assert forced == [False, False, True]
+    assert len(run.executed) == 2
+
+
+async def test_no_answer_after_the_forced_final_request_fails(env: WorkflowEnvironment, stubs: Stubs) -> None:
+    forced, generate = scripted_forced_turn(code("still no answer"))
+    run = stubs.scenario(generate=generate, execute=no_answer)
+    handle = await start_root(env, run, Limits(max_iterations=2))
+
+    result = await ended(handle)
+
+    assert (result.status, result.answer) == (FAILED, None)
+    assert result.error == "no answer after the forced final request"
+    assert forced == [False, False, True]
+    assert len(run.executed) == 2  # the forced turn's code is not run
+    assert run.statuses(handle.id)[-1] == FAILED
+
+
+async def test_the_forced_final_request_keeps_a_partial_answer(
+    env: WorkflowEnvironment, stubs: Stubs
+) -> None:
+    async def partial(inp: ExecuteInput) -> ExecuteOutput:
+        return cell(inp, f"partial {inp.iteration}")
+
+    _, generate = scripted_forced_turn(code("still no answer"))
+    run = stubs.scenario(generate=generate, execute=partial)
+    handle = await start_root(env, run, Limits(max_iterations=2))
+
+    result = await ended(handle)
+
+    assert (result.status, result.answer) == (COMPLETED, Text(inline="partial 2"))
+
+
+async def test_an_operator_pause_holds_the_node_before_its_next_step(
+    env: WorkflowEnvironment, stubs: Stubs
+) -> None:
+    async def paused_during_the_cell(inp: ExecuteInput) -> ExecuteOutput:
+        if inp.iteration == 1:
+            await env.client.get_workflow_handle(inp.node.node_id).signal(RLMNode.pause)
+            return cell(inp, "partial")
+        return cell(inp, "done", ready=True)
+
+    run = stubs.scenario(generate=lambda inp: code("x"), execute=paused_during_the_cell)
+    handle = await start_root(env, run)
+
+    state = await state_becomes(handle, PAUSED)
+    assert (state.iteration, state.step) == (2, PAUSED)
+    assert state.message == "paused by an operator (rlm pause)"
+    assert len(run.generated) == 1  # held before the second model call
+    await handle.signal(RLMNode.resume)
+    result = await ended(handle)
+
+    assert (result.status, result.answer) == (COMPLETED, Text(inline="done"))
+    assert run.statuses(handle.id) == [RUNNING, PAUSED, RUNNING, COMPLETED]
+
+
+def refused_first(times: int) -> Generate:
+    calls: list[int] = []
+
+    def generate(inp: GenerateInput) -> GenerateOutput:
+        calls.append(inp.iteration)
+        return refused() if len(calls) <= times else code("42")
+
+    return generate
+
+
+async def test_a_budget_refusal_holds_the_node_until_one_resume(
+    env: WorkflowEnvironment, stubs: Stubs
+) -> None:
+    run = stubs.scenario(generate=refused_first(1))
+    handle = await start_root(env, run)
+
+    state = await state_becomes(handle, PAUSED_BUDGET)
+    assert state.message == "tenant budget exhausted"
+    assert len(run.generated) == 1
+    await handle.signal(RLMNode.resume)
+    result = await ended(handle)
+
+    assert (result.status, result.answer) == (COMPLETED, Text(inline="42"))
+    assert [g.iteration for g in run.generated] == [1, 1]  # the refused call is asked again
+    assert run.statuses(handle.id) == [RUNNING, PAUSED_BUDGET, RUNNING, COMPLETED]
+
+
+async def test_a_resume_sent_while_the_refused_call_ran_counts(
+    env: WorkflowEnvironment, stubs: Stubs
+) -> None:
+    async def resumed_meanwhile(inp: GenerateInput) -> GenerateOutput:
+        if len(run.generated) > 1:
+            return code("42")
+        # The operator raised the budget and resumed before the refusal came back.
+        await env.client.get_workflow_handle(inp.node.node_id).signal(RLMNode.resume)
+        return refused()
+
+    run = stubs.scenario(generate=resumed_meanwhile)
+    handle = await start_root(env, run)
+
+    result = await ended(handle)
+
+    assert result.status == COMPLETED
+    assert len(run.generated) == 2
+    assert run.statuses(handle.id) == [RUNNING, PAUSED_BUDGET, RUNNING, COMPLETED]
+
+
+async def test_abort_while_held_for_budget_ends_the_node_aborted(
+    env: WorkflowEnvironment, stubs: Stubs
+) -> None:
+    run = stubs.scenario(generate=lambda inp: refused())
+    handle = await start_root(env, run)
+
+    await state_becomes(handle, PAUSED_BUDGET)
+    await handle.signal(RLMNode.abort)
+    result = await ended(handle)
+
+    assert (result.status, result.answer) == (ABORTED, None)
+    assert result.error == "aborted while paused for budget: tenant budget exhausted"
+    assert run.statuses(handle.id) == [RUNNING, PAUSED_BUDGET, ABORTED]
+    assert run.released == []  # no cell ran, no sandbox to remove
+
+
+async def test_cancelling_a_paused_node_records_it_aborted(env: WorkflowEnvironment, stubs: Stubs) -> None:
+    async def partial(inp: ExecuteInput) -> ExecuteOutput:
+        await env.client.get_workflow_handle(inp.node.node_id).signal(RLMNode.pause)
+        return cell(inp, "partial")
+
+    run = stubs.scenario(generate=lambda inp: code("x"), execute=partial)
+    handle = await start_root(env, run)
+
+    await state_becomes(handle, PAUSED)
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError) as failure:
+        await ended(handle)
+
+    assert isinstance(failure.value.cause, CancelledError)
+    assert run.statuses(handle.id) == [RUNNING, PAUSED, ABORTED]
+    assert run.events[-1].answer == Text(inline="partial")
+    assert run.released == [handle.id]
+
+
+async def test_the_deadline_ends_a_held_node_timed_out_with_its_partial_answer(
+    env: WorkflowEnvironment, stubs: Stubs
+) -> None:
+    async def partial(inp: ExecuteInput) -> ExecuteOutput:
+        return cell(inp, "partial")
+
+    run = stubs.scenario(generate=lambda inp: code("x") if inp.iteration == 1 else refused(), execute=partial)
+    # An hour of the test server's time: waiting for the result skips it.
+    handle = await start_root(env, run, deadline_in_s=3600)
+
+    result = await ended(handle)
+
+    assert (result.status, result.answer) == (TIMED_OUT, Text(inline="partial"))
+    assert result.error == "paused for budget until the deadline: tenant budget exhausted"
+    assert run.statuses(handle.id) == [RUNNING, PAUSED_BUDGET, TIMED_OUT]
+    assert run.released == [handle.id]
+
+
+async def test_the_deadline_stops_a_running_cell(env: WorkflowEnvironment, stubs: Stubs) -> None:
+    async def runs_past_the_deadline(inp: ExecuteInput) -> ExecuteOutput:
+        if inp.iteration == 1:
+            return cell(inp, "partial")
+        await env.sleep(120)
+        return cell(inp, "too late", ready=True)
+
+    run = stubs.scenario(generate=lambda inp: code("x"), execute=runs_past_the_deadline)
+    handle = await start_root(env, run, deadline_in_s=60)
+
+    result = await ended(handle)
+
+    assert (result.status, result.answer) == (TIMED_OUT, Text(inline="partial"))
+    assert result.error == "the run's deadline passed while a step was running"
+    assert run.released == [handle.id]
+
+
+async def test_no_step_starts_past_the_deadline(env: WorkflowEnvironment, stubs: Stubs) -> None:
+    run = stubs.scenario()
+    handle = await start_root(env, run, deadline_in_s=-1)
+
+    result = await ended(handle)
+
+    assert (result.status, result.error) == (TIMED_OUT, "the run's deadline passed")
+    assert run.generated == []
+    assert run.statuses(handle.id) == [RUNNING, TIMED_OUT]

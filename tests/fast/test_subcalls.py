@@ -1,0 +1,110 @@
+"""The ``subcall`` Update as a running cell sends it: ``max_subcalls``, batches with a failed child, a
+re-asked batch, and an ``rlm_query`` child node."""
+
+from __future__ import annotations
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from orchestrator.workflows.types import (
+    COMPLETED,
+    FAILED,
+    LEAF_MODES,
+    RUNNING,
+    ExecuteInput,
+    ExecuteOutput,
+    LeafCallOutput,
+    LeafInput,
+    Limits,
+    SubcallReply,
+    Text,
+    child_id,
+    failed_item,
+)
+from tests.fast.stubs import Stubs, cell, echo_leaf, ended, fails_for_good, start_root
+
+pytestmark = [pytest.mark.fast, pytest.mark.timeout(60)]
+
+
+async def test_a_call_past_max_subcalls_is_refused_and_starts_nothing(
+    env: WorkflowEnvironment, stubs: Stubs
+) -> None:
+    async def two_batches(inp: ExecuteInput) -> ExecuteOutput:
+        first = await stubs.ask(inp, 1, "llm", ["a", "b"])
+        second = await stubs.ask(inp, 2, "llm", ["c", "d"])
+        return cell(inp, "done", ready=True, started=first.started + second.started)
+
+    run = stubs.scenario(execute=two_batches)
+    handle = await start_root(env, run, Limits(max_subcalls=3))
+
+    result = await ended(handle)
+
+    first, second = run.replies
+    assert first.answers == [Text(inline="answer to a"), Text(inline="answer to b")]
+    assert first.started == 2
+    assert second.error == (
+        "max_subcalls reached: this node may make 3 sub-calls, has made 2, and this call asks for 2 more; "
+        "batch several questions into one prompt or use bigger chunks"
+    )
+    assert (second.answers, second.started) == ([], 0)
+    assert sorted(leaf.prompt.inline or "" for leaf in run.leaves) == ["a", "b"]
+    assert result.status == COMPLETED
+
+
+def fails_on_bad(inp: LeafInput) -> LeafCallOutput:
+    if inp.prompt.inline == "bad":
+        raise fails_for_good("the prompt does not fit the model's context window")
+    return echo_leaf(inp)
+
+
+@pytest.mark.parametrize("leaf_mode", LEAF_MODES)
+async def test_a_batch_keeps_the_answers_and_marks_the_failed_item(
+    env: WorkflowEnvironment, stubs: Stubs, leaf_mode: str
+) -> None:
+    async def batch_asked_twice(inp: ExecuteInput) -> ExecuteOutput:
+        reply = await stubs.ask(inp, 1, "llm", ["a", "bad", "c"])
+        # A retried cell re-sends the same update id: the first reply, nothing started again.
+        await stubs.ask(inp, 1, "llm", ["a", "bad", "c"])
+        return cell(inp, "done", ready=True, started=reply.started)
+
+    run = stubs.scenario(execute=batch_asked_twice, leaf=fails_on_bad)
+    handle = await start_root(env, run, Limits(leaf_mode=leaf_mode))
+
+    result = await ended(handle)
+
+    bad = child_id(handle.id, 2)
+    reason = "the prompt does not fit the model's context window"
+    expected = SubcallReply(
+        answers=[
+            Text(inline="answer to a"),
+            Text(inline=failed_item(bad, FAILED, reason)),
+            Text(inline="answer to c"),
+        ],
+        started=3,
+        failed=[1],
+    )
+    assert run.replies == [expected, expected]
+    assert len(run.leaves) == 3
+    assert run.statuses(bad)[-1] == FAILED
+    assert result.status == COMPLETED
+
+
+async def test_an_rlm_query_runs_a_child_node_and_returns_its_answer(
+    env: WorkflowEnvironment, stubs: Stubs
+) -> None:
+    async def asks_a_child(inp: ExecuteInput) -> ExecuteOutput:
+        if inp.node.depth > 0:
+            return cell(inp, f"child of {inp.node.parent_id} read {inp.node.context.inline}", ready=True)
+        reply = await stubs.ask(inp, 1, "rlm", ["chunk 1"])
+        return cell(inp, reply.answers[0].inline, ready=True, started=reply.started)
+
+    run = stubs.scenario(execute=asks_a_child)
+    handle = await start_root(env, run, Limits(max_depth=1))
+
+    result = await ended(handle)
+
+    child = child_id(handle.id, 1)
+    assert result.answer == Text(inline=f"child of {handle.id} read chunk 1")
+    assert run.statuses(child) == [RUNNING, COMPLETED]
+    assert run.leaves == []
+    assert sorted(run.released) == sorted([handle.id, child])
