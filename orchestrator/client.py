@@ -27,6 +27,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from orchestrator.connection import TemporalTarget, cluster_target
 from orchestrator.devlock import DataDirBusy, Holder, probe
 from orchestrator.devstack import DevServer, DevServerConfig
+from orchestrator.errors import RlmError
 from orchestrator.ids import check_run_id, check_tenant
 from orchestrator.settings import Settings
 from orchestrator.store import (
@@ -53,7 +54,7 @@ DEFAULT_TENANT = "default"
 DEFAULT_TENANT_BUDGET = Decimal("100")
 
 
-class RunError(ValueError):
+class RunError(RlmError):
     """A run cannot be started as asked; the message says what to change."""
 
 

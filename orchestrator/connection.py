@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from temporalio.client import Client
 from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
+from orchestrator.errors import RlmError
 from orchestrator.logs import CORE_LOGGER
 from orchestrator.settings import Settings, TemporalAccess
 
@@ -28,7 +29,7 @@ class TemporalTarget:
     access: TemporalAccess = field(default_factory=TemporalAccess)
 
 
-class TemporalConnectError(ValueError):
+class TemporalConnectError(RlmError):
     """No client could be made; the message names the address, what failed and the setting to check."""
 
 

@@ -25,6 +25,7 @@ from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExec
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from orchestrator.errors import RlmError
 from orchestrator.ids import quoted
 from orchestrator.store import (
     get_node,
@@ -62,7 +63,7 @@ NODE_TYPES = ("RLMNode", "Leaf")
 _NODE_PATH = re.compile(r"0(\.[1-9][0-9]*)*")
 
 
-class ControlError(ValueError):
+class ControlError(RlmError):
     """An operator command cannot do what was asked; the message says why and what to do."""
 
 
@@ -366,7 +367,7 @@ def raise_budget(
             try:
                 before = get_tenant(session, tenant).budget
             except NotFound:
-                raise ControlError(f"no tenant {tenant!r}; list them with `rlm tenant list`") from None
+                raise ControlError(f"no tenant {tenant!r}; see them with `rlm tenant show`") from None
             set_tenant_budget(session, tenant, before + amount)
             paused: list[str] = []
             scope, name = "tenant", tenant

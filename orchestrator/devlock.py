@@ -25,6 +25,8 @@ from pathlib import Path
 
 import structlog
 
+from orchestrator.errors import RlmError
+
 log = structlog.get_logger(__name__)
 
 LOCK_FILE = "server.lock"
@@ -45,7 +47,7 @@ class Holder:
     ready: bool = False
 
 
-class DataDirBusy(RuntimeError):
+class DataDirBusy(RlmError):
     """Another process serves the data directory; the message says which and what to do."""
 
     def __init__(self, data_dir: Path, holder: Holder | None, waited_s: float = 0.0) -> None:

@@ -29,6 +29,7 @@ from types import TracebackType
 import structlog
 
 from orchestrator.devlock import DataDirBusy, DataDirLock, Holder, claim
+from orchestrator.errors import RlmError
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +59,7 @@ FAST_DISPATCH: Mapping[str, str] = {
 SQLITE_PRAGMAS: tuple[str, ...] = ("journal_mode=WAL", "synchronous=NORMAL")
 
 
-class DevServerError(RuntimeError):
+class DevServerError(RlmError):
     """The dev server could not be started; the message says why and what to do."""
 
 

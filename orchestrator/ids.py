@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import re
 
+from orchestrator.errors import RlmError
+
 MAX_CHARS = 128
 RULE = f"1-{MAX_CHARS} characters: letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
 _ALLOWED = re.compile(r"[A-Za-z0-9._:-]")
 _VALID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:-]{{0,{MAX_CHARS - 1}}}")
 
 
-class BadId(ValueError):
+class BadId(RlmError):
     """A run id or tenant name breaks the rule; the message names the first bad character."""
 
     def __init__(self, what: str, value: str, problem: str) -> None:

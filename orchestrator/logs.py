@@ -22,6 +22,8 @@ from typing import TextIO
 
 import structlog
 
+from orchestrator.errors import RlmError
+
 LEVELS = ("debug", "info", "warning", "error")
 
 # The stdlib logger Temporal's core (Rust) logs are forwarded to; RLM_TEMPORAL_LOG_LEVEL sets its level.
@@ -31,7 +33,7 @@ CORE_LOGGER = "temporalio.core"
 _STDOUT_WRITING_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
 
 
-class LogLevelError(ValueError):
+class LogLevelError(RlmError):
     """A log level that is not one of ``LEVELS``."""
 
 

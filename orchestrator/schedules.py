@@ -31,6 +31,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from orchestrator.client import RunRequest, checked_input, ensure_tenant
 from orchestrator.devstack import SEARCH_ATTRIBUTES
+from orchestrator.errors import RlmError
 from orchestrator.store import put_blob, put_text
 from orchestrator.workflows.launcher import Launcher, LaunchInput
 from orchestrator.workflows.types import Text
@@ -46,11 +47,11 @@ OVERLAP = {
 }
 
 
-class ScheduleError(ValueError):
+class ScheduleError(RlmError):
     """A schedule operation cannot be done as asked; the message says what to change."""
 
 
-class SearchAttributeConflict(ValueError):
+class SearchAttributeConflict(RlmError):
     """A custom search attribute exists with another type; Temporal cannot change it in place."""
 
 

@@ -17,8 +17,10 @@ from pathlib import Path
 from temporalio.envconfig import ClientConfigProfile, ClientConfigTLS, DataSource
 from temporalio.service import TLSConfig
 
+from orchestrator.errors import RlmError
 
-class SettingsError(ValueError):
+
+class SettingsError(RlmError):
     """An environment variable holds a value that cannot be used; the message names it and the fix."""
 
 

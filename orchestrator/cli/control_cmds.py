@@ -16,7 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
-from orchestrator.cli.run_cmds import _errors, _exit_now, _store, _usd
+from orchestrator.cli.common import cli_errors, exit_now, open_store
+from orchestrator.cli.common import usd as usd_amount  # `rlm budget raise` has a parameter named usd
 from orchestrator.client import RunError, shared_target
 from orchestrator.connection import TemporalTarget, connect
 from orchestrator.control import (
@@ -66,7 +67,7 @@ def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
 
 async def _with_client(temporal: tuple[Settings, TemporalTarget], op: Any) -> Any:
     settings, target = temporal
-    engine, sessions = _store(settings)
+    engine, sessions = open_store(settings)
     try:
         client = await connect(target)
         return await op(client, sessions)
@@ -83,7 +84,7 @@ def _target(raw: str) -> Target:
 
 def pause_cmd(target: TargetArg, as_json: JsonOpt = False) -> None:
     """Pause a run or a node's subtree after each node's current step (status `paused`)."""
-    with _errors():
+    with cli_errors():
         tgt = _target(target)
         temporal = _temporal()
         nodes: list[str] = asyncio.run(_with_client(temporal, lambda c, s: pause(c, s, tgt)))
@@ -92,7 +93,7 @@ def pause_cmd(target: TargetArg, as_json: JsonOpt = False) -> None:
         {"target": str(tgt), "paused": nodes},
         f"pausing {len(nodes)} node(s) of {tgt} after their current step; `rlm resume {tgt}` lets them go on",
     )
-    _exit_now(0)
+    exit_now(0)
 
 
 def resume_cmd(
@@ -109,10 +110,10 @@ def resume_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Resume paused nodes, or restart an ended (failed, timed out, terminated, aborted) node."""
-    with _errors():
+    with cli_errors():
         tgt = _target(target)
         temporal = _temporal()
-        budget = _usd(budget_usd, "--budget-usd")
+        budget = usd_amount(budget_usd, "--budget-usd")
         if deadline is not None and deadline <= 0:
             raise RunError(f"--deadline {deadline} must be > 0 seconds")
 
@@ -130,7 +131,7 @@ def resume_cmd(
     else:
         text = f"resumed {len(report.signalled)} paused node(s) under {tgt}"
     _emit(as_json, {"target": str(tgt), **dataclasses.asdict(report)}, text)
-    _exit_now(0)
+    exit_now(0)
 
 
 def abort_cmd(
@@ -139,7 +140,7 @@ def abort_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Cancel a run or a node's subtree: every workflow in it ends aborted, its containers are removed."""
-    with _errors():
+    with cli_errors():
         tgt = _target(target)
         temporal = _temporal()
         report: AbortReport = asyncio.run(_with_client(temporal, lambda c, s: abort(c, s, tgt, wait)))
@@ -149,7 +150,7 @@ def abort_cmd(
     if report.still_running:
         text += f"; still running after {wait:g} s: {', '.join(report.still_running)}"
     _emit(as_json, {"target": str(tgt), **dataclasses.asdict(report)}, text)
-    _exit_now(1 if report.still_running else 0)
+    exit_now(1 if report.still_running else 0)
 
 
 @budget_app.command("raise")
@@ -160,9 +161,9 @@ def budget_raise_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Add USD to a tenant's or a run's budget; then `rlm resume RUN` lets paused nodes go on."""
-    with _errors():
-        amount = _usd(usd, "amount") or Decimal(0)
-        engine, sessions = _store(load_settings())
+    with cli_errors():
+        amount = usd_amount(usd, "amount") or Decimal(0)
+        engine, sessions = open_store(load_settings())
         try:
             done = raise_budget(sessions, amount, tenant=tenant, run=run)
         except ControlError as exc:
@@ -193,7 +194,7 @@ def stuck_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """List running nodes with no progress for --idle or an activity retrying past --attempts."""
-    with _errors():
+    with cli_errors():
         try:
             idle_s = parse_duration(idle)
         except ControlError as exc:
@@ -214,4 +215,4 @@ def stuck_cmd(
     else:
         for node in found:
             typer.echo(f"{node.node_id}  {node.status}  {node.reason}")
-    _exit_now(0)
+    exit_now(0)

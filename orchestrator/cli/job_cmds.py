@@ -10,26 +10,42 @@ embedded server of ``rlm run`` lives only as long as that command. Workers (``rl
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
-from orchestrator.cli.output import emit_json
-from orchestrator.cli.run_cmds import (
-    LEAF_MODE_HELP,
-    RECONNECT_HELP,
-    _errors,
-    _exit_now,
-    _store,
-    _temporal_errors,
+from orchestrator.cli.common import (
     check_reconnect,
+    cli_errors,
+    exit_now,
     lost_contact,
+    open_store,
+    shared_temporal,
+    temporal_errors,
+)
+from orchestrator.cli.output import emit_json
+from orchestrator.cli.run_options import (
+    DEFAULT,
+    Budget,
+    Concurrency,
+    Context,
+    Deadline,
+    LeafMode,
+    MaxDepth,
+    MaxIter,
+    MaxSub,
+    MaxTokens,
+    Model,
+    Query,
+    Reconnect,
+    RunOptions,
+    SubModel,
+    Tenant,
     run_request,
 )
-from orchestrator.client import RunError, RunRequest, RunSummary, run_summary, shared_target
+from orchestrator.client import RunError, RunRequest, RunSummary, run_summary
 from orchestrator.connection import TemporalTarget, connect
 from orchestrator.jobs import (
     RECONNECT_S,
@@ -61,84 +77,45 @@ def register(app: typer.Typer) -> None:
     app.add_typer(schedule_app, name="schedule")
 
 
-def _target(settings: Settings) -> TemporalTarget:
-    target = shared_target(settings)
-    if target is None:
-        raise RunError(
-            "set TEMPORAL_ADDRESS to a Temporal server that outlives this command (a cluster), or start "
-            "`rlm dev` for this data directory (the embedded server of `rlm run` stops when it ends)"
-        )
-    return target
-
-
-# The options a run takes, shared by `rlm submit` and `rlm schedule create` (as in `rlm run`).
-Context = Annotated[str, typer.Option("--context", help="A text file (or .json) holding the context.")]
-Tenant = Annotated[str, typer.Option(help="Tenant whose budget pays for the run.")]
-Budget = Annotated[str | None, typer.Option("--budget-usd", help="The run's own USD budget.")]
-MaxDepth = Annotated[int, typer.Option(help="How deep rlm_query may recurse.")]
-Model = Annotated[str | None, typer.Option(help="Root model (litellm string); default RLM_MODEL.")]
-SubModel = Annotated[str | None, typer.Option(help="Model of sub-calls; default RLM_SUB_MODEL.")]
-Deadline = Annotated[float, typer.Option(help="Seconds the whole tree may take.")]
-MaxIter = Annotated[int, typer.Option(help="Iterations per node.")]
-MaxSub = Annotated[int, typer.Option(help="Sub-calls per node.")]
-Concurrency = Annotated[int, typer.Option(help="Concurrent sub-calls per node.")]
-MaxTokens = Annotated[int, typer.Option(help="Completion tokens per model call.")]
-LeafMode = Annotated[str | None, typer.Option(help=LEAF_MODE_HELP)]
 Timeout = Annotated[
     float | None, typer.Option(help="Give up waiting after this many seconds (exit 6); default: no limit.")
 ]
-Reconnect = Annotated[float, typer.Option(help=RECONNECT_HELP)]
 
 
 # --- rlm submit / wait -------------------------------------------------------------------------
 
 
 def submit(
-    query: Annotated[str, typer.Argument(help="The question to answer over the context.")],
+    query: Query,
     context: Context,
     run_id: Annotated[
         str | None, typer.Option(help="Run id; submitting an existing id reports that run instead.")
     ] = None,
     detach: Annotated[bool, typer.Option(help="Return once the run is started (print its id).")] = False,
-    tenant: Tenant = "default",
-    budget_usd: Budget = None,
-    max_depth: MaxDepth = 1,
-    model: Model = None,
-    sub_model: SubModel = None,
-    deadline: Deadline = 3600.0,
-    max_iterations: MaxIter = 30,
-    max_subcalls: MaxSub = 500,
-    concurrency: Concurrency = 16,
-    max_tokens: MaxTokens = 4096,
-    leaf_mode: LeafMode = None,
+    tenant: Tenant = DEFAULT.tenant,
+    budget_usd: Budget = DEFAULT.budget_usd,
+    max_depth: MaxDepth = DEFAULT.max_depth,
+    model: Model = DEFAULT.model,
+    sub_model: SubModel = DEFAULT.sub_model,
+    deadline: Deadline = DEFAULT.deadline,
+    max_iterations: MaxIter = DEFAULT.max_iterations,
+    max_subcalls: MaxSub = DEFAULT.max_subcalls,
+    concurrency: Concurrency = DEFAULT.concurrency,
+    max_tokens: MaxTokens = DEFAULT.max_tokens,
+    leaf_mode: LeafMode = DEFAULT.leaf_mode,
     timeout: Timeout = None,
     reconnect_for: Reconnect = RECONNECT_S,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a run once per --run-id (idempotent); with --detach return at once, else wait like `rlm wait`."""
-    with _temporal_errors():
+    opts = RunOptions.of(locals())
+    with temporal_errors():
         settings = load_settings()
-        target = _target(settings)
-        req = run_request(
-            settings,
-            query,
-            Path(context),
-            tenant=tenant,
-            budget_usd=budget_usd,
-            model=model,
-            sub_model=sub_model,
-            deadline=deadline,
-            run_id=run_id,
-            max_depth=max_depth,
-            max_iterations=max_iterations,
-            max_subcalls=max_subcalls,
-            concurrency=concurrency,
-            max_tokens=max_tokens,
-            leaf_mode=leaf_mode,
-        )
+        target = shared_temporal(settings)
+        req = run_request(settings, query, context, opts)
         _check_timeout(timeout)
         check_reconnect(reconnect_for)
-        engine, sessions = _store(settings)
+        engine, sessions = open_store(settings)
         try:
             code = asyncio.run(
                 _submit(settings, target, sessions, req, detach, (timeout, reconnect_for), as_json)
@@ -147,7 +124,7 @@ def submit(
             code = lost_contact(exc)
         finally:
             engine.dispose()
-    _exit_now(code)
+    exit_now(code)
 
 
 async def _submit(
@@ -199,11 +176,11 @@ def wait(
     """Block until the run ends or needs an operator. Exit: 0 answered, 1 usage error, 2 failed,
     3 paused (for budget or by an operator), 4 deadline passed, 5 aborted, 6 still running at --timeout,
     7 the store did not answer for --reconnect-for (the run goes on)."""
-    with _errors():
+    with cli_errors():
         settings = load_settings()
         _check_timeout(timeout)
         check_reconnect(reconnect_for)
-        engine, sessions = _store(settings)
+        engine, sessions = open_store(settings)
         try:
             outcome, summary = asyncio.run(_wait(sessions, run_id, timeout, reconnect_for))
         except LostContact as exc:
@@ -253,46 +230,31 @@ def schedule_create(
     cron: Annotated[str, typer.Option(help='Cron expression in UTC, e.g. "0 2 * * *".')],
     query: Annotated[str, typer.Option(help="The question each run answers.")],
     context: Context,
-    tenant: Tenant = "default",
+    tenant: Tenant = DEFAULT.tenant,
     overlap: Annotated[
         str, typer.Option(help="When a fire comes while the last run still runs: skip, buffer-one, allow.")
     ] = "skip",
     paused: Annotated[bool, typer.Option(help="Create the schedule paused.")] = False,
     note: Annotated[str | None, typer.Option(help="A note shown with the schedule.")] = None,
-    budget_usd: Budget = None,
-    max_depth: MaxDepth = 1,
-    model: Model = None,
-    sub_model: SubModel = None,
-    deadline: Deadline = 3600.0,
-    max_iterations: MaxIter = 30,
-    max_subcalls: MaxSub = 500,
-    concurrency: Concurrency = 16,
-    max_tokens: MaxTokens = 4096,
-    leaf_mode: LeafMode = None,
+    budget_usd: Budget = DEFAULT.budget_usd,
+    max_depth: MaxDepth = DEFAULT.max_depth,
+    model: Model = DEFAULT.model,
+    sub_model: SubModel = DEFAULT.sub_model,
+    deadline: Deadline = DEFAULT.deadline,
+    max_iterations: MaxIter = DEFAULT.max_iterations,
+    max_subcalls: MaxSub = DEFAULT.max_subcalls,
+    concurrency: Concurrency = DEFAULT.concurrency,
+    max_tokens: MaxTokens = DEFAULT.max_tokens,
+    leaf_mode: LeafMode = DEFAULT.leaf_mode,
 ) -> None:
     """Create a schedule; each fire starts a run with a fresh id over the context stored now."""
-    with _temporal_errors():
+    opts = RunOptions.of({**locals(), "run_id": None})  # each fire makes its own run id
+    with temporal_errors():
         settings = load_settings()
-        target = _target(settings)
-        run = run_request(
-            settings,
-            query,
-            Path(context),
-            tenant=tenant,
-            budget_usd=budget_usd,
-            model=model,
-            sub_model=sub_model,
-            deadline=deadline,
-            run_id=None,
-            max_depth=max_depth,
-            max_iterations=max_iterations,
-            max_subcalls=max_subcalls,
-            concurrency=concurrency,
-            max_tokens=max_tokens,
-            leaf_mode=leaf_mode,
-        )
+        target = shared_temporal(settings)
+        run = run_request(settings, query, context, opts)
         req = ScheduleRequest(name, cron, run, overlap, paused, note)
-        engine, sessions = _store(settings)
+        engine, sessions = open_store(settings)
         try:
 
             async def go() -> None:
@@ -302,14 +264,14 @@ def schedule_create(
         finally:
             engine.dispose()
     typer.echo(f"schedule {name} created ({cron}, tenant {tenant}){' paused' if paused else ''}")
-    _exit_now(0)
+    exit_now(0)
 
 
 @schedule_app.command("list")
 def schedule_list(as_json: JsonOpt = False) -> None:
     """List the schedules that start runs: cron, tenant, state, fires, next times, recent run ids."""
-    with _temporal_errors():
-        target = _target(load_settings())
+    with temporal_errors():
+        target = shared_temporal(load_settings())
 
         async def go() -> list[ScheduleRow]:
             client: Client = await connect(target)
@@ -318,7 +280,7 @@ def schedule_list(as_json: JsonOpt = False) -> None:
         rows = asyncio.run(go())
     if as_json:
         emit_json(rows)
-        _exit_now(0)
+        exit_now(0)
     if not rows:
         typer.echo(
             "no schedules; create one with `rlm schedule create NAME --cron ... --query ... --context ...`"
@@ -331,12 +293,12 @@ def schedule_list(as_json: JsonOpt = False) -> None:
             f"{row.name}: {state} | cron {row.cron} | tenant {row.tenant} | fires {row.fires} | next {nxt}"
             f" | last run {last} | {row.query!r}"
         )
-    _exit_now(0)
+    exit_now(0)
 
 
 def _schedule_do(name: str, action: str, note: str | None = None) -> None:
-    with _temporal_errors():
-        target = _target(load_settings())
+    with temporal_errors():
+        target = shared_temporal(load_settings())
 
         async def go() -> None:
             await schedule_action(await connect(target), name, action, note)
@@ -344,7 +306,7 @@ def _schedule_do(name: str, action: str, note: str | None = None) -> None:
         asyncio.run(go())
     done = {"trigger": "triggered", "pause": "paused", "unpause": "unpaused", "delete": "deleted"}[action]
     typer.echo(f"schedule {name} {done}")
-    _exit_now(0)
+    exit_now(0)
 
 
 @schedule_app.command("trigger")

@@ -10,10 +10,9 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli.job_cmds import _target
-from orchestrator.cli.run_cmds import _exit_now, _first_line, _store, _temporal_errors
+from orchestrator.cli.common import exit_now, first_line, open_store, shared_temporal, temporal_errors
 from orchestrator.client import RunError, shared_target, temporal_target
-from orchestrator.connection import connect
+from orchestrator.connection import TemporalConnectError, connect
 from orchestrator.logs import configure_logging, results_stdout
 from orchestrator.schedules import setup_search_attributes
 from orchestrator.settings import load_settings
@@ -33,7 +32,7 @@ def register(app: typer.Typer) -> None:
 def worker() -> None:
     """Run a worker against TEMPORAL_ADDRESS (any cluster; else the running `rlm dev` of the data
     directory) until SIGINT or SIGTERM."""
-    with _temporal_errors():
+    with temporal_errors():
         configure_logging("info")
         settings = load_settings()
         target = shared_target(settings)
@@ -41,22 +40,22 @@ def worker() -> None:
             raise RunError(
                 "set TEMPORAL_ADDRESS to the cluster to serve, or use `rlm dev` for a local server"
             )
-        engine, _ = _store(settings)
+        engine, _ = open_store(settings)
         engine.dispose()
         from orchestrator.worker import serve  # loads litellm: only commands that run a worker
 
         with results_stdout():  # a worker has no result: whatever a library prints goes to stderr
             asyncio.run(serve(settings, target))
-    _exit_now(0)
+    exit_now(0)
 
 
 def dev() -> None:
     """Run the embedded Temporal dev server (with its Web UI) and a worker in the foreground; the other
     rlm commands of the same data directory use this server."""
-    with _temporal_errors():
+    with temporal_errors():
         configure_logging("info")
         settings = load_settings()
-        engine, _ = _store(settings)
+        engine, _ = open_store(settings)
         engine.dispose()
         with temporal_target(settings, shared=True) as target:
             typer.echo(f"Temporal dev server at {target.address}; Web UI at {target.ui_url}", err=True)
@@ -69,7 +68,7 @@ def dev() -> None:
 
             with results_stdout():  # as for `rlm worker`
                 asyncio.run(serve(settings, target))
-    _exit_now(0)
+    exit_now(0)
 
 
 # --- rlm temporal setup ------------------------------------------------------------------------
@@ -83,9 +82,9 @@ def temporal_setup(
     ] = 0.0,
 ) -> None:
     """Register durable-rlm's custom search attributes on TEMPORAL_ADDRESS's namespace (idempotent)."""
-    with _temporal_errors():
+    with temporal_errors():
         settings = load_settings()
-        target = _target(settings)
+        target = shared_temporal(settings)
 
         async def go() -> tuple[list[str], list[str]]:
             end = time.monotonic() + wait_s
@@ -93,10 +92,10 @@ def temporal_setup(
                 try:
                     client = await connect(target)
                     break
-                except (RuntimeError, ValueError) as exc:  # TemporalConnectError is a ValueError
+                except (RuntimeError, TemporalConnectError) as exc:
                     if time.monotonic() >= end:
                         raise RunError(
-                            f"{_first_line(exc)} (--wait SECONDS retries while a server starts)"
+                            f"{first_line(exc)} (--wait SECONDS retries while a server starts)"
                         ) from None
                     await asyncio.sleep(1.0)
             result = await setup_search_attributes(client, target.namespace)
@@ -107,4 +106,4 @@ def temporal_setup(
         f"namespace {settings.temporal_namespace}: added {', '.join(added) or 'none'}; "
         f"already registered {', '.join(present) or 'none'}"
     )
-    _exit_now(0)
+    exit_now(0)

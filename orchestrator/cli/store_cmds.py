@@ -16,12 +16,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from orchestrator.cli.common import fail, first_line
 from orchestrator.cli.output import emit_json
+from orchestrator.errors import RlmError
 from orchestrator.ids import check_tenant
-from orchestrator.settings import Settings, SettingsError, load_settings
+from orchestrator.settings import Settings, load_settings
 from orchestrator.store import (
     BudgetUsage,
-    StoreError,
     create_tenant,
     current_revision,
     downgrade,
@@ -49,32 +50,22 @@ tenant_app = typer.Typer(no_args_is_help=True, help="Tenants and their USD budge
 price_app = typer.Typer(no_args_is_help=True, help="Model prices in USD per token.")
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 @contextmanager
 def _errors(settings: Settings | None = None) -> Iterator[None]:
     try:
         yield
-    except (StoreError, SettingsError, ValueError) as exc:
-        raise _fail(_first_line(exc)) from None
+    except RlmError as exc:
+        raise fail(first_line(exc)) from None
     except BrokenPipeError:
         raise  # stdout's reader went away: the top group ends the command quietly
     except OSError as exc:
-        raise _fail(
+        raise fail(
             f"{exc.strerror or exc}: {exc.filename or ''}; check RLM_DATABASE_URL and RLM_DATA_DIR"
         ) from None
     except DBAPIError as exc:
         where = safe_url(settings.database_url) if settings else "the database"
-        reason = _first_line(exc.orig) if exc.orig is not None else _first_line(exc)
-        raise _fail(f"database error on {where}: {reason}") from None
+        reason = first_line(exc.orig) if exc.orig is not None else first_line(exc)
+        raise fail(f"database error on {where}: {reason}") from None
 
 
 def _settings() -> Settings:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from orchestrator.errors import RlmError
 from orchestrator.store.money import format_usd
 
 
-class StoreError(Exception):
+class StoreError(RlmError):
     """Base class of every error raised by ``orchestrator.store``."""
 
 

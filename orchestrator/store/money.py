@@ -10,8 +10,15 @@ from __future__ import annotations
 
 from decimal import ROUND_CEILING, Decimal, InvalidOperation, localcontext
 
+from orchestrator.errors import RlmError
+
 NANOS_PER_USD = 10**9
 MAX_NANOS = 2**63 - 1
+
+
+class AmountError(RlmError, ValueError):
+    """A USD amount that is not a finite, non-negative number of whole nano-dollars in range (still a
+    ``ValueError``: callers and tests of these number helpers catch that)."""
 
 
 def _check_decimal(amount: object, what: str) -> Decimal:
@@ -19,7 +26,7 @@ def _check_decimal(amount: object, what: str) -> Decimal:
     if not isinstance(amount, Decimal):
         raise TypeError(f"{what} must be a decimal.Decimal, got {type(amount).__name__}")
     if not amount.is_finite():
-        raise ValueError(f"{what} must be a finite number, got {amount}")
+        raise AmountError(f"{what} must be a finite number, got {amount}")
     return amount
 
 
@@ -27,10 +34,10 @@ def to_nanos(amount: Decimal, what: str = "amount") -> int:
     """Convert USD to whole nano-dollars, rounding up; negative amounts are refused."""
     amount = _check_decimal(amount, what)
     if amount < 0:
-        raise ValueError(f"{what} must be >= 0, got {amount}")
+        raise AmountError(f"{what} must be >= 0, got {amount}")
     # Compare before multiplying: a huge exponent would overflow the decimal context.
     if amount > from_nanos(MAX_NANOS):
-        raise ValueError(f"{what} {amount} USD is too large (maximum {from_nanos(MAX_NANOS)} USD)")
+        raise AmountError(f"{what} {amount} USD is too large (maximum {from_nanos(MAX_NANOS)} USD)")
     with localcontext() as ctx:
         ctx.prec = 60
         return int((amount * NANOS_PER_USD).to_integral_value(rounding=ROUND_CEILING))
@@ -45,13 +52,13 @@ def parse_usd(text: str, what: str = "amount") -> Decimal:
     try:
         value = Decimal(text.strip())
     except InvalidOperation:
-        raise ValueError(f"{what} {text!r} is not a number; give a USD amount such as 12.50") from None
+        raise AmountError(f"{what} {text!r} is not a number; give a USD amount such as 12.50") from None
     if not value.is_finite():
-        raise ValueError(f"{what} {text!r} is not a finite number; give a USD amount such as 12.50")
+        raise AmountError(f"{what} {text!r} is not a finite number; give a USD amount such as 12.50")
     if value < 0:
-        raise ValueError(f"{what} {text!r} is negative; give an amount >= 0")
+        raise AmountError(f"{what} {text!r} is negative; give an amount >= 0")
     if value != from_nanos(to_nanos(value, what)):
-        raise ValueError(f"{what} {text!r} has more than 9 decimal places; round it to whole nano-dollars")
+        raise AmountError(f"{what} {text!r} has more than 9 decimal places; round it to whole nano-dollars")
     return value
 
 

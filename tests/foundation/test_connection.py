@@ -11,6 +11,7 @@ from temporalio.service import TLSConfig
 
 from orchestrator.connection import TemporalConnectError, TemporalTarget, cluster_target, connect
 from orchestrator.devstack import free_port
+from orchestrator.errors import RlmError
 from orchestrator.settings import SettingsError, load_settings
 from tests.foundation.conftest import RLM, cli_env
 
@@ -128,7 +129,7 @@ async def test_a_closed_port_is_one_line_naming_address_failure_and_checks() -> 
     with pytest.raises(TemporalConnectError) as caught:
         await connect(cluster_target(load_settings({"TEMPORAL_ADDRESS": address})))
     message = str(caught.value)
-    assert isinstance(caught.value, ValueError) and "\n" not in message
+    assert isinstance(caught.value, RlmError) and "\n" not in message
     assert f"cannot connect to Temporal at {address}" in message
     assert "nothing is listening there" in message
     assert "check TEMPORAL_ADDRESS, that the server is running (`rlm dev`" in message

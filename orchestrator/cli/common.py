@@ -1,0 +1,122 @@
+"""Plumbing shared by every ``rlm`` command: the one-line error exit, the store, the hard exit.
+
+Only ``RlmError`` (bad input or an unreachable dependency, said in one line) and the database, Temporal
+and file-system failures an operator can fix become ``error: ...`` and exit code 1; anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from decimal import Decimal, InvalidOperation
+from typing import NoReturn
+
+import typer
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.service import RPCError
+
+from orchestrator.cli.output import reader_gone
+from orchestrator.client import RunError, shared_target
+from orchestrator.connection import TemporalTarget
+from orchestrator.errors import RlmError
+from orchestrator.jobs import ExitCode, LostContact
+from orchestrator.settings import Settings
+from orchestrator.store import make_engine, make_session_factory, prepare_schema
+
+
+def fail(message: str) -> typer.Exit:
+    """Print ``error: MESSAGE`` to stderr; the caller raises the returned exit (code 1)."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def cli_errors() -> Iterator[None]:
+    try:
+        yield
+    except RlmError as exc:
+        raise fail(first_line(exc)) from None
+    except DBAPIError as exc:
+        raise fail(f"database error: {first_line(exc.orig or exc)}; check RLM_DATABASE_URL") from None
+    except RPCError as exc:
+        raise fail(f"Temporal error: {exc.message}; check TEMPORAL_ADDRESS or run `rlm dev`") from None
+    except BrokenPipeError:
+        raise  # stdout's reader went away: the top group ends the command quietly
+    except OSError as exc:
+        raise fail(f"{exc.strerror or exc}: {exc.filename or ''}") from None
+
+
+@contextlib.contextmanager
+def temporal_errors() -> Iterator[None]:
+    """``cli_errors()``, leaving through ``exit_now``: once a Temporal client existed, a normal interpreter
+    exit can abort the process (see ``exit_now``), which would turn exit code 1 into a crash."""
+    try:
+        with cli_errors():
+            yield
+    except typer.Exit as exc:
+        exit_now(exc.exit_code)
+
+
+def exit_now(code: int) -> NoReturn:
+    """Exit without interpreter finalisation once a Temporal client existed in this process.
+
+    The SDK's native runtime keeps threads that may still touch the GIL while CPython finalises,
+    which intermittently aborts the process (SIGABRT) after the work is done; everything of ours is
+    closed by now, so flush and leave."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        code = reader_gone()
+    os._exit(code)
+
+
+def open_store(settings: Settings) -> tuple[Engine, sessionmaker[Session]]:
+    """The store's engine (the caller disposes of it) and sessions, its schema checked first."""
+    engine = make_engine(settings.database_url)
+    prepare_schema(engine)
+    return engine, make_session_factory(engine)
+
+
+def usd(raw: str | None, what: str) -> Decimal | None:
+    if raw is None:
+        return None
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise RunError(f"{what} {raw!r} is not a number; give USD like 0.50") from None
+    if not value.is_finite() or value < 0:
+        raise RunError(f"{what} {raw!r} must be a non-negative amount of USD")
+    return value
+
+
+def check_reconnect(reconnect_for: float) -> float:
+    if not 0 <= reconnect_for <= 86_400:  # also refuses nan
+        raise RunError(f"--reconnect-for {reconnect_for:g} must be from 0 to 86400 seconds")
+    return reconnect_for
+
+
+def lost_contact(exc: LostContact) -> int:
+    typer.echo(f"error: {exc}", err=True)
+    return int(ExitCode.LOST_CONTACT)
+
+
+def shared_temporal(settings: Settings) -> TemporalTarget:
+    """The Temporal server that outlives this command, for the commands that leave work running."""
+    target = shared_target(settings)
+    if target is None:
+        raise RunError(
+            "set TEMPORAL_ADDRESS to a Temporal server that outlives this command (a cluster), or start "
+            "`rlm dev` for this data directory (the embedded server of `rlm run` stops when it ends)"
+        )
+    return target

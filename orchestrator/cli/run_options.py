@@ -1,0 +1,113 @@
+"""The options of a run, declared once for ``rlm run``, ``rlm submit`` and ``rlm schedule create``.
+
+Each command lists the Typer aliases below in its signature (with ``DEFAULT``'s values) and hands its
+parameters to ``RunOptions.of``; ``run_request`` turns them, with the settings' defaults, into the
+checked ``RunRequest``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from orchestrator.cli.common import usd
+from orchestrator.client import RunError, RunRequest, checked_input
+from orchestrator.settings import Settings
+from orchestrator.workflows.types import LEAF_MODES, Limits
+
+LEAF_MODE_HELP = (
+    "llm_query sub-calls as their own Leaf workflows ('workflow') or as local activities of their "
+    "parent ('inline': about a third of the cost per sub-call); default RLM_LEAF_MODE or 'workflow'."
+)
+
+RECONNECT_HELP = (
+    "Seconds to keep retrying while Temporal or the store does not answer; then exit 7 (the run goes on)."
+)
+
+Query = Annotated[str, typer.Argument(help="The question to answer over the context.")]
+Context = Annotated[Path, typer.Option("--context", help="A text file (or .json) holding the context.")]
+Tenant = Annotated[str, typer.Option(help="Tenant whose budget pays for the run.")]
+Budget = Annotated[str | None, typer.Option("--budget-usd", help="The run's own USD budget.")]
+MaxDepth = Annotated[int, typer.Option(help="How deep rlm_query may recurse.")]
+Model = Annotated[str | None, typer.Option(help="Root model (litellm string); default RLM_MODEL.")]
+SubModel = Annotated[str | None, typer.Option(help="Model of sub-calls; default RLM_SUB_MODEL.")]
+Deadline = Annotated[float, typer.Option(help="Seconds the whole tree may take.")]
+MaxIter = Annotated[int, typer.Option(help="Iterations per node.")]
+MaxSub = Annotated[int, typer.Option(help="Sub-calls per node.")]
+Concurrency = Annotated[int, typer.Option(help="Concurrent sub-calls per node.")]
+MaxTokens = Annotated[int, typer.Option(help="Completion tokens per model call.")]
+LeafMode = Annotated[str | None, typer.Option(help=LEAF_MODE_HELP)]
+Reconnect = Annotated[float, typer.Option(help=RECONNECT_HELP)]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """What a command's user chose for a run; ``None`` takes the settings' default."""
+
+    tenant: str = "default"
+    budget_usd: str | None = None
+    max_depth: int = 1
+    model: str | None = None
+    sub_model: str | None = None
+    deadline: float = 3600.0
+    run_id: str | None = None
+    max_iterations: int = 30
+    max_subcalls: int = 500
+    concurrency: int = 16
+    max_tokens: int = 4096
+    leaf_mode: str | None = None
+
+    @classmethod
+    def of(cls, params: Mapping[str, Any]) -> RunOptions:
+        """The options among a command's parameters (its ``locals()``), picked by field name, so no
+        command forwards them one by one; a missing one is a bug (``KeyError``), not a default."""
+        return cls(**{f.name: params[f.name] for f in dataclasses.fields(cls)})
+
+
+DEFAULT = RunOptions()
+
+
+def _limits(opts: RunOptions, leaf_mode: str, heartbeat_timeout_s: float) -> Limits:
+    for name, value, low in (
+        ("--max-depth", opts.max_depth, 0),
+        ("--max-iterations", opts.max_iterations, 1),
+        ("--max-subcalls", opts.max_subcalls, 0),
+        ("--concurrency", opts.concurrency, 1),
+        ("--max-tokens", opts.max_tokens, 1),
+    ):
+        if value < low:
+            raise RunError(f"{name} {value} must be >= {low}")
+    if leaf_mode not in LEAF_MODES:
+        raise RunError(f"--leaf-mode {leaf_mode!r} is not known; use {' or '.join(LEAF_MODES)}")
+    return Limits(
+        max_depth=opts.max_depth,
+        max_iterations=opts.max_iterations,
+        max_subcalls=opts.max_subcalls,
+        max_concurrency=opts.concurrency,
+        max_tokens=opts.max_tokens,
+        leaf_mode=leaf_mode,
+        heartbeat_timeout_s=heartbeat_timeout_s,
+    )
+
+
+def run_request(settings: Settings, query: str, context: Path, opts: RunOptions) -> RunRequest:
+    """The run `rlm run`, `rlm submit` and `rlm schedule create` ask for, with the settings' defaults."""
+    limits = _limits(opts, opts.leaf_mode or settings.leaf_mode, settings.heartbeat_timeout_s)
+    request = RunRequest(
+        query=query,
+        context_path=context,
+        tenant=opts.tenant,
+        budget_usd=usd(opts.budget_usd, "--budget-usd"),
+        model=opts.model or settings.model,
+        sub_model=opts.sub_model or settings.sub_model,
+        deadline_s=opts.deadline,
+        run_id=opts.run_id,
+        limits=limits,
+    )
+    # Bad input ends here, before a server is started or contacted; storing the run checks it again.
+    checked_input(request)
+    return request
