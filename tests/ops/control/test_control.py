@@ -105,7 +105,7 @@ async def test_budget_raise_for_a_tenant_and_bad_input(harness: Harness, rlm_env
         assert get_tenant(s, "acme-raise").budget == Decimal("3.25")
 
     code, _, err = await rlm(rlm_env, "budget", "raise", "--tenant", "nobody", "1")
-    assert code == 1 and err.strip() == "error: no tenant 'nobody'; list them with `rlm tenant list`"
+    assert code == 1 and err.strip() == "error: no tenant 'nobody'; see them with `rlm tenant show`"
     code, _, err = await rlm(rlm_env, "budget", "raise", "--tenant", "acme-raise", "--run", "r", "1")
     assert code == 1 and "exactly one of --tenant T or --run R" in err
     code, _, err = await rlm(rlm_env, "pause", "run-x/0.a")
