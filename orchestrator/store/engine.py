@@ -106,7 +106,17 @@ def make_engine(url: str, *, pool_size: int | None = None) -> Engine:
         _sqlite_events(engine)
         return engine
     kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
-    return create_engine(parsed, **kwargs)
+    engine = create_engine(parsed, **kwargs)
+    event.listen(engine, "handle_error", _failed_ping_is_a_disconnect)
+    return engine
+
+
+def _failed_ping_is_a_disconnect(context: Any) -> None:
+    # A connection cut by the network mid-query can reach the pool still marked ACTIVE; psycopg then
+    # refuses the pre-ping itself ("can't change 'autocommit' now") and SQLAlchemy, not seeing a
+    # disconnect, would raise that instead of opening a fresh connection.
+    if context.is_pre_ping:
+        context.is_disconnect = True
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -1,4 +1,5 @@
-"""Engine set-up specific to SQLite (the zero-setup default) and URL checks."""
+"""Engine set-up: SQLite (the zero-setup default), URL checks, and PostgreSQL connections that a
+network cut left behind."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from orchestrator.store import InvalidValue, make_engine
+from tests.conftest import test_database_url
 
 
 def test_sqlite_pragmas_and_parent_directory(tmp_path: Path) -> None:
@@ -60,3 +62,20 @@ def test_many_first_connections_to_a_new_file(tmp_path: Path) -> None:
 def test_unusable_urls(url: str, message: str) -> None:
     with pytest.raises(InvalidValue, match=message):
         make_engine(url)
+
+
+def test_a_connection_left_mid_query_is_replaced_by_the_pre_ping() -> None:
+    """A network cut can leave a pooled PostgreSQL connection marked ACTIVE; psycopg then refuses even
+    the pre-ping. The pool must take that for a dead connection and open a new one, not raise."""
+    engine = make_engine(test_database_url(), pool_size=1)
+    try:
+        raw = engine.raw_connection()
+        stuck = raw.dbapi_connection
+        assert stuck is not None
+        stuck.pgconn.send_query(b"SELECT 1")  # a query sent, its result never read
+        assert engine.dialect._do_ping_w_event(stuck) is False
+        raw.invalidate()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
