@@ -41,7 +41,7 @@ from orchestrator.store import (
     set_tenant_budget,
 )
 from orchestrator.store.errors import NotFound
-from orchestrator.store.models import FINAL_STATUSES
+from orchestrator.vocabulary import FINAL_STATUSES
 from orchestrator.workflows.common import search_attributes
 from orchestrator.workflows.types import (
     COMPLETED,

@@ -33,7 +33,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from orchestrator.client import RunError, RunRequest, checked_input, ensure_tenant, new_run_id
 from orchestrator.store import create_run, get_run, list_nodes, put_blob, put_text, upsert_node
-from orchestrator.store.models import FINAL_STATUSES, Run
+from orchestrator.store.models import Run
+from orchestrator.vocabulary import FINAL_STATUSES
 from orchestrator.workflows import RLMNode
 from orchestrator.workflows.common import search_attributes
 from orchestrator.workflows.types import Limits, NodeInput, NodeResult, RunSpec, Text, root_id

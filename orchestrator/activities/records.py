@@ -10,7 +10,7 @@ from temporalio import activity
 from orchestrator.activities import texts
 from orchestrator.activities.deps import Deps
 from orchestrator.store import finish_node, set_node_status, set_run_status, upsert_node
-from orchestrator.store.models import FINAL_STATUSES
+from orchestrator.vocabulary import FINAL_STATUSES
 from orchestrator.workflows.types import NodeEvent
 
 log = structlog.get_logger(__name__)

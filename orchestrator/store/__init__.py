@@ -56,7 +56,6 @@ from orchestrator.store.migrate import (
     prepare_schema,
     upgrade,
 )
-from orchestrator.store.models import NodeKind, Status
 from orchestrator.store.money import format_usd, from_nanos, parse_usd, to_nanos
 from orchestrator.store.prices import ModelPrice, cost_of, price_for, set_price
 from orchestrator.store.repository import (
@@ -85,6 +84,7 @@ from orchestrator.store.repository import (
     upsert_node,
     write_step,
 )
+from orchestrator.vocabulary import NodeKind, Status
 
 __all__ = [
     "AlreadyExists",

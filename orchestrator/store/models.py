@@ -32,6 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import DateTime, TypeDecorator
 
 from orchestrator.store.money import from_nanos
+from orchestrator.vocabulary import Status
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -45,31 +46,6 @@ SHA256_LEN = 64
 RUN_ID_MAX = 128
 NODE_ID_MAX = 255
 WORKER_ID_MAX = 255
-
-
-class NodeKind(StrEnum):
-    ROOT = "root"
-    RLM = "rlm"
-    LEAF = "leaf"
-
-
-class Status(StrEnum):
-    """Statuses shared by runs and nodes."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    PAUSED = "paused"
-    PAUSED_BUDGET = "paused_budget"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    ABORTED = "aborted"
-    CANCELLED = "cancelled"
-
-
-FINAL_STATUSES = frozenset(
-    {Status.COMPLETED, Status.FAILED, Status.TIMED_OUT, Status.ABORTED, Status.CANCELLED}
-)
 
 
 class LedgerKind(StrEnum):

@@ -19,17 +19,16 @@ from orchestrator.store import validate
 from orchestrator.store._sql import insert_ignore, rowcount, run, upsert
 from orchestrator.store.errors import AlreadyExists, InvalidValue, NotFound, UnknownTenant
 from orchestrator.store.models import (
-    FINAL_STATUSES,
     NODE_ID_MAX,
     RUN_ID_MAX,
     Node,
     Run,
     Snapshot,
-    Status,
     Step,
     Tenant,
     utcnow,
 )
+from orchestrator.vocabulary import FINAL_STATUSES, Status
 
 TENANT_NAME_MAX = 128
 

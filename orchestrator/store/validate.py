@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from orchestrator.store.errors import InvalidValue
-from orchestrator.store.models import NodeKind, Status
 from orchestrator.store.money import to_nanos
+from orchestrator.vocabulary import NodeKind, Status
 
 
 def text_id(value: str, what: str, max_len: int) -> str:

@@ -1,0 +1,63 @@
+"""The project's enumerations, defined once: workflows, activities, the store, control and the CLI all
+import them from here. Deterministic and dependency-free, so workflow modules may import it.
+
+Each is a ``StrEnum``: its members are the strings stored in the database, sent in Temporal payloads and
+shown to operators, so ``Status.RUNNING == "running"`` and a JSON payload carries ``"running"``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """Statuses shared by runs and nodes."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"  # an operator's `rlm pause`, after the current step
+    PAUSED_BUDGET = "paused_budget"  # a budget refused a model call; waits for `rlm resume`
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    ABORTED = "aborted"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATUSES = frozenset(
+    {Status.COMPLETED, Status.FAILED, Status.TIMED_OUT, Status.ABORTED, Status.CANCELLED}
+)
+PAUSED_STATUSES = frozenset({Status.PAUSED, Status.PAUSED_BUDGET})
+
+
+class NodeKind(StrEnum):
+    ROOT = "root"  # the run's first RLM node
+    RLM = "rlm"  # an `rlm_query` sub-call within the depth limit
+    LEAF = "leaf"  # one plain completion: `llm_query`, or `rlm_query` past the depth limit
+
+
+class StepKind(StrEnum):
+    """What a recorded step of a node was."""
+
+    GENERATE = "generate"  # the model wrote the next reply
+    CELL = "cell"  # one code block ran in the sandbox
+    LEAF = "leaf"  # a leaf's single completion
+
+
+class SubcallKind(StrEnum):
+    LLM = "llm"  # llm_query[_batched]: a leaf
+    RLM = "rlm"  # rlm_query[_batched]: a recursive RLM node
+
+
+class LeafMode(StrEnum):
+    """How an ``llm_query`` sub-call runs."""
+
+    WORKFLOW = "workflow"  # a `Leaf` child workflow each
+    INLINE = "inline"  # a local activity of the parent (no workflow of its own)
+
+
+class Outcome(StrEnum):
+    """How a model step that reserves budget came back."""
+
+    OK = "ok"
+    BUDGET = "budget"  # the budget refused the reservation: nothing was called or spent
