@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any, TypeVar, cast
 
 import structlog
@@ -118,6 +119,12 @@ def _in_transaction(source: SessionSource, operation: Callable[[Session], T]) ->
         return operation(session)
 
 
+class ReservationState(StrEnum):
+    OPEN = "open"
+    SETTLED = "settled"  # closed at the actual cost
+    RELEASED = "released"  # closed unspent
+
+
 @dataclass(frozen=True)
 class Reservation:
     reservation_id: str
@@ -125,7 +132,7 @@ class Reservation:
     tenant: str
     amount: Decimal
     key: str
-    state: str  # "open", "settled" or "released"
+    state: ReservationState
     actual: Decimal | None  # the settled cost
 
 
@@ -279,10 +286,17 @@ def get_reservation(session: Session, reservation_id: str) -> Reservation:
         raise NotFound("reservation", reservation_id)
     tenant = session.scalar(select(Tenant.name).where(Tenant.id == opening.tenant_id)) or ""
     closing = _closing_entry(session, reservation_id)
-    state = (
-        "open" if closing is None else ("settled" if closing.kind == LedgerKind.SETTLE.value else "released")
+    if closing is None:
+        state = ReservationState.OPEN
+    elif closing.kind == LedgerKind.SETTLE:
+        state = ReservationState.SETTLED
+    else:
+        state = ReservationState.RELEASED
+    actual = (
+        from_nanos(closing.amount_nanos)
+        if closing is not None and state == ReservationState.SETTLED
+        else None
     )
-    actual = from_nanos(closing.amount_nanos) if closing is not None and state == "settled" else None
     return Reservation(
         reservation_id=reservation_id,
         run_id=opening.run_id,

@@ -98,7 +98,22 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class Tenant(Base):
+class BudgetScope:
+    """What a tenant and a run both track: spent and reserved money, in nanodollars."""
+
+    spent_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    @property
+    def spent(self) -> Decimal:
+        return from_nanos(self.spent_nanos)
+
+    @property
+    def reserved(self) -> Decimal:
+        return from_nanos(self.reserved_nanos)
+
+
+class Tenant(BudgetScope, Base):
     __tablename__ = "tenants"
     __table_args__ = (
         CheckConstraint("budget_nanos >= 0", name="budget_nonnegative"),
@@ -109,22 +124,12 @@ class Tenant(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     budget_nanos: Mapped[int] = mapped_column(BigInteger)
-    spent_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
-    reserved_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     @property
     def budget(self) -> Decimal:
         return from_nanos(self.budget_nanos)
-
-    @property
-    def spent(self) -> Decimal:
-        return from_nanos(self.spent_nanos)
-
-    @property
-    def reserved(self) -> Decimal:
-        return from_nanos(self.reserved_nanos)
 
 
 class Blob(Base):
@@ -147,7 +152,7 @@ class BlobChunk(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-class Run(Base):
+class Run(BudgetScope, Base):
     __tablename__ = "runs"
     __table_args__ = (
         CheckConstraint("budget_nanos IS NULL OR budget_nanos >= 0", name="budget_nonnegative"),
@@ -163,8 +168,6 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(32), default=Status.PENDING.value)
     deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
     budget_nanos: Mapped[int | None] = mapped_column(BigInteger)
-    spent_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
-    reserved_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -173,14 +176,6 @@ class Run(Base):
     @property
     def budget(self) -> Decimal | None:
         return None if self.budget_nanos is None else from_nanos(self.budget_nanos)
-
-    @property
-    def spent(self) -> Decimal:
-        return from_nanos(self.spent_nanos)
-
-    @property
-    def reserved(self) -> Decimal:
-        return from_nanos(self.reserved_nanos)
 
 
 class Node(Base):
