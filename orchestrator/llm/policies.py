@@ -23,6 +23,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from orchestrator.llm.tasks import (
+    Target,
+    count_instruction,
+    count_target,
+    find_target,
+    is_counting,
+)
 from orchestrator.protocol.prompts import (
     BLOCK_FAILED,
     FAILED_ITEM_PREFIX,
@@ -38,12 +45,6 @@ DEFAULT_CHUNKS = 10
 # How many failed attempts a policy makes before it gives up and answers with the reason.
 MAX_ATTEMPTS = 3
 
-_REGEX = re.compile(r"/(?P<body>.+)/")
-_QUOTED = re.compile(r"'(?P<a>[^'\n]+)'|\"(?P<b>[^\"\n]+)\"|`(?P<c>[^`\n]+)`")
-_SUBJECT = re.compile(
-    r"^\s*(?:what|which|who)(?:'s|\s+is|\s+are|\s+was)\s+(?:the\s+|a\s+|an\s+)?(?P<s>[^?.!\n]+)", re.I
-)
-_COUNTING = re.compile(r"\b(?:how many|count|number of)\b", re.I)
 _CHUNKS = re.compile(r"\b(?P<n>\d[\d,_]*)\s+chunks?\b", re.I)
 
 
@@ -55,13 +56,6 @@ class PolicyParams:
     parallel: bool = True
     # recurse: below this many characters a node counts directly instead of splitting further.
     min_split_chars: int = 1_000
-
-
-@dataclass(frozen=True)
-class Target:
-    pattern: str
-    group: int
-    label: str
 
 
 @dataclass(frozen=True)
@@ -91,65 +85,6 @@ def view_of(messages: Sequence[ChatMessage]) -> View:
         outputs=tuple(users[1:]),
         last_user=last_user,
         forced_final=is_forced_final(last_user),
-    )
-
-
-def _target_regex(text: str) -> Target | None:
-    first = text.split("\n", 1)[0]
-    found = _REGEX.search(first)
-    if found is None:
-        return None
-    body = found.group("body")
-    try:
-        groups = re.compile(body).groups
-    except re.error:
-        return None
-    return Target(pattern=body, group=1 if groups else 0, label=f"/{body}/")
-
-
-def _quoted(text: str) -> str | None:
-    found = _QUOTED.search(text)
-    if found is None:
-        return None
-    return next(g for g in found.groups() if g is not None)
-
-
-def count_target(instruction: str) -> Target | None:
-    regex = _target_regex(instruction)
-    if regex is not None:
-        return Target(pattern=regex.pattern, group=0, label=regex.label)
-    term = _quoted(instruction)
-    if term is None:
-        return None
-    escaped = re.escape(term)
-    pattern = rf"\b{escaped}\b" if re.fullmatch(r"\w(.*\w)?", term) else escaped
-    return Target(pattern=pattern, group=0, label=repr(term))
-
-
-def find_target(instruction: str) -> Target | None:
-    regex = _target_regex(instruction)
-    if regex is not None:
-        return regex
-    subject = _quoted(instruction)
-    if subject is None:
-        found = _SUBJECT.search(instruction)
-        subject = found.group("s").strip() if found else None
-    if not subject:
-        return None
-    words = r"\s+".join(re.escape(w) for w in subject.split())
-    # The value written after the subject: "magic number is 4817305", "magic number: 4817305".
-    pattern = rf"(?i)\b{words}\b[^\w\n]*(?:(?:is|was|are|equals)\b)?[^\w\n]*(\w[\w-]*(?:\.\d+)?)"
-    return Target(pattern=pattern, group=1, label=repr(subject))
-
-
-def is_counting(instruction: str) -> bool:
-    return _COUNTING.search(instruction.split("\n", 1)[0]) is not None
-
-
-def count_instruction(target: Target) -> str:
-    return (
-        f"Count the matches of the regex /{target.pattern}/ in the text after this line. "
-        "Reply with the number only."
     )
 
 
