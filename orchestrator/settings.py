@@ -18,6 +18,7 @@ from temporalio.envconfig import ClientConfigProfile, ClientConfigTLS, DataSourc
 from temporalio.service import TLSConfig
 
 from orchestrator.errors import RlmError
+from orchestrator.vocabulary import LeafMode
 
 
 class SettingsError(RlmError):
@@ -76,7 +77,7 @@ class Settings:
     temporal_ui_url: str | None = None
     # How llm_query sub-calls run unless a run says otherwise: "workflow" (a Leaf child workflow each)
     # or "inline" (a local activity of the parent; see docs/orchestrator.md, "Leaf modes").
-    leaf_mode: str = "workflow"
+    leaf_mode: LeafMode = LeafMode.WORKFLOW
     # How long a cell's worker may go silent before the cell runs again elsewhere: it bounds how long a
     # killed worker's cell takes to recover (docs/operations.md, "When a worker dies").
     heartbeat_timeout_s: float = 30.0
@@ -97,8 +98,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"RLM_SANDBOX_BACKEND={backend!r} is not known; use 'docker' (default) or 'process'"
         )
     prices = env.get("RLM_PRICES_FILE")
-    leaf_mode = env.get("RLM_LEAF_MODE") or "workflow"
-    if leaf_mode not in ("workflow", "inline"):
+    leaf_mode = env.get("RLM_LEAF_MODE") or LeafMode.WORKFLOW
+    if leaf_mode not in tuple(LeafMode):
         raise SettingsError(f"RLM_LEAF_MODE={leaf_mode!r} is not known; use 'workflow' (default) or 'inline'")
     heartbeat = _seconds(env, "RLM_HEARTBEAT_TIMEOUT_S", 30.0, low=1.0, high=3600.0)
     profile, access = _temporal_profile(env)
@@ -114,7 +115,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sandbox_backend=backend,
         prices_file=Path(prices).expanduser() if prices else None,
         temporal_ui_url=env.get("TEMPORAL_UI_URL") or None,
-        leaf_mode=leaf_mode,
+        leaf_mode=LeafMode(leaf_mode),
         heartbeat_timeout_s=heartbeat,
         temporal_access=access,
     )

@@ -10,7 +10,7 @@ from temporalio import activity
 from orchestrator.activities import texts
 from orchestrator.activities.deps import Deps
 from orchestrator.store import finish_node, set_node_status, set_run_status, upsert_node
-from orchestrator.vocabulary import FINAL_STATUSES
+from orchestrator.vocabulary import FINAL_STATUSES, NodeKind
 from orchestrator.workflows.types import NodeEvent
 
 log = structlog.get_logger(__name__)
@@ -35,7 +35,7 @@ class RecordActivities:
                 finish_node(session, event.node_id, status=event.status, answer_ref=answer, error=event.error)
             else:
                 set_node_status(session, event.node_id, event.status, error=event.error)
-            if event.kind == "root":
+            if event.kind == NodeKind.ROOT:
                 set_run_status(session, event.run_id, event.status, error=event.error)
         log.info("node.status", node_id=event.node_id, status=event.status, error=event.error)
 
