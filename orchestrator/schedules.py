@@ -29,10 +29,9 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from orchestrator.client import RunRequest, checked_input, ensure_tenant
 from orchestrator.devstack import SEARCH_ATTRIBUTES
 from orchestrator.errors import RlmError
-from orchestrator.store import put_blob, put_text
+from orchestrator.runs import RunInput, RunRequest, checked, store_inputs
 from orchestrator.workflows.launcher import Launcher, LaunchInput
 from orchestrator.workflows.types import Text
 
@@ -68,19 +67,18 @@ def check_name(name: str) -> str:
 class ScheduleRequest:
     name: str
     cron: str
-    run: RunRequest
+    run: RunRequest | RunInput
     overlap: str = "skip"
     paused: bool = False
     note: str | None = None
 
 
-def launch_input(sessions: sessionmaker[Session], name: str, req: RunRequest) -> LaunchInput:
-    """Store the query and context now; the schedule's action carries only their references."""
-    inp = checked_input(req)
+def launch_input(sessions: sessionmaker[Session], name: str, inp: RunInput) -> LaunchInput:
+    """Store the query and context now; the schedule's action carries only their references (each
+    fire's ``launch`` activity registers its run from them: ``orchestrator.runs.register_run``)."""
+    req = inp.request
     with sessions.begin() as session:
-        ensure_tenant(session, req.tenant)
-        query_ref = put_text(session, inp.query)
-        context_ref = put_blob(session, inp.context)
+        query_ref, context_ref = store_inputs(session, inp)
     return LaunchInput(
         schedule=name,
         tenant=req.tenant,
@@ -104,8 +102,9 @@ async def create_schedule(
     overlap = OVERLAP.get(req.overlap)
     if overlap is None:
         raise ScheduleError(f"--overlap {req.overlap!r} is not known; use one of: {', '.join(OVERLAP)}")
-    inp = launch_input(sessions, name, req.run)
-    first_line = (req.run.query.strip().splitlines() or [""])[0][:200]
+    run = checked(req.run)
+    inp = launch_input(sessions, name, run)
+    first_line = (run.query.strip().splitlines() or [""])[0][:200]
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(Launcher.run, inp, id=name, task_queue=task_queue),
         spec=ScheduleSpec(cron_expressions=[req.cron]),
@@ -113,9 +112,9 @@ async def create_schedule(
         state=ScheduleState(paused=req.paused, note=req.note),
     )
     memo = {
-        "tenant": req.run.tenant,
+        "tenant": run.request.tenant,
         "query": first_line,
-        "context": str(req.run.context_path),
+        "context": str(run.request.context_path),
         "cron": req.cron,
     }
     try:
@@ -129,7 +128,7 @@ async def create_schedule(
         if exc.status == RPCStatusCode.INVALID_ARGUMENT:
             raise ScheduleError(f"schedule {name!r} was refused: {exc.message}; check --cron") from None
         raise
-    log.info("schedule.created", schedule=name, cron=req.cron, tenant=req.run.tenant)
+    log.info("schedule.created", schedule=name, cron=req.cron, tenant=run.request.tenant)
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,8 @@ from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from orchestrator.client import RunRequest, run_summary, run_tree, start_run
 from orchestrator.devstack import FAST_DISPATCH, SQLITE_PRAGMAS, DevServer, DevServerConfig
+from orchestrator.runs import RunRequest, run_summary, run_tree, start_run
 from orchestrator.settings import Settings, load_settings
 from orchestrator.store import find_step, list_nodes, list_steps, make_engine, make_session_factory, upgrade
 from orchestrator.worker import WorkerOptions, running_worker

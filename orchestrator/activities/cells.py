@@ -53,6 +53,7 @@ from orchestrator.store import (
     save_snapshot,
     upsert_node,
 )
+from orchestrator.vocabulary import SubcallKind
 from orchestrator.workflows.common import DEADLINE_PASSED, MEMO_CHARS
 from orchestrator.workflows.node import RLMNode
 from orchestrator.workflows.types import (
@@ -247,7 +248,9 @@ class CellActivities:
                 with self.deps.sessions.begin() as session:
                     prompts = [texts.pack(session, p, limit) for p in req.prompts]
             titles = [p.strip().split("\n", 1)[0][:MEMO_CHARS] for p in req.prompts]
-            batch = SubcallBatch(inp.iteration, inp.cell, req.seq, req.kind, prompts, req.model, titles)
+            batch = SubcallBatch(
+                inp.iteration, inp.cell, req.seq, SubcallKind(req.kind), prompts, req.model, titles
+            )
             uid = update_id(inp.node.node_id, inp.iteration, inp.cell, req.seq)
             started = time.monotonic()
             future = asyncio.run_coroutine_threadsafe(_ask(handle, batch, uid), self.deps.loop)

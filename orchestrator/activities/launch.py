@@ -2,7 +2,8 @@
 
 Idempotent: a retried activity (or a replayed launcher) finds the run it created and returns the same
 input. The query and context are the blobs stored when the schedule was created, so a fire does not
-depend on any file being readable by the worker.
+depend on any file being readable by the worker. The run is registered like every other
+(``orchestrator.runs.register_run``); the launcher starts the root as its child.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import structlog
 from temporalio import activity
 
 from orchestrator.activities.deps import Deps
-from orchestrator.jobs import RunRecord, query_memo, register_run
+from orchestrator.runs import RunRecord, register_run
 from orchestrator.store import get_text
+from orchestrator.workflows.common import memo
 from orchestrator.workflows.launcher import LaunchOutput, LaunchRequest
 
 log = structlog.get_logger(__name__)
@@ -30,23 +32,23 @@ class LaunchActivities:
         if inp.query.blob is None or inp.context.blob is None:
             raise ValueError(f"schedule {inp.schedule!r}: query and context must be stored blobs")
         rec = RunRecord(
-            req.run_id,
-            inp.tenant,
-            inp.query.blob,
-            inp.context.blob,
-            inp.context_suffix,
-            inp.model,
-            inp.sub_model,
-            inp.limits,
-            req.deadline_epoch_s,
-            None if inp.budget_usd is None else Decimal(inp.budget_usd),
+            run_id=req.run_id,
+            tenant=inp.tenant,
+            query_ref=inp.query.blob,
+            context_ref=inp.context.blob,
+            context_suffix=inp.context_suffix,
+            model=inp.model,
+            sub_model=inp.sub_model,
+            limits=inp.limits,
+            deadline_epoch_s=req.deadline_epoch_s,
+            budget_usd=None if inp.budget_usd is None else Decimal(inp.budget_usd),
             schedule=inp.schedule,
         )
         with self.deps.sessions.begin() as session:
             root, created = register_run(session, rec)
-            memo = query_memo(get_text(session, inp.query.blob))
+            query = get_text(session, inp.query.blob)
         log.info("launch.run", schedule=inp.schedule, run_id=req.run_id, created=created)
-        return LaunchOutput(root, created, {**memo, "schedule": inp.schedule})
+        return LaunchOutput(root=root, created=created, memo={**memo(query), "schedule": inp.schedule})
 
     @activity.defn(name="launch")
     async def launch(self, req: LaunchRequest) -> LaunchOutput:

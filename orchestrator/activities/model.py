@@ -21,6 +21,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from orchestrator.activities import texts
+from orchestrator.activities.cell_record import CellRecord
 from orchestrator.activities.context import context_info, local_context
 from orchestrator.activities.deps import Deps
 from orchestrator.llm.complete import (
@@ -59,7 +60,9 @@ from orchestrator.store import (
     upsert_node,
     write_step,
 )
+from orchestrator.store.ledger import ReservationState
 from orchestrator.store.models import Step
+from orchestrator.vocabulary import NodeKind, Outcome, Status, StepKind
 from orchestrator.workflows.types import (
     GenerateInput,
     GenerateOutput,
@@ -72,9 +75,7 @@ from orchestrator.workflows.types import (
 
 log = structlog.get_logger(__name__)
 
-GENERATE_KIND = "generate"
-CELL_KIND = "cell"
-LEAF_KIND = "leaf"
+CELL_KIND = StepKind.CELL  # transitional: cells.py's import
 
 
 @dataclass(frozen=True)
@@ -98,13 +99,9 @@ def node_limits(node: NodeInput) -> NodeLimits:
 
 
 def cell_report(step: Step) -> CellReport:
-    data = step.data or {}
+    cell = CellRecord.from_data(step.data)
     return CellReport(
-        code=str(data.get("code", "")),
-        stdout=str(data.get("stdout", "")),
-        stderr=str(data.get("stderr", "")),
-        error=data.get("error"),
-        chars_cut=int(data.get("chars_cut", 0)),
+        code=cell.code, stdout=cell.stdout, stderr=cell.stderr, error=cell.error, chars_cut=cell.chars_cut
     )
 
 
@@ -114,9 +111,9 @@ def turns_before(session: Session, node_id: str, iteration: int) -> list[Turn]:
     for step in list_steps(session, node_id):
         if step.iteration >= iteration:
             continue
-        if step.kind == GENERATE_KIND and step.output_ref:
+        if step.kind == StepKind.GENERATE and step.output_ref:
             replies[step.iteration] = texts.unpack(session, Text(blob=step.output_ref))
-        elif step.kind == CELL_KIND:
+        elif step.kind == StepKind.CELL:
             cells.setdefault(step.iteration, []).append((step.index, cell_report(step)))
     return [
         Turn(reply=replies[i], cells=tuple(c for _, c in sorted(cells.get(i, [])))) for i in sorted(replies)
@@ -159,7 +156,7 @@ class ModelActivities:
         worst = cost_of(price, count_prompt_tokens(model, messages), run.limits.max_tokens)
         try:
             rid = reserve(session, run_id=run.run_id, tenant=run.tenant, amount=worst, key=key)
-            if activity.info().attempt > 1 and get_reservation(session, rid).state != "open":
+            if activity.info().attempt > 1 and get_reservation(session, rid).state != ReservationState.OPEN:
                 # An earlier attempt's call failed for good and released it; this is a new call.
                 attempt_key = f"{key}/attempt-{activity.info().attempt}"
                 rid = reserve(session, run_id=run.run_id, tenant=run.tenant, amount=worst, key=attempt_key)
@@ -199,7 +196,7 @@ class ModelActivities:
     def _generate_prepare(self, inp: GenerateInput) -> _Prepared | Step:
         node = inp.node
         with self.deps.sessions.begin() as session:
-            done = find_step(session, node.node_id, inp.iteration, GENERATE_KIND, 0)
+            done = find_step(session, node.node_id, inp.iteration, StepKind.GENERATE, 0)
             if done is not None:
                 return done
             path = local_context(session, node, self.deps.context_dir)
@@ -210,7 +207,7 @@ class ModelActivities:
                 query = child_query(path.read_text(encoding="utf-8", errors="replace"))
             turns = turns_before(session, node.node_id, inp.iteration)
             messages = conversation(node_limits(node), query, info, turns, forced_final=inp.forced_final)
-            key = f"{node.node_id}/{inp.iteration}/{GENERATE_KIND}"
+            key = f"{node.node_id}/{inp.iteration}/{StepKind.GENERATE}"
             return self._reserve(session, node.run, node.model, messages, key)
 
     def _generate_record(self, inp: GenerateInput, prep: _Prepared, result: CompletionResult) -> Step:
@@ -225,7 +222,7 @@ class ModelActivities:
                 session,
                 node.node_id,
                 inp.iteration,
-                GENERATE_KIND,
+                StepKind.GENERATE,
                 0,
                 output_ref=texts.blob_ref(session, Text(inline=result.text)),
                 summary=result.text[:200],
@@ -242,14 +239,16 @@ class ModelActivities:
             reply = texts.unpack(session, Text(blob=step.output_ref)) if step.output_ref else ""
             if inp.forced_final:
                 answer = forced_final_answer(reply) or reply.strip()
-                return GenerateOutput("ok", final=texts.pack(session, answer), cost_usd=str(step.cost))
+                return GenerateOutput(
+                    status=Outcome.OK, final=texts.pack(session, answer), cost_usd=str(step.cost)
+                )
             parsed = parse_reply(reply)
             blocks = [texts.pack(session, block.code) for block in parsed.blocks]
             final = None
             if not blocks and parsed.final_text is not None:
                 final = texts.pack(session, parsed.final_text)
             session.commit()
-        return GenerateOutput("ok", blocks=blocks, final=final, cost_usd=str(step.cost))
+        return GenerateOutput(status=Outcome.OK, blocks=blocks, final=final, cost_usd=str(step.cost))
 
     @activity.defn(name="generate")
     async def generate(self, inp: GenerateInput) -> GenerateOutput:
@@ -258,7 +257,7 @@ class ModelActivities:
         if isinstance(prep, Step):
             return await asyncio.to_thread(self._generate_output, inp, prep)
         if prep.reservation is None:
-            return GenerateOutput("budget", message=prep.refusal)
+            return GenerateOutput(status=Outcome.BUDGET, message=prep.refusal)
         result = await self._call(inp.node.node_id, inp.node.run, inp.node.model, prep)
         step = await asyncio.to_thread(self._generate_record, inp, prep, result)
         out = await asyncio.to_thread(self._generate_output, inp, step)
@@ -280,18 +279,18 @@ class ModelActivities:
                 session,
                 inp.node_id,
                 run_id=inp.run.run_id,
-                kind="leaf",
+                kind=NodeKind.LEAF,
                 depth=inp.depth,
                 parent_id=inp.parent_id,
-                status="running",
+                status=Status.RUNNING,
             )
-            done = None if created else find_step(session, inp.node_id, 0, LEAF_KIND, 0)
+            done = None if created else find_step(session, inp.node_id, 0, StepKind.LEAF, 0)
             if done is not None:
                 # A re-run of a call that finished (its worker died before Temporal heard of it).
-                finish_node(session, inp.node_id, status="completed", answer_ref=done.output_ref)
+                finish_node(session, inp.node_id, status=Status.COMPLETED, answer_ref=done.output_ref)
                 return done
             prompt = texts.unpack(session, inp.prompt)
-            key = f"{inp.node_id}/{LEAF_KIND}"
+            key = f"{inp.node_id}/{StepKind.LEAF}"
             return self._reserve(session, inp.run, inp.model, leaf_messages(prompt), key)
 
     def _leaf_record(self, inp: LeafInput, prep: _Prepared, result: CompletionResult) -> LeafCallOutput:
@@ -304,7 +303,7 @@ class ModelActivities:
                 session,
                 inp.node_id,
                 0,
-                LEAF_KIND,
+                StepKind.LEAF,
                 0,
                 input_ref=texts.blob_ref(session, inp.prompt),
                 output_ref=answer_ref,
@@ -315,13 +314,15 @@ class ModelActivities:
                 cost=cost,
                 duration_ms=round(result.duration_s * 1000),
             )
-            finish_node(session, inp.node_id, status="completed", answer_ref=answer_ref)
-            return LeafCallOutput("ok", texts.pack(session, result.text), str(cost))
+            finish_node(session, inp.node_id, status=Status.COMPLETED, answer_ref=answer_ref)
+            return LeafCallOutput(
+                status=Outcome.OK, answer=texts.pack(session, result.text), cost_usd=str(cost)
+            )
 
     def _leaf_output(self, step: Step) -> LeafCallOutput:
         with self.deps.sessions() as session:
             text = texts.unpack(session, Text(blob=step.output_ref)) if step.output_ref else ""
-            out = LeafCallOutput("ok", texts.pack(session, text), str(step.cost))
+            out = LeafCallOutput(status=Outcome.OK, answer=texts.pack(session, text), cost_usd=str(step.cost))
             session.commit()
             return out
 
@@ -332,7 +333,7 @@ class ModelActivities:
         if isinstance(prep, Step):
             return await asyncio.to_thread(self._leaf_output, prep)
         if prep.reservation is None:
-            return LeafCallOutput("budget", message=prep.refusal)
+            return LeafCallOutput(status=Outcome.BUDGET, message=prep.refusal)
         prepared = time.monotonic()
         result = await self._call(inp.node_id, inp.run, inp.model, prep)
         called = time.monotonic()

@@ -21,12 +21,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.service import RPCError
 
 from orchestrator.cli.output import reader_gone
-from orchestrator.client import RunError, shared_target
 from orchestrator.connection import TemporalTarget
 from orchestrator.errors import RlmError
-from orchestrator.jobs import ExitCode, LostContact
+from orchestrator.runs import ExitCode, LostContact, RunError
 from orchestrator.settings import Settings
 from orchestrator.store import make_engine, make_session_factory, prepare_schema
+from orchestrator.targets import shared_target
 
 
 def fail(message: str) -> typer.Exit:

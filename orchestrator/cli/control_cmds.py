@@ -16,26 +16,24 @@ from typing import Annotated, Any
 
 import typer
 
-from orchestrator.cli.common import cli_errors, exit_now, open_store
+from orchestrator.cli.common import cli_errors, exit_now, open_store, shared_temporal
 from orchestrator.cli.common import usd as usd_amount  # `rlm budget raise` has a parameter named usd
-from orchestrator.client import RunError, shared_target
 from orchestrator.connection import TemporalTarget, connect
 from orchestrator.control import (
     AbortReport,
     ControlError,
     ResumeReport,
-    StuckNode,
     Target,
     abort,
-    parse_duration,
     parse_target,
     pause,
     raise_budget,
     resume,
-    stuck,
 )
+from orchestrator.runs import RunError
 from orchestrator.settings import Settings, load_settings
 from orchestrator.store import format_usd, set_run_budget
+from orchestrator.stuck import StuckNode, parse_duration, stuck
 
 budget_app = typer.Typer(no_args_is_help=True, help="Budgets: raise a tenant's or a run's.")
 
@@ -53,12 +51,7 @@ def register(app: typer.Typer) -> None:
 
 def _temporal() -> tuple[Settings, TemporalTarget]:
     settings = load_settings()
-    target = shared_target(settings)
-    if target is None:
-        raise RunError(
-            "set TEMPORAL_ADDRESS to the server running the run, or start `rlm dev` (its server is used)"
-        )
-    return settings, target
+    return settings, shared_temporal(settings)
 
 
 def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:

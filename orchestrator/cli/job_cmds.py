@@ -4,7 +4,7 @@ They talk to a Temporal server that outlives the command: ``TEMPORAL_ADDRESS`` (
 ``rlm dev`` serving the data directory; without either they stop with a one-line error, because the
 embedded server of ``rlm run`` lives only as long as that command. Workers (``rlm worker`` /
 ``rlm dev``) run the work. ``rlm wait`` reads only the store. Exit codes: see
-``orchestrator.jobs.ExitCode`` and docs/jobs.md.
+``orchestrator.runs.ExitCode`` and docs/jobs.md.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from orchestrator.cli.run_options import (
     Concurrency,
     Context,
     Deadline,
-    LeafMode,
+    LeafModeOpt,
     MaxDepth,
     MaxIter,
     MaxSub,
@@ -45,16 +45,17 @@ from orchestrator.cli.run_options import (
     Tenant,
     run_request,
 )
-from orchestrator.client import RunError, RunRequest, RunSummary, run_summary
 from orchestrator.connection import TemporalTarget, connect
-from orchestrator.jobs import (
+from orchestrator.runs import (
     RECONNECT_S,
     ExitCode,
     LostContact,
-    Patience,
+    RunError,
+    RunInput,
+    RunSummary,
     WaitOutcome,
+    settled,
     submit_run,
-    wait_for_run,
 )
 from orchestrator.schedules import (
     ScheduleRequest,
@@ -102,7 +103,7 @@ def submit(
     max_subcalls: MaxSub = DEFAULT.max_subcalls,
     concurrency: Concurrency = DEFAULT.concurrency,
     max_tokens: MaxTokens = DEFAULT.max_tokens,
-    leaf_mode: LeafMode = DEFAULT.leaf_mode,
+    leaf_mode: LeafModeOpt = DEFAULT.leaf_mode,
     timeout: Timeout = None,
     reconnect_for: Reconnect = RECONNECT_S,
     as_json: JsonOpt = False,
@@ -131,7 +132,7 @@ async def _submit(
     settings: Settings,
     target: TemporalTarget,
     sessions: sessionmaker[Session],
-    req: RunRequest,
+    req: RunInput,
     detach: bool,
     waits: tuple[float | None, float],
     as_json: bool,
@@ -148,18 +149,9 @@ async def _submit(
         else:
             typer.echo(done.run_id)
         return int(ExitCode.ANSWERED)
-    outcome, summary = await _wait(sessions, done.run_id, *waits)
+    outcome, summary = await settled(sessions, done.run_id, *waits)
     _print_outcome(summary, outcome, as_json)
     return int(outcome.code)
-
-
-async def _wait(
-    sessions: sessionmaker[Session], run_id: str, timeout_s: float | None, reconnect_s: float
-) -> tuple[WaitOutcome, RunSummary]:
-    outcome = await wait_for_run(sessions, run_id, timeout_s, reconnect_s=reconnect_s)
-    patience = Patience(run_id, reconnect_s)
-    summary = await patience.call("the store", lambda: asyncio.to_thread(run_summary, sessions, run_id))
-    return outcome, summary
 
 
 def _check_timeout(timeout: float | None) -> None:
@@ -182,7 +174,7 @@ def wait(
         check_reconnect(reconnect_for)
         engine, sessions = open_store(settings)
         try:
-            outcome, summary = asyncio.run(_wait(sessions, run_id, timeout, reconnect_for))
+            outcome, summary = asyncio.run(settled(sessions, run_id, timeout, reconnect_for))
         except LostContact as exc:
             raise typer.Exit(lost_contact(exc)) from None
         finally:
@@ -245,7 +237,7 @@ def schedule_create(
     max_subcalls: MaxSub = DEFAULT.max_subcalls,
     concurrency: Concurrency = DEFAULT.concurrency,
     max_tokens: MaxTokens = DEFAULT.max_tokens,
-    leaf_mode: LeafMode = DEFAULT.leaf_mode,
+    leaf_mode: LeafModeOpt = DEFAULT.leaf_mode,
 ) -> None:
     """Create a schedule; each fire starts a run with a fresh id over the context stored now."""
     opts = RunOptions.of({**locals(), "run_id": None})  # each fire makes its own run id

@@ -5,6 +5,9 @@ their data directory, else start the embedded dev server (SQLite file in the dat
 custom search attributes) and stop it on exit; one data directory never gets two servers
 (``orchestrator.devlock``). Every bad input ends with one ``error: ...`` line and exit code 1. stdout
 carries the answer alone; everything else goes to stderr.
+
+``rlm run`` is ``rlm submit`` (``orchestrator.runs.submit_run``) with a worker in this process, then a
+wait for the root workflow to close and the run's summary as ``rlm wait`` reads it.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from orchestrator.cli.run_options import (
     Concurrency,
     Context,
     Deadline,
-    LeafMode,
+    LeafModeOpt,
     MaxDepth,
     MaxIter,
     MaxSub,
@@ -52,23 +55,24 @@ from orchestrator.cli.run_options import (
     Tenant,
     run_request,
 )
-from orchestrator.client import (
+from orchestrator.connection import TemporalTarget, connect
+from orchestrator.logs import results_stdout
+from orchestrator.runs import (
+    RECONNECT_S,
+    LostContact,
+    Patience,
     RunError,
-    RunRequest,
-    dev_holder,
+    RunInput,
+    read_summary,
     run_summary,
     run_tree,
-    start_run,
-    temporal_target,
+    submit_run,
 )
-from orchestrator.connection import TemporalTarget, connect
-from orchestrator.jobs import RECONNECT_S, LostContact, Patience
-from orchestrator.logs import results_stdout
 from orchestrator.settings import Settings, load_settings
-from orchestrator.store import (
-    format_usd,
-    list_nodes,
-)
+from orchestrator.store import format_usd, list_nodes
+from orchestrator.targets import dev_holder, temporal_target
+from orchestrator.vocabulary import NodeKind, Status
+from orchestrator.workflows.types import root_id
 
 console = PipeSafeConsole()
 
@@ -107,7 +111,7 @@ def run(
     max_subcalls: MaxSub = DEFAULT.max_subcalls,
     concurrency: Concurrency = DEFAULT.concurrency,
     max_tokens: MaxTokens = DEFAULT.max_tokens,
-    leaf_mode: LeafMode = DEFAULT.leaf_mode,
+    leaf_mode: LeafModeOpt = DEFAULT.leaf_mode,
     local_worker: Annotated[
         bool, typer.Option("--worker/--no-worker", help="Run a worker in this process.")
     ] = True,
@@ -146,7 +150,7 @@ def run(
 async def _run(
     settings: Settings,
     sessions: sessionmaker[Session],
-    request: RunRequest,
+    request: RunInput,
     detach: bool,
     local_worker: bool,
     reconnect_s: float,
@@ -165,22 +169,24 @@ async def _run(
                 from orchestrator.worker import running_worker
 
                 await stack.enter_async_context(running_worker(client, settings))
-            handle = await start_run(client, sessions, request, settings.task_queue)
-            run_id = handle.id.rsplit("/", 1)[0]
-            link = ui_link(settings, target, handle.id)
-            typer.echo(f"run {run_id} started" + (f"; watch it at {link}" if link else ""), err=True)
+            # The submission of `rlm submit`, refusing an existing run id: `rlm run` answers its own query.
+            done = await submit_run(client, sessions, request, settings.task_queue, fresh=True)
+            root = root_id(done.run_id)
+            link = ui_link(settings, target, root)
+            typer.echo(f"run {done.run_id} started" + (f"; watch it at {link}" if link else ""), err=True)
             if detach:
-                typer.echo(run_id, file=out)
+                typer.echo(done.run_id, file=out)
                 return 0
-            patience = Patience(run_id, reconnect_s)
+            patience = Patience(done.run_id, reconnect_s)
             try:
-                # A fresh handle per attempt: after a dropped connection the wait resumes where it was.
+                # Until the root closes, through operator pauses (`rlm wait` returns at a pause). A fresh
+                # handle per attempt: after a dropped connection the wait resumes where it was.
                 await patience.call(
-                    f"Temporal at {target.address}", lambda: client.get_workflow_handle(handle.id).result()
+                    f"Temporal at {target.address}", lambda: client.get_workflow_handle(root).result()
                 )
             except WorkflowFailureError as exc:
                 typer.echo(f"error: the root workflow failed: {first_line(exc.cause or exc)}", err=True)
-        summary = await patience.call("the store", lambda: asyncio.to_thread(run_summary, sessions, run_id))
+        summary = await read_summary(sessions, patience)
     wall = time.monotonic() - started
     typer.echo(summary.answer if summary.answer is not None else "(no answer)", file=out)
     typer.echo(
@@ -191,7 +197,7 @@ async def _run(
     )
     if summary.error:
         typer.echo(f"reason: {summary.error}", err=True)
-    return 0 if summary.status == "completed" else 1
+    return 0 if summary.status == Status.COMPLETED else 1
 
 
 # --- rlm status / tree -------------------------------------------------------------------------
@@ -208,7 +214,7 @@ def status(
         try:
             s = run_summary(sessions, run_id)
             with sessions() as session:
-                paused = [n.node_id for n in list_nodes(session, run_id) if n.status == "paused_budget"]
+                paused = [n.node_id for n in list_nodes(session, run_id) if n.status == Status.PAUSED_BUDGET]
         finally:
             engine.dispose()
     if as_json:
@@ -250,7 +256,7 @@ def tree(
     top = Tree(Text(f"run {run_id}"))
     for row in rows:
         label = f"{row.node_id.rsplit('/', 1)[-1]} [{row.kind}] {row.status}"
-        if row.kind != "leaf":
+        if row.kind != NodeKind.LEAF:
             label += f" | iter {row.iterations}"
         label += f" | ${format_usd(row.cost)}"
         if row.answer_preview is not None:

@@ -15,9 +15,10 @@ from typing import Annotated, Any
 import typer
 
 from orchestrator.cli.common import usd
-from orchestrator.client import RunError, RunRequest, checked_input
+from orchestrator.runs import RunError, RunInput, RunRequest, checked_input
 from orchestrator.settings import Settings
-from orchestrator.workflows.types import LEAF_MODES, Limits
+from orchestrator.vocabulary import LeafMode
+from orchestrator.workflows.types import Limits
 
 LEAF_MODE_HELP = (
     "llm_query sub-calls as their own Leaf workflows ('workflow') or as local activities of their "
@@ -40,7 +41,7 @@ MaxIter = Annotated[int, typer.Option(help="Iterations per node.")]
 MaxSub = Annotated[int, typer.Option(help="Sub-calls per node.")]
 Concurrency = Annotated[int, typer.Option(help="Concurrent sub-calls per node.")]
 MaxTokens = Annotated[int, typer.Option(help="Completion tokens per model call.")]
-LeafMode = Annotated[str | None, typer.Option(help=LEAF_MODE_HELP)]
+LeafModeOpt = Annotated[str | None, typer.Option(help=LEAF_MODE_HELP)]
 Reconnect = Annotated[float, typer.Option(help=RECONNECT_HELP)]
 
 
@@ -81,21 +82,22 @@ def _limits(opts: RunOptions, leaf_mode: str, heartbeat_timeout_s: float) -> Lim
     ):
         if value < low:
             raise RunError(f"{name} {value} must be >= {low}")
-    if leaf_mode not in LEAF_MODES:
-        raise RunError(f"--leaf-mode {leaf_mode!r} is not known; use {' or '.join(LEAF_MODES)}")
+    if leaf_mode not in tuple(LeafMode):
+        raise RunError(f"--leaf-mode {leaf_mode!r} is not known; use {' or '.join(LeafMode)}")
     return Limits(
         max_depth=opts.max_depth,
         max_iterations=opts.max_iterations,
         max_subcalls=opts.max_subcalls,
         max_concurrency=opts.concurrency,
         max_tokens=opts.max_tokens,
-        leaf_mode=leaf_mode,
+        leaf_mode=LeafMode(leaf_mode),
         heartbeat_timeout_s=heartbeat_timeout_s,
     )
 
 
-def run_request(settings: Settings, query: str, context: Path, opts: RunOptions) -> RunRequest:
-    """The run `rlm run`, `rlm submit` and `rlm schedule create` ask for, with the settings' defaults."""
+def run_request(settings: Settings, query: str, context: Path, opts: RunOptions) -> RunInput:
+    """The run `rlm run`, `rlm submit` and `rlm schedule create` ask for, with the settings' defaults,
+    checked (its context file read) before a server is started or contacted."""
     limits = _limits(opts, opts.leaf_mode or settings.leaf_mode, settings.heartbeat_timeout_s)
     request = RunRequest(
         query=query,
@@ -108,6 +110,4 @@ def run_request(settings: Settings, query: str, context: Path, opts: RunOptions)
         run_id=opts.run_id,
         limits=limits,
     )
-    # Bad input ends here, before a server is started or contacted; storing the run checks it again.
-    checked_input(request)
-    return request
+    return checked_input(request)

@@ -11,11 +11,12 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli.common import exit_now, first_line, open_store, shared_temporal, temporal_errors
-from orchestrator.client import RunError, shared_target, temporal_target
 from orchestrator.connection import TemporalConnectError, connect
 from orchestrator.logs import configure_logging, results_stdout
+from orchestrator.runs import RunError
 from orchestrator.schedules import setup_search_attributes
 from orchestrator.settings import load_settings
+from orchestrator.targets import shared_target, temporal_target
 
 temporal_app = typer.Typer(no_args_is_help=True, help="Prepare a Temporal cluster for durable-rlm.")
 

@@ -7,6 +7,7 @@ activity modules (litellm, the store, the sandbox).
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 from temporalio import workflow
 from temporalio.common import (
@@ -16,7 +17,8 @@ from temporalio.common import (
     TypedSearchAttributes,
 )
 
-from orchestrator.workflows.types import NodeEvent, RunSpec
+from orchestrator.vocabulary import Status
+from orchestrator.workflows.types import NodeEvent, NodeState, RunSpec
 
 SA_RUN_ID = SearchAttributeKey.for_keyword("RlmRunId")
 SA_TENANT = SearchAttributeKey.for_keyword("RlmTenant")
@@ -46,7 +48,7 @@ STORE_RETRY = RetryPolicy(
 RECORD_TIMEOUT = timedelta(seconds=30)
 
 
-def search_attributes(run: RunSpec, depth: int, status: str) -> TypedSearchAttributes:
+def search_attributes(run: RunSpec, depth: int, status: Status) -> TypedSearchAttributes:
     return TypedSearchAttributes(
         [
             SearchAttributePair(SA_RUN_ID, run.run_id),
@@ -77,11 +79,17 @@ async def record(event: NodeEvent) -> None:
     )
 
 
-def set_status(status: str, cost: float | None = None) -> None:
+def set_status(status: Status, cost: Decimal | None = None) -> None:
+    """The node's ``RlmStatus`` (and ``RlmCost``, when given) search attributes."""
     if cost is None:
         workflow.upsert_search_attributes([SA_STATUS.value_set(status)])
     else:
-        workflow.upsert_search_attributes([SA_STATUS.value_set(status), SA_COST.value_set(cost)])
+        workflow.upsert_search_attributes([SA_STATUS.value_set(status), SA_COST.value_set(float(cost))])
+
+
+def total_cost(state: NodeState) -> Decimal:
+    """A node's own spend and its finished children's: a parent's RlmCost adds up its whole subtree."""
+    return Decimal(state.cost_usd) + Decimal(state.children_cost_usd)
 
 
 def memo(query: str) -> dict[str, str]:

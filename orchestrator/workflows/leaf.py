@@ -11,28 +11,17 @@ is one step, so ``pause`` does not apply.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import timedelta
+from decimal import Decimal
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
+from orchestrator.vocabulary import NodeKind, Outcome, Status
 from orchestrator.workflows import common
-from orchestrator.workflows.types import (
-    ABORTED,
-    COMPLETED,
-    FAILED,
-    PAUSED_BUDGET,
-    RUNNING,
-    TIMED_OUT,
-    LeafCallOutput,
-    LeafInput,
-    NodeEvent,
-    NodeResult,
-    NodeState,
-    Text,
-)
+from orchestrator.workflows.operator import OperatorSignals, Released, await_operator
+from orchestrator.workflows.types import LeafCallOutput, LeafInput, NodeEvent, NodeResult, NodeState, Text
 
 # How a failed step reaches the workflow: a (remote) activity's failure is an ActivityError wrapping
 # the cause; a local activity's non-retryable failure arrives as the cause itself.
@@ -46,99 +35,85 @@ LOCAL_RETRY_THRESHOLD = timedelta(seconds=5)
 @workflow.defn(name="Leaf")
 class Leaf:
     def __init__(self) -> None:
-        self._resumes = 0  # `resume` signals so far: a hold ends on one that came after its call started
-        self._abort = False
-        self._node_id = ""
-        self._status = RUNNING
-        self._message: str | None = None
-        self._cost = "0"
+        self._signals = OperatorSignals()
+        self._state = NodeState(node_id="")
 
     @workflow.signal
     def resume(self) -> None:
-        self._resumes += 1
+        self._signals.resume()
 
     @workflow.signal
     def abort(self) -> None:
-        self._abort = True
+        self._signals.abort = True
 
     @workflow.query
     def state(self) -> NodeState:
-        return NodeState(self._node_id, self._status, 1, 0, 0, self._cost, self._message, step=self._status)
+        return self._state
 
     @workflow.run
     async def run(self, inp: LeafInput) -> NodeResult:
-        self._node_id = inp.node_id
+        self._state = NodeState(node_id=inp.node_id, iteration=1, step=Status.RUNNING)
         try:
             return await self._run(inp)
         except asyncio.CancelledError:
-            self._status = ABORTED
-            common.set_status(ABORTED)
+            self._show(Status.ABORTED, None)
             reason = "aborted by an operator (workflow cancelled)"
-            await common.record(leaf_event(inp, ABORTED, error=reason))
+            await common.record(leaf_event(inp, Status.ABORTED, error=reason))
             raise
 
     async def _run(self, inp: LeafInput) -> NodeResult:
         while True:
             if common.seconds_left(inp.run) <= 0:
-                return await self._finish(inp, TIMED_OUT, None, "the run's deadline passed")
-            since = self._resumes
+                return await self._finish(inp, Status.TIMED_OUT, None, "the run's deadline passed")
+            since = self._signals.resumes
             try:
                 out = await start_leaf_call(inp)
             except STEP_FAILED as err:
                 status, reason = classify_failure(err)
                 return await self._finish(inp, status, None, reason)
-            if out.status == "ok":
-                return await self._finish(inp, COMPLETED, out, None)
-            self._status, self._message = PAUSED_BUDGET, out.message
-            common.set_status(PAUSED_BUDGET)
-            await common.record(leaf_event(inp, PAUSED_BUDGET, error=out.message))
-            try:
-                await workflow.wait_condition(
-                    self._resumed_since(since), timeout=common.until_deadline(inp.run)
-                )
-            except TimeoutError:  # asyncio's, from wait_condition (not Temporal's ActivityTimeoutError)
+            if out.status == Outcome.OK:
+                return await self._finish(inp, Status.COMPLETED, out, None)
+            self._show(Status.PAUSED_BUDGET, out.message)
+            await common.record(leaf_event(inp, Status.PAUSED_BUDGET, error=out.message))
+            released = await await_operator(self._signals, inp.run, resumed_after=since)
+            if released == Released.DEADLINE:
+                why = f"paused for budget until the deadline: {out.message}"
+                return await self._finish(inp, Status.TIMED_OUT, None, why)
+            if released == Released.ABORTED:
                 return await self._finish(
-                    inp, TIMED_OUT, None, f"paused for budget until the deadline: {out.message}"
+                    inp, Status.ABORTED, None, f"aborted while paused for budget: {out.message}"
                 )
-            if self._abort:
-                return await self._finish(
-                    inp, ABORTED, None, f"aborted while paused for budget: {out.message}"
-                )
-            self._status, self._message = RUNNING, None
-            common.set_status(RUNNING)
+            self._show(Status.RUNNING, None)
 
-    def _resumed_since(self, since: int) -> Callable[[], bool]:
-        """A ``resume`` after the ``since``-th (one sent while the refused call ran counts), or ``abort``."""
-        return lambda: self._resumes > since or self._abort
+    def _show(self, status: Status, message: str | None) -> None:
+        self._state.status, self._state.message, self._state.step = status, message, status
+        common.set_status(status)
 
     async def _finish(
-        self, inp: LeafInput, status: str, out: LeafCallOutput | None, error: str | None
+        self, inp: LeafInput, status: Status, out: LeafCallOutput | None, error: str | None
     ) -> NodeResult:
         answer = out.answer if out else None
         cost = out.cost_usd if out else "0"
-        if status != COMPLETED or error:
+        if status != Status.COMPLETED or error:
             # The call's own step already recorded success; only failures need a final write here.
             await common.record(leaf_event(inp, status, answer, error))
-        self._status, self._message, self._cost = status, error, cost
-        common.set_status(status, float(cost))
-        return NodeResult(inp.node_id, status, answer, error, 1 if out else 0, cost)
+        state = self._state
+        state.status, state.message, state.step, state.cost_usd = status, error, status, cost
+        common.set_status(status, Decimal(cost))
+        return NodeResult(
+            node_id=inp.node_id, status=status, answer=answer, error=error, iterations=1 if out else 0,
+            cost_usd=cost,
+        )  # fmt: skip
 
 
 def leaf_event(
-    inp: LeafInput, status: str, answer: Text | None = None, error: str | None = None
+    inp: LeafInput, status: Status, answer: Text | None = None, error: str | None = None
 ) -> NodeEvent:
     """What the store records of a leaf: from its ``Leaf`` workflow, or its parent for an inline leaf."""
     return NodeEvent(
-        inp.run.run_id,
-        inp.node_id,
-        inp.parent_id,
-        inp.depth,
-        "leaf",
-        status,
-        inp.run.tenant,
-        answer,
-        error,
-    )
+        run_id=inp.run.run_id, node_id=inp.node_id, parent_id=inp.parent_id, depth=inp.depth,
+        kind=NodeKind.LEAF, status=status, tenant=inp.run.tenant, answer=answer, error=error,
+    )  # fmt: skip
 
 
 def start_leaf_call(inp: LeafInput) -> workflow.ActivityHandle[LeafCallOutput]:
@@ -154,7 +129,7 @@ def start_leaf_call(inp: LeafInput) -> workflow.ActivityHandle[LeafCallOutput]:
     )
 
 
-def classify_failure(err: FailureError) -> tuple[str, str]:
+def classify_failure(err: FailureError) -> tuple[Status, str]:
     """Map a failed activity (one of ``STEP_FAILED``) to the node's final status and a one-line reason.
 
     A cancelled activity means this workflow is being cancelled (``rlm abort``; nothing else cancels
@@ -163,9 +138,9 @@ def classify_failure(err: FailureError) -> tuple[str, str]:
     if isinstance(cause, CancelledError):
         raise asyncio.CancelledError(str(cause)) from err
     if isinstance(cause, ActivityTimeoutError):
-        return TIMED_OUT, "the run's deadline passed while a step was running"
+        return Status.TIMED_OUT, "the run's deadline passed while a step was running"
     if isinstance(cause, ApplicationError) and cause.type == common.DEADLINE_PASSED:
-        return TIMED_OUT, cause.message
+        return Status.TIMED_OUT, cause.message
     if isinstance(cause, ApplicationError):
-        return FAILED, cause.message
-    return FAILED, str(cause or err)
+        return Status.FAILED, cause.message
+    return Status.FAILED, str(cause or err)

@@ -11,20 +11,19 @@ Deterministic code only: imported by workflow modules.
 # each time, which made decoding a ``LeafInput`` four times slower (docs/orchestrator.md).
 from dataclasses import dataclass, field
 
-# Statuses (the same strings as the store's ``Status``; workflow modules must not import the store).
-RUNNING = "running"
-PAUSED = "paused"  # an operator's `rlm pause`, after the current step
-PAUSED_BUDGET = "paused_budget"
-COMPLETED = "completed"
-FAILED = "failed"
-TIMED_OUT = "timed_out"
-ABORTED = "aborted"
+from orchestrator.vocabulary import LeafMode, NodeKind, Outcome, Status, SubcallKind
 
-# How an ``llm_query`` sub-call runs: its own ``Leaf`` child workflow, or a local activity inside the
-# parent's Update handler (no workflow of its own; about a third of the cost, see docs/orchestrator.md).
-LEAF_WORKFLOW = "workflow"
-LEAF_INLINE = "inline"
-LEAF_MODES = (LEAF_WORKFLOW, LEAF_INLINE)
+# The status names workflow code uses most, as short names (the enumeration is ``Status``).
+RUNNING = Status.RUNNING
+PAUSED = Status.PAUSED
+PAUSED_BUDGET = Status.PAUSED_BUDGET
+COMPLETED = Status.COMPLETED
+FAILED = Status.FAILED
+TIMED_OUT = Status.TIMED_OUT
+ABORTED = Status.ABORTED
+LEAF_WORKFLOW = LeafMode.WORKFLOW
+LEAF_INLINE = LeafMode.INLINE
+LEAF_MODES = tuple(LeafMode)
 
 # Texts longer than this many characters travel as blob references.
 INLINE_CHARS = 256
@@ -55,7 +54,7 @@ class Limits:
     heartbeat_timeout_s: float = 30.0
     # Continue-as-new after this many iterations in one workflow run (0: only when Temporal suggests it).
     iterations_per_run: int = 0
-    leaf_mode: str = LEAF_WORKFLOW
+    leaf_mode: LeafMode = LeafMode.WORKFLOW
 
 
 @dataclass(frozen=True)
@@ -71,15 +70,31 @@ class RunSpec:
 
 
 @dataclass(frozen=True)
-class Carry:
-    """What a node carries into its next run after continue-as-new (between iterations)."""
+class ChildState:
+    node_id: str
+    status: Status  # running until the child's result came back
+    cost_usd: str = "0"
 
-    iteration: int  # the last finished iteration
-    cell_no: int
-    subcalls: int
-    children: int
-    cost_usd: str
-    partial: Text | None = None
+
+@dataclass(kw_only=True)
+class NodeState:
+    """A node's visible state, kept in one place: the ``state`` query's answer, and what the node
+    carries into its next run (continue-as-new) or a restart builds from the store. Mutable: the
+    workflow updates it as it goes."""
+
+    node_id: str
+    status: Status = Status.RUNNING
+    iteration: int = 0  # the current iteration (carried: the last finished one)
+    cells: int = 0  # cells run in this node; the REPL snapshot after the n-th is stored under n
+    children: int = 0  # sub-calls started; the next child is number children + 1
+    cost_usd: str = "0"  # the node's own model calls
+    children_cost_usd: str = "0"  # spend of the children whose results came back
+    partial: Text | None = None  # the last answer a cell set without marking it final
+    message: str | None = None  # why it is paused, or why it ended
+    step: str = ""  # what it is doing: "generate 3", "cell 3.0", "paused", "done"
+    last_error: str | None = None  # the last cell error or failed sub-call seen
+    child_states: list[ChildState] = field(default_factory=list)
+    held_subcalls: int = 0  # sub-calls waiting to start until an operator's pause is lifted
 
 
 @dataclass(frozen=True)
@@ -90,12 +105,13 @@ class NodeInput:
     node_id: str
     parent_id: str | None
     depth: int
-    kind: str  # "root" | "rlm"
+    kind: NodeKind  # ROOT or RLM
     model: str
     context: Text
     context_suffix: str = ".txt"
     query: Text | None = None
-    carry: Carry | None = None
+    # A node going on where an earlier run of it stopped: after continue-as-new, or restarted.
+    carry: NodeState | None = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +127,7 @@ class LeafInput:
 @dataclass(frozen=True)
 class NodeResult:
     node_id: str
-    status: str
+    status: Status
     answer: Text | None
     error: str | None = None
     iterations: int = 0
@@ -127,7 +143,7 @@ class GenerateInput:
 
 @dataclass(frozen=True)
 class GenerateOutput:
-    status: str  # "ok" | "budget"
+    status: Outcome
     blocks: list[Text] = field(default_factory=list)
     final: Text | None = None  # a plain-text final answer (forced final turn)
     cost_usd: str = "0"
@@ -161,7 +177,7 @@ class SubcallBatch:
     iteration: int
     cell: int
     seq: int
-    kind: str  # "llm" | "rlm"
+    kind: SubcallKind
     prompts: list[Text]
     model: str | None = None
     titles: list[str] = field(default_factory=list)  # each prompt's first line, for the child's memo
@@ -178,7 +194,7 @@ class SubcallReply:
 
 @dataclass(frozen=True)
 class LeafCallOutput:
-    status: str  # "ok" | "budget"
+    status: Outcome
     answer: Text | None = None
     cost_usd: str = "0"
     message: str | None = None
@@ -192,36 +208,11 @@ class NodeEvent:
     node_id: str
     parent_id: str | None
     depth: int
-    kind: str
-    status: str
+    kind: NodeKind
+    status: Status
     tenant: str  # for the activity's log context
     answer: Text | None = None
     error: str | None = None
-
-
-@dataclass(frozen=True)
-class ChildState:
-    node_id: str
-    status: str  # running until the child's result came back
-    cost_usd: str = "0"
-
-
-@dataclass(frozen=True)
-class NodeState:
-    """Answer of the ``state`` query: the node's live state."""
-
-    node_id: str
-    status: str
-    iteration: int
-    subcalls: int
-    children: int
-    cost_usd: str  # the node's own model calls
-    message: str | None  # why it is paused, or why it ended
-    step: str = ""  # what it is doing: "generate 3", "cell 3.0", "paused", "done"
-    last_error: str | None = None  # the last cell error or failed sub-call seen
-    children_cost_usd: str = "0"  # spend of the children whose results came back
-    child_states: list[ChildState] = field(default_factory=list)
-    held_subcalls: int = 0  # sub-calls waiting to start until an operator's pause is lifted
 
 
 # What a batched sub-call returns in place of an item whose child ended without an answer; the system

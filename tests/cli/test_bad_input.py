@@ -17,8 +17,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
-from orchestrator.client import MAX_DEADLINE_S, RunError, RunRequest, prepare_run
-from orchestrator.jobs import submit_run
+from orchestrator.runs import MAX_DEADLINE_S, RunError, RunRequest, prepare_run, submit_run
 from orchestrator.schedules import ScheduleRequest, create_schedule
 from orchestrator.settings import Settings
 from orchestrator.store import blob_exists, get_run

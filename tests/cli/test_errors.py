@@ -11,7 +11,7 @@ from typer.testing import CliRunner, Result
 
 from orchestrator.cli import app, job_cmds, run_cmds
 from orchestrator.cli.run_options import RunOptions
-from orchestrator.client import RunError
+from orchestrator.runs import RunError
 from orchestrator.settings import Settings
 
 runner = CliRunner()

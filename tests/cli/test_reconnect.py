@@ -16,7 +16,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from orchestrator.devstack import DevServer
-from orchestrator.jobs import ExitCode, wait_for_run
+from orchestrator.runs import ExitCode, wait_for_run
 from orchestrator.workflows import RLMNode
 from tests.cli.proxy import Proxy, proxy_to
 from tests.ops.jobs.cli import RLM, Done

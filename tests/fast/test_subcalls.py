@@ -108,3 +108,25 @@ async def test_an_rlm_query_runs_a_child_node_and_returns_its_answer(
     assert run.statuses(child) == [RUNNING, COMPLETED]
     assert run.leaves == []
     assert sorted(run.released) == sorted([handle.id, child])
+
+
+async def test_continue_as_new_carries_the_nodes_state_and_its_childrens_spend(
+    env: WorkflowEnvironment, stubs: Stubs
+) -> None:
+    async def asks_then_answers(inp: ExecuteInput) -> ExecuteOutput:
+        if inp.iteration == 1:
+            reply = await stubs.ask(inp, 1, "llm", ["a", "b"])
+            return cell(inp, "partial", started=reply.started)
+        return cell(inp, "done", ready=True)
+
+    run = stubs.scenario(execute=asks_then_answers)
+    handle = await start_root(env, run, Limits(max_iterations=3, iterations_per_run=1))
+
+    result = await ended(handle)
+
+    # Two model turns at 0.01 and two leaves at 0.001: the leaves were paid before continue-as-new.
+    assert (result.status, result.answer, result.cost_usd) == (COMPLETED, Text(inline="done"), "0.022")
+    assert result.iterations == 2
+    second = run.executed[1]
+    assert (second.iteration, second.cell_no, second.children_before) == (2, 2, 2)
+    assert second.node.carry is None  # the carried state stays in the workflow

@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, WorkflowHandle
 
-from orchestrator.client import RunRequest, RunSummary, TreeRow, run_summary, run_tree, start_run
+from orchestrator.runs import RunRequest, RunSummary, TreeRow, run_summary, run_tree, start_run
 from orchestrator.settings import Settings
 from orchestrator.workflows import RLMNode
 from orchestrator.workflows.types import Limits, NodeResult

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from orchestrator.client import RunRequest, start_run
 from orchestrator.devstack import DevServer, DevServerConfig
+from orchestrator.runs import RunRequest, start_run
 from orchestrator.settings import load_settings
 from orchestrator.store import get_node, make_engine, make_session_factory, set_run_budget, upgrade
 from orchestrator.store.errors import NotFound

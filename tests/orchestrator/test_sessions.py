@@ -11,7 +11,7 @@ from temporalio.testing import ActivityEnvironment
 import sandbox
 from orchestrator.activities.cells import CellActivities, SessionCache
 from orchestrator.activities.deps import Deps
-from orchestrator.client import RunRequest, prepare_run
+from orchestrator.runs import RunRequest, prepare_run
 from orchestrator.store import list_steps
 from orchestrator.workflows.types import ExecuteInput, NodeInput, Text
 from tests.orchestrator.harness import Harness
@@ -26,8 +26,8 @@ def _worker(harness: Harness, name: str) -> tuple[CellActivities, SessionCache]:
 async def _execute(
     cells: CellActivities, node: NodeInput, iteration: int, cell: int, cell_no: int, code: str
 ):  # type: ignore[no-untyped-def]
-    inp = ExecuteInput(node, iteration, cell, cell_no, Text(inline=code))
-    return await asyncio.to_thread(ActivityEnvironment().run, cells.execute, inp)
+    inp = ExecuteInput(node=node, iteration=iteration, cell=cell, cell_no=cell_no, code=Text(inline=code))
+    return await ActivityEnvironment().run(cells.execute, inp)
 
 
 async def test_a_second_worker_restores_the_snapshot_and_recorded_cells_are_not_rerun(
@@ -35,7 +35,7 @@ async def test_a_second_worker_restores_the_snapshot_and_recorded_cells_are_not_
 ) -> None:
     context = tmp_path / "c.txt"
     context.write_text("abc")
-    node = prepare_run(harness.sessions, RunRequest("q", context, run_id=f"sess-{tmp_path.name[-8:]}"))
+    node = prepare_run(harness.sessions, RunRequest("q", context, run_id=f"sess-{tmp_path.name[-8:]}")).root
     worker_a, cache_a = _worker(harness, "worker-a")
     worker_b, cache_b = _worker(harness, "worker-b")
     try:

@@ -28,8 +28,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
 from orchestrator import control
-from orchestrator.client import RunRequest, start_run
 from orchestrator.devstack import DevServer, DevServerConfig
+from orchestrator.runs import RunRequest, start_run
 from orchestrator.settings import load_settings
 from orchestrator.store import list_nodes, make_engine, make_session_factory, upgrade
 from orchestrator.worker import running_worker

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import docker
 
-from orchestrator.control import StuckNode, abort, parse_target, stuck
+from orchestrator.control import abort, parse_target
 from orchestrator.store import create_tenant, get_run, get_tenant
+from orchestrator.stuck import StuckNode, stuck
 from orchestrator.workflows import RLMNode
 from orchestrator.workflows.common import SA_STATUS
 from orchestrator.workflows.types import Limits

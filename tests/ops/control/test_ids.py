@@ -10,8 +10,8 @@ import pytest
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from orchestrator.client import RunRequest
 from orchestrator.ids import MAX_CHARS, RULE, BadId, check_run_id, check_tenant, quoted
+from orchestrator.runs import RunRequest
 from orchestrator.schedules import check_name
 from orchestrator.workflows.common import SA_RUN_ID
 from tests.ops.control.helpers import eventually, rlm

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
 
-from orchestrator.client import run_summary
+from orchestrator.runs import run_summary
 from orchestrator.store import list_nodes
 from orchestrator.workflows.types import Limits, NodeResult
 from tests.ops.control.billing import assert_billed_once, settled_calls

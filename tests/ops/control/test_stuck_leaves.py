@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.control import StuckNode, abort, parse_target, stuck
+from orchestrator.control import abort, parse_target
+from orchestrator.stuck import StuckNode, stuck
 from orchestrator.workflows.types import LEAF_MODES, Limits
 from tests.ops.control.helpers import eventually
 from tests.orchestrator.harness import Harness, word_context

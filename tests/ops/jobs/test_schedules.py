@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, ScheduleActionExecutionStartWorkflow, WorkflowHistory
 from temporalio.worker import Replayer
 
-from orchestrator.client import RunRequest, run_summary
+from orchestrator.runs import RunRequest, run_summary
 from orchestrator.schedules import (
     ScheduleError,
     ScheduleRequest,

@@ -13,8 +13,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
-from orchestrator.client import RunRequest
-from orchestrator.jobs import ExitCode, RunRecord, register_run, submit_run, wait_outcome
+from orchestrator.runs import ExitCode, RunRecord, RunRequest, register_run, submit_run, wait_outcome
 from orchestrator.settings import Settings
 from orchestrator.store import get_node, get_run, put_blob, put_text
 from orchestrator.workflows import RLMNode

@@ -1,0 +1,139 @@
+"""``rlm stuck``: running nodes with no progress for a while, or a step retrying again and again.
+
+Progress is what the store recorded (a node's last step or status change); attempts come from
+Temporal's pending activities and, for leaf calls (local activities, which Temporal does not list),
+from the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from orchestrator.control import ControlError, describe
+from orchestrator.ids import quoted
+from orchestrator.store import get_node, list_steps, retrying_nodes
+from orchestrator.store.errors import NotFound
+from orchestrator.vocabulary import PAUSED_STATUSES, Status
+
+
+@dataclass(frozen=True)
+class StuckNode:
+    node_id: str
+    run_id: str
+    status: str
+    idle_s: float
+    reason: str
+
+
+async def stuck(
+    client: Client,
+    sessions: sessionmaker[Session],
+    *,
+    idle_s: float,
+    attempts: int,
+    run_id: str | None = None,
+    tenant: str | None = None,
+) -> list[StuckNode]:
+    """Running nodes with no progress for ``idle_s`` or a model call or activity on attempt >= ``attempts``.
+
+    Progress is the node's last recorded step or status change in the store (its start when it has
+    none); attempts come from Temporal's pending activities, with the last failure as the reason, and
+    from the store for leaf calls (local activities, which Temporal does not list as pending)."""
+    query = 'ExecutionStatus = "Running" AND WorkflowType IN ("RLMNode", "Leaf")'
+    if run_id is not None:
+        query += f" AND RlmRunId = {quoted(run_id)}"
+    if tenant is not None:
+        query += f" AND RlmTenant = {quoted(tenant)}"
+    now = datetime.now(UTC)
+    found: list[StuckNode] = []
+    async for wf in client.list_workflows(query):
+        desc = await describe(client, wf.id)
+        if desc is None or desc.status != WorkflowExecutionStatus.RUNNING:
+            continue
+        raw = desc.raw_description
+        reasons: list[str] = []
+        for act in raw.pending_activities:
+            if act.attempt >= attempts:
+                why = f"activity {act.activity_type.name} on attempt {act.attempt}"
+                if act.HasField("last_failure") and act.last_failure.message:
+                    why += f": {act.last_failure.message.splitlines()[0][:200]}"
+                reasons.append(why)
+        status, last = _progress(sessions, wf.id)
+        last = last or desc.start_time or now
+        idle = (now - last).total_seconds()
+        if idle >= idle_s:
+            doing = _doing(status, len(raw.pending_activities), len(raw.pending_children))
+            reasons.append(f"no progress for {_duration(idle)} ({doing})")
+        if reasons:
+            run = wf.id.rsplit("/", 1)[0]
+            found.append(StuckNode(wf.id, run, status, round(idle, 1), "; ".join(reasons)))
+    return sorted(_with_retrying_calls(sessions, found, attempts, run_id, tenant), key=lambda s: s.node_id)
+
+
+def _with_retrying_calls(
+    sessions: sessionmaker[Session],
+    found: list[StuckNode],
+    attempts: int,
+    run_id: str | None,
+    tenant: str | None,
+) -> list[StuckNode]:
+    """Add the model calls the store sees retrying: leaf calls are local activities, which Temporal's
+    pending activities do not show (an inline leaf has no workflow at all)."""
+    by_id = {s.node_id: s for s in found}
+    now = datetime.now(UTC)
+    with sessions() as session:
+        retrying = retrying_nodes(session, attempts, run_id=run_id, tenant=tenant)
+    for node in retrying:
+        why = f"model call on attempt {node.attempts}"
+        if node.error:
+            why += f": {node.error.splitlines()[0][:200]}"
+        known = by_id.get(node.node_id)
+        if known is None:
+            idle = round((now - node.updated_at).total_seconds(), 1)
+            by_id[node.node_id] = StuckNode(node.node_id, node.run_id, node.status, idle, why)
+        elif "on attempt" not in known.reason:  # Temporal's view of a pending activity comes first
+            by_id[node.node_id] = dataclasses.replace(known, reason=f"{why}; {known.reason}")
+    return list(by_id.values())
+
+
+def _progress(sessions: sessionmaker[Session], node_id: str) -> tuple[str, datetime | None]:
+    with sessions() as session:
+        try:
+            node = get_node(session, node_id)
+        except NotFound:
+            return Status.RUNNING, None
+        times = [node.updated_at, *(s.created_at for s in list_steps(session, node_id))]
+        return node.status, max(times)
+
+
+def _doing(status: str, activities: int, children: int) -> str:
+    if status in PAUSED_STATUSES:
+        return f"{status}: waiting for `rlm resume`"
+    if children:
+        return f"waiting for {children} sub-call(s)"
+    if activities:
+        return f"{activities} activity(ies) in flight"
+    return "no activity in flight: is a worker serving the task queue?"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``10m``, ``2h``, ``1d`` -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if match is None:
+        raise ControlError(f"{text!r} is not a duration; use e.g. 90s, 10m, 2h or 1d")
+    factor = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    return float(match.group(1)) * factor

@@ -1,0 +1,232 @@
+"""``Subcalls``: an RLM node's sub-call dispatch, the work behind its ``subcall`` Workflow Update.
+
+A running cell's ``llm_query``/``rlm_query`` (batched or not) reaches the node as one Update (update id
+= node/iteration/cell/seq). ``handle`` checks ``max_subcalls``, numbers the children (``<node>.<n>``),
+starts them — an ``RLMNode`` child for ``rlm_query`` within the depth limit, else a leaf: a ``Leaf``
+child workflow, or an inline leaf (``leaf_mode=inline``) — at most ``max_concurrency`` at once, and
+replies with every answer that exists (a child that ended without one leaves a ``failed_item`` marker
+in its place). A re-executed cell re-sends the same update ids and gets the first reply back without
+starting or paying for anything again.
+
+While an operator's pause is requested no child starts: the sub-call waits (the node shows
+``paused``). ``pause``, ``resume`` and ``abort`` are passed on to running RLM children, so one signal
+reaches the whole subtree. Deterministic code only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ChildWorkflowError, FailureError
+from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
+
+from orchestrator.vocabulary import LeafMode, NodeKind, Status, SubcallKind
+from orchestrator.workflows import common
+from orchestrator.workflows.inline import InlineLeaves
+from orchestrator.workflows.leaf import Leaf
+from orchestrator.workflows.operator import OperatorSignals, Released, await_operator
+from orchestrator.workflows.types import (
+    ChildState,
+    LeafInput,
+    NodeInput,
+    NodeResult,
+    NodeState,
+    SubcallBatch,
+    SubcallReply,
+    Text,
+    child_id,
+    failed_item,
+    update_id,
+)
+
+HELD_MESSAGE = "paused by an operator (rlm pause): new sub-calls wait for `rlm resume`"
+# RlmCost follows finished sub-calls during a long cell at most this often (each update is a history
+# event; a 1,000-way fan-out would otherwise add 1,000).
+COST_EVERY_S = 5.0
+
+# Shows the node's status (state, search attribute, store) — the node's own ``show``.
+Show = Callable[[Status, "str | None"], Awaitable[None]]
+RlmChild = ChildWorkflowHandle[Any, NodeResult]
+
+
+class Subcalls:
+    def __init__(self, inp: NodeInput, signals: OperatorSignals, state: NodeState, show: Show) -> None:
+        self._inp = inp
+        self._signals = signals
+        self._state = state
+        self._show = show
+        self._slots = asyncio.Semaphore(max(1, inp.run.limits.max_concurrency))
+        self._replies: dict[str, SubcallReply] = {}
+        # RLM children started and not yet returned: where pause, resume and abort are passed on.
+        self._rlm_children: dict[str, RlmChild] = {}
+        self._held_status = asyncio.Lock()  # one held-status write at a time: the store's last is current
+        self._cost_shown_at = workflow.time()
+        self._positions = {child.node_id: i for i, child in enumerate(state.child_states)}
+        self.inline = InlineLeaves(signals, state)
+
+    async def handle(self, batch: SubcallBatch) -> SubcallReply:
+        key = update_id(self._inp.node_id, batch.iteration, batch.cell, batch.seq)
+        known = self._replies.get(key)
+        if known is not None:
+            return known
+        limit = self._inp.run.limits.max_subcalls
+        wanted = len(batch.prompts)
+        made = self._state.children
+        if made + wanted > limit:
+            reply = SubcallReply(
+                error=(
+                    f"max_subcalls reached: this node may make {limit} sub-calls, has made {made}, "
+                    f"and this call asks for {wanted} more; batch several questions into one prompt or use "
+                    "bigger chunks"
+                )
+            )
+        else:
+            self._state.children += wanted
+            results = await asyncio.gather(*(self._child(made + 1 + i, batch, i) for i in range(wanted)))
+            reply = dataclasses.replace(_reply(results), started=wanted)
+        self._replies[key] = reply
+        return reply
+
+    async def pass_on(self, signal: str) -> None:
+        """Signal every running RLM child (leaves are single model calls: nothing to hold)."""
+        await asyncio.gather(*(_tell(child, signal) for child in list(self._rlm_children.values())))
+
+    async def _child(self, number: int, batch: SubcallBatch, index: int) -> NodeResult:
+        cid = child_id(self._inp.node_id, number)
+        self._child_state(ChildState(node_id=cid, status=Status.RUNNING))
+        result = await self._start_child(cid, batch, index)
+        state = self._state
+        self._child_state(ChildState(node_id=cid, status=result.status, cost_usd=result.cost_usd))
+        state.children_cost_usd = str(Decimal(state.children_cost_usd) + Decimal(result.cost_usd))
+        if result.answer is None:
+            state.last_error = result.error or f"sub-call {cid} ended {result.status}"
+        now = workflow.time()
+        if now - self._cost_shown_at >= COST_EVERY_S:
+            self._cost_shown_at = now
+            common.set_status(state.status, common.total_cost(state))
+        return result
+
+    def _child_state(self, child: ChildState) -> None:
+        states = self._state.child_states
+        position = self._positions.get(child.node_id)
+        if position is None:
+            self._positions[child.node_id] = len(states)
+            states.append(child)
+        else:
+            states[position] = child
+
+    async def _start_child(self, cid: str, batch: SubcallBatch, index: int) -> NodeResult:
+        inp = self._inp
+        run = inp.run
+        prompt = batch.prompts[index]
+        model = batch.model or run.sub_model
+        depth = inp.depth + 1
+        memo = common.memo(batch.titles[index] if index < len(batch.titles) else prompt.preview)
+        attributes = common.search_attributes(run, depth, Status.RUNNING)
+        async with self._slots:
+            refused = await self._unless_paused(cid)
+            if refused is not None:
+                return refused
+            try:
+                if batch.kind == SubcallKind.RLM and depth <= run.limits.max_depth:
+                    node = NodeInput(
+                        run=run, node_id=cid, parent_id=inp.node_id, depth=depth, kind=NodeKind.RLM,
+                        model=model, context=prompt,
+                    )  # fmt: skip
+                    child = await workflow.start_child_workflow(
+                        "RLMNode",
+                        node,
+                        result_type=NodeResult,
+                        id=cid,
+                        search_attributes=attributes,
+                        memo=memo,
+                        parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+                    )
+                    return await self._follow(child)
+                leaf = LeafInput(
+                    run=run, node_id=cid, parent_id=inp.node_id, depth=depth, model=model, prompt=prompt
+                )
+                if run.limits.leaf_mode == LeafMode.INLINE:
+                    return await self.inline.run(leaf)
+                return await workflow.execute_child_workflow(
+                    Leaf.run,
+                    leaf,
+                    id=cid,
+                    search_attributes=attributes,
+                    memo=memo,
+                    parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+                )
+            except ChildWorkflowError as err:
+                return NodeResult(
+                    node_id=cid,
+                    status=Status.FAILED,
+                    answer=None,
+                    error=f"sub-call {cid} failed: {err.cause or err}",
+                )
+
+    async def _unless_paused(self, cid: str) -> NodeResult | None:
+        """While a pause is requested no child starts: wait for ``resume`` (None: start it now).
+
+        ``abort`` or the run's deadline while waiting ends the sub-call unstarted, with the reason."""
+        if not self._signals.pause_requested:
+            return None
+        self._state.held_subcalls += 1
+        await self._show_held()
+        released = await await_operator(self._signals, self._inp.run, resumed_after=None)
+        self._state.held_subcalls -= 1
+        if released == Released.ABORTED:
+            # The node holds at its next step and ends aborted there: it stays shown as paused.
+            why = f"sub-call {cid} was not started: the node was aborted while paused"
+            return NodeResult(node_id=cid, status=Status.ABORTED, answer=None, error=why)
+        await self._show_held()
+        if released == Released.DEADLINE:
+            why = f"sub-call {cid} was not started: the node stayed paused until the run's deadline"
+            return NodeResult(node_id=cid, status=Status.TIMED_OUT, answer=None, error=why)
+        return None
+
+    async def _show_held(self) -> None:
+        """The node shows ``paused`` while any sub-call is held, ``running`` again when none is."""
+        async with self._held_status:
+            held = self._state.held_subcalls > 0
+            if held == (self._state.status == Status.PAUSED):
+                return
+            if held:
+                await self._show(Status.PAUSED, HELD_MESSAGE)
+            else:
+                await self._show(Status.RUNNING, None)
+
+    async def _follow(self, child: RlmChild) -> NodeResult:
+        """Wait for a started RLM child, passing pause, resume and abort on to it meanwhile."""
+        self._rlm_children[child.id] = child
+        try:
+            if self._signals.pause_requested:
+                # The pause came while the child was being started, so the signals passed on missed it.
+                await _tell(child, "pause")
+            return await child
+        finally:
+            del self._rlm_children[child.id]
+
+
+async def _tell(child: RlmChild, signal: str) -> None:
+    # A child that ended before the signal reached it has nothing left to hold or release.
+    with contextlib.suppress(FailureError):
+        await child.signal(signal)
+
+
+def _reply(results: list[NodeResult]) -> SubcallReply:
+    """Every answer that exists, and a marker in the place of each child that ended without one."""
+    answers: list[Text] = []
+    failed: list[int] = []
+    for index, result in enumerate(results):
+        if result.answer is None:
+            failed.append(index)
+            answers.append(Text(inline=failed_item(result.node_id, result.status, result.error)))
+        else:
+            answers.append(result.answer)
+    return SubcallReply(answers=answers, failed=failed)
