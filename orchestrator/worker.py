@@ -55,11 +55,18 @@ log = structlog.get_logger(__name__)
 @dataclass(frozen=True)
 class WorkerOptions:
     max_cached_workflows: int = 1000
-    max_concurrent_workflow_tasks: int = 64
+    # A leaf call is a local activity: its workflow's task (and task slot) stays open while the model
+    # answers, so this also bounds how many leaf calls, and so cells waiting on them, run at once.
+    max_concurrent_workflow_tasks: int = 512
+    max_concurrent_local_activities: int = 512
     max_concurrent_workflow_task_polls: int = 8
     nonsticky_to_sticky_poll_ratio: float = 0.5
-    # Cells block a thread for as long as they wait on sub-calls; nested nodes each hold one.
-    activity_threads: int = 64
+    # Every activity is async: a cell waiting on its sub-calls is a suspended coroutine, so a wide or
+    # deep tree may have hundreds waiting at once on one worker. Each running cell holds a sandbox.
+    max_concurrent_activities: int = 1000
+    # Threads for the cells' blocking work: a step while the sandbox computes, store calls, starting
+    # and closing sandboxes. A cell holds one only while its code computes, never while it waits.
+    cell_threads: int = 64
     session_capacity: int = 32
     sandbox_limits: sandbox.SandboxLimits = field(default_factory=sandbox.SandboxLimits)
     # A lease not renewed for this long is dead (None: Settings.heartbeat_timeout_s, see worker_lease).
@@ -127,12 +134,10 @@ async def running_worker(
     )
     cache = SessionCache(options.session_capacity)
     models = ModelActivities(deps)
-    cells = CellActivities(deps, cache, options.sandbox_limits)
+    executor = concurrent.futures.ThreadPoolExecutor(options.cell_threads, thread_name_prefix="rlm-cell")
+    cells = CellActivities(deps, cache, options.sandbox_limits, executor)
     records = RecordActivities(deps)
     launches = LaunchActivities(deps)
-    executor = concurrent.futures.ThreadPoolExecutor(
-        options.activity_threads, thread_name_prefix="rlm-activity"
-    )
     worker = Worker(
         client,
         task_queue=settings.task_queue,
@@ -145,14 +150,14 @@ async def running_worker(
             records.record_node,
             launches.launch,
         ],
-        activity_executor=executor,
         interceptors=[LogContext()],
         workflow_runner=workflow_runner(client.data_converter),
         max_cached_workflows=options.max_cached_workflows,
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
+        max_concurrent_local_activities=options.max_concurrent_local_activities,
         max_concurrent_workflow_task_polls=options.max_concurrent_workflow_task_polls,
         nonsticky_to_sticky_poll_ratio=options.nonsticky_to_sticky_poll_ratio,
-        max_concurrent_activities=options.activity_threads,
+        max_concurrent_activities=options.max_concurrent_activities,
         identity=worker_id,
         graceful_shutdown_timeout=timedelta(seconds=options.stop_grace_s),
     )

@@ -8,6 +8,9 @@ from types import TracebackType
 from typing import Literal, Protocol
 
 CellStatus = Literal["ok", "error", "timeout", "oom", "crashed"]
+SubcallKindName = Literal["llm", "rlm"]
+# The orchestrator's SubcallKind spells the same two; this package stays free of orchestrator imports.
+SUBCALL_KINDS: tuple[SubcallKindName, ...] = ("llm", "rlm")
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class SandboxLimits:
 
 @dataclass(frozen=True)
 class SubcallRequest:
-    kind: Literal["llm", "rlm"]  # llm_query[_batched] -> "llm", rlm_query[_batched] -> "rlm"
+    kind: SubcallKindName  # llm_query[_batched] -> "llm", rlm_query[_batched] -> "rlm"
     prompts: list[str]  # a single llm_query is a batch of one
     model: str | None
     seq: int  # 1-based, counts sub-call requests within the current cell
@@ -68,6 +71,8 @@ class SubcallError(Exception):
 
 
 SubcallHandler = Callable[[SubcallRequest], list[str]]
+# What the host answers a sub-call with: one string per prompt, or the reason it refused.
+SubcallAnswer = list[str] | SubcallError
 
 
 @dataclass(frozen=True)
@@ -101,10 +106,20 @@ class SandboxClosed(SandboxError):
     """The session was used after ``close()``."""
 
 
+class CellRun(Protocol):
+    """One cell driven a message at a time (``SandboxSession.begin_cell``), for a caller that must not
+    block while it answers a sub-call: each ``advance`` blocks only while the cell computes."""
+
+    def advance(self, reply: SubcallAnswer | None = None) -> SubcallRequest | CellResult:
+        """Start the cell (``reply`` None) or answer its pending sub-call; returns its next sub-call
+        request or its result."""
+        ...
+
+
 class SandboxSession(Protocol):
-    def execute(
-        self, code: str, on_subcall: SubcallHandler, *, wall_timeout_s: float | None = None
-    ) -> CellResult: ...
+    def execute(self, code: str, on_subcall: SubcallHandler) -> CellResult: ...
+
+    def begin_cell(self, code: str) -> CellRun: ...
 
     def restore(self, snapshot: bytes) -> None: ...
 

@@ -24,7 +24,7 @@ from docker.types import LogConfig, Mount
 
 from .api import SandboxError, SandboxLimits
 from .bootstrap import runtime_command
-from .session import ExitReason
+from .cell import ExitReason
 
 MARKER = "durable-rlm"
 MARKER_VALUE = "sandbox"

@@ -19,7 +19,7 @@ from typing import Any
 
 from .api import SandboxLimits
 from .bootstrap import runtime_command
-from .session import ExitReason
+from .cell import ExitReason
 
 _RUNTIME_PARENT = str(Path(__file__).resolve().parent)
 

@@ -18,7 +18,8 @@ class Deps:
     settings: Settings
     sessions: sessionmaker[Session]
     client: Client
-    loop: asyncio.AbstractEventLoop  # the worker's loop: sync activities send Updates through it
+    # Unused since every activity is async; goes once the tests that pass it positionally drop it.
+    loop: asyncio.AbstractEventLoop
     worker_id: str
     # Labels every sandbox container this worker starts carries besides its run and node.
     sandbox_labels: Mapping[str, str] = field(default_factory=dict)

@@ -3,11 +3,12 @@ spent waiting on the host does not count against the per-cell timeout."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
-from sandbox import SandboxLimits, SubcallError, SubcallRequest
+from sandbox import CellResult, SandboxClosed, SandboxLimits, SubcallError, SubcallRequest
 from tests.sandbox.helpers import OpenSession
 
 
@@ -135,33 +136,45 @@ def test_subcall_from_a_background_thread_after_the_cell_is_refused(open_process
     assert result.stdout == "['llm_query was called after its cell had finished']\n"
 
 
-def test_heartbeat_is_called_while_the_cell_computes(open_process: OpenSession) -> None:
-    beats: list[float] = []
+def test_a_cell_driven_step_by_step_waits_on_its_subcall_outside_advance(open_process: OpenSession) -> None:
+    # The async activity answers sub-calls between steps; that wait is not the cell's compute time.
+    session = open_process(limits=SandboxLimits(cell_timeout_s=1.0))
+    cell = session.begin_cell("a = llm_query('first')\nb = llm_query_batched(['x', 'y'])\nprint(a, b)")
+    first = cell.advance()
+    assert first == SubcallRequest(kind="llm", prompts=["first"], model=None, seq=1)
+    time.sleep(1.5)
+    second = cell.advance(["one"])
+    assert isinstance(second, SubcallRequest) and second.batched and second.prompts == ["x", "y"]
+    result = cell.advance(["X", "Y"])
+    assert isinstance(result, CellResult) and result.status == "ok", result
+    assert result.stdout == "one ['X', 'Y']\n"
+
+
+def test_a_refusal_and_a_miscounted_answer_raise_in_the_cell(open_process: OpenSession) -> None:
     session = open_process()
-    result = session.execute(
-        "import time\ntime.sleep(1.0)",
-        lambda request: [],
-        heartbeat=lambda: beats.append(1),
-        heartbeat_every_s=0.2,
+    cell = session.begin_cell(
+        "try:\n    llm_query('a')\nexcept Exception as e:\n    print(e)\n"
+        "try:\n    llm_query_batched(['b', 'c'])\nexcept Exception as e:\n    print(e)"
     )
-    assert result.status == "ok"
-    assert 3 <= len(beats) <= 6
+    cell.advance()
+    cell.advance(SubcallError("over the limit"))
+    result = cell.advance(["only one"])
+    assert isinstance(result, CellResult) and result.status == "ok", result
+    assert result.stdout == "over the limit\nthe host answered with 1 results for 2 prompts\n"
 
 
-def test_a_raising_heartbeat_abandons_the_cell_and_rolls_back(open_process: OpenSession) -> None:
-    class Cancelled(Exception):
-        pass
-
-    def cancel() -> None:
-        raise Cancelled("activity cancelled")
-
+def test_an_abandoned_cell_rolls_back_and_a_close_stops_a_computing_step(open_process: OpenSession) -> None:
     session = open_process()
     session.execute("x = 'before'", lambda request: [])
-    with pytest.raises(Cancelled):
-        session.execute(
-            "x = 'during'\nwhile True:\n    pass", lambda request: [], heartbeat=cancel, heartbeat_every_s=0.1
-        )
+    cell = session.begin_cell("x = 'during'\nllm_query('never answered')")
+    assert isinstance(cell.advance(), SubcallRequest)
+    cell.abandon()
     assert session.execute("print(x)", lambda request: []).stdout == "before\n"
+
+    spinning = session.begin_cell("while True:\n    pass")
+    threading.Timer(0.5, session.close).start()
+    with pytest.raises(SandboxClosed):
+        spinning.advance()
 
 
 def test_a_value_error_in_the_handler_is_not_mistaken_for_a_protocol_error(open_process: OpenSession) -> None:
