@@ -5,9 +5,10 @@ directory (so a run survives a restart of ``rlm``), serves the Web UI, and regis
 attributes the engine writes. Ports are picked free at start; the process is stopped on exit (a
 process group, so nothing is left behind). One server per data directory: ``orchestrator.devlock``.
 
-``FAST_DISPATCH`` and ``SQLITE_PRAGMAS`` are the sub-call latency fix measured in
-docs/orchestrator.md: lift the history service's 20-reads-per-second limit on its task queues (the
-cause of the ~200 ms per child workflow), keep one task-queue partition, and commit SQLite in WAL mode.
+``FAST_DISPATCH`` and ``SQLITE_PRAGMAS`` are the sub-call latency fix explained in docs/orchestrator.md
+("The dev server's dispatch settings", measured in docs/benchmarks.md): lift the history service's
+20-reads-per-second limit on its task queues (the cause of the ~200 ms per child workflow), keep one
+task-queue partition, and commit SQLite in WAL mode.
 """
 
 from __future__ import annotations

@@ -125,11 +125,10 @@ async def running_worker(
     )
     activity_sessions = _FencedSessions(store_sessions)
     deps = Deps(
-        settings,
-        activity_sessions,
-        client,
-        asyncio.get_running_loop(),
-        worker_id,
+        settings=settings,
+        sessions=activity_sessions,
+        client=client,
+        worker_id=worker_id,
         sandbox_labels=lease.labels,
     )
     cache = SessionCache(options.session_capacity)

@@ -14,8 +14,8 @@ from .api import (
     SandboxLimits,
     SandboxSession,
     SubcallAnswer,
-    SubcallError,
     SubcallHandler,
+    SubcallRefused,
     SubcallRequest,
 )
 from .factory import open_session, reap, sweep
@@ -32,8 +32,8 @@ __all__ = [
     "SandboxSession",
     "Session",
     "SubcallAnswer",
-    "SubcallError",
     "SubcallHandler",
+    "SubcallRefused",
     "SubcallRequest",
     "open_session",
     "reap",

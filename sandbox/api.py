@@ -62,8 +62,9 @@ class SubcallRequest:
     batched: bool = False
 
 
-class SubcallError(Exception):
-    """Raised by a sub-call handler; the cell gets an exception carrying ``reason``."""
+class SubcallRefused(Exception):
+    """The host's refusal of a sub-call (raised by a handler, or given to ``Cell.advance``); the code in
+    the cell gets the runtime's ``SubcallError`` carrying ``reason``."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -72,7 +73,7 @@ class SubcallError(Exception):
 
 SubcallHandler = Callable[[SubcallRequest], list[str]]
 # What the host answers a sub-call with: one string per prompt, or the reason it refused.
-SubcallAnswer = list[str] | SubcallError
+SubcallAnswer = list[str] | SubcallRefused
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 import structlog
 
 from . import messages
-from .api import CellResult, SandboxClosed, SandboxError, SubcallAnswer, SubcallError, SubcallRequest
+from .api import CellResult, SandboxClosed, SandboxError, SubcallAnswer, SubcallRefused, SubcallRequest
 from .runtime import wire
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ class Cell:
             return session.lost("crashed", self._started, self._notes, broke)
 
     def _answer(self, reply: SubcallAnswer) -> messages.ToRuntime:
-        if isinstance(reply, SubcallError):
+        if isinstance(reply, SubcallRefused):
             return messages.SubcallRefused(reason=reply.reason)
         if not isinstance(reply, list) or len(reply) != self._pending:
             got = len(reply) if isinstance(reply, list) else type(reply).__name__

@@ -29,8 +29,8 @@ from .api import (
     SandboxError,
     SandboxLimits,
     SubcallAnswer,
-    SubcallError,
     SubcallHandler,
+    SubcallRefused,
     SubcallRequest,
 )
 from .cell import EXIT_WAIT_S, Cell, ExitReason, gib, seconds
@@ -298,13 +298,13 @@ class Session:
     # ---- cells -----------------------------------------------------------------------------------
     def execute(self, code: str, on_subcall: SubcallHandler) -> CellResult:
         """Run one cell, answering its sub-calls with ``on_subcall`` on this thread. A handler that raises
-        anything but ``SubcallError`` abandons the cell: the namespace goes back to before it."""
+        anything but ``SubcallRefused`` abandons the cell: the namespace goes back to before it."""
         cell = self.begin_cell(code)
         step = cell.advance()
         while isinstance(step, SubcallRequest):
             try:
                 reply: SubcallAnswer = on_subcall(step)
-            except SubcallError as exc:
+            except SubcallRefused as exc:
                 reply = exc
             except BaseException as exc:
                 if self._closed:

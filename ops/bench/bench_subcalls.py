@@ -47,8 +47,9 @@ from orchestrator.devstack import FAST_DISPATCH, SQLITE_PRAGMAS, DevServer, DevS
 from orchestrator.runs import RunRequest, run_summary, run_tree, start_run
 from orchestrator.settings import Settings, load_settings
 from orchestrator.store import find_step, list_nodes, list_steps, make_engine, make_session_factory, upgrade
+from orchestrator.vocabulary import LeafMode
 from orchestrator.worker import WorkerOptions, running_worker
-from orchestrator.workflows.types import LEAF_MODES, Limits, root_id
+from orchestrator.workflows.types import Limits, root_id
 
 ROUND_TRIP = re.compile(r"sub-call round trip ms: p50 ([\d.]+) p95 ([\d.]+) n (\d+)")
 
@@ -397,7 +398,7 @@ def parse() -> argparse.Namespace:
     )
     p.add_argument(
         "--leaf-modes",
-        default=",".join(LEAF_MODES),
+        default=",".join(tuple(LeafMode)),
         help="comma-separated: llm_query sub-calls as Leaf child workflows and/or inline local activities",
     )
     p.add_argument("--max-cached-workflows", type=int, default=WorkerOptions().max_cached_workflows)

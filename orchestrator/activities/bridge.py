@@ -4,9 +4,9 @@ For each ``SubcallRequest`` the sandbox hands back, the bridge packs the prompts
 while a batch is small, blobs in the store beyond), sends the Update under a deterministic id
 (``update_id``: a re-executed cell re-asks with the same id and gets the first answers), awaits the
 reply on the event loop (no thread waits), and unpacks the answers for the cell. Refusals come back
-as ``SubcallError`` for the cell: the node's limits, the server's Update limit, a single call whose
-child failed. A batched call instead gets every answer that exists and the workflow's ``failed_item``
-marker in place of each failed child.
+as ``SubcallRefused`` (the cell then raises ``SubcallError``): the node's limits, the server's Update
+limit, a single call whose child failed. A batched call instead gets every answer that exists and
+the workflow's ``failed_item`` marker in place of each failed child.
 """
 
 from __future__ import annotations
@@ -66,13 +66,14 @@ class SubcallBridge:
         self.children = 0
 
     async def answer(self, req: sandbox.SubcallRequest) -> sandbox.SubcallAnswer:
-        """The answers for the cell, or the ``SubcallError`` it raises. Anything else that goes wrong
-        (the Update could not be sent) raises here: the cell is abandoned and the activity retried."""
+        """The answers for the cell, or the refusal it raises as ``SubcallError``. Anything else that
+        goes wrong (the Update could not be sent) raises here: the cell is abandoned and the activity
+        retried."""
         inp = self._inp
-        uid = update_id(inp.node.node_id, inp.iteration, inp.cell, req.seq)
+        uid = update_id(inp.node.node_id, inp.iteration, inp.index, req.seq)
         batch = SubcallBatch(
             iteration=inp.iteration,
-            cell=inp.cell,
+            index=inp.index,
             seq=req.seq,
             kind=SubcallKind(req.kind),
             prompts=await self._pack(req.prompts),
@@ -89,11 +90,11 @@ class SubcallBridge:
             ms=round((time.monotonic() - started) * 1000, 1),
         )
         if reply.error is not None:
-            return sandbox.SubcallError(reply.error)
+            return sandbox.SubcallRefused(reply.error)
         if reply.failed and not req.batched:
             # A single llm_query/rlm_query has no other answer to keep: it raises, as it always did.
             marker = reply.answers[reply.failed[0]].inline or ""
-            return sandbox.SubcallError(marker.removeprefix("Error: "))
+            return sandbox.SubcallRefused(marker.removeprefix("Error: "))
         return await self._unpack(reply.answers)
 
     async def _ask(self, batch: SubcallBatch, uid: str) -> SubcallReply:

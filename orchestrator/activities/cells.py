@@ -67,7 +67,7 @@ DEFAULT_THREADS = 64
 @dataclass
 class _Cached:
     session: sandbox.SandboxSession
-    cell_no: int  # the last cell whose effects this session holds
+    number: int  # the number of the last cell whose effects this session holds
 
 
 class SessionCache:
@@ -129,22 +129,22 @@ class CellActivities:
     def _recorded(self, inp: ExecuteInput) -> ExecuteOutput | str:
         """The output of the cell if it is already recorded, else its code."""
         with self.deps.sessions.begin() as session:
-            done = find_step(session, inp.node.node_id, inp.iteration, StepKind.CELL, inp.cell)
+            done = find_step(session, inp.node.node_id, inp.iteration, StepKind.CELL, inp.index)
             if done is not None:
                 return _output_of(session, CellRecord.from_data(done.data))
             return texts.unpack(session, inp.code)
 
-    def _open(self, node: NodeInput, cell_no: int) -> _Cached:
-        """The node's session holding the effects of every cell before ``cell_no``."""
+    def _open(self, node: NodeInput, number: int) -> _Cached:
+        """The node's session holding the effects of every cell numbered before ``number``."""
         cached = self.cache.take(node.node_id)
-        if cached is not None and cached.cell_no == cell_no - 1:
+        if cached is not None and cached.number == number - 1:
             return cached
         if cached is not None:
             cached.session.close()
         with self.deps.sessions() as session:
             path = local_context(session, node, self.deps.context_dir)
             snap = latest_snapshot(session, node.node_id)
-            state = get_blob(session, snap.blob_sha) if snap is not None and snap.cell < cell_no else None
+            state = get_blob(session, snap.blob_sha) if snap is not None and snap.cell < number else None
             restored_cell = snap.cell if state is not None and snap is not None else 0
         limits = sandbox.SandboxLimits(
             **{**self.limits.__dict__, "cell_timeout_s": node.run.limits.cell_timeout_s}
@@ -157,13 +157,13 @@ class CellActivities:
         )
         if state is not None:
             sess.restore(state)
-        log.info("session.opened", node_id=node.node_id, restored_cell=restored_cell, cell_no=cell_no)
-        return _Cached(sess, cell_no - 1)
+        log.info("session.opened", node_id=node.node_id, restored_cell=restored_cell, number=number)
+        return _Cached(sess, number - 1)
 
-    async def _open_watched(self, node: NodeInput, cell_no: int, guard: Guard) -> _Cached:
+    async def _open_watched(self, node: NodeInput, number: int, guard: Guard) -> _Cached:
         """``_open`` in the pool; a session that finishes opening after the activity was cancelled is
         closed then, and one opened after the cell was stopped is closed at once."""
-        opening = asyncio.ensure_future(self._blocking(functools.partial(self._open, node, cell_no)))
+        opening = asyncio.ensure_future(self._blocking(functools.partial(self._open, node, number)))
         try:
             cached = await asyncio.shield(opening)
         except asyncio.CancelledError:
@@ -201,7 +201,7 @@ class CellActivities:
     async def _execute(self, inp: ExecuteInput, code: str, guard: Guard) -> ExecuteOutput:
         node = inp.node
         try:
-            cached = await self._open_watched(node, inp.cell_no, guard)
+            cached = await self._open_watched(node, inp.number, guard)
         except (sandbox.SandboxError, ValueError) as exc:
             if guard.reason is not None and guard.expired():
                 raise deadline_error("while the sandbox was starting") from exc
@@ -233,7 +233,7 @@ class CellActivities:
         )
         out = await self._blocking(functools.partial(self._record, inp, result, record))
         if guard.keep():
-            item = _Cached(cached.session, inp.cell_no)
+            item = _Cached(cached.session, inp.number)
             await self._blocking(functools.partial(self.cache.put, node.node_id, item))
         else:
             await self._blocking(cached.session.close)  # stopped just as the cell finished
@@ -241,7 +241,7 @@ class CellActivities:
             "cell.finished",
             node_id=node.node_id,
             iteration=inp.iteration,
-            cell=inp.cell,
+            index=inp.index,
             status=result.status,
             subcalls=result.subcalls,
             ms=round(result.duration_s * 1000),
@@ -262,7 +262,7 @@ class CellActivities:
         node = inp.node
         with self.deps.sessions.begin() as session:
             if result.snapshot is not None:
-                save_snapshot(session, node.node_id, inp.cell_no, put_blob(session, result.snapshot))
+                save_snapshot(session, node.node_id, inp.number, put_blob(session, result.snapshot))
             upsert_node(
                 session,
                 node.node_id,
@@ -276,7 +276,7 @@ class CellActivities:
                 node.node_id,
                 inp.iteration,
                 StepKind.CELL,
-                inp.cell,
+                inp.index,
                 summary=(record.stdout or record.error or "")[:200],
                 duration_ms=round(result.duration_s * 1000),
                 data=record.to_data(),

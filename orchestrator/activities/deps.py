@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,13 +12,11 @@ from temporalio.client import Client
 from orchestrator.settings import Settings
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Deps:
     settings: Settings
     sessions: sessionmaker[Session]
     client: Client
-    # Unused since every activity is async; goes once the tests that pass it positionally drop it.
-    loop: asyncio.AbstractEventLoop
     worker_id: str
     # Labels every sandbox container this worker starts carries besides its run and node.
     sandbox_labels: Mapping[str, str] = field(default_factory=dict)

@@ -75,8 +75,6 @@ from orchestrator.workflows.types import (
 
 log = structlog.get_logger(__name__)
 
-CELL_KIND = StepKind.CELL  # transitional: cells.py's import
-
 
 @dataclass(frozen=True)
 class _Prepared:

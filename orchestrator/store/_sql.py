@@ -11,7 +11,7 @@ from sqlalchemy.orm import DeclarativeBase, Session
 
 # Built statements by (dialect, table, columns, conflict columns). A statement built once and
 # executed with parameters skips SQLAlchemy's per-call construction and cache-key work, which was
-# most of a leaf's store time (docs/orchestrator.md, "Where a sub-call's time goes").
+# most of a leaf's store time (docs/benchmarks.md, "Where a sub-call's time goes").
 _STATEMENTS: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], Executable] = {}
 
 

@@ -20,9 +20,10 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ChildWorkflowError
 from temporalio.workflow import ParentClosePolicy
 
+from orchestrator.vocabulary import Status
 from orchestrator.workflows import common
 from orchestrator.workflows.node import RLMNode
-from orchestrator.workflows.types import FAILED, RUNNING, Limits, NodeInput, NodeResult, Text
+from orchestrator.workflows.types import Limits, NodeInput, NodeResult, Text
 
 LAUNCH = "launch"
 LAUNCH_TIMEOUT = timedelta(seconds=60)
@@ -82,16 +83,16 @@ class Launcher:
                 retry_policy=common.STORE_RETRY,
             )
         except ActivityError as err:
-            return LaunchResult(run_id, FAILED, f"launch failed: {err.cause or err}")
+            return LaunchResult(run_id, Status.FAILED, f"launch failed: {err.cause or err}")
         try:
             result: NodeResult = await workflow.execute_child_workflow(
                 RLMNode.run,
                 out.root,
                 id=out.root.node_id,
-                search_attributes=common.search_attributes(out.root.run, 0, RUNNING),
+                search_attributes=common.search_attributes(out.root.run, 0, Status.RUNNING),
                 memo=dict(out.memo),
                 parent_close_policy=ParentClosePolicy.ABANDON,
             )
         except ChildWorkflowError as err:
-            return LaunchResult(run_id, FAILED, f"root {out.root.node_id} failed: {err.cause or err}")
+            return LaunchResult(run_id, Status.FAILED, f"root {out.root.node_id} failed: {err.cause or err}")
         return LaunchResult(run_id, result.status, result.error)

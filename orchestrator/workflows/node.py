@@ -170,7 +170,7 @@ class RLMNode:
         state.step = f"cell {iteration}.{index}"
         self._sandbox_used = True
         cell = ExecuteInput(
-            node=self._step_input, iteration=iteration, cell=index, cell_no=state.cells, code=block,
+            node=self._step_input, iteration=iteration, index=index, number=state.cells, code=block,
             children_before=state.children,
         )  # fmt: skip
         try:

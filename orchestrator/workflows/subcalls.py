@@ -71,7 +71,7 @@ class Subcalls:
         self.inline = InlineLeaves(signals, state)
 
     async def handle(self, batch: SubcallBatch) -> SubcallReply:
-        key = update_id(self._inp.node_id, batch.iteration, batch.cell, batch.seq)
+        key = update_id(self._inp.node_id, batch.iteration, batch.index, batch.seq)
         known = self._replies.get(key)
         if known is not None:
             return known

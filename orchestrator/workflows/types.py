@@ -13,23 +13,11 @@ from dataclasses import dataclass, field
 
 from orchestrator.vocabulary import LeafMode, NodeKind, Outcome, Status, SubcallKind
 
-# The status names workflow code uses most, as short names (the enumeration is ``Status``).
-RUNNING = Status.RUNNING
-PAUSED = Status.PAUSED
-PAUSED_BUDGET = Status.PAUSED_BUDGET
-COMPLETED = Status.COMPLETED
-FAILED = Status.FAILED
-TIMED_OUT = Status.TIMED_OUT
-ABORTED = Status.ABORTED
-LEAF_WORKFLOW = LeafMode.WORKFLOW
-LEAF_INLINE = LeafMode.INLINE
-LEAF_MODES = tuple(LeafMode)
-
 # Texts longer than this many characters travel as blob references.
 INLINE_CHARS = 256
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Text:
     """A text inline (``inline``) or stored in the blob store (``blob`` = sha256 hex)."""
 
@@ -41,7 +29,7 @@ class Text:
         return self.inline if self.inline is not None else f"<blob {self.blob}>"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Limits:
     max_depth: int = 1
     max_iterations: int = 30
@@ -57,7 +45,7 @@ class Limits:
     leaf_mode: LeafMode = LeafMode.WORKFLOW
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunSpec:
     """What every node of one run shares."""
 
@@ -69,7 +57,7 @@ class RunSpec:
     limits: Limits = field(default_factory=Limits)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ChildState:
     node_id: str
     status: Status  # running until the child's result came back
@@ -97,7 +85,7 @@ class NodeState:
     held_subcalls: int = 0  # sub-calls waiting to start until an operator's pause is lifted
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NodeInput:
     """Input of ``RLMNode``. ``query`` None means: derive it from the context (an ``rlm_query`` child)."""
 
@@ -114,7 +102,7 @@ class NodeInput:
     carry: NodeState | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LeafInput:
     run: RunSpec
     node_id: str
@@ -124,7 +112,7 @@ class LeafInput:
     prompt: Text
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NodeResult:
     node_id: str
     status: Status
@@ -134,14 +122,14 @@ class NodeResult:
     cost_usd: str = "0"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GenerateInput:
     node: NodeInput
     iteration: int
     forced_final: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GenerateOutput:
     status: Outcome
     blocks: list[Text] = field(default_factory=list)
@@ -150,17 +138,20 @@ class GenerateOutput:
     message: str | None = None  # why the budget refused
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExecuteInput:
     node: NodeInput
     iteration: int
-    cell: int  # index of the block within the iteration, 0-based
-    cell_no: int  # 1-based count of cells in this node; the snapshot after it is stored under it
+    # Two counters name a cell: its ``index`` among its iteration's code blocks (0-based; the step's
+    # index in the store) and its ``number`` among all the node's cells (1-based; the REPL snapshot
+    # after it is stored under it, ``NodeState.cells`` is the last one).
+    index: int
+    number: int
     code: Text
     children_before: int = 0  # the node's child counter when the cell was scheduled
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExecuteOutput:
     answer: Text | None
     ready: bool
@@ -170,20 +161,20 @@ class ExecuteOutput:
     error: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SubcallBatch:
     """Workflow Update input: the prompts of one ``llm_query[_batched]``/``rlm_query[_batched]`` call."""
 
     iteration: int
-    cell: int
-    seq: int
+    index: int  # the cell's, within its iteration
+    seq: int  # the call's, within its cell (1-based)
     kind: SubcallKind
     prompts: list[Text]
     model: str | None = None
     titles: list[str] = field(default_factory=list)  # each prompt's first line, for the child's memo
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SubcallReply:
     answers: list[Text] = field(default_factory=list)
     error: str | None = None  # the call was refused (limits, the server's update limit): nothing started
@@ -192,7 +183,7 @@ class SubcallReply:
     failed: list[int] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LeafCallOutput:
     status: Outcome
     answer: Text | None = None
@@ -200,7 +191,7 @@ class LeafCallOutput:
     message: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NodeEvent:
     """A store write about a node: it started, changed status, or finished."""
 
@@ -227,9 +218,9 @@ def failed_item(node_id: str, status: str, reason: str | None) -> str:
     return f"{FAILED_ITEM_PREFIX}{node_id} ended {status}: {why}"
 
 
-def update_id(node_id: str, iteration: int, cell: int, seq: int) -> str:
+def update_id(node_id: str, iteration: int, index: int, seq: int) -> str:
     """Deterministic: a re-executed cell re-asks with the same id and gets the first answer."""
-    return f"{node_id}/{iteration}/{cell}/{seq}"
+    return f"{node_id}/{iteration}/{index}/{seq}"
 
 
 def child_id(node_id: str, number: int) -> str:

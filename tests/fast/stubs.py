@@ -23,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from orchestrator.vocabulary import NodeKind, Outcome, Status, SubcallKind
 from orchestrator.workflows import RLMNode
 from orchestrator.workflows.common import (
     EXECUTE,
@@ -33,7 +34,6 @@ from orchestrator.workflows.common import (
     search_attributes,
 )
 from orchestrator.workflows.types import (
-    RUNNING,
     ExecuteInput,
     ExecuteOutput,
     GenerateInput,
@@ -62,16 +62,16 @@ TASK_QUEUE = f"fast-{uuid.uuid4().hex[:8]}"
 
 def code(source: str) -> GenerateOutput:
     """A model turn with one code block."""
-    return GenerateOutput(status="ok", blocks=[Text(inline=source)], cost_usd="0.01")
+    return GenerateOutput(status=Outcome.OK, blocks=[Text(inline=source)], cost_usd="0.01")
 
 
 def refused(message: str = "tenant budget exhausted") -> GenerateOutput:
-    return GenerateOutput(status="budget", message=message)
+    return GenerateOutput(status=Outcome.BUDGET, message=message)
 
 
 def final(answer: str) -> GenerateOutput:
     """A plain-text answer (what the forced final turn returns)."""
-    return GenerateOutput(status="ok", final=Text(inline=answer), cost_usd="0.01")
+    return GenerateOutput(status=Outcome.OK, final=Text(inline=answer), cost_usd="0.01")
 
 
 def cell(
@@ -89,11 +89,11 @@ async def answers_with_block(inp: ExecuteInput) -> ExecuteOutput:
 
 def echo_leaf(inp: LeafInput) -> LeafCallOutput:
     answer = Text(inline=f"answer to {inp.prompt.inline}")
-    return LeafCallOutput(status="ok", answer=answer, cost_usd="0.001")
+    return LeafCallOutput(status=Outcome.OK, answer=answer, cost_usd="0.001")
 
 
 def leaf_refused(inp: LeafInput) -> LeafCallOutput:
-    return LeafCallOutput(status="budget", message="tenant budget exhausted")
+    return LeafCallOutput(status=Outcome.BUDGET, message="tenant budget exhausted")
 
 
 @dataclass
@@ -143,12 +143,12 @@ class Stubs:
                     await self.client.get_workflow_handle(workflow_id).terminate("the test ended")
             scenario.started.clear()
 
-    async def ask(self, inp: ExecuteInput, seq: int, kind: str, prompts: list[str]) -> SubcallReply:
+    async def ask(self, inp: ExecuteInput, seq: int, kind: SubcallKind, prompts: list[str]) -> SubcallReply:
         """What a cell's ``llm_query_batched``/``rlm_query_batched`` does: the ``subcall`` Update."""
         texts = [Text(inline=p) for p in prompts]
-        batch = SubcallBatch(iteration=inp.iteration, cell=inp.cell, seq=seq, kind=kind, prompts=texts)
+        batch = SubcallBatch(iteration=inp.iteration, index=inp.index, seq=seq, kind=kind, prompts=texts)
         handle = self.client.get_workflow_handle(inp.node.node_id)
-        uid = update_id(inp.node.node_id, inp.iteration, inp.cell, seq)
+        uid = update_id(inp.node.node_id, inp.iteration, inp.index, seq)
         reply: SubcallReply = await handle.execute_update(RLMNode.subcall, batch, id=uid)
         self._scenarios[inp.node.run.run_id].replies.append(reply)
         return reply
@@ -212,7 +212,7 @@ async def start_root(
         node_id=root_id(run.run_id),
         parent_id=None,
         depth=0,
-        kind="root",
+        kind=NodeKind.ROOT,
         model=run.model,
         context=Text(inline="the context"),
     )
@@ -221,7 +221,7 @@ async def start_root(
         node,
         id=node.node_id,
         task_queue=TASK_QUEUE,
-        search_attributes=search_attributes(run, 0, RUNNING),
+        search_attributes=search_attributes(run, 0, Status.RUNNING),
     )
     scenario.started.append(handle.id)
     return handle

@@ -7,21 +7,10 @@ import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from orchestrator.vocabulary import Status
 from orchestrator.workflows import Leaf
 from orchestrator.workflows.common import search_attributes
-from orchestrator.workflows.types import (
-    COMPLETED,
-    FAILED,
-    PAUSED_BUDGET,
-    RUNNING,
-    TIMED_OUT,
-    LeafCallOutput,
-    LeafInput,
-    NodeResult,
-    Text,
-    child_id,
-    root_id,
-)
+from orchestrator.workflows.types import LeafCallOutput, LeafInput, NodeResult, Text, child_id, root_id
 from tests.fast.stubs import (
     TASK_QUEUE,
     Scenario,
@@ -57,7 +46,7 @@ async def start_leaf(
         leaf,
         id=leaf.node_id,
         task_queue=TASK_QUEUE,
-        search_attributes=search_attributes(run, 1, RUNNING),
+        search_attributes=search_attributes(run, 1, Status.RUNNING),
     )
     scenario.started.append(handle.id)
     return handle
@@ -70,7 +59,7 @@ async def test_a_leaf_completes_with_its_answer(env: WorkflowEnvironment, stubs:
     result = await ended(handle)
 
     assert (result.status, result.answer, result.error) == (
-        COMPLETED,
+        Status.COMPLETED,
         Text(inline="answer to a question"),
         None,
     )
@@ -87,10 +76,10 @@ async def test_a_failure_no_retry_fixes_ends_the_leaf_failed(env: WorkflowEnviro
 
     result = await ended(handle)
 
-    assert (result.status, result.answer) == (FAILED, None)
+    assert (result.status, result.answer) == (Status.FAILED, None)
     assert result.error == "the model 'stub/sub' does not exist"
     assert len(run.leaves) == 1  # not retried
-    assert run.statuses(handle.id) == [FAILED]
+    assert run.statuses(handle.id) == [Status.FAILED]
 
 
 def refused_once(inp: LeafInput, calls: list[LeafInput]) -> LeafCallOutput:
@@ -103,14 +92,14 @@ async def test_a_budget_refusal_holds_the_leaf_until_resume(env: WorkflowEnviron
     run = stubs.scenario(leaf=lambda inp: refused_once(inp, calls))
     handle = await start_leaf(env, run)
 
-    state = await state_becomes(handle, PAUSED_BUDGET)
+    state = await state_becomes(handle, Status.PAUSED_BUDGET)
     assert state.message == "tenant budget exhausted"
     await handle.signal(Leaf.resume)
     result = await ended(handle)
 
-    assert (result.status, result.answer) == (COMPLETED, Text(inline="answer to a question"))
+    assert (result.status, result.answer) == (Status.COMPLETED, Text(inline="answer to a question"))
     assert len(calls) == 2
-    assert run.statuses(handle.id) == [PAUSED_BUDGET]
+    assert run.statuses(handle.id) == [Status.PAUSED_BUDGET]
 
 
 async def test_the_deadline_ends_a_held_leaf_timed_out(env: WorkflowEnvironment, stubs: Stubs) -> None:
@@ -119,6 +108,6 @@ async def test_the_deadline_ends_a_held_leaf_timed_out(env: WorkflowEnvironment,
 
     result = await ended(handle)
 
-    assert (result.status, result.answer) == (TIMED_OUT, None)
+    assert (result.status, result.answer) == (Status.TIMED_OUT, None)
     assert result.error == "paused for budget until the deadline: tenant budget exhausted"
-    assert run.statuses(handle.id) == [PAUSED_BUDGET, TIMED_OUT]
+    assert run.statuses(handle.id) == [Status.PAUSED_BUDGET, Status.TIMED_OUT]

@@ -8,15 +8,9 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
 
+from orchestrator.vocabulary import Status
 from orchestrator.workflows import RLMNode
 from orchestrator.workflows.types import (
-    ABORTED,
-    COMPLETED,
-    FAILED,
-    PAUSED,
-    PAUSED_BUDGET,
-    RUNNING,
-    TIMED_OUT,
     ExecuteInput,
     ExecuteOutput,
     GenerateInput,
@@ -35,9 +29,9 @@ async def test_an_answer_set_in_a_cell_completes_the_node(env: WorkflowEnvironme
 
     result = await ended(handle)
 
-    assert (result.status, result.answer, result.error) == (COMPLETED, Text(inline="42"), None)
+    assert (result.status, result.answer, result.error) == (Status.COMPLETED, Text(inline="42"), None)
     assert (result.iterations, result.cost_usd) == (1, "0.01")
-    assert run.statuses(handle.id) == [RUNNING, COMPLETED]
+    assert run.statuses(handle.id) == [Status.RUNNING, Status.COMPLETED]
     assert run.released == [handle.id]  # it ran a cell: its sandbox is removed
 
 
@@ -65,7 +59,7 @@ async def test_the_iteration_limit_asks_once_for_a_final_answer(
 
     result = await ended(handle)
 
-    assert (result.status, result.answer) == (COMPLETED, Text(inline="the forced answer"))
+    assert (result.status, result.answer) == (Status.COMPLETED, Text(inline="the forced answer"))
     assert result.iterations == 3
     assert forced == [False, False, True]
     assert len(run.executed) == 2
@@ -78,11 +72,11 @@ async def test_no_answer_after_the_forced_final_request_fails(env: WorkflowEnvir
 
     result = await ended(handle)
 
-    assert (result.status, result.answer) == (FAILED, None)
+    assert (result.status, result.answer) == (Status.FAILED, None)
     assert result.error == "no answer after the forced final request"
     assert forced == [False, False, True]
     assert len(run.executed) == 2  # the forced turn's code is not run
-    assert run.statuses(handle.id)[-1] == FAILED
+    assert run.statuses(handle.id)[-1] == Status.FAILED
 
 
 async def test_the_forced_final_request_keeps_a_partial_answer(
@@ -97,7 +91,7 @@ async def test_the_forced_final_request_keeps_a_partial_answer(
 
     result = await ended(handle)
 
-    assert (result.status, result.answer) == (COMPLETED, Text(inline="partial 2"))
+    assert (result.status, result.answer) == (Status.COMPLETED, Text(inline="partial 2"))
 
 
 async def test_an_operator_pause_holds_the_node_before_its_next_step(
@@ -112,15 +106,15 @@ async def test_an_operator_pause_holds_the_node_before_its_next_step(
     run = stubs.scenario(generate=lambda inp: code("x"), execute=paused_during_the_cell)
     handle = await start_root(env, run)
 
-    state = await state_becomes(handle, PAUSED)
-    assert (state.iteration, state.step) == (2, PAUSED)
+    state = await state_becomes(handle, Status.PAUSED)
+    assert (state.iteration, state.step) == (2, Status.PAUSED)
     assert state.message == "paused by an operator (rlm pause)"
     assert len(run.generated) == 1  # held before the second model call
     await handle.signal(RLMNode.resume)
     result = await ended(handle)
 
-    assert (result.status, result.answer) == (COMPLETED, Text(inline="done"))
-    assert run.statuses(handle.id) == [RUNNING, PAUSED, RUNNING, COMPLETED]
+    assert (result.status, result.answer) == (Status.COMPLETED, Text(inline="done"))
+    assert run.statuses(handle.id) == [Status.RUNNING, Status.PAUSED, Status.RUNNING, Status.COMPLETED]
 
 
 def refused_first(times: int) -> Generate:
@@ -139,15 +133,15 @@ async def test_a_budget_refusal_holds_the_node_until_one_resume(
     run = stubs.scenario(generate=refused_first(1))
     handle = await start_root(env, run)
 
-    state = await state_becomes(handle, PAUSED_BUDGET)
+    state = await state_becomes(handle, Status.PAUSED_BUDGET)
     assert state.message == "tenant budget exhausted"
     assert len(run.generated) == 1
     await handle.signal(RLMNode.resume)
     result = await ended(handle)
 
-    assert (result.status, result.answer) == (COMPLETED, Text(inline="42"))
+    assert (result.status, result.answer) == (Status.COMPLETED, Text(inline="42"))
     assert [g.iteration for g in run.generated] == [1, 1]  # the refused call is asked again
-    assert run.statuses(handle.id) == [RUNNING, PAUSED_BUDGET, RUNNING, COMPLETED]
+    assert run.statuses(handle.id) == [Status.RUNNING, Status.PAUSED_BUDGET, Status.RUNNING, Status.COMPLETED]
 
 
 async def test_a_resume_sent_while_the_refused_call_ran_counts(
@@ -165,9 +159,9 @@ async def test_a_resume_sent_while_the_refused_call_ran_counts(
 
     result = await ended(handle)
 
-    assert result.status == COMPLETED
+    assert result.status == Status.COMPLETED
     assert len(run.generated) == 2
-    assert run.statuses(handle.id) == [RUNNING, PAUSED_BUDGET, RUNNING, COMPLETED]
+    assert run.statuses(handle.id) == [Status.RUNNING, Status.PAUSED_BUDGET, Status.RUNNING, Status.COMPLETED]
 
 
 async def test_abort_while_held_for_budget_ends_the_node_aborted(
@@ -176,13 +170,13 @@ async def test_abort_while_held_for_budget_ends_the_node_aborted(
     run = stubs.scenario(generate=lambda inp: refused())
     handle = await start_root(env, run)
 
-    await state_becomes(handle, PAUSED_BUDGET)
+    await state_becomes(handle, Status.PAUSED_BUDGET)
     await handle.signal(RLMNode.abort)
     result = await ended(handle)
 
-    assert (result.status, result.answer) == (ABORTED, None)
+    assert (result.status, result.answer) == (Status.ABORTED, None)
     assert result.error == "aborted while paused for budget: tenant budget exhausted"
-    assert run.statuses(handle.id) == [RUNNING, PAUSED_BUDGET, ABORTED]
+    assert run.statuses(handle.id) == [Status.RUNNING, Status.PAUSED_BUDGET, Status.ABORTED]
     assert run.released == []  # no cell ran, no sandbox to remove
 
 
@@ -194,13 +188,13 @@ async def test_cancelling_a_paused_node_records_it_aborted(env: WorkflowEnvironm
     run = stubs.scenario(generate=lambda inp: code("x"), execute=partial)
     handle = await start_root(env, run)
 
-    await state_becomes(handle, PAUSED)
+    await state_becomes(handle, Status.PAUSED)
     await handle.cancel()
     with pytest.raises(WorkflowFailureError) as failure:
         await ended(handle)
 
     assert isinstance(failure.value.cause, CancelledError)
-    assert run.statuses(handle.id) == [RUNNING, PAUSED, ABORTED]
+    assert run.statuses(handle.id) == [Status.RUNNING, Status.PAUSED, Status.ABORTED]
     assert run.events[-1].answer == Text(inline="partial")
     assert run.released == [handle.id]
 
@@ -217,9 +211,9 @@ async def test_the_deadline_ends_a_held_node_timed_out_with_its_partial_answer(
 
     result = await ended(handle)
 
-    assert (result.status, result.answer) == (TIMED_OUT, Text(inline="partial"))
+    assert (result.status, result.answer) == (Status.TIMED_OUT, Text(inline="partial"))
     assert result.error == "paused for budget until the deadline: tenant budget exhausted"
-    assert run.statuses(handle.id) == [RUNNING, PAUSED_BUDGET, TIMED_OUT]
+    assert run.statuses(handle.id) == [Status.RUNNING, Status.PAUSED_BUDGET, Status.TIMED_OUT]
     assert run.released == [handle.id]
 
 
@@ -235,7 +229,7 @@ async def test_the_deadline_stops_a_running_cell(env: WorkflowEnvironment, stubs
 
     result = await ended(handle)
 
-    assert (result.status, result.answer) == (TIMED_OUT, Text(inline="partial"))
+    assert (result.status, result.answer) == (Status.TIMED_OUT, Text(inline="partial"))
     assert result.error == "the run's deadline passed while a step was running"
     assert run.released == [handle.id]
 
@@ -246,6 +240,6 @@ async def test_no_step_starts_past_the_deadline(env: WorkflowEnvironment, stubs:
 
     result = await ended(handle)
 
-    assert (result.status, result.error) == (TIMED_OUT, "the run's deadline passed")
+    assert (result.status, result.error) == (Status.TIMED_OUT, "the run's deadline passed")
     assert run.generated == []
-    assert run.statuses(handle.id) == [RUNNING, TIMED_OUT]
+    assert run.statuses(handle.id) == [Status.RUNNING, Status.TIMED_OUT]

@@ -6,11 +6,8 @@ from __future__ import annotations
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from orchestrator.vocabulary import LeafMode, Status, SubcallKind
 from orchestrator.workflows.types import (
-    COMPLETED,
-    FAILED,
-    LEAF_MODES,
-    RUNNING,
     ExecuteInput,
     ExecuteOutput,
     LeafCallOutput,
@@ -30,8 +27,8 @@ async def test_a_call_past_max_subcalls_is_refused_and_starts_nothing(
     env: WorkflowEnvironment, stubs: Stubs
 ) -> None:
     async def two_batches(inp: ExecuteInput) -> ExecuteOutput:
-        first = await stubs.ask(inp, 1, "llm", ["a", "b"])
-        second = await stubs.ask(inp, 2, "llm", ["c", "d"])
+        first = await stubs.ask(inp, 1, SubcallKind.LLM, ["a", "b"])
+        second = await stubs.ask(inp, 2, SubcallKind.LLM, ["c", "d"])
         return cell(inp, "done", ready=True, started=first.started + second.started)
 
     run = stubs.scenario(execute=two_batches)
@@ -48,7 +45,7 @@ async def test_a_call_past_max_subcalls_is_refused_and_starts_nothing(
     )
     assert (second.answers, second.started) == ([], 0)
     assert sorted(leaf.prompt.inline or "" for leaf in run.leaves) == ["a", "b"]
-    assert result.status == COMPLETED
+    assert result.status == Status.COMPLETED
 
 
 def fails_on_bad(inp: LeafInput) -> LeafCallOutput:
@@ -57,14 +54,14 @@ def fails_on_bad(inp: LeafInput) -> LeafCallOutput:
     return echo_leaf(inp)
 
 
-@pytest.mark.parametrize("leaf_mode", LEAF_MODES)
+@pytest.mark.parametrize("leaf_mode", tuple(LeafMode))
 async def test_a_batch_keeps_the_answers_and_marks_the_failed_item(
     env: WorkflowEnvironment, stubs: Stubs, leaf_mode: str
 ) -> None:
     async def batch_asked_twice(inp: ExecuteInput) -> ExecuteOutput:
-        reply = await stubs.ask(inp, 1, "llm", ["a", "bad", "c"])
+        reply = await stubs.ask(inp, 1, SubcallKind.LLM, ["a", "bad", "c"])
         # A retried cell re-sends the same update id: the first reply, nothing started again.
-        await stubs.ask(inp, 1, "llm", ["a", "bad", "c"])
+        await stubs.ask(inp, 1, SubcallKind.LLM, ["a", "bad", "c"])
         return cell(inp, "done", ready=True, started=reply.started)
 
     run = stubs.scenario(execute=batch_asked_twice, leaf=fails_on_bad)
@@ -77,7 +74,7 @@ async def test_a_batch_keeps_the_answers_and_marks_the_failed_item(
     expected = SubcallReply(
         answers=[
             Text(inline="answer to a"),
-            Text(inline=failed_item(bad, FAILED, reason)),
+            Text(inline=failed_item(bad, Status.FAILED, reason)),
             Text(inline="answer to c"),
         ],
         started=3,
@@ -85,8 +82,8 @@ async def test_a_batch_keeps_the_answers_and_marks_the_failed_item(
     )
     assert run.replies == [expected, expected]
     assert len(run.leaves) == 3
-    assert run.statuses(bad)[-1] == FAILED
-    assert result.status == COMPLETED
+    assert run.statuses(bad)[-1] == Status.FAILED
+    assert result.status == Status.COMPLETED
 
 
 async def test_an_rlm_query_runs_a_child_node_and_returns_its_answer(
@@ -95,7 +92,7 @@ async def test_an_rlm_query_runs_a_child_node_and_returns_its_answer(
     async def asks_a_child(inp: ExecuteInput) -> ExecuteOutput:
         if inp.node.depth > 0:
             return cell(inp, f"child of {inp.node.parent_id} read {inp.node.context.inline}", ready=True)
-        reply = await stubs.ask(inp, 1, "rlm", ["chunk 1"])
+        reply = await stubs.ask(inp, 1, SubcallKind.RLM, ["chunk 1"])
         return cell(inp, reply.answers[0].inline, ready=True, started=reply.started)
 
     run = stubs.scenario(execute=asks_a_child)
@@ -105,7 +102,7 @@ async def test_an_rlm_query_runs_a_child_node_and_returns_its_answer(
 
     child = child_id(handle.id, 1)
     assert result.answer == Text(inline=f"child of {handle.id} read chunk 1")
-    assert run.statuses(child) == [RUNNING, COMPLETED]
+    assert run.statuses(child) == [Status.RUNNING, Status.COMPLETED]
     assert run.leaves == []
     assert sorted(run.released) == sorted([handle.id, child])
 
@@ -115,7 +112,7 @@ async def test_continue_as_new_carries_the_nodes_state_and_its_childrens_spend(
 ) -> None:
     async def asks_then_answers(inp: ExecuteInput) -> ExecuteOutput:
         if inp.iteration == 1:
-            reply = await stubs.ask(inp, 1, "llm", ["a", "b"])
+            reply = await stubs.ask(inp, 1, SubcallKind.LLM, ["a", "b"])
             return cell(inp, "partial", started=reply.started)
         return cell(inp, "done", ready=True)
 
@@ -125,8 +122,8 @@ async def test_continue_as_new_carries_the_nodes_state_and_its_childrens_spend(
     result = await ended(handle)
 
     # Two model turns at 0.01 and two leaves at 0.001: the leaves were paid before continue-as-new.
-    assert (result.status, result.answer, result.cost_usd) == (COMPLETED, Text(inline="done"), "0.022")
+    assert (result.status, result.answer, result.cost_usd) == (Status.COMPLETED, Text(inline="done"), "0.022")
     assert result.iterations == 2
     second = run.executed[1]
-    assert (second.iteration, second.cell_no, second.children_before) == (2, 2, 2)
+    assert (second.iteration, second.number, second.children_before) == (2, 2, 2)
     assert second.node.carry is None  # the carried state stays in the workflow

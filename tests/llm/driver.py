@@ -25,7 +25,7 @@ from orchestrator.protocol.prompts import (
     conversation,
     leaf_messages,
 )
-from sandbox import CellResult, SandboxLimits, Session, SubcallError, SubcallRequest, open_session
+from sandbox import CellResult, SandboxLimits, Session, SubcallRefused, SubcallRequest, open_session
 
 
 @dataclass
@@ -101,7 +101,7 @@ def run_node(
     def on_subcall(request: SubcallRequest) -> list[str]:
         nonlocal used
         if used + len(request.prompts) > limits.max_subcalls:
-            raise SubcallError(
+            raise SubcallRefused(
                 f"sub-call limit reached: {used} of {limits.max_subcalls} used, {len(request.prompts)} more "
                 "asked; batch fewer, bigger chunks"
             )

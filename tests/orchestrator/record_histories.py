@@ -28,9 +28,10 @@ from orchestrator.runs import RunRequest, start_run
 from orchestrator.settings import load_settings
 from orchestrator.store import get_node, make_engine, make_session_factory, set_run_budget, upgrade
 from orchestrator.store.errors import NotFound
+from orchestrator.vocabulary import LeafMode
 from orchestrator.worker import running_worker
 from orchestrator.workflows import RLMNode
-from orchestrator.workflows.types import LEAF_INLINE, Limits
+from orchestrator.workflows.types import Limits
 from tests.conftest import test_database_url
 from tests.orchestrator.harness import word_context
 from tests.orchestrator.histories_lib import run_histories
@@ -100,7 +101,7 @@ async def record(data: Path, url: str, only: set[str]) -> None:
                 path,
                 model="scripted/mapreduce",
                 sub_model="scripted/leaf",
-                limits=Limits(leaf_mode=LEAF_INLINE),
+                limits=Limits(leaf_mode=LeafMode.INLINE),
             ),
             "inlinebudget": RunRequest(
                 "How many times does the word 'ERROR' appear? Use 3 chunks.",
@@ -108,7 +109,7 @@ async def record(data: Path, url: str, only: set[str]) -> None:
                 model="scripted/mapreduce",
                 sub_model="scripted/leaf?price_in=1000&price_out=1000",
                 budget_usd=Decimal("0.5"),
-                limits=Limits(leaf_mode=LEAF_INLINE),
+                limits=Limits(leaf_mode=LeafMode.INLINE),
             ),
         }
         if only:
@@ -128,7 +129,7 @@ async def record(data: Path, url: str, only: set[str]) -> None:
 
                     nodes = list_nodes(s, req.run_id or "")
                     # Inline leaves have no workflow (and so no history) of their own.
-                    inline = req.limits.leaf_mode == LEAF_INLINE
+                    inline = req.limits.leaf_mode == LeafMode.INLINE
                     count = sum(1 for n in nodes if not (inline and n.kind == "leaf"))
                 for history in await run_histories(client, req.run_id or "", expected=count):
                     node = history.workflow_id.rsplit("/", 1)[1]

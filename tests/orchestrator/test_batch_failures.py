@@ -16,10 +16,10 @@ import pytest
 
 from orchestrator.protocol import prompts
 from orchestrator.store import list_nodes
+from orchestrator.vocabulary import LeafMode, SubcallKind
 from orchestrator.workflows import RLMNode
 from orchestrator.workflows.types import (
     FAILED_ITEM_PREFIX,
-    LEAF_MODES,
     Limits,
     SubcallBatch,
     Text,
@@ -47,7 +47,7 @@ FINAL(repr(r + [single]))"""
 SMALL_WINDOW = "scripted/leaf?context_window=60"
 
 
-@pytest.mark.parametrize("leaf_mode", LEAF_MODES)
+@pytest.mark.parametrize("leaf_mode", tuple(LeafMode))
 async def test_a_failed_item_is_marked_and_the_other_answers_kept(
     harness: Harness, tmp_path: Path, leaf_mode: str
 ) -> None:
@@ -72,7 +72,9 @@ async def test_a_failed_item_is_marked_and_the_other_answers_kept(
 
     await eventually(four_ended, "the batch's three leaves and the single one ended")
     # What a retried cell sends: the same update id and prompts. The same items come back.
-    batch = SubcallBatch(1, 0, 1, "llm", [Text(inline=p) for p in PROMPTS])
+    batch = SubcallBatch(
+        iteration=1, index=0, seq=1, kind=SubcallKind.LLM, prompts=[Text(inline=p) for p in PROMPTS]
+    )
     again = await handle.execute_update(RLMNode.subcall, batch, id=update_id(handle.id, 1, 0, 1))
     assert again.error is None and again.failed == [1]
     assert [a.inline for a in again.answers][::2] == ["2", "1"]

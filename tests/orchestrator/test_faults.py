@@ -19,7 +19,8 @@ import sandbox
 from orchestrator.settings import Settings
 from orchestrator.store import get_run, ledger_sums, list_nodes, list_steps
 from orchestrator.store.models import LedgerEntry
-from orchestrator.workflows.types import LEAF_MODES, Limits
+from orchestrator.vocabulary import LeafMode
+from orchestrator.workflows.types import Limits
 from tests.orchestrator.harness import Harness, Outcome, word_context
 from tests.orchestrator.workers import WorkerProcess, run_containers
 
@@ -76,7 +77,7 @@ async def wait_swept(killed: WorkerProcess, run_id: str, timeout_s: float = 60.0
         await asyncio.sleep(0.5)
 
 
-@pytest.mark.parametrize("leaf_mode", LEAF_MODES)
+@pytest.mark.parametrize("leaf_mode", tuple(LeafMode))
 async def test_sigkilled_worker_mid_subcalls_then_new_worker_finishes_without_double_billing(
     harness: Harness, other_queue: Settings, workers: list[WorkerProcess], tmp_path: Path, leaf_mode: str
 ) -> None:
@@ -131,7 +132,7 @@ async def test_workers_killed_at_random_moments(
     rng = random.Random(seed)
     path, expected = word_context(tmp_path / "w.txt", 8_000)
     reference: dict[str, Decimal] = {}
-    for mode in LEAF_MODES:  # undisturbed, on the session's worker
+    for mode in tuple(LeafMode):  # undisturbed, on the session's worker
         ref = await harness.run(QUERY, path, model=MODEL, sub_model=SUB_MODEL, limits=limits(mode))
         assert ref.summary.answer == str(expected)
         reference[mode] = ref.summary.cost
@@ -143,7 +144,7 @@ async def test_workers_killed_at_random_moments(
     run_ids: list[str] = []
     mid_run = left_behind = 0
     for trial in range(KILL_TRIALS):
-        mode = LEAF_MODES[trial % len(LEAF_MODES)]
+        mode = tuple(LeafMode)[trial % len(tuple(LeafMode))]
         delay = rng.uniform(0.0, 5.0)  # an undisturbed run takes about 6 s
         about = f"seed {seed} (RLM_FAULT_SEED), trial {trial}, {mode} leaves, killed after {delay:.2f} s"
         handle = await harness.start(

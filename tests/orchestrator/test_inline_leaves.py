@@ -16,15 +16,16 @@ from temporalio.worker import Replayer
 
 import sandbox
 from orchestrator.store import get_run, list_nodes, set_run_budget
+from orchestrator.vocabulary import LeafMode
 from orchestrator.workflow_runner import workflow_runner
 from orchestrator.workflows import WORKFLOWS, RLMNode
 from orchestrator.workflows.common import SA_STATUS
-from orchestrator.workflows.types import LEAF_INLINE, LEAF_MODES, Limits
+from orchestrator.workflows.types import Limits
 from tests.ops.control.billing import assert_billed_once
 from tests.ops.control.helpers import eventually
 from tests.orchestrator.harness import Harness, word_context
 
-INLINE = Limits(leaf_mode=LEAF_INLINE, heartbeat_timeout_s=10)
+INLINE = Limits(leaf_mode=LeafMode.INLINE, heartbeat_timeout_s=10)
 # A leaf's worst case at this price is several dollars: a small run budget refuses every leaf.
 DEAR_LEAF = "scripted/leaf?price_in=1000&price_out=1000"
 
@@ -142,7 +143,7 @@ async def test_inline_leaves_in_flight_are_aborted_with_their_node(harness: Harn
     sandbox.reap(labels={"run": run_id})
 
 
-@pytest.mark.parametrize("leaf_mode", LEAF_MODES)
+@pytest.mark.parametrize("leaf_mode", tuple(LeafMode))
 async def test_leaves_held_for_budget_until_the_deadline_end_timed_out(
     harness: Harness, tmp_path: Path, leaf_mode: str
 ) -> None:

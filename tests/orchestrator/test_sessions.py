@@ -18,15 +18,15 @@ from tests.orchestrator.harness import Harness
 
 
 def _worker(harness: Harness, name: str) -> tuple[CellActivities, SessionCache]:
-    deps = Deps(harness.settings, harness.sessions, harness.client, asyncio.get_running_loop(), name)
+    deps = Deps(settings=harness.settings, sessions=harness.sessions, client=harness.client, worker_id=name)
     cache = SessionCache()
     return CellActivities(deps, cache, sandbox.SandboxLimits()), cache
 
 
 async def _execute(
-    cells: CellActivities, node: NodeInput, iteration: int, cell: int, cell_no: int, code: str
+    cells: CellActivities, node: NodeInput, iteration: int, index: int, number: int, code: str
 ):  # type: ignore[no-untyped-def]
-    inp = ExecuteInput(node=node, iteration=iteration, cell=cell, cell_no=cell_no, code=Text(inline=code))
+    inp = ExecuteInput(node=node, iteration=iteration, index=index, number=number, code=Text(inline=code))
     return await ActivityEnvironment().run(cells.execute, inp)
 
 

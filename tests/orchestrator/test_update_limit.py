@@ -17,8 +17,9 @@ import sandbox
 from orchestrator.devstack import FAST_DISPATCH, SQLITE_PRAGMAS, DevServer, DevServerConfig
 from orchestrator.settings import Settings
 from orchestrator.store import list_steps
+from orchestrator.vocabulary import LeafMode
 from orchestrator.worker import running_worker
-from orchestrator.workflows.types import LEAF_INLINE, Limits
+from orchestrator.workflows.types import Limits
 from tests.orchestrator.harness import Harness, word_context
 
 MAX_UPDATES = 4
@@ -47,7 +48,7 @@ async def test_past_the_servers_update_limit_the_cell_is_told_and_the_node_goes_
             "How many times does the word 'ERROR' appear? Use 5 chunks.",
             path,
             model="scripted/mapreduce?parallel=0",
-            limits=Limits(leaf_mode=LEAF_INLINE, heartbeat_timeout_s=10),
+            limits=Limits(leaf_mode=LeafMode.INLINE, heartbeat_timeout_s=10),
         )
 
     # Iteration 1 asked for five sub-calls one by one; the fifth was refused and the cell failed.

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from sandbox import CellResult, SandboxClosed, SandboxLimits, SubcallError, SubcallRequest
+from sandbox import CellResult, SandboxClosed, SandboxLimits, SubcallRefused, SubcallRequest
 from tests.sandbox.helpers import OpenSession
 
 
@@ -60,7 +60,7 @@ def test_kinds_models_and_sequence_numbers(open_process: OpenSession) -> None:
 
 def test_a_failed_subcall_raises_in_the_cell_with_the_reason(open_docker: OpenSession) -> None:
     def handler(request: SubcallRequest) -> list[str]:
-        raise SubcallError("budget exhausted for run r1")
+        raise SubcallRefused("budget exhausted for run r1")
 
     code = (
         "try:\n    llm_query('q')\nexcept SubcallError as exc:\n    print('caught:', exc)\nllm_query('again')"
@@ -157,7 +157,7 @@ def test_a_refusal_and_a_miscounted_answer_raise_in_the_cell(open_process: OpenS
         "try:\n    llm_query_batched(['b', 'c'])\nexcept Exception as e:\n    print(e)"
     )
     cell.advance()
-    cell.advance(SubcallError("over the limit"))
+    cell.advance(SubcallRefused("over the limit"))
     result = cell.advance(["only one"])
     assert isinstance(result, CellResult) and result.status == "ok", result
     assert result.stdout == "over the limit\nthe host answered with 1 results for 2 prompts\n"

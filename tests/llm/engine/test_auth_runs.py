@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.store import set_price
-from orchestrator.workflows.types import LEAF_MODES, Limits
+from orchestrator.vocabulary import LeafMode
+from orchestrator.workflows.types import Limits
 from tests.chat_endpoint import ChatEndpoint
 from tests.llm.engine.conftest import root_attempts
 from tests.llm.unauthorized import point_openai_at, unauthorized_endpoint
@@ -64,7 +65,7 @@ async def test_the_root_model_fails_at_once_naming_the_variable(
     assert out.summary.cost == 0
 
 
-@pytest.mark.parametrize("leaf_mode", LEAF_MODES)
+@pytest.mark.parametrize("leaf_mode", tuple(LeafMode))
 @pytest.mark.parametrize("key", [REJECTED, MISSING], ids=["rejected", "missing"])
 async def test_leaves_fail_at_once_naming_the_variable(
     harness: Harness,

@@ -29,9 +29,10 @@ from orchestrator.activities.records import RecordActivities
 from orchestrator.control import parse_target, raise_budget, resume
 from orchestrator.settings import Settings
 from orchestrator.store import get_run, list_nodes
+from orchestrator.vocabulary import LeafMode, Outcome
 from orchestrator.workflow_runner import workflow_runner
 from orchestrator.workflows import WORKFLOWS
-from orchestrator.workflows.types import LEAF_INLINE, LEAF_MODES, LeafCallOutput, LeafInput, Limits, Text
+from orchestrator.workflows.types import LeafCallOutput, LeafInput, Limits, Text
 from sandbox import SandboxLimits
 from tests.ops.control.billing import assert_billed_once
 from tests.ops.control.helpers import eventually
@@ -42,7 +43,7 @@ SUBCALLS = 120
 LEAF = "scripted/leaf?price_in=100&price_out=0"
 
 
-@pytest.mark.parametrize("leaf_mode", LEAF_MODES)
+@pytest.mark.parametrize("leaf_mode", tuple(LeafMode))
 async def test_one_resume_after_a_sufficient_raise_finishes_the_run(
     harness: Harness, tmp_path: Path, leaf_mode: str
 ) -> None:
@@ -92,10 +93,10 @@ class _RefusedOnce:
     async def leaf_call(self, inp: LeafInput) -> LeafCallOutput:
         self.calls += 1
         if self.calls > 1:
-            return LeafCallOutput("ok", Text(inline="42"), "0")
+            return LeafCallOutput(status=Outcome.OK, answer=Text(inline="42"))
         self.entered.set()
         await self.release.wait()
-        return LeafCallOutput("budget", message="refused by the test's stand-in")
+        return LeafCallOutput(status=Outcome.BUDGET, message="refused by the test's stand-in")
 
 
 async def _handled(handle: WorkflowHandle[Any, Any]) -> bool | None:
@@ -109,14 +110,16 @@ async def _handled(handle: WorkflowHandle[Any, Any]) -> bool | None:
     return True if signalled and done and done[-1] > signalled[-1] else None
 
 
-@pytest.mark.parametrize("leaf_mode", LEAF_MODES)
+@pytest.mark.parametrize("leaf_mode", tuple(LeafMode))
 async def test_a_resume_sent_while_the_refused_call_ran_counts(
     harness: Harness, other_queue: Settings, tmp_path: Path, leaf_mode: str
 ) -> None:
     path = tmp_path / "c.txt"
     path.write_text("unused")
     step = _RefusedOnce()
-    deps = Deps(other_queue, harness.sessions, harness.client, asyncio.get_running_loop(), "one-resume")
+    deps = Deps(
+        settings=other_queue, sessions=harness.sessions, client=harness.client, worker_id="one-resume"
+    )
     cache = SessionCache()
     cells = CellActivities(deps, cache, SandboxLimits())
     worker = Worker(
@@ -141,7 +144,7 @@ async def test_a_resume_sent_while_the_refused_call_ran_counts(
             limits=Limits(leaf_mode=leaf_mode, heartbeat_timeout_s=10),
             task_queue=other_queue.task_queue,
         )
-        held = root if leaf_mode == LEAF_INLINE else harness.client.get_workflow_handle(f"{root.id}.1")
+        held = root if leaf_mode == LeafMode.INLINE else harness.client.get_workflow_handle(f"{root.id}.1")
         try:
             await asyncio.wait_for(step.entered.wait(), 60)
             await held.signal("resume")

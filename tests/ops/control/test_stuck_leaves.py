@@ -9,12 +9,13 @@ import pytest
 
 from orchestrator.control import abort, parse_target
 from orchestrator.stuck import StuckNode, stuck
-from orchestrator.workflows.types import LEAF_MODES, Limits
+from orchestrator.vocabulary import LeafMode
+from orchestrator.workflows.types import Limits
 from tests.ops.control.helpers import eventually
 from tests.orchestrator.harness import Harness, word_context
 
 
-@pytest.mark.parametrize("leaf_mode", LEAF_MODES)
+@pytest.mark.parametrize("leaf_mode", tuple(LeafMode))
 async def test_stuck_lists_leaf_calls_retrying_past_the_attempt_count(
     harness: Harness, tmp_path: Path, leaf_mode: str
 ) -> None:
