@@ -67,6 +67,10 @@ class WorkerOptions:
     # Threads for the cells' blocking work: a step while the sandbox computes, store calls, starting
     # and closing sandboxes. A cell holds one only while its code computes, never while it waits.
     cell_threads: int = 64
+    # Threads that run workflow activations. An activation is a short CPU-bound step and a leaf's local
+    # activity holds its task slot but no thread, so a few threads serve hundreds of slots; more would
+    # only contend for the interpreter lock (the SDK's default is one thread per slot).
+    workflow_threads: int = 16
     session_capacity: int = 32
     sandbox_limits: sandbox.SandboxLimits = field(default_factory=sandbox.SandboxLimits)
     # A lease not renewed for this long is dead (None: Settings.heartbeat_timeout_s, see worker_lease).
@@ -134,6 +138,9 @@ async def running_worker(
     cache = SessionCache(options.session_capacity)
     models = ModelActivities(deps)
     executor = concurrent.futures.ThreadPoolExecutor(options.cell_threads, thread_name_prefix="rlm-cell")
+    activations = concurrent.futures.ThreadPoolExecutor(
+        options.workflow_threads, thread_name_prefix="rlm-workflow"
+    )
     cells = CellActivities(deps, cache, options.sandbox_limits, executor)
     records = RecordActivities(deps)
     launches = LaunchActivities(deps)
@@ -153,6 +160,7 @@ async def running_worker(
         workflow_runner=workflow_runner(client.data_converter),
         max_cached_workflows=options.max_cached_workflows,
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
+        workflow_task_executor=activations,
         max_concurrent_local_activities=options.max_concurrent_local_activities,
         max_concurrent_workflow_task_polls=options.max_concurrent_workflow_task_polls,
         nonsticky_to_sticky_poll_ratio=options.nonsticky_to_sticky_poll_ratio,
@@ -179,6 +187,7 @@ async def running_worker(
                 _release_sandboxes(lease, cache, options.cleanup_s), lease.close(options.cleanup_s)
             )
             executor.shutdown(wait=False, cancel_futures=True)
+            activations.shutdown(wait=False, cancel_futures=True)
             engine.dispose()
             log.info("worker.stopped", worker_id=worker_id)
 
