@@ -135,30 +135,30 @@ class CellActivities:
             return texts.unpack(session, inp.code)
 
     def _open(self, node: NodeInput, number: int) -> _Cached:
-        """The node's session holding the effects of every cell numbered before ``number``."""
+        """The node's sandbox session holding the effects of every cell numbered before ``number``."""
         cached = self.cache.take(node.node_id)
         if cached is not None and cached.number == number - 1:
             return cached
         if cached is not None:
             cached.session.close()
-        with self.deps.sessions() as session:
-            path = local_context(session, node, self.deps.context_dir)
-            snap = latest_snapshot(session, node.node_id)
-            state = get_blob(session, snap.blob_sha) if snap is not None and snap.cell < number else None
+        with self.deps.sessions() as db:
+            path = local_context(db, node, self.deps.context_dir)
+            snap = latest_snapshot(db, node.node_id)
+            state = get_blob(db, snap.blob_sha) if snap is not None and snap.cell < number else None
             restored_cell = snap.cell if state is not None and snap is not None else 0
         limits = sandbox.SandboxLimits(
             **{**self.limits.__dict__, "cell_timeout_s": node.run.limits.cell_timeout_s}
         )
-        sess = sandbox.open_session(
+        opened = sandbox.open_session(
             backend="docker" if self.deps.settings.sandbox_backend == "docker" else "process",
             context_path=path,
             limits=limits,
             labels={**self.deps.sandbox_labels, "run": node.run.run_id, "node": node.node_id},
         )
         if state is not None:
-            sess.restore(state)
+            opened.restore(state)
         log.info("session.opened", node_id=node.node_id, restored_cell=restored_cell, number=number)
-        return _Cached(sess, number - 1)
+        return _Cached(opened, number - 1)
 
     async def _open_watched(self, node: NodeInput, number: int, guard: Guard) -> _Cached:
         """``_open`` in the pool; a session that finishes opening after the activity was cancelled is
