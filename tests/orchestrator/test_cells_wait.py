@@ -18,16 +18,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from orchestrator.llm.policies import leaf_answer
 from orchestrator.settings import Settings
 from orchestrator.vocabulary import LeafMode, Status
 from orchestrator.worker import WorkerOptions, running_worker
 from orchestrator.workflows.types import Limits
 from tests.orchestrator.harness import Harness
-from tests.orchestrator.workers import OPENAI_MODEL
+from tests.orchestrator.workers import OPENAI_MODEL, leaf_reply
 
 # Each child's cell: one leaf call counting the x's after the instruction line (``\\n`` is the escape
 # the child's cell turns into a newline; the child's query is its prompt's first line, the whole prompt).
@@ -53,26 +53,9 @@ class Gate:
     opened: bool = False
 
 
-def _completion(body: dict[str, object]) -> bytes:
-    messages = body["messages"]
-    assert isinstance(messages, list)
-    prompt = next(m["content"] for m in reversed(messages) if m["role"] == "user")
-    return json.dumps(
-        {
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "created": 1,
-            "model": body.get("model", "gpt-4o-mini"),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": leaf_answer(prompt)},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": 20, "completion_tokens": 2, "total_tokens": 22},
-        }
-    ).encode()
+def _completion(body: dict[str, Any]) -> bytes:
+    _, reply = leaf_reply(body)
+    return json.dumps(reply).encode()
 
 
 @contextmanager

@@ -97,7 +97,7 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _leaf_reply(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def leaf_reply(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     prompt = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
     return 200, {
         "id": "chatcmpl-1",
@@ -118,5 +118,5 @@ def _leaf_reply(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 @contextmanager
 def leaf_endpoint() -> Iterator[str]:
     """An OpenAI-compatible ``/v1`` base URL whose chat completions answer leaf prompts correctly."""
-    with chat_endpoint(_leaf_reply) as endpoint:
+    with chat_endpoint(leaf_reply) as endpoint:
         yield endpoint.url
