@@ -76,7 +76,8 @@ async def restart(
             set_run_status(session, run.run_id, Status.RUNNING)
     # Restarted under the workflow type and task queue its history started with.
     queue = attrs.task_queue.name
-    if not await start_node(client, inp, task_queue=queue, memo=await desc.memo(), workflow=kind, again=True):
+    title = str((await desc.memo()).get("query", ""))
+    if not await start_node(client, inp, task_queue=queue, title=title, workflow=kind, again=True):
         raise RestartError(f"{desc.id} is running again already (restarted by someone else); see rlm tree")
     log.info("node.restarted", node_id=desc.id, carry=getattr(inp, "carry", None) is not None)
     return desc.id

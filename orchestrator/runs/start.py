@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -37,6 +36,7 @@ from orchestrator.vocabulary import FINAL_STATUSES, LeafMode, NodeKind, Status
 from orchestrator.workflows import RLMNode
 from orchestrator.workflows.common import memo as query_memo
 from orchestrator.workflows.common import search_attributes
+from orchestrator.workflows.details import first_line, static_details
 from orchestrator.workflows.types import LeafInput, Limits, NodeInput, NodeResult, RunSpec, Text, root_id
 
 log = structlog.get_logger(__name__)
@@ -156,12 +156,13 @@ async def start_node(
     inp: NodeInput | LeafInput,
     *,
     task_queue: str,
-    memo: Mapping[str, Any] | None,
+    title: str,
     workflow: str = "RLMNode",
     again: bool = False,
 ) -> bool:
     """Start a node's workflow under its node id; False when a workflow of that id exists already.
 
+    ``title`` (the query, or its first line) becomes the memo and the Web UI's summary.
     ``again``: a restart, under the id of an ended workflow (a run's first start never reuses an id)."""
     reuse = WorkflowIDReusePolicy.ALLOW_DUPLICATE if again else WorkflowIDReusePolicy.REJECT_DUPLICATE
     try:
@@ -172,7 +173,9 @@ async def start_node(
             task_queue=task_queue,
             id_reuse_policy=reuse,
             search_attributes=search_attributes(inp.run, inp.depth, Status.RUNNING),
-            memo=memo,
+            memo=query_memo(title),
+            static_summary=first_line(title),
+            static_details=static_details(inp),
         )
     except WorkflowAlreadyStartedError:
         return False
@@ -242,7 +245,7 @@ async def submit_run(
     if done.status in FINAL_STATUSES:
         log.info("submit.exists", run_id=run_id, status=done.status)
         return Submitted(run_id, False, done.status)
-    started = await start_node(client, done.root, task_queue=task_queue, memo=query_memo(inp.query))
+    started = await start_node(client, done.root, task_queue=task_queue, title=inp.query)
     log.info(
         "run.submitted", run_id=run_id, created=done.created, started=started, workflow_id=done.root.node_id
     )

@@ -18,6 +18,7 @@ from temporalio.common import (
 )
 
 from orchestrator.vocabulary import Status
+from orchestrator.workflows.details import first_line
 from orchestrator.workflows.types import NodeEvent, NodeState, RunSpec
 
 SA_RUN_ID = SearchAttributeKey.for_keyword("RlmRunId")
@@ -93,6 +94,5 @@ def total_cost(state: NodeState) -> Decimal:
 
 
 def memo(query: str) -> dict[str, str]:
-    """A node's memo: the first line of its query (or prompt), shortened."""
-    line = query.strip().split("\n", 1)[0]
-    return {"query": line if len(line) <= MEMO_CHARS else line[: MEMO_CHARS - 1] + "…"}
+    """A node's memo: the first line of its query (or prompt), shortened; also its Web UI summary."""
+    return {"query": first_line(query, MEMO_CHARS)}

@@ -8,6 +8,8 @@ aborted parent stops the calls in flight and records each leaf ``aborted``. Dete
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from temporalio import workflow
 
 from orchestrator.vocabulary import Outcome, Status
@@ -18,9 +20,10 @@ from orchestrator.workflows.types import LeafCallOutput, LeafInput, NodeResult, 
 
 
 class InlineLeaves:
-    def __init__(self, signals: OperatorSignals, state: NodeState) -> None:
+    def __init__(self, signals: OperatorSignals, state: NodeState, changed: Callable[[], None]) -> None:
         self._signals = signals
         self._state = state  # the parent's: it shows paused_budget while any inline leaf is held
+        self._changed = changed
         self._in_flight: dict[str, tuple[LeafInput, workflow.ActivityHandle[LeafCallOutput]]] = {}
         self._budget_holds = 0
 
@@ -63,6 +66,7 @@ class InlineLeaves:
         if self._budget_holds == 1:
             state.status, state.message = Status.PAUSED_BUDGET, message
             common.set_status(Status.PAUSED_BUDGET)
+            self._changed()
         await common.record(leaf_event(leaf, Status.PAUSED_BUDGET, error=message))
         try:
             released = await await_operator(self._signals, leaf.run, resumed_after=since)
@@ -71,6 +75,7 @@ class InlineLeaves:
             if self._budget_holds == 0 and state.status == Status.PAUSED_BUDGET:
                 state.status, state.message = Status.RUNNING, None
                 common.set_status(Status.RUNNING)
+                self._changed()
         if released == Released.DEADLINE:
             return await _end(leaf, Status.TIMED_OUT, f"paused for budget until the deadline: {message}")
         if released == Released.ABORTED:

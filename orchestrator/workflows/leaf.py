@@ -19,7 +19,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 from orchestrator.vocabulary import NodeKind, Outcome, Status
-from orchestrator.workflows import common
+from orchestrator.workflows import common, details
 from orchestrator.workflows.operator import OperatorSignals, Released, await_operator
 from orchestrator.workflows.types import LeafCallOutput, LeafInput, NodeEvent, NodeResult, NodeState, Text
 
@@ -37,6 +37,7 @@ class Leaf:
     def __init__(self) -> None:
         self._signals = OperatorSignals()
         self._state = NodeState(node_id="")
+        self._model = ""
 
     @workflow.signal
     def resume(self) -> None:
@@ -53,6 +54,8 @@ class Leaf:
     @workflow.run
     async def run(self, inp: LeafInput) -> NodeResult:
         self._state = NodeState(node_id=inp.node_id, iteration=1, step=Status.RUNNING)
+        self._model = inp.model
+        self._refresh()
         try:
             return await self._run(inp)
         except asyncio.CancelledError:
@@ -85,9 +88,13 @@ class Leaf:
                 )
             self._show(Status.RUNNING, None)
 
+    def _refresh(self) -> None:
+        workflow.set_current_details(details.leaf_details(self._state, self._model))
+
     def _show(self, status: Status, message: str | None) -> None:
         self._state.status, self._state.message, self._state.step = status, message, status
         common.set_status(status)
+        self._refresh()
 
     async def _finish(
         self, inp: LeafInput, status: Status, out: LeafCallOutput | None, error: str | None
@@ -100,6 +107,7 @@ class Leaf:
         state = self._state
         state.status, state.message, state.step, state.cost_usd = status, error, status, cost
         common.set_status(status, Decimal(cost))
+        self._refresh()
         return NodeResult(
             node_id=inp.node_id, status=status, answer=answer, error=error, iterations=1 if out else 0,
             cost_usd=cost,

@@ -20,7 +20,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 from orchestrator.vocabulary import Outcome, Status
-from orchestrator.workflows import common, steps
+from orchestrator.workflows import common, details, steps
 from orchestrator.workflows.leaf import classify_failure
 from orchestrator.workflows.operator import OperatorSignals, Released, await_operator
 from orchestrator.workflows.subcalls import Subcalls
@@ -51,7 +51,7 @@ class RLMNode:
         self._state = NodeState(node_id=inp.node_id)
         if inp.carry is not None:  # between iterations: nothing held, nothing running
             self._state = dataclasses.replace(inp.carry, status=Status.RUNNING, message=None, step="")
-        self._subcalls = Subcalls(inp, self._signals, self._state, self._show)
+        self._subcalls = Subcalls(inp, self._signals, self._state, self._show, self._refresh)
         # Whether this node may have sandbox containers to remove when it ends.
         self._sandbox_used = self._state.cells > 0
 
@@ -97,6 +97,7 @@ class RLMNode:
             state = self._state
             state.status, state.message, state.step = Status.ABORTED, ABORTED_REASON, "done"
             common.set_status(Status.ABORTED, common.total_cost(state))
+            self._refresh()
             await common.record(self._event(Status.ABORTED, state.partial, ABORTED_REASON))
             await self._subcalls.inline.abort(ABORTED_REASON)
             await self._release_sandbox()
@@ -120,6 +121,7 @@ class RLMNode:
             if held is not None:
                 return held
             state.step = f"generate {iteration}"
+            self._refresh()
             gen = await self._generate(iteration, forced)
             if isinstance(gen, NodeResult):
                 return gen
@@ -156,6 +158,7 @@ class RLMNode:
                 status, reason = classify_failure(err)
                 return await self._finish(status, state.partial, reason)
             state.cost_usd = str(Decimal(state.cost_usd) + Decimal(gen.cost_usd))
+            self._refresh()
             if gen.status == Outcome.OK:
                 common.set_status(Status.RUNNING, common.total_cost(state))
                 return gen
@@ -169,6 +172,7 @@ class RLMNode:
         state.cells += 1
         state.step = f"cell {iteration}.{index}"
         self._sandbox_used = True
+        self._refresh()
         cell = ExecuteInput(
             node=self._step_input, iteration=iteration, index=index, number=state.cells, code=block,
             children_before=state.children,
@@ -184,6 +188,7 @@ class RLMNode:
             state.last_error = out.error
         if out.answer is not None:
             state.partial = out.answer
+        self._refresh()
         # RlmCost follows the spend of the node and its finished children cell by cell.
         common.set_status(Status.RUNNING, common.total_cost(state))
         if out.ready:
@@ -219,6 +224,7 @@ class RLMNode:
         """The node's status everywhere an operator looks: its state, the search attribute, the store."""
         self._state.status, self._state.message = status, message
         common.set_status(status)
+        self._refresh()
         await common.record(self._event(status, error=message))
 
     async def _finish(self, status: Status, answer: Text | None, error: str | None) -> NodeResult:
@@ -226,6 +232,7 @@ class RLMNode:
         await workflow.wait_condition(workflow.all_handlers_finished)
         state = self._state
         state.status, state.message, state.step = status, error, "done"
+        self._refresh()
         await common.record(self._event(status, answer, error))
         total = common.total_cost(state)
         common.set_status(status, total)
@@ -235,6 +242,10 @@ class RLMNode:
             node_id=self._inp.node_id, status=status, answer=answer, error=error, iterations=state.iteration,
             cost_usd=str(total),
         )  # fmt: skip
+
+    def _refresh(self) -> None:
+        """The node's current details in the Web UI follow its state."""
+        workflow.set_current_details(details.node_details(self._state, self._inp.run.limits))
 
     async def _release_sandbox(self) -> None:
         """Remove the node's sandbox containers: whatever the ending, none outlives its node."""

@@ -13,6 +13,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 from orchestrator.workflows import common
+from orchestrator.workflows.details import first_line
 from orchestrator.workflows.types import ExecuteInput, ExecuteOutput, GenerateInput, GenerateOutput, NodeInput
 
 GENERATE_TIMEOUT_S = 600.0
@@ -22,10 +23,12 @@ RELEASE_TIMEOUT_S = 60.0
 
 async def generate(step: GenerateInput) -> GenerateOutput:
     run = step.node.run
+    forced = " (forced final answer)" if step.forced_final else ""
     out: GenerateOutput = await workflow.execute_activity(
         common.GENERATE,
         step,
         result_type=GenerateOutput,
+        summary=f"iteration {step.iteration}: the model's reply{forced}",
         start_to_close_timeout=common.bounded(run, GENERATE_TIMEOUT_S),
         schedule_to_close_timeout=common.until_deadline(run),
         retry_policy=common.MODEL_RETRY,
@@ -36,10 +39,12 @@ async def generate(step: GenerateInput) -> GenerateOutput:
 async def execute(cell: ExecuteInput) -> ExecuteOutput:
     run = cell.node.run
     # Both timeouts end at the deadline: no attempt of the cell runs past it.
+    code = first_line(cell.code.inline) if cell.code.inline is not None else "(stored code)"
     out: ExecuteOutput = await workflow.execute_activity(
         common.EXECUTE,
         cell,
         result_type=ExecuteOutput,
+        summary=f"cell {cell.iteration}.{cell.index}: {code}",
         start_to_close_timeout=common.until_deadline(run),
         schedule_to_close_timeout=common.until_deadline(run),
         heartbeat_timeout=common.bounded(run, run.limits.heartbeat_timeout_s),

@@ -27,7 +27,7 @@ from temporalio.exceptions import ChildWorkflowError, FailureError
 from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
 from orchestrator.vocabulary import LeafMode, NodeKind, Status, SubcallKind
-from orchestrator.workflows import common
+from orchestrator.workflows import common, details
 from orchestrator.workflows.inline import InlineLeaves
 from orchestrator.workflows.leaf import Leaf
 from orchestrator.workflows.operator import OperatorSignals, Released, await_operator
@@ -52,15 +52,20 @@ COST_EVERY_S = 5.0
 
 # Shows the node's status (state, search attribute, store) — the node's own ``show``.
 Show = Callable[[Status, "str | None"], Awaitable[None]]
+# Tells the node its state changed (its Web UI details follow).
+Changed = Callable[[], None]
 RlmChild = ChildWorkflowHandle[Any, NodeResult]
 
 
 class Subcalls:
-    def __init__(self, inp: NodeInput, signals: OperatorSignals, state: NodeState, show: Show) -> None:
+    def __init__(
+        self, inp: NodeInput, signals: OperatorSignals, state: NodeState, show: Show, changed: Changed
+    ) -> None:
         self._inp = inp
         self._signals = signals
         self._state = state
         self._show = show
+        self._changed = changed
         self._slots = asyncio.Semaphore(max(1, inp.run.limits.max_concurrency))
         self._replies: dict[str, SubcallReply] = {}
         # RLM children started and not yet returned: where pause, resume and abort are passed on.
@@ -68,7 +73,7 @@ class Subcalls:
         self._held_status = asyncio.Lock()  # one held-status write at a time: the store's last is current
         self._cost_shown_at = workflow.time()
         self._positions = {child.node_id: i for i, child in enumerate(state.child_states)}
-        self.inline = InlineLeaves(signals, state)
+        self.inline = InlineLeaves(signals, state, changed)
 
     async def handle(self, batch: SubcallBatch) -> SubcallReply:
         key = update_id(self._inp.node_id, batch.iteration, batch.index, batch.seq)
@@ -120,6 +125,7 @@ class Subcalls:
             states.append(child)
         else:
             states[position] = child
+        self._changed()
 
     async def _start_child(self, cid: str, batch: SubcallBatch, index: int) -> NodeResult:
         inp = self._inp
@@ -127,7 +133,9 @@ class Subcalls:
         prompt = batch.prompts[index]
         model = batch.model or run.sub_model
         depth = inp.depth + 1
-        memo = common.memo(batch.titles[index] if index < len(batch.titles) else prompt.preview)
+        title = batch.titles[index] if index < len(batch.titles) else prompt.preview
+        memo = common.memo(title)
+        summary = memo["query"]
         attributes = common.search_attributes(run, depth, Status.RUNNING)
         async with self._slots:
             refused = await self._unless_paused(cid)
@@ -146,6 +154,8 @@ class Subcalls:
                         id=cid,
                         search_attributes=attributes,
                         memo=memo,
+                        static_summary=summary,
+                        static_details=details.static_details(node),
                         parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
                     )
                     return await self._follow(child)
@@ -160,6 +170,8 @@ class Subcalls:
                     id=cid,
                     search_attributes=attributes,
                     memo=memo,
+                    static_summary=summary,
+                    static_details=details.static_details(leaf),
                     parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
                 )
             except ChildWorkflowError as err:

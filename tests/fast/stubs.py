@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio import activity
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
@@ -231,6 +232,12 @@ async def ended(handle: WorkflowHandle[Any, NodeResult], within_s: float = 10.0)
     """The workflow's result, skipping the test server's time; a workflow broken into a loop fails the
     test within ``within_s`` of real time instead of hanging it."""
     return await asyncio.wait_for(handle.result(), within_s)
+
+
+async def current_details(handle: WorkflowHandle[Any, NodeResult]) -> str:
+    """What the Web UI shows as the workflow's current details (its built-in metadata query)."""
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    return str(metadata.current_details)
 
 
 async def state_becomes(

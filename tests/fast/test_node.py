@@ -18,7 +18,18 @@ from orchestrator.workflows.types import (
     Limits,
     Text,
 )
-from tests.fast.stubs import Generate, Stubs, cell, code, ended, final, refused, start_root, state_becomes
+from tests.fast.stubs import (
+    Generate,
+    Stubs,
+    cell,
+    code,
+    current_details,
+    ended,
+    final,
+    refused,
+    start_root,
+    state_becomes,
+)
 
 pytestmark = [pytest.mark.fast, pytest.mark.timeout(60)]
 
@@ -77,6 +88,11 @@ async def test_no_answer_after_the_forced_final_request_fails(env: WorkflowEnvir
     assert forced == [False, False, True]
     assert len(run.executed) == 2  # the forced turn's code is not run
     assert run.statuses(handle.id)[-1] == Status.FAILED
+    # The Web UI's current details say why it gave up.
+    details = await current_details(handle)
+    assert details.startswith(
+        "**Iteration** 3 (the forced final one) · **failed**: no answer after the forced final request"
+    )
 
 
 async def test_the_forced_final_request_keeps_a_partial_answer(
@@ -136,6 +152,7 @@ async def test_a_budget_refusal_holds_the_node_until_one_resume(
     state = await state_becomes(handle, Status.PAUSED_BUDGET)
     assert state.message == "tenant budget exhausted"
     assert len(run.generated) == 1
+    assert "· **paused_budget**: tenant budget exhausted" in await current_details(handle)
     await handle.signal(RLMNode.resume)
     result = await ended(handle)
 
