@@ -6,10 +6,13 @@ real run with the scripted model (a depth-2 `recurse` tree: root, two `rlm_query
 leaves) over a generated context; then photographs the UI with headless Chromium:
 
 - workflows.png      the workflow list filtered by the run's search attribute (`RlmRunId = "..."`)
-- root.png           the root workflow's page
+- root.png           the root workflow's page (input, result, history)
+- details.png        its User Metadata tab: summary (the query's first line), details, current details
 - relationships.png  the root's relationships view: the tree of child workflows
 - paused.png         a second run started with a budget too small for its first model call, found
                      with `RlmTenant = "acme" AND RlmStatus = "paused_budget"`; aborted afterwards
+- aborted-root.png   that run's root's User Metadata after the abort: the current details say why it
+                     ended
 
 Chromium is installed from Debian (`apt-get install chromium`) when missing, which needs root.
 Everything the script started (dev server, worker, Chromium) is stopped before it exits.
@@ -299,6 +302,7 @@ def ui_pages(ui_url: str, run_id: str, workflow_id: str, temporal_run: str) -> d
     return {
         "workflows.png": list_url(ui_url, f'RlmRunId = "{run_id}"'),
         "root.png": f"{base}/{wid}/{temporal_run}/history",
+        "details.png": f"{base}/{wid}/{temporal_run}/user-metadata",
         "relationships.png": f"{base}/{wid}/{temporal_run}/relationships",
     }
 
@@ -351,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 finally:
                     abort_run(run_env, paused)
+                # The held root's own page once aborted (a running workflow's page never lets Chromium's
+                # virtual time settle): its summary, and current details that say why it ended.
+                held = f"{paused}/0"
+                page = ui_pages(stack.ui_url, paused, held, temporal_run_id(stack, held))["details.png"]
+                shoot(chromium, page, args.out / "aborted-root.png", work, args.budget_ms)
         finally:
             remove_sandboxes([args.run_id, f"{args.run_id}-paused"])
             if args.keep_data:

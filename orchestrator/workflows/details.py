@@ -56,7 +56,9 @@ def node_details(state: NodeState, limits: Limits) -> str:
             subcalls += f", {state.held_subcalls} held by a pause"
         lines.append(subcalls)
     own, children = Decimal(state.cost_usd), Decimal(state.children_cost_usd)
-    lines.append(f"**Spend** ${own + children} (this node ${own}, finished sub-calls ${children})")
+    lines.append(
+        f"**Spend** {_usd(own + children)} (this node {_usd(own)}, finished sub-calls {_usd(children)})"
+    )
     if state.last_error:
         lines.append(f"**Last error** {first_line(state.last_error, ERROR_CHARS)}")
     return "\n\n".join(lines)
@@ -65,7 +67,12 @@ def node_details(state: NodeState, limits: Limits) -> str:
 def leaf_details(state: NodeState, model: str) -> str:
     """A leaf now: its one model call, a budget hold, or how it ended."""
     now = f"one completion by `{model}`" if state.status == Status.RUNNING else _status_line(state)
-    return f"{now}\n\n**Spend** ${Decimal(state.cost_usd)}"
+    return f"{now}\n\n**Spend** {_usd(Decimal(state.cost_usd))}"
+
+
+def _usd(amount: Decimal) -> str:
+    # Not "$": the Web UI's markdown reads a pair of dollar signs as inline math.
+    return f"{amount:.6f} USD"
 
 
 def _doing(state: NodeState) -> str:

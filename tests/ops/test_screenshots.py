@@ -35,7 +35,7 @@ def test_screenshots_of_a_run_tree(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    names = {"workflows.png", "root.png", "relationships.png", "paused.png"}
+    names = {"workflows.png", "root.png", "details.png", "relationships.png", "paused.png", "aborted-root.png"}
     assert {p.name for p in out.iterdir()} == names
     for name in names:
         path = out / name
