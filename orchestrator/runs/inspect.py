@@ -8,8 +8,7 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.store import get_run, get_text, list_nodes, list_steps, run_usage
-from orchestrator.vocabulary import StepKind
+from orchestrator.store import get_run, get_text, list_nodes, run_usage
 
 
 @dataclass(frozen=True)
@@ -64,8 +63,6 @@ def run_tree(sessions: sessionmaker[Session], run_id: str, preview_chars: int = 
     with sessions() as session:
         get_run(session, run_id)
         for node in list_nodes(session, run_id):
-            steps = list_steps(session, node.node_id)
-            iterations = max((s.iteration for s in steps if s.kind == StepKind.GENERATE), default=0)
             preview = None
             if node.answer_ref:
                 text = get_text(session, node.answer_ref)
@@ -77,7 +74,7 @@ def run_tree(sessions: sessionmaker[Session], run_id: str, preview_chars: int = 
                     depth=node.depth,
                     kind=node.kind,
                     status=node.status,
-                    iterations=iterations,
+                    iterations=node.iterations,
                     cost=node.cost,
                     answer_preview=preview,
                     error=node.error,

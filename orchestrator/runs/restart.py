@@ -23,7 +23,7 @@ from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExec
 from orchestrator.activities.cell_record import CellRecord
 from orchestrator.errors import RlmError
 from orchestrator.runs.start import start_node
-from orchestrator.store import list_steps, put_text, set_node_status, set_run_status
+from orchestrator.store import get_run, list_steps, put_text, set_node_status, set_run_status
 from orchestrator.vocabulary import Status, StepKind
 from orchestrator.workflows.types import INLINE_CHARS, LeafInput, NodeInput, NodeResult, NodeState, Text
 
@@ -69,6 +69,12 @@ async def restart(
         )
     inp = dataclasses.replace(inp, run=run)
     with sessions.begin() as session:
+        pruned = get_run(session, run.run_id).pruned_at
+        if pruned is not None:
+            raise RestartError(
+                f"run {run.run_id} was pruned at {pruned:%Y-%m-%d %H:%M:%S} UTC (its steps and context are "
+                "gone), so its nodes cannot be resumed; start a new run"
+            )
         if isinstance(inp, NodeInput):
             inp = dataclasses.replace(inp, carry=resume_state(session, inp.node_id, inp.carry))
         set_node_status(session, inp.node_id, Status.RUNNING)

@@ -27,6 +27,9 @@ _BLOBS = cast(Table, Blob.__table__)
 _BLOB_EXISTS = select(literal(1)).where(_BLOBS.c.sha256 == bindparam("sha"))
 _CHUNK_INSERT = insert(cast(Table, BlobChunk.__table__))
 _BLOB_SIZE = update(_BLOBS).where(_BLOBS.c.sha256 == bindparam("b_sha"))
+_BLOB_TOUCH = (
+    update(_BLOBS).where(_BLOBS.c.sha256 == bindparam("b_sha")).values(last_put_at=bindparam("b_now"))
+)
 
 
 def put_blob(session: Session, data: bytes, *, compress: bool = True) -> str:
@@ -42,12 +45,16 @@ def put_blob(session: Session, data: bytes, *, compress: bool = True) -> str:
         header = _header(sha, len(view), sum(len(payload) for payload, _ in chunks), chunk_count)
         if insert_ignore(session, Blob, header, ["sha256"]):
             _insert_chunks(session, sha, chunks)
+        else:
+            _touch(session, sha)
         return sha
     # Big blobs: don't compress megabytes that are stored already.
     if run(session, _BLOB_EXISTS, {"sha": sha}).first() is not None:
+        _touch(session, sha)
         return sha
     # A concurrent writer of the same bytes makes this a no-op once it commits; both get the same sha.
     if not insert_ignore(session, Blob, _header(sha, len(view), 0, chunk_count), ["sha256"]):
+        _touch(session, sha)
         return sha
     stored = 0
     for seq in range(chunk_count):
@@ -58,6 +65,11 @@ def put_blob(session: Session, data: bytes, *, compress: bool = True) -> str:
     return sha
 
 
+def _touch(session: Session, sha: str) -> None:
+    """Stored again: in use now, whoever stored it first (see ``retention``)."""
+    run(session, _BLOB_TOUCH, {"b_sha": sha, "b_now": utcnow()})
+
+
 def _pack(raw: bytes, compress: bool) -> tuple[bytes, bool]:
     """The chunk as stored, and whether it is compressed (only when that makes it smaller)."""
     packed = zlib.compress(raw, ZLIB_LEVEL) if compress else raw
@@ -65,12 +77,14 @@ def _pack(raw: bytes, compress: bool) -> tuple[bytes, bool]:
 
 
 def _header(sha: str, size: int, stored: int, chunk_count: int) -> dict[str, object]:
+    now = utcnow()
     return {
         "sha256": sha,
         "size": size,
         "stored_size": stored,
         "chunk_count": chunk_count,
-        "created_at": utcnow(),
+        "created_at": now,
+        "last_put_at": now,
     }
 
 

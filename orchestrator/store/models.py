@@ -141,6 +141,8 @@ class Blob(Base):
     stored_size: Mapped[int] = mapped_column(BigInteger)
     chunk_count: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Every put moves it, also of bytes stored already: retention keeps what live runs stored lately.
+    last_put_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class BlobChunk(Base):
@@ -171,7 +173,9 @@ class Run(BudgetScope, Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # Set by `rlm prune`: the run's steps, snapshots and context are gone; its summary and ledger stay.
+    pruned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     @property
     def budget(self) -> Decimal | None:
@@ -198,6 +202,8 @@ class Node(Base):
     cost_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The last iteration with a recorded model reply: kept on the node so that summaries survive pruning.
+    iterations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The attempt of the model call that last failed and is being retried (its error in ``error``):
     # leaf calls are local activities, which Temporal's pending-activity view does not show.
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -9,13 +9,14 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, TypedDict, Unpack, cast
 
-from sqlalchemy import Table, bindparam, literal, select, update
+from sqlalchemy import Table, bindparam, case, literal, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.store import validate
 from orchestrator.store._sql import insert_ignore, run, upsert
 from orchestrator.store.errors import NotFound
 from orchestrator.store.models import Node, Snapshot, Step, utcnow
+from orchestrator.vocabulary import StepKind
 
 _NODES = cast(Table, Node.__table__)
 _NODE_EXISTS = select(literal(1)).where(_NODES.c.node_id == bindparam("node_id"))
@@ -26,6 +27,10 @@ _NODE_ADD_STEP = (
         cost_nanos=_NODES.c.cost_nanos + bindparam("b_cost"),
         prompt_tokens=_NODES.c.prompt_tokens + bindparam("b_prompt"),
         completion_tokens=_NODES.c.completion_tokens + bindparam("b_completion"),
+        iterations=case(
+            (_NODES.c.iterations < bindparam("b_iteration"), bindparam("b_iteration")),
+            else_=_NODES.c.iterations,
+        ),
         updated_at=bindparam("b_now"),
     )
 )
@@ -118,6 +123,8 @@ def write_step(
             "b_cost": cost_nanos,
             "b_prompt": prompt_tokens,
             "b_completion": completion_tokens,
+            # Only model replies count as iterations (a leaf's one call is not one).
+            "b_iteration": key[1] if kind == StepKind.GENERATE else 0,
             "b_now": utcnow(),
         }
         run(session, _NODE_ADD_STEP, totals)
