@@ -23,11 +23,13 @@ from orchestrator.store.retention import (
     oldest_live_run,
     prunable_runs,
     run_rows,
+    unused_blobs,
 )
 
 log = structlog.get_logger(__name__)
 
 RUNS_PER_BATCH = 20
+BLOBS_PER_BATCH = 500
 # A blob stored this recently stays even when no row references it yet: its writer may not have
 # recorded the step that will.
 RECENT_PUT = timedelta(hours=1)
@@ -97,7 +99,14 @@ def prune(
         report.blobs += blobs
         report.blob_bytes += stored
         log.info("prune.batch", runs=len(ids), steps=rows.steps, blobs=blobs, blob_bytes=stored)
-    return report
+    while True:
+        with sessions.begin() as session:
+            unused = unused_blobs(session, put_before=put_before, limit=BLOBS_PER_BATCH)
+            blobs, stored = delete_blobs(session, unused, put_before=put_before)
+        report.blobs += blobs
+        report.blob_bytes += stored
+        if len(unused) < BLOBS_PER_BATCH:
+            return report
 
 
 def _count(
@@ -110,8 +119,9 @@ def _count(
         rows = run_rows(session, ids)
         report.runs = ids
         report.steps, report.snapshots = rows.steps, rows.snapshots
+        # The pruned runs' blobs and those no run uses any more (REPL snapshots dropped while running).
         report.blobs, report.blob_bytes = collectable_blobs(
-            session, rows.blobs, put_before=put_before, ignoring=ids
+            session, None, put_before=put_before, ignoring=ids
         )
 
 

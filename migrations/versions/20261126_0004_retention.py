@@ -22,6 +22,17 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# Every column that references a blob: retention asks whether anything still uses one.
+_BLOB_REFERENCES = (
+    ("runs", "query_ref"),
+    ("runs", "context_ref"),
+    ("nodes", "answer_ref"),
+    ("steps", "input_ref"),
+    ("steps", "output_ref"),
+    ("snapshots", "blob_sha"),
+)
+
+
 def upgrade() -> None:
     with op.batch_alter_table("runs") as batch:
         batch.add_column(sa.Column("pruned_at", sa.DateTime(timezone=True), nullable=True))
@@ -35,10 +46,14 @@ def upgrade() -> None:
         "WHERE steps.node_id = nodes.node_id AND steps.kind = 'generate')"
     )
     op.create_index(op.f("ix_runs_finished_at"), "runs", ["finished_at"])
+    for table, column in _BLOB_REFERENCES:
+        op.create_index(op.f(f"ix_{table}_{column}"), table, [column])
 
 
 def downgrade() -> None:
     op.drop_index(op.f("ix_runs_finished_at"), table_name="runs")
+    for table, column in _BLOB_REFERENCES:
+        op.drop_index(op.f(f"ix_{table}_{column}"), table_name=table)
     with op.batch_alter_table("nodes") as batch:
         batch.drop_column("iterations")
     with op.batch_alter_table("blobs") as batch:

@@ -82,11 +82,12 @@ def oldest_live_run(session: Session) -> datetime | None:
 
 
 def collectable_blobs(
-    session: Session, shas: Collection[str], *, put_before: datetime, ignoring: Sequence[str] = ()
+    session: Session, shas: Collection[str] | None, *, put_before: datetime, ignoring: Sequence[str] = ()
 ) -> tuple[int, int]:
-    """How many of ``shas`` nothing else references and nobody stored since ``put_before``, and their
-    stored bytes; rows of the runs in ``ignoring`` do not count as references (a dry run)."""
-    if not shas:
+    """How many of ``shas`` (None: of all blobs) nothing references and nobody stored since
+    ``put_before``, and their stored bytes; rows of the runs in ``ignoring`` do not count as
+    references (a dry run)."""
+    if shas is not None and not shas:
         return 0, 0
     count, stored = session.execute(
         select(func.count(), func.coalesce(func.sum(Blob.stored_size), 0)).where(
@@ -96,8 +97,18 @@ def collectable_blobs(
     return int(count), int(stored)
 
 
-def delete_blobs(session: Session, shas: Collection[str], *, put_before: datetime) -> tuple[int, int]:
-    """Delete the collectable blobs of ``shas`` (their chunks go with them); returns count and bytes."""
+def unused_blobs(session: Session, *, put_before: datetime, limit: int) -> list[str]:
+    """Blobs nothing references that nobody stored since ``put_before``: left by any run (a REPL
+    snapshot a running node dropped, a prompt whose step was never recorded)."""
+    return list(session.scalars(select(Blob.sha256).where(_collectable(None, put_before, ())).limit(limit)))
+
+
+def delete_blobs(session: Session, shas: Collection[str], *, put_before: datetime | None) -> tuple[int, int]:
+    """Delete the collectable blobs of ``shas`` (their chunks go with them); returns count and bytes.
+
+    ``put_before`` None: however recently stored (a REPL snapshot, which only its node's rows name;
+    a concurrent writer that names it holds the blob's row until it commits, and the foreign key
+    refuses the delete then)."""
     if not shas:
         return 0, 0
     gone = session.execute(
@@ -110,7 +121,9 @@ def _nodes_of(run_ids: Sequence[str]) -> ScalarSelect[str]:
     return select(Node.node_id).where(Node.run_id.in_(run_ids)).scalar_subquery()
 
 
-def _collectable(shas: Collection[str], put_before: datetime, ignoring: Sequence[str]) -> ColumnElement[bool]:
+def _collectable(
+    shas: Collection[str] | None, put_before: datetime | None, ignoring: Sequence[str]
+) -> ColumnElement[bool]:
     sha = Blob.sha256
     other_steps = Step.node_id.not_in(_nodes_of(ignoring)) if ignoring else None
     other_snapshots = Snapshot.node_id.not_in(_nodes_of(ignoring)) if ignoring else None
@@ -121,9 +134,9 @@ def _collectable(shas: Collection[str], put_before: datetime, ignoring: Sequence
         exists().where(_also(or_(Step.input_ref == sha, Step.output_ref == sha), other_steps)),
         exists().where(_also(Snapshot.blob_sha == sha, other_snapshots)),
     )
-    return and_(
-        sha.in_(list(shas)), func.coalesce(Blob.last_put_at, Blob.created_at) < put_before, ~referenced
-    )
+    last_put = func.coalesce(Blob.last_put_at, Blob.created_at)
+    unused = ~referenced if put_before is None else and_(last_put < put_before, ~referenced)
+    return unused if shas is None else and_(sha.in_(list(shas)), unused)
 
 
 def _also(condition: ColumnElement[bool], extra: ColumnElement[bool] | None) -> ColumnElement[bool]:

@@ -9,13 +9,14 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, TypedDict, Unpack, cast
 
-from sqlalchemy import Table, bindparam, case, literal, select, update
+from sqlalchemy import Table, bindparam, case, delete, literal, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.store import validate
 from orchestrator.store._sql import insert_ignore, run, upsert
-from orchestrator.store.errors import NotFound
+from orchestrator.store.errors import InvalidValue, NotFound
 from orchestrator.store.models import Node, Snapshot, Step, utcnow
+from orchestrator.store.retention import delete_blobs
 from orchestrator.vocabulary import StepKind
 
 _NODES = cast(Table, Node.__table__)
@@ -144,13 +145,27 @@ def list_steps(session: Session, node_id: str) -> list[Step]:
 
 # --- REPL snapshots --------------------------------------------------------------------------------
 
+KEEP_SNAPSHOTS = 3
 
-def save_snapshot(session: Session, node_id: str, cell: int, blob_sha: str) -> Snapshot:
-    """Record the REPL state after ``cell``. A retried cell replaces it: the live sandbox holds that state."""
+
+def save_snapshot(
+    session: Session, node_id: str, cell: int, blob_sha: str, *, keep: int = KEEP_SNAPSHOTS
+) -> Snapshot:
+    """Record the REPL state after ``cell``. A retried cell replaces it: the live sandbox holds that state.
+
+    Only the node's last ``keep`` snapshots stay (a restart needs the latest one alone); a dropped
+    one's blob goes with it unless another row names the same bytes."""
     cell = validate.count(cell, "cell")
+    if keep < 1:
+        raise InvalidValue(f"snapshots to keep must be at least 1, got {keep}")
     now = utcnow()
     values = {"node_id": node_id, "cell": cell, "blob_sha": blob_sha, "created_at": now, "updated_at": now}
     upsert(session, Snapshot, values, ["node_id", "cell"], {"blob_sha": blob_sha, "updated_at": now})
+    dropped = Snapshot.node_id == node_id, Snapshot.cell <= cell - keep
+    shas = set(session.scalars(select(Snapshot.blob_sha).where(*dropped)))
+    if shas:
+        session.execute(delete(Snapshot).where(*dropped))
+        delete_blobs(session, shas, put_before=None)
     stmt = select(Snapshot).where(Snapshot.node_id == node_id, Snapshot.cell == cell)
     return session.scalars(stmt.execution_options(populate_existing=True)).one()
 

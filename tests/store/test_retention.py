@@ -41,6 +41,7 @@ def _run(
     """A run with a root that made one model call and ran one cell: every kind of row that refers to
     a blob. Returns the blobs by role."""
     with sessions.begin() as s:
+        create_run(s, run_id, tenant=tenant)  # a run stores its blobs after it began
         blobs = {
             "query": put_text(s, f"query of {run_id}"),
             "context": put_text(s, f"context of {run_id} " * 100),
@@ -50,7 +51,8 @@ def _run(
             "answer": put_text(s, f"answer of {run_id}"),
             "shared": put_text(s, shared),
         }
-        create_run(s, run_id, tenant=tenant, query_ref=blobs["query"], context_ref=blobs["context"])
+        run = get_run(s, run_id)
+        run.query_ref, run.context_ref = blobs["query"], blobs["context"]
         node = f"{run_id}/0"
         upsert_node(s, node, run_id=run_id, kind="root", depth=0, status=Status.RUNNING)
         record_step(s, node, 1, StepKind.GENERATE, 0, input_ref=blobs["prompt"], output_ref=blobs["reply"],
@@ -168,3 +170,21 @@ def test_bad_input(sessions: sessionmaker[Session]) -> None:
         prune(sessions, older_than_s=0, tenant="nobody")
     with pytest.raises(RlmError, match="must not be negative"):
         prune(sessions, older_than_s=-1)
+
+
+def test_a_running_node_keeps_its_last_three_snapshots(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as s:
+        create_tenant(s, "acme", Decimal("10"))
+        create_run(s, "run", tenant="acme", status=Status.RUNNING)
+        upsert_node(s, "run/0", run_id="run", kind="root", depth=0, status=Status.RUNNING)
+        upsert_node(s, "run/0.1", run_id="run", kind="rlm", depth=1, parent_id="run/0", status=Status.RUNNING)
+        states = [put_text(s, f"REPL state after cell {n}") for n in range(1, 6)]
+        save_snapshot(s, "run/0.1", 1, states[0])  # another node's REPL ended up the same
+        for cell, sha in enumerate(states, start=1):
+            save_snapshot(s, "run/0", cell, sha)
+    with sessions() as s:
+        kept = s.scalars(select(Snapshot.cell).where(Snapshot.node_id == "run/0").order_by(Snapshot.cell))
+        assert list(kept) == [3, 4, 5]
+        assert blob_exists(s, states[0])  # still named by the other node's snapshot
+        assert not blob_exists(s, states[1])
+        assert all(blob_exists(s, sha) for sha in states[2:])
