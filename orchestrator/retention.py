@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.errors import RlmError
 from orchestrator.store import get_tenant
+from orchestrator.store.blobs import TOUCH_EVERY
 from orchestrator.store.models import utcnow
 from orchestrator.store.retention import (
     collectable_blobs,
@@ -126,5 +127,6 @@ def _count(
 
 
 def _put_before(recent: datetime, oldest_live: datetime | None) -> datetime:
-    """Blobs stored at or after this stay: recent ones, and any a live run may have stored again."""
-    return recent if oldest_live is None else min(recent, oldest_live)
+    """Blobs stored at or after this stay: recent ones, and any a live run may have stored again (a
+    put moves ``last_put_at`` only when it is ``TOUCH_EVERY`` old, hence the margin)."""
+    return (recent if oldest_live is None else min(recent, oldest_live)) - TOUCH_EVERY

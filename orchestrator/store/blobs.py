@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import cast
 
-from sqlalchemy import Table, bindparam, insert, literal, select, update
+from sqlalchemy import Table, bindparam, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.store._sql import insert_ignore, run
@@ -27,8 +28,16 @@ _BLOBS = cast(Table, Blob.__table__)
 _BLOB_EXISTS = select(literal(1)).where(_BLOBS.c.sha256 == bindparam("sha"))
 _CHUNK_INSERT = insert(cast(Table, BlobChunk.__table__))
 _BLOB_SIZE = update(_BLOBS).where(_BLOBS.c.sha256 == bindparam("b_sha"))
+# Moved at most this often: many leaves storing the same answer at once would otherwise queue on one
+# row lock. Retention allows for it (see ``retention``).
+TOUCH_EVERY = timedelta(seconds=60)
 _BLOB_TOUCH = (
-    update(_BLOBS).where(_BLOBS.c.sha256 == bindparam("b_sha")).values(last_put_at=bindparam("b_now"))
+    update(_BLOBS)
+    .where(
+        _BLOBS.c.sha256 == bindparam("b_sha"),
+        or_(_BLOBS.c.last_put_at.is_(None), _BLOBS.c.last_put_at < bindparam("b_stale")),
+    )
+    .values(last_put_at=bindparam("b_now"))
 )
 
 
@@ -67,7 +76,8 @@ def put_blob(session: Session, data: bytes, *, compress: bool = True) -> str:
 
 def _touch(session: Session, sha: str) -> None:
     """Stored again: in use now, whoever stored it first (see ``retention``)."""
-    run(session, _BLOB_TOUCH, {"b_sha": sha, "b_now": utcnow()})
+    now = utcnow()
+    run(session, _BLOB_TOUCH, {"b_sha": sha, "b_now": now, "b_stale": now - TOUCH_EVERY})
 
 
 def _pack(raw: bytes, compress: bool) -> tuple[bytes, bool]:

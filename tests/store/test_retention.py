@@ -3,12 +3,11 @@ summaries, the ledger, blobs other rows still reference, and blobs a live run st
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.errors import RlmError
@@ -28,7 +27,7 @@ from orchestrator.store import (
     settle,
     upsert_node,
 )
-from orchestrator.store.models import Blob, Snapshot
+from orchestrator.store.models import Blob, Snapshot, utcnow
 from orchestrator.store.steps import save_snapshot
 from orchestrator.vocabulary import Status, StepKind
 
@@ -70,6 +69,12 @@ def _end(sessions: sessionmaker[Session], run_id: str, status: Status = Status.C
         set_run_status(s, run_id, status)
 
 
+def _stored_long_ago(sessions: sessionmaker[Session]) -> None:
+    """Every blob so far was last stored two hours ago."""
+    with sessions.begin() as s:
+        s.execute(update(Blob).values(last_put_at=utcnow() - timedelta(hours=2)))
+
+
 def _stored(sessions: sessionmaker[Session]) -> int:
     with sessions() as s:
         return int(s.scalar(select(func.coalesce(func.sum(Blob.stored_size), 0))) or 0)
@@ -84,7 +89,7 @@ def test_prune_removes_steps_snapshots_and_unused_blobs_and_keeps_summaries(
     with sessions.begin() as s:
         finish_node(s, "old/0", answer_ref=old["answer"])
         set_run_status(s, "old", Status.COMPLETED)
-    time.sleep(0.02)
+    _stored_long_ago(sessions)
     live = _run(sessions, "live")  # still running: stores "shared" again, after "old" stored it
     with sessions() as s:
         spent_before = (run_usage(s, "old").spent, run_usage(s, "live").spent)
@@ -127,7 +132,7 @@ def test_a_blob_a_live_run_stored_again_stays_though_no_row_references_it(
         create_tenant(s, "acme", Decimal("10"))
     old = _run(sessions, "old", shared="only the old run's rows name me")
     _end(sessions, "old")
-    time.sleep(0.02)
+    _stored_long_ago(sessions)
     with sessions.begin() as s:
         create_run(s, "live", tenant="acme", status=Status.RUNNING)
         # A live run's child gets the same prompt: it travels in a workflow input, not in a row.

@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from orchestrator.retention import prune
 from orchestrator.runs import run_summary, run_tree
 from orchestrator.store import list_steps, run_usage
-from orchestrator.store.models import Blob
+from orchestrator.store.models import Blob, utcnow
 from tests.ops.control.helpers import rlm, rlm_json
 from tests.orchestrator.harness import Harness, word_context
 
@@ -37,6 +37,8 @@ async def test_prune_after_real_runs(harness: Harness, rlm_env: dict[str, str], 
     with harness.sessions() as s:
         spent = {r: run_usage(s, r).spent for r in runs}
     size = _stored(harness)
+    with harness.sessions.begin() as s:  # as if the runs had ended hours ago
+        s.execute(update(Blob).values(last_put_at=utcnow() - timedelta(hours=2)))
 
     dry = await rlm_json(rlm_env, "prune", "--older-than", "0s", "--dry-run")
     assert sorted(dry["runs"]) == sorted(runs) and dry["steps"] > 0 and dry["dry_run"] is True
