@@ -1,0 +1,1 @@
+"""A node's transcript read from the store: the model (``model``), its loading, rendering and export."""
