@@ -11,6 +11,7 @@ leaves) over a generated context; then photographs the UI with headless Chromium
 - relationships.png  the root's relationships view: the tree of child workflows
 - paused.png         a second run started with a budget too small for its first model call, found
                      with `RlmTenant = "acme" AND RlmStatus = "paused_budget"`; aborted afterwards
+- report.png         `rlm report` of the first run opened in Chromium, a depth-1 node selected
 - aborted-root.png   that run's root's User Metadata after the abort: the current details say why it
                      ended
 
@@ -37,6 +38,8 @@ import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from report_screenshot import ReportShotError, screenshot_report
 
 import sandbox
 
@@ -342,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                     say(f"dev server {stack.address}, UI {stack.ui_url}")
                 run_env = {**env, "TEMPORAL_ADDRESS": stack.address, "TEMPORAL_UI_URL": stack.ui_url}
                 run_tree(run_env, context, args.run_id)
+                screenshot_report(chromium, args.run_id, args.out / "report.png", work, env=run_env)
                 root = f"{args.run_id}/0"
                 pages = ui_pages(stack.ui_url, args.run_id, root, temporal_run_id(stack, root))
                 for name, url in pages.items():
@@ -366,7 +370,12 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"kept {work}")
             else:
                 shutil.rmtree(work, ignore_errors=True)
-    except (ScreenshotError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+    except (
+        ScreenshotError,
+        ReportShotError,
+        subprocess.CalledProcessError,
+        subprocess.TimeoutExpired,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

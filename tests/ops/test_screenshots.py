@@ -15,6 +15,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+WEB_UI = (1280, 800)
+SIZES = {
+    "workflows.png": WEB_UI,
+    "root.png": WEB_UI,
+    "details.png": WEB_UI,
+    "relationships.png": WEB_UI,
+    "paused.png": WEB_UI,
+    "aborted-root.png": WEB_UI,
+    "report.png": (1280, 1100),  # taller: the selected node's code, output and sub-calls
+}
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -35,11 +45,10 @@ def test_screenshots_of_a_run_tree(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    names = {"workflows.png", "root.png", "details.png", "relationships.png", "paused.png", "aborted-root.png"}
-    assert {p.name for p in out.iterdir()} == names
-    for name in names:
+    assert {p.name for p in out.iterdir()} == set(SIZES)
+    for name, size in SIZES.items():
         path = out / name
-        assert png_size(path) == (1280, 800)
+        assert png_size(path) == size
         # A page that did not render (blank or an error) compresses to a few KB.
         assert path.stat().st_size > 30_000, name
     # The run answered (6,000 lines, every seventh an ERROR) and the paused run was aborted.
@@ -49,9 +58,9 @@ def test_screenshots_of_a_run_tree(tmp_path: Path) -> None:
 
 def test_committed_screenshots_are_small_pngs() -> None:
     shots = sorted((ROOT / "docs" / "screenshots").glob("*.png"))
-    assert {p.name for p in shots} == {"workflows.png", "root.png", "relationships.png", "paused.png"}
+    assert {p.name for p in shots} == set(SIZES)
     for path in shots:
-        assert png_size(path) == (1280, 800)
+        assert png_size(path) == SIZES[path.name]
         assert path.stat().st_size < 300_000, path.name
     runbook = (ROOT / "ops" / "RUNBOOK.md").read_text()
     for path in shots:
