@@ -10,11 +10,10 @@ embedded server of ``rlm run`` lives only as long as that command. Workers (``rl
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+import signal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy.orm import Session, sessionmaker
-from temporalio.client import Client
 
 from orchestrator.cli.common import (
     check_reconnect,
@@ -26,6 +25,13 @@ from orchestrator.cli.common import (
     temporal_errors,
 )
 from orchestrator.cli.output import emit_json
+from orchestrator.cli.progress_view import (
+    PROGRESS_EVERY_S,
+    ProgressEvery,
+    Quiet,
+    progress_every_s,
+    showing_progress,
+)
 from orchestrator.cli.run_options import (
     DEFAULT,
     Budget,
@@ -45,31 +51,20 @@ from orchestrator.cli.run_options import (
     Tenant,
     run_request,
 )
-from orchestrator.connection import TemporalTarget, connect
-from orchestrator.runs import (
-    RECONNECT_S,
-    ExitCode,
-    LostContact,
-    RunError,
-    RunInput,
-    RunSummary,
-    WaitOutcome,
-    settled,
-    submit_run,
-)
-from orchestrator.schedules import (
-    ScheduleRequest,
-    ScheduleRow,
-    create_schedule,
-    list_schedules,
-    schedule_action,
-)
-from orchestrator.settings import Settings, load_settings
-from orchestrator.store import format_usd
+
+if TYPE_CHECKING:  # the engine is imported by the commands that use it, not for `rlm --help`
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from orchestrator.connection import TemporalTarget
+    from orchestrator.runs import RunInput, RunSummary, WaitOutcome
+    from orchestrator.settings import Settings
 
 schedule_app = typer.Typer(no_args_is_help=True, help="Temporal Schedules that start runs.")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
+
+# The default of --reconnect-for; orchestrator.runs.RECONNECT_S, which a signature must not import.
+RECONNECT_S = 300.0
 
 
 def register(app: typer.Typer) -> None:
@@ -81,6 +76,12 @@ def register(app: typer.Typer) -> None:
 Timeout = Annotated[
     float | None, typer.Option(help="Give up waiting after this many seconds (exit 6); default: no limit.")
 ]
+
+
+def interrupted(what: str) -> int:
+    """Ctrl-C: the progress view is gone by now; say what goes on and exit as shells expect (130)."""
+    typer.echo(f"interrupted; {what}", err=True)
+    return 128 + signal.SIGINT
 
 
 # --- rlm submit / wait -------------------------------------------------------------------------
@@ -107,8 +108,14 @@ def submit(
     timeout: Timeout = None,
     reconnect_for: Reconnect = RECONNECT_S,
     as_json: JsonOpt = False,
+    progress_every: ProgressEvery = PROGRESS_EVERY_S,
+    quiet: Quiet = False,
 ) -> None:
-    """Start a run once per --run-id (idempotent); with --detach return at once, else wait like `rlm wait`."""
+    """Start a run once per --run-id (idempotent); with --detach return at once, else wait like `rlm wait`
+    (with its progress on stderr)."""
+    from orchestrator.runs import LostContact
+    from orchestrator.settings import load_settings
+
     opts = RunOptions.of(locals())
     with temporal_errors():
         settings = load_settings()
@@ -116,13 +123,16 @@ def submit(
         req = run_request(settings, query, context, opts)
         _check_timeout(timeout)
         check_reconnect(reconnect_for)
+        progress = progress_every_s(progress_every, quiet)
         engine, sessions = open_store(settings)
         try:
             code = asyncio.run(
-                _submit(settings, target, sessions, req, detach, (timeout, reconnect_for), as_json)
+                _submit(settings, target, sessions, req, detach, (timeout, reconnect_for, progress), as_json)
             )
         except LostContact as exc:
             code = lost_contact(exc)
+        except KeyboardInterrupt:
+            code = interrupted("the run goes on: follow it with `rlm wait` or `rlm watch`")
         finally:
             engine.dispose()
     exit_now(code)
@@ -134,9 +144,13 @@ async def _submit(
     sessions: sessionmaker[Session],
     req: RunInput,
     detach: bool,
-    waits: tuple[float | None, float],
+    waits: tuple[float | None, float, float],
     as_json: bool,
 ) -> int:
+    """``waits``: (timeout, reconnect-for, progress every; 0: no progress)."""
+    from orchestrator.connection import connect
+    from orchestrator.runs import ExitCode, settled, submit_run
+
     client = await connect(target)
     done = await submit_run(client, sessions, req, settings.task_queue)
     if done.started:
@@ -149,13 +163,17 @@ async def _submit(
         else:
             typer.echo(done.run_id)
         return int(ExitCode.ANSWERED)
-    outcome, summary = await settled(sessions, done.run_id, *waits)
-    _print_outcome(summary, outcome, as_json)
+    timeout, reconnect_for, progress = waits
+    async with showing_progress(sessions, done.run_id, progress):
+        outcome, summary = await settled(sessions, done.run_id, timeout, reconnect_for)
+    print_outcome(summary, outcome, as_json)
     return int(outcome.code)
 
 
 def _check_timeout(timeout: float | None) -> None:
     if timeout is not None and not timeout >= 0:
+        from orchestrator.runs import RunError
+
         raise RunError(f"--timeout {timeout} must be >= 0 seconds")
 
 
@@ -164,26 +182,44 @@ def wait(
     timeout: Timeout = None,
     reconnect_for: Reconnect = RECONNECT_S,
     as_json: JsonOpt = False,
+    progress_every: ProgressEvery = PROGRESS_EVERY_S,
+    quiet: Quiet = False,
 ) -> None:
-    """Block until the run ends or needs an operator. Exit: 0 answered, 1 usage error, 2 failed,
+    """Block until the run ends or needs an operator, with progress on stderr (a live view on a terminal,
+    else a line every --progress-every seconds). Exit: 0 answered, 1 usage error, 2 failed,
     3 paused (for budget or by an operator), 4 deadline passed, 5 aborted, 6 still running at --timeout,
-    7 the store did not answer for --reconnect-for (the run goes on)."""
+    7 the store did not answer for --reconnect-for (the run goes on), 130 interrupted (Ctrl-C)."""
+    from orchestrator.runs import LostContact, settled
+    from orchestrator.settings import load_settings
+
     with cli_errors():
         settings = load_settings()
         _check_timeout(timeout)
         check_reconnect(reconnect_for)
+        progress = progress_every_s(progress_every, quiet)
         engine, sessions = open_store(settings)
+
+        async def go() -> tuple[WaitOutcome, RunSummary]:
+            async with showing_progress(sessions, run_id, progress):
+                return await settled(sessions, run_id, timeout, reconnect_for)
+
         try:
-            outcome, summary = asyncio.run(settled(sessions, run_id, timeout, reconnect_for))
+            outcome, summary = asyncio.run(go())
         except LostContact as exc:
             raise typer.Exit(lost_contact(exc)) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(interrupted("the run goes on")) from None
         finally:
             engine.dispose()
-        _print_outcome(summary, outcome, as_json)
+        print_outcome(summary, outcome, as_json)
     raise typer.Exit(int(outcome.code))
 
 
-def _print_outcome(s: RunSummary, outcome: WaitOutcome, as_json: bool) -> None:
+def print_outcome(s: RunSummary, outcome: WaitOutcome, as_json: bool, err: bool = False) -> None:
+    """``rlm wait``'s report of how the run ended, on stdout (``rlm watch``: on stderr, ``err``)."""
+    from orchestrator.runs import ExitCode
+    from orchestrator.store import format_usd
+
     if as_json:
         emit_json(
             {
@@ -202,15 +238,16 @@ def _print_outcome(s: RunSummary, outcome: WaitOutcome, as_json: bool) -> None:
             }
         )
         return
-    typer.echo(f"run {s.run_id}: {s.status} (exit {int(outcome.code)}: {outcome.code.name.lower()})")
+    typer.echo(f"run {s.run_id}: {s.status} (exit {int(outcome.code)}: {outcome.code.name.lower()})", err=err)
     if outcome.paused:
         typer.echo(
-            f"  paused: {', '.join(outcome.paused)} (raise the budget or resume, then `rlm wait` again)"
+            f"  paused: {', '.join(outcome.paused)} (raise the budget or resume, then `rlm wait` again)",
+            err=err,
         )
     if s.error:
-        typer.echo(f"  reason: {s.error}")
+        typer.echo(f"  reason: {s.error}", err=err)
     if s.answer is not None and outcome.code == ExitCode.ANSWERED:
-        typer.echo(f"  answer: {s.answer}")
+        typer.echo(f"  answer: {s.answer}", err=err)
 
 
 # --- rlm schedule ------------------------------------------------------------------------------
@@ -240,6 +277,10 @@ def schedule_create(
     leaf_mode: LeafModeOpt = DEFAULT.leaf_mode,
 ) -> None:
     """Create a schedule; each fire starts a run with a fresh id over the context stored now."""
+    from orchestrator.connection import connect
+    from orchestrator.schedules import ScheduleRequest, create_schedule
+    from orchestrator.settings import load_settings
+
     opts = RunOptions.of({**locals(), "run_id": None})  # each fire makes its own run id
     with temporal_errors():
         settings = load_settings()
@@ -262,12 +303,15 @@ def schedule_create(
 @schedule_app.command("list")
 def schedule_list(as_json: JsonOpt = False) -> None:
     """List the schedules that start runs: cron, tenant, state, fires, next times, recent run ids."""
+    from orchestrator.connection import connect
+    from orchestrator.schedules import ScheduleRow, list_schedules
+    from orchestrator.settings import load_settings
+
     with temporal_errors():
         target = shared_temporal(load_settings())
 
         async def go() -> list[ScheduleRow]:
-            client: Client = await connect(target)
-            return await list_schedules(client)
+            return await list_schedules(await connect(target))
 
         rows = asyncio.run(go())
     if as_json:
@@ -289,6 +333,10 @@ def schedule_list(as_json: JsonOpt = False) -> None:
 
 
 def _schedule_do(name: str, action: str, note: str | None = None) -> None:
+    from orchestrator.connection import connect
+    from orchestrator.schedules import schedule_action
+    from orchestrator.settings import load_settings
+
     with temporal_errors():
         target = shared_temporal(load_settings())
 

@@ -18,13 +18,9 @@ import dataclasses
 import signal
 import time
 import urllib.parse
-from typing import Annotated, TextIO
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
-from rich.text import Text
-from rich.tree import Tree
-from sqlalchemy.orm import Session, sessionmaker
-from temporalio.client import WorkflowFailureError
 
 from orchestrator.cli.common import (
     check_reconnect,
@@ -35,7 +31,15 @@ from orchestrator.cli.common import (
     open_store,
     temporal_errors,
 )
+from orchestrator.cli.job_cmds import RECONNECT_S, interrupted
 from orchestrator.cli.output import PipeSafeConsole, emit_json
+from orchestrator.cli.progress_view import (
+    PROGRESS_EVERY_S,
+    ProgressEvery,
+    Quiet,
+    progress_every_s,
+    showing_progress,
+)
 from orchestrator.cli.run_options import (
     DEFAULT,
     Budget,
@@ -55,24 +59,13 @@ from orchestrator.cli.run_options import (
     Tenant,
     run_request,
 )
-from orchestrator.connection import TemporalTarget, connect
-from orchestrator.logs import results_stdout
-from orchestrator.runs import (
-    RECONNECT_S,
-    LostContact,
-    Patience,
-    RunError,
-    RunInput,
-    read_summary,
-    run_summary,
-    run_tree,
-    submit_run,
-)
-from orchestrator.settings import Settings, load_settings
-from orchestrator.store import format_usd, list_nodes
-from orchestrator.targets import dev_holder, temporal_target
-from orchestrator.vocabulary import NodeKind, Status
-from orchestrator.workflows.types import root_id
+
+if TYPE_CHECKING:  # the engine is imported by the commands that use it, not for `rlm --help`
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from orchestrator.connection import TemporalTarget
+    from orchestrator.runs import RunInput
+    from orchestrator.settings import Settings
 
 console = PipeSafeConsole()
 
@@ -116,15 +109,24 @@ def run(
         bool, typer.Option("--worker/--no-worker", help="Run a worker in this process.")
     ] = True,
     reconnect_for: Reconnect = RECONNECT_S,
+    progress_every: ProgressEvery = PROGRESS_EVERY_S,
+    quiet: Quiet = False,
 ) -> None:
     """Answer QUERY over the context with a recursion tree of durable workflows.
 
-    stdout carries the answer alone; the summary (status, cost, tokens, nodes, wall time, Web UI link)
-    goes to stderr. Exit: 0 completed, 1 not completed or bad input, 7 lost contact (the run goes on)."""
+    stdout carries the answer alone; progress (a live view on a terminal, else a line every
+    --progress-every seconds) and the summary (status, cost, tokens, nodes, wall time, Web UI link) go to
+    stderr. Exit: 0 completed, 1 not completed or bad input, 7 lost contact (the run goes on)."""
+    from orchestrator.logs import results_stdout
+    from orchestrator.runs import LostContact, RunError
+    from orchestrator.settings import load_settings
+    from orchestrator.targets import dev_holder
+
     opts = RunOptions.of(locals())
     with temporal_errors():
         settings = load_settings()
         check_reconnect(reconnect_for)
+        progress = progress_every_s(progress_every, quiet)
         if detach and settings.embedded_temporal and dev_holder(settings) is None:
             raise RunError(
                 "--detach needs a server that outlives this command: set TEMPORAL_ADDRESS (or run `rlm dev`)"
@@ -135,13 +137,22 @@ def run(
             # The worker runs in this process: whatever a library prints goes to stderr, the answer to stdout.
             with results_stdout() as out:
                 code = asyncio.run(
-                    _run(settings, sessions, request, detach, local_worker and not detach, reconnect_for, out)
+                    _run(
+                        settings,
+                        sessions,
+                        request,
+                        (detach, local_worker and not detach),
+                        (reconnect_for, progress),
+                        out,
+                    )
                 )
         except LostContact as exc:
             code = lost_contact(exc)
         except asyncio.CancelledError:
             typer.echo("stopped by SIGTERM; the run continues on the next `rlm dev` / worker", err=True)
             code = 128 + signal.SIGTERM
+        except KeyboardInterrupt:
+            code = interrupted("the run continues on the next `rlm dev` / worker")
         finally:
             engine.dispose()
     exit_now(code)
@@ -151,11 +162,22 @@ async def _run(
     settings: Settings,
     sessions: sessionmaker[Session],
     request: RunInput,
-    detach: bool,
-    local_worker: bool,
-    reconnect_s: float,
+    modes: tuple[bool, bool],
+    waits: tuple[float, float],
     out: TextIO,
 ) -> int:
+    """``modes``: (detach, a worker in this process); ``waits``: (reconnect-for, progress every; 0: none)."""
+    from temporalio.client import WorkflowFailureError
+
+    from orchestrator.connection import connect
+    from orchestrator.runs import Patience, read_summary, submit_run
+    from orchestrator.store import format_usd
+    from orchestrator.targets import temporal_target
+    from orchestrator.vocabulary import Status
+    from orchestrator.workflows.types import root_id
+
+    detach, local_worker = modes
+    reconnect_s, progress = waits
     started = time.monotonic()
     # SIGTERM cancels like Ctrl-C, so the worker, its sandboxes and the embedded server are stopped.
     task = asyncio.current_task()
@@ -181,9 +203,10 @@ async def _run(
             try:
                 # Until the root closes, through operator pauses (`rlm wait` returns at a pause). A fresh
                 # handle per attempt: after a dropped connection the wait resumes where it was.
-                await patience.call(
-                    f"Temporal at {target.address}", lambda: client.get_workflow_handle(root).result()
-                )
+                async with showing_progress(sessions, done.run_id, progress):
+                    await patience.call(
+                        f"Temporal at {target.address}", lambda: client.get_workflow_handle(root).result()
+                    )
             except WorkflowFailureError as exc:
                 typer.echo(f"error: the root workflow failed: {first_line(exc.cause or exc)}", err=True)
         summary = await read_summary(sessions, patience)
@@ -208,6 +231,11 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
 ) -> None:
     """Show a run's status, cost, tokens and node count (from the store)."""
+    from orchestrator.runs import run_summary
+    from orchestrator.settings import load_settings
+    from orchestrator.store import format_usd, list_nodes
+    from orchestrator.vocabulary import Status
+
     with cli_errors():
         settings = load_settings()
         engine, sessions = open_store(settings)
@@ -242,6 +270,14 @@ def tree(
     ] = False,
 ) -> None:
     """Print the recursion tree: each node's status, iterations, cost and answer preview."""
+    from rich.text import Text
+    from rich.tree import Tree
+
+    from orchestrator.runs import run_tree
+    from orchestrator.settings import load_settings
+    from orchestrator.store import format_usd
+    from orchestrator.vocabulary import NodeKind
+
     with cli_errors():
         settings = load_settings()
         engine, sessions = open_store(settings)

@@ -72,13 +72,18 @@ class WaitOutcome:
     paused: list[str]
 
 
-def wait_outcome(sessions: sessionmaker[Session], run_id: str) -> WaitOutcome | None:
-    """The run's outcome now, or None while it is still going (no node waits for an operator)."""
+def wait_outcome(
+    sessions: sessionmaker[Session], run_id: str, through_pauses: bool = False
+) -> WaitOutcome | None:
+    """The run's outcome now, or None while it is still going (no node waits for an operator, or
+    ``through_pauses``: ``rlm watch`` stays with a paused run until it ends)."""
     with sessions() as session:
         run = get_run(session, run_id)
         code = _FINAL_CODES.get(Status(run.status))
         if code is not None:
             return WaitOutcome(run_id, run.status, code, [])
+        if through_pauses:
+            return None
         paused = [n.node_id for n in list_nodes(session, run_id) if n.status in PAUSED_STATUSES]
     if paused or run.status in PAUSED_STATUSES:
         return WaitOutcome(run_id, run.status, ExitCode.PAUSED, paused)
@@ -96,13 +101,16 @@ async def wait_for_run(
     timeout_s: float | None,
     poll_s: float = 0.5,
     reconnect_s: float = RECONNECT_S,
+    through_pauses: bool = False,
 ) -> WaitOutcome:
     """Block until the run ends or needs an operator; ``STILL_RUNNING`` when ``timeout_s`` runs out,
     ``LostContact`` when the store does not answer for ``reconnect_s``."""
     patience = Patience(run_id, reconnect_s)
     end = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
-        outcome = await patience.call("the store", lambda: asyncio.to_thread(wait_outcome, sessions, run_id))
+        outcome = await patience.call(
+            "the store", lambda: asyncio.to_thread(wait_outcome, sessions, run_id, through_pauses)
+        )
         if outcome is not None:
             return outcome
         if end is not None and time.monotonic() >= end:
@@ -112,10 +120,16 @@ async def wait_for_run(
 
 
 async def settled(
-    sessions: sessionmaker[Session], run_id: str, timeout_s: float | None, reconnect_s: float = RECONNECT_S
+    sessions: sessionmaker[Session],
+    run_id: str,
+    timeout_s: float | None,
+    reconnect_s: float = RECONNECT_S,
+    through_pauses: bool = False,
 ) -> tuple[WaitOutcome, RunSummary]:
     """``rlm wait``: the outcome (see ``wait_for_run``) and the run's summary."""
-    outcome = await wait_for_run(sessions, run_id, timeout_s, reconnect_s=reconnect_s)
+    outcome = await wait_for_run(
+        sessions, run_id, timeout_s, reconnect_s=reconnect_s, through_pauses=through_pauses
+    )
     return outcome, await read_summary(sessions, Patience(run_id, reconnect_s))
 
 

@@ -26,7 +26,7 @@ def _status(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, exc: Exception
     def broken(*_: object) -> None:
         raise exc
 
-    monkeypatch.setattr(run_cmds, "run_summary", broken)
+    monkeypatch.setattr("orchestrator.runs.run_summary", broken)
     return runner.invoke(app, ["status", "r1"], env=env)
 
 
