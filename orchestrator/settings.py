@@ -81,6 +81,10 @@ class Settings:
     # How long a cell's worker may go silent before the cell runs again elsewhere: it bounds how long a
     # killed worker's cell takes to recover (docs/operations.md, "When a worker dies").
     heartbeat_timeout_s: float = 30.0
+    # Calls of one model a worker has in flight at once, over all its runs (0: no limit). A provider's
+    # rate limit is per minute: in-flight calls / latency is the request rate, so a fleet of W workers
+    # sends at most W x this / latency requests a second to a model (docs/operations.md).
+    model_concurrency: int = 64
     temporal_access: TemporalAccess = field(default_factory=TemporalAccess)
 
     @property
@@ -102,6 +106,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if leaf_mode not in tuple(LeafMode):
         raise SettingsError(f"RLM_LEAF_MODE={leaf_mode!r} is not known; use 'workflow' (default) or 'inline'")
     heartbeat = _seconds(env, "RLM_HEARTBEAT_TIMEOUT_S", 30.0, low=1.0, high=3600.0)
+    model_concurrency = _count(env, "RLM_MODEL_CONCURRENCY", Settings.model_concurrency, high=100_000)
     profile, access = _temporal_profile(env)
     return Settings(
         data_dir=data_dir,
@@ -117,8 +122,22 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         temporal_ui_url=env.get("TEMPORAL_UI_URL") or None,
         leaf_mode=LeafMode(leaf_mode),
         heartbeat_timeout_s=heartbeat,
+        model_concurrency=model_concurrency,
         temporal_access=access,
     )
+
+
+def _count(env: Mapping[str, str], name: str, default: int, *, high: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= high:
+        raise SettingsError(f"{name}={raw!r} must be a whole number from 0 (no limit) to {high}")
+    return value
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:

@@ -43,7 +43,9 @@ def temporal_target(settings: Settings, *, ui: bool = True, shared: bool = False
     try:
         yield TemporalTarget(server.address, settings.temporal_namespace, server.ui_url)
     finally:
-        server.stop()
+        # `rlm dev` stops its server gracefully; a command that started one for itself kills it (see
+        # DevServer.stop: nothing is lost, and the user waits for this command's exit).
+        server.stop(grace_s=DevServer.STOP_GRACE_S if shared else 0.0)
 
 
 def shared_target(settings: Settings) -> TemporalTarget | None:

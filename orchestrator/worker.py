@@ -42,7 +42,7 @@ from orchestrator.activities.logctx import LogContext
 from orchestrator.activities.model import ModelActivities
 from orchestrator.activities.records import RecordActivities
 from orchestrator.connection import TemporalTarget, connect
-from orchestrator.llm.complete import prepare_model
+from orchestrator.llm.complete import ModelGate, prepare_model
 from orchestrator.settings import Settings
 from orchestrator.store import make_engine, make_session_factory, store_scope
 from orchestrator.worker_lease import LeaseTiming, WorkerLease, in_thread
@@ -73,6 +73,9 @@ class WorkerOptions:
     workflow_threads: int = 16
     session_capacity: int = 32
     sandbox_limits: sandbox.SandboxLimits = field(default_factory=sandbox.SandboxLimits)
+    # Calls of one model in flight at once on this worker, over all its runs (None: Settings'
+    # RLM_MODEL_CONCURRENCY; 0: no limit). They queue on the event loop, holding no thread.
+    model_concurrency: int | None = None
     # A lease not renewed for this long is dead (None: Settings.heartbeat_timeout_s, see worker_lease).
     lease_ttl_s: float | None = None
     # Stopping: activities may finish for stop_grace_s, are then cancelled, and the worker waits
@@ -116,6 +119,7 @@ async def running_worker(
 ) -> AsyncIterator[Worker]:
     """Run a worker until the block exits; then stop it within a bound (see the module doc)."""
     worker_id = worker_id or new_worker_id()
+    log.debug("worker.starting", worker_id=worker_id)  # with worker.started: the start's cost in the log
     for model in {settings.model, settings.sub_model}:
         prepare_model(model)
     engine = make_engine(settings.database_url)
@@ -136,7 +140,8 @@ async def running_worker(
         sandbox_labels=lease.labels,
     )
     cache = SessionCache(options.session_capacity)
-    models = ModelActivities(deps)
+    limit = settings.model_concurrency if options.model_concurrency is None else options.model_concurrency
+    models = ModelActivities(deps, ModelGate(limit))
     executor = concurrent.futures.ThreadPoolExecutor(options.cell_threads, thread_name_prefix="rlm-cell")
     activations = concurrent.futures.ThreadPoolExecutor(
         options.workflow_threads, thread_name_prefix="rlm-workflow"
@@ -175,7 +180,7 @@ async def running_worker(
         engine.dispose()
         raise
     await worker.__aenter__()
-    log.info("worker.started", worker_id=worker_id, task_queue=settings.task_queue)
+    log.info("worker.started", worker_id=worker_id, task_queue=settings.task_queue, model_concurrency=limit)
     try:
         yield worker
     finally:

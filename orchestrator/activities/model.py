@@ -28,6 +28,7 @@ from orchestrator.llm.complete import (
     CompletionRequest,
     CompletionResult,
     ModelCallError,
+    ModelGate,
     complete,
     count_prompt_tokens,
     prepare_model,
@@ -133,8 +134,9 @@ def price_error(exc: UnknownModelPrice) -> ApplicationError:
 
 
 class ModelActivities:
-    def __init__(self, deps: Deps) -> None:
+    def __init__(self, deps: Deps, gate: ModelGate | None = None) -> None:
         self.deps = deps
+        self.gate = gate or ModelGate(deps.settings.model_concurrency)
 
     # --- shared metering -----------------------------------------------------------------------
 
@@ -164,14 +166,15 @@ class ModelActivities:
         return _Prepared(messages, rid, None, price)
 
     async def _call(self, node_id: str, run: RunSpec, model: str, prep: _Prepared) -> CompletionResult:
-        req = CompletionRequest(
-            model=model,
-            messages=prep.messages,
-            max_tokens=run.limits.max_tokens,
-            timeout_s=max(1.0, min(600.0, run.deadline_epoch_s - time.time())),
-        )
         try:
-            return await complete(req)
+            async with self.gate.slot(model):
+                req = CompletionRequest(
+                    model=model,
+                    messages=prep.messages,
+                    max_tokens=run.limits.max_tokens,
+                    timeout_s=max(1.0, min(600.0, run.deadline_epoch_s - time.time())),
+                )
+                return await complete(req)
         except ModelCallError as exc:
             if not exc.retryable and prep.reservation is not None:
                 await asyncio.to_thread(release, self.deps.sessions, prep.reservation)
@@ -222,6 +225,8 @@ class ModelActivities:
                 inp.iteration,
                 StepKind.GENERATE,
                 0,
+                # An rlm_query child's prompt (its context) lives only in its workflow's input otherwise.
+                input_ref=texts.blob_ref(session, node.context) if node.kind == NodeKind.RLM else None,
                 output_ref=texts.blob_ref(session, Text(inline=result.text)),
                 summary=result.text[:200],
                 model=node.model,

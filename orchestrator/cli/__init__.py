@@ -1,15 +1,27 @@
-"""The ``rlm`` command line: one Typer app; each area registers its own sub-commands here."""
+"""The ``rlm`` command line: one Typer app; each area registers its own sub-commands here.
+
+Importing this package must stay cheap (``rlm --help`` and ``rlm version`` in well under a second): the
+``*_cmds`` modules import only the standard library, typer and each other at their top, and the engine
+(store, Temporal, litellm, Docker) inside the commands that need it.
+"""
 
 from __future__ import annotations
 
-from importlib.metadata import version as dist_version
-
 import typer
 
-from orchestrator.cli import control_cmds, job_cmds, run_cmds, server_cmds
+from orchestrator.cli import (
+    control_cmds,
+    job_cmds,
+    model_cmds,
+    prune_cmds,
+    report_cmds,
+    run_cmds,
+    server_cmds,
+    show_cmds,
+    store_cmds,
+    watch_cmds,
+)
 from orchestrator.cli.output import PipeSafeGroup
-from orchestrator.cli.store_cmds import db_app, price_app, tenant_app
-from orchestrator.logs import LogLevelError, configure_logging
 
 app = typer.Typer(
     cls=PipeSafeGroup,
@@ -22,6 +34,8 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """durable-rlm: durable Recursive Language Models."""
+    from orchestrator.logs import LogLevelError, configure_logging
+
     # Every command logs to stderr (stdout carries answers and --json); worker and dev raise the level.
     try:
         configure_logging("warning")
@@ -33,16 +47,23 @@ def _root() -> None:
 @app.command()
 def version() -> None:
     """Print the installed version."""
+    from importlib.metadata import version as dist_version
+
     typer.echo(dist_version("durable-rlm"))
 
 
-app.add_typer(db_app, name="db")
-app.add_typer(tenant_app, name="tenant")
-app.add_typer(price_app, name="price")
+app.add_typer(store_cmds.db_app, name="db")
+app.add_typer(store_cmds.tenant_app, name="tenant")
+app.add_typer(store_cmds.price_app, name="price")
 run_cmds.register(app)
 control_cmds.register(app)
 job_cmds.register(app)
 server_cmds.register(app)
+prune_cmds.register(app)
+show_cmds.register(app)
+report_cmds.register(app)
+model_cmds.register(app)
+watch_cmds.register(app)
 
 
 def main() -> None:

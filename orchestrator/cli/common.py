@@ -3,6 +3,9 @@
 Only ``RlmError`` (bad input or an unreachable dependency, said in one line) and the database, Temporal
 and file-system failures an operator can fix become ``error: ...`` and exit code 1; anything else is a
 bug and keeps its traceback.
+
+Imports the engine (store, Temporal) only inside the functions that use it: ``rlm --help`` and
+``rlm version`` must not pay for it (the CLI import convention, docs/operations.md).
 """
 
 from __future__ import annotations
@@ -10,23 +13,23 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
-from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, sessionmaker
-from temporalio.service import RPCError
 
 from orchestrator.cli.output import reader_gone
-from orchestrator.connection import TemporalTarget
 from orchestrator.errors import RlmError
-from orchestrator.runs import ExitCode, LostContact, RunError
-from orchestrator.settings import Settings
-from orchestrator.store import make_engine, make_session_factory, prepare_schema
-from orchestrator.targets import shared_target
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from orchestrator.connection import TemporalTarget
+    from orchestrator.runs import LostContact
+    from orchestrator.settings import Settings
 
 
 def fail(message: str) -> typer.Exit:
@@ -40,20 +43,36 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _fixable(exc: Exception) -> str | None:
+    """The one line for a failure an operator can fix, else ``None`` (a bug: keep the traceback).
+
+    The database and Temporal error classes are looked up among the loaded modules: an exception of
+    theirs can only exist once its library was imported, and importing them here would cost every
+    command the engine's import time."""
+    if isinstance(exc, RlmError):
+        return first_line(exc)
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is not None and isinstance(exc, sa_exc.DBAPIError):
+        return f"database error: {first_line(exc.orig or exc)}; check RLM_DATABASE_URL"
+    service = sys.modules.get("temporalio.service")
+    if service is not None and isinstance(exc, service.RPCError):
+        return f"Temporal error: {exc.message}; check TEMPORAL_ADDRESS or run `rlm dev`"
+    if isinstance(exc, BrokenPipeError):
+        return None  # stdout's reader went away: the top group ends the command quietly
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}: {exc.filename or ''}"
+    return None
+
+
 @contextlib.contextmanager
 def cli_errors() -> Iterator[None]:
     try:
         yield
-    except RlmError as exc:
-        raise fail(first_line(exc)) from None
-    except DBAPIError as exc:
-        raise fail(f"database error: {first_line(exc.orig or exc)}; check RLM_DATABASE_URL") from None
-    except RPCError as exc:
-        raise fail(f"Temporal error: {exc.message}; check TEMPORAL_ADDRESS or run `rlm dev`") from None
-    except BrokenPipeError:
-        raise  # stdout's reader went away: the top group ends the command quietly
-    except OSError as exc:
-        raise fail(f"{exc.strerror or exc}: {exc.filename or ''}") from None
+    except Exception as exc:
+        message = _fixable(exc)
+        if message is None:
+            raise
+        raise fail(message) from None
 
 
 @contextlib.contextmanager
@@ -83,14 +102,22 @@ def exit_now(code: int) -> NoReturn:
 
 def open_store(settings: Settings) -> tuple[Engine, sessionmaker[Session]]:
     """The store's engine (the caller disposes of it) and sessions, its schema checked first."""
+    import structlog
+
+    from orchestrator.store import make_engine, make_session_factory, prepare_schema
+
+    started = time.monotonic()
     engine = make_engine(settings.database_url)
     prepare_schema(engine)
+    structlog.get_logger(__name__).info("store.checked", ms=round((time.monotonic() - started) * 1000))
     return engine, make_session_factory(engine)
 
 
 def usd(raw: str | None, what: str) -> Decimal | None:
     if raw is None:
         return None
+    from orchestrator.runs import RunError
+
     try:
         value = Decimal(raw)
     except InvalidOperation:
@@ -102,17 +129,24 @@ def usd(raw: str | None, what: str) -> Decimal | None:
 
 def check_reconnect(reconnect_for: float) -> float:
     if not 0 <= reconnect_for <= 86_400:  # also refuses nan
+        from orchestrator.runs import RunError
+
         raise RunError(f"--reconnect-for {reconnect_for:g} must be from 0 to 86400 seconds")
     return reconnect_for
 
 
 def lost_contact(exc: LostContact) -> int:
+    from orchestrator.runs import ExitCode
+
     typer.echo(f"error: {exc}", err=True)
     return int(ExitCode.LOST_CONTACT)
 
 
 def shared_temporal(settings: Settings) -> TemporalTarget:
     """The Temporal server that outlives this command, for the commands that leave work running."""
+    from orchestrator.runs import RunError
+    from orchestrator.targets import shared_target
+
     target = shared_target(settings)
     if target is None:
         raise RunError(

@@ -8,32 +8,21 @@ object with ``--json``.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from orchestrator.cli.common import cli_errors, exit_now, open_store, shared_temporal
 from orchestrator.cli.common import usd as usd_amount  # `rlm budget raise` has a parameter named usd
-from orchestrator.connection import TemporalTarget, connect
-from orchestrator.control import (
-    AbortReport,
-    ControlError,
-    ResumeReport,
-    Target,
-    abort,
-    parse_target,
-    pause,
-    raise_budget,
-    resume,
-)
-from orchestrator.runs import RunError
-from orchestrator.settings import Settings, load_settings
-from orchestrator.store import format_usd, set_run_budget
-from orchestrator.stuck import StuckNode, parse_duration, stuck
+
+if TYPE_CHECKING:  # the engine is imported by the commands that run, not by `rlm --help`
+    from orchestrator.connection import TemporalTarget
+    from orchestrator.control import AbortReport, ResumeReport, Target
+    from orchestrator.settings import Settings
+    from orchestrator.stuck import StuckNode
 
 budget_app = typer.Typer(no_args_is_help=True, help="Budgets: raise a tenant's or a run's.")
 
@@ -50,6 +39,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _temporal() -> tuple[Settings, TemporalTarget]:
+    from orchestrator.settings import load_settings
+
     settings = load_settings()
     return settings, shared_temporal(settings)
 
@@ -59,6 +50,8 @@ def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
 
 
 async def _with_client(temporal: tuple[Settings, TemporalTarget], op: Any) -> Any:
+    from orchestrator.connection import connect
+
     settings, target = temporal
     engine, sessions = open_store(settings)
     try:
@@ -69,6 +62,9 @@ async def _with_client(temporal: tuple[Settings, TemporalTarget], op: Any) -> An
 
 
 def _target(raw: str) -> Target:
+    from orchestrator.control import ControlError, parse_target
+    from orchestrator.runs import RunError
+
     try:
         return parse_target(raw)
     except ControlError as exc:
@@ -77,6 +73,10 @@ def _target(raw: str) -> Target:
 
 def pause_cmd(target: TargetArg, as_json: JsonOpt = False) -> None:
     """Pause a run or a node's subtree after each node's current step (status `paused`)."""
+    import asyncio
+
+    from orchestrator.control import pause
+
     with cli_errors():
         tgt = _target(target)
         temporal = _temporal()
@@ -103,6 +103,12 @@ def resume_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Resume paused nodes, or restart an ended (failed, timed out, terminated, aborted) node."""
+    import asyncio
+
+    from orchestrator.control import resume
+    from orchestrator.runs import RunError
+    from orchestrator.store import set_run_budget
+
     with cli_errors():
         tgt = _target(target)
         temporal = _temporal()
@@ -133,6 +139,10 @@ def abort_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Cancel a run or a node's subtree: every workflow in it ends aborted, its containers are removed."""
+    import asyncio
+
+    from orchestrator.control import abort
+
     with cli_errors():
         tgt = _target(target)
         temporal = _temporal()
@@ -154,6 +164,11 @@ def budget_raise_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Add USD to a tenant's or a run's budget; then `rlm resume RUN` lets paused nodes go on."""
+    from orchestrator.control import ControlError, raise_budget
+    from orchestrator.runs import RunError
+    from orchestrator.settings import load_settings
+    from orchestrator.store import format_usd
+
     with cli_errors():
         amount = usd_amount(usd, "amount") or Decimal(0)
         engine, sessions = open_store(load_settings())
@@ -187,6 +202,12 @@ def stuck_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """List running nodes with no progress for --idle or an activity retrying past --attempts."""
+    import asyncio
+
+    from orchestrator.control import ControlError
+    from orchestrator.runs import RunError
+    from orchestrator.stuck import parse_duration, stuck
+
     with cli_errors():
         try:
             idle_s = parse_duration(idle)

@@ -4,19 +4,12 @@ preparing a cluster."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated
 
 import typer
 
 from orchestrator.cli.common import exit_now, first_line, open_store, shared_temporal, temporal_errors
-from orchestrator.connection import TemporalConnectError, connect
-from orchestrator.logs import configure_logging, results_stdout
-from orchestrator.runs import RunError
-from orchestrator.schedules import setup_search_attributes
-from orchestrator.settings import load_settings
-from orchestrator.targets import shared_target, temporal_target
 
 temporal_app = typer.Typer(no_args_is_help=True, help="Prepare a Temporal cluster for durable-rlm.")
 
@@ -33,6 +26,13 @@ def register(app: typer.Typer) -> None:
 def worker() -> None:
     """Run a worker against TEMPORAL_ADDRESS (any cluster; else the running `rlm dev` of the data
     directory) until SIGINT or SIGTERM."""
+    import asyncio
+
+    from orchestrator.logs import configure_logging, results_stdout
+    from orchestrator.runs import RunError
+    from orchestrator.settings import load_settings
+    from orchestrator.targets import shared_target
+
     with temporal_errors():
         configure_logging("info")
         settings = load_settings()
@@ -53,6 +53,12 @@ def worker() -> None:
 def dev() -> None:
     """Run the embedded Temporal dev server (with its Web UI) and a worker in the foreground; the other
     rlm commands of the same data directory use this server."""
+    import asyncio
+
+    from orchestrator.logs import configure_logging, results_stdout
+    from orchestrator.settings import load_settings
+    from orchestrator.targets import temporal_target
+
     with temporal_errors():
         configure_logging("info")
         settings = load_settings()
@@ -83,6 +89,13 @@ def temporal_setup(
     ] = 0.0,
 ) -> None:
     """Register durable-rlm's custom search attributes on TEMPORAL_ADDRESS's namespace (idempotent)."""
+    import asyncio
+
+    from orchestrator.connection import TemporalConnectError, connect
+    from orchestrator.runs import RunError
+    from orchestrator.schedules import setup_search_attributes
+    from orchestrator.settings import load_settings
+
     with temporal_errors():
         settings = load_settings()
         target = shared_temporal(settings)

@@ -9,38 +9,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.cli.common import fail, first_line
 from orchestrator.cli.output import emit_json
 from orchestrator.errors import RlmError
-from orchestrator.ids import check_tenant
-from orchestrator.settings import Settings, load_settings
-from orchestrator.store import (
-    BudgetUsage,
-    create_tenant,
-    current_revision,
-    downgrade,
-    format_usd,
-    head_revision,
-    list_tenants,
-    make_engine,
-    make_session_factory,
-    parse_usd,
-    prepare_schema,
-    price_for,
-    safe_url,
-    set_price,
-    set_tenant_budget,
-    tenant_usage,
-    upgrade,
-)
-from orchestrator.store.prices import parse_price
+
+if TYPE_CHECKING:  # the store is imported by the commands that run, not by `rlm --help`
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from orchestrator.settings import Settings
+    from orchestrator.store import BudgetUsage
 
 # Negative numbers ("-5") must reach our own validation instead of being taken for unknown options.
 _ARGS = {"ignore_unknown_options": True}
@@ -52,6 +34,10 @@ price_app = typer.Typer(no_args_is_help=True, help="Model prices in USD per toke
 
 @contextmanager
 def _errors(settings: Settings | None = None) -> Iterator[None]:
+    from sqlalchemy.exc import DBAPIError
+
+    from orchestrator.store import safe_url
+
     try:
         yield
     except RlmError as exc:
@@ -69,12 +55,16 @@ def _errors(settings: Settings | None = None) -> Iterator[None]:
 
 
 def _settings() -> Settings:
+    from orchestrator.settings import load_settings
+
     with _errors():
         return load_settings()
 
 
 @contextmanager
 def _engine(settings: Settings) -> Iterator[Engine]:
+    from orchestrator.store import make_engine
+
     with _errors(settings):
         engine = make_engine(settings.database_url)
         try:
@@ -85,12 +75,16 @@ def _engine(settings: Settings) -> Iterator[Engine]:
 
 @contextmanager
 def _sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    from orchestrator.store import make_session_factory, prepare_schema
+
     with _engine(settings) as engine:
         prepare_schema(engine)
         yield make_session_factory(engine)
 
 
 def _budget(text: str) -> Decimal:
+    from orchestrator.store import parse_usd
+
     with _errors():
         return parse_usd(text, "budget")
 
@@ -103,6 +97,8 @@ def db_upgrade(
     revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
 ) -> None:
     """Create or upgrade the store's tables (RLM_DATABASE_URL; default: SQLite in the data directory)."""
+    from orchestrator.store import current_revision, safe_url, upgrade
+
     settings = _settings()
     with _engine(settings) as engine:
         upgrade(engine, revision)
@@ -112,6 +108,8 @@ def db_upgrade(
 @db_app.command("current")
 def db_current() -> None:
     """Show the database's schema revision and whether it is the newest."""
+    from orchestrator.store import current_revision, head_revision
+
     settings = _settings()
     with _engine(settings) as engine:
         current, head = current_revision(engine), head_revision()
@@ -128,6 +126,8 @@ def db_downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision; 'base' removes every table.")],
 ) -> None:
     """Downgrade the schema to REVISION (destroys the data of the tables it removes)."""
+    from orchestrator.store import current_revision, downgrade, safe_url
+
     settings = _settings()
     with _engine(settings) as engine:
         downgrade(engine, revision)
@@ -138,6 +138,8 @@ def db_downgrade(
 
 
 def _usage_line(usage: BudgetUsage) -> str:
+    from orchestrator.store import format_usd
+
     limit = "none" if usage.limit is None else f"{format_usd(usage.limit)} USD"
     remaining = "unlimited" if usage.remaining is None else format_usd(usage.remaining)
     return (
@@ -148,6 +150,8 @@ def _usage_line(usage: BudgetUsage) -> str:
 
 def _usage_json(usage: BudgetUsage) -> dict[str, str | None]:
     """Money as exact decimal text; ``limit``/``remaining`` are null when there is no limit."""
+    from orchestrator.store import format_usd
+
     return {
         "name": usage.name,
         "limit_usd": None if usage.limit is None else format_usd(usage.limit),
@@ -163,6 +167,9 @@ def tenant_create(
     budget_usd: Annotated[str, typer.Option("--budget-usd", help="USD budget, e.g. 100 or 12.50.")],
 ) -> None:
     """Create a tenant with a USD budget."""
+    from orchestrator.ids import check_tenant
+    from orchestrator.store import create_tenant, tenant_usage
+
     settings = _settings()
     with _errors(settings):
         check_tenant(name)
@@ -178,6 +185,8 @@ def tenant_set_budget(
     budget_usd: Annotated[str, typer.Argument(help="New USD budget; takes effect for the next reservation.")],
 ) -> None:
     """Set a tenant's USD budget (raising it lets paused work reserve again at once)."""
+    from orchestrator.store import set_tenant_budget, tenant_usage
+
     settings = _settings()
     budget = _budget(budget_usd)
     with _sessions(settings) as sessions, _errors(settings), sessions.begin() as session:
@@ -191,6 +200,8 @@ def tenant_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
 ) -> None:
     """Show limit, spent, reserved and remaining USD of one tenant or of all."""
+    from orchestrator.store import list_tenants, tenant_usage
+
     settings = _settings()
     with _sessions(settings) as sessions, _errors(settings), sessions() as session:
         if as_json:
@@ -218,6 +229,9 @@ def price_set(
     output_price: Annotated[str, typer.Option("--output", help="USD per completion token, e.g. 2e-6.")],
 ) -> None:
     """Register a model's price; it takes precedence over the prices file and litellm's map."""
+    from orchestrator.store import format_usd, set_price
+    from orchestrator.store.prices import parse_price
+
     settings = _settings()
     with _errors():
         prices = (parse_price(input_price, "input price"), parse_price(output_price, "output price"))
@@ -235,6 +249,8 @@ def price_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
 ) -> None:
     """Show the price used for MODEL and where it comes from (registered, file or litellm)."""
+    from orchestrator.store import format_usd, price_for
+
     settings = _settings()
     with _sessions(settings) as sessions, _errors(settings), sessions() as session:
         price = price_for(session, model, prices_file=settings.prices_file)

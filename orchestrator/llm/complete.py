@@ -6,9 +6,11 @@ are worth retrying (``ModelCallError.retryable``) and how long the provider aske
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -200,6 +202,33 @@ def prepare_model(model: str) -> None:
         scripted.register_scripted_provider(model)
     except errors.BadRequestError as exc:
         raise classify(exc, model) from exc
+
+
+class ModelGate:
+    """At most ``limit`` calls of each model in flight at once in this process (0: no limit).
+
+    A worker's calls of one model queue here, on its event loop (a waiting call holds no thread), so
+    however many runs and nodes a worker serves, a provider sees at most ``limit`` of its requests at
+    once, and a fleet at most workers x ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 0:
+            raise ValueError(f"model concurrency {limit} must be >= 0 (0: no limit)")
+        self.limit = limit
+        self._slots: dict[str, asyncio.Semaphore] = {}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, model: str) -> AsyncIterator[None]:
+        if self.limit == 0:
+            yield
+            return
+        slots = self._slots.get(model)
+        if slots is None:
+            slots = self._slots[model] = asyncio.Semaphore(self.limit)
+        if slots.locked():
+            log.debug("llm.queued", model=model, limit=self.limit)
+        async with slots:
+            yield
 
 
 def _as_dicts(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:

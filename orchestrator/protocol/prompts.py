@@ -51,7 +51,7 @@ class NodeLimits:
     max_depth: int = 1
     max_iterations: int = 30
     max_subcalls: int = 500
-    max_concurrency: int = 16
+    max_concurrency: int = 64
     # How many characters of each cell's output the model is shown (head and tail kept).
     output_chars: int = 5_000
 

@@ -34,7 +34,7 @@ class Limits:
     max_depth: int = 1
     max_iterations: int = 30
     max_subcalls: int = 500
-    max_concurrency: int = 16
+    max_concurrency: int = 64
     max_tokens: int = 4096
     output_chars: int = 5_000
     cell_timeout_s: float = 120.0

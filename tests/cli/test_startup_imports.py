@@ -1,0 +1,60 @@
+"""``rlm --help`` and ``rlm version`` must not import the engine: the CLI package imports only typer and
+its own modules at its top, the engine inside the commands that need it (issue 14: `rlm --help` took
+1.5-2.4 s because every command imported the store, Temporal and litellm)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HEAVY = (
+    "sqlalchemy",
+    "alembic",
+    "temporalio",
+    "litellm",
+    "docker",
+    "orchestrator.store",
+    "orchestrator.runs",
+)
+RLM = Path(sys.executable).parent / "rlm"
+
+
+def _heavy_loaded_after(code: str) -> list[str]:
+    """The engine modules a fresh interpreter holds after running ``code``."""
+    probe = (
+        f"{code}\nimport json, sys\nprint(json.dumps(sorted(m for m in {list(HEAVY)!r} if m in sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    loaded: list[str] = json.loads(out.strip().splitlines()[-1])
+    return loaded
+
+
+def test_importing_the_cli_loads_no_engine_module() -> None:
+    assert _heavy_loaded_after("import orchestrator.cli") == []
+
+
+def test_help_and_version_run_without_the_engine() -> None:
+    """The whole command (root callback, logging set-up, Typer's help) stays clear of the engine too."""
+    code = (
+        "from typer.testing import CliRunner\n"
+        "from orchestrator.cli import app\n"
+        "helped = CliRunner().invoke(app, ['--help'])\n"
+        "versioned = CliRunner().invoke(app, ['version'])\n"
+        "assert helped.exit_code == 0 and 'submit' in helped.output, helped.output\n"
+        "assert versioned.exit_code == 0 and versioned.output.strip(), versioned.output"
+    )
+    assert _heavy_loaded_after(code) == []
+
+
+def test_a_lazy_command_keeps_its_one_line_error(tmp_path: Path) -> None:
+    """The store is imported inside the command, and its failure is still one ``error:`` line, exit 1."""
+    env = {**os.environ, "RLM_DATA_DIR": str(tmp_path), "RLM_DATABASE_URL": "nosuchdialect://x"}
+    proc = subprocess.run([str(RLM), "tenant", "show"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("error: "), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
