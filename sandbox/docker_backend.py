@@ -190,8 +190,22 @@ class DockerLauncher:
         return runtime
 
 
+def _listed(client: docker.DockerClient, filters: dict[str, str | list[str] | bool]) -> list[Container]:
+    """The sandbox containers matching ``filters``, in one call to the engine: ``sparse`` skips the
+    inspect per container a full listing makes (seconds when a shared engine holds many), and a
+    container removed meanwhile (by another worker's sweep) cannot fail the listing."""
+    found: list[Container] = client.containers.list(all=True, filters=filters, sparse=True)
+    return found
+
+
+def _labels(container: Container) -> dict[str, str]:
+    """A listed container's labels (a sparse listing has them at the top, not under ``Config``)."""
+    labels: dict[str, str] = container.attrs.get("Labels") or {}
+    return labels
+
+
 def _created(container: Container) -> dt.datetime | None:
-    stamp = (container.labels or {}).get(CREATED_AT)
+    stamp = _labels(container).get(CREATED_AT)
     try:
         return dt.datetime.fromisoformat(stamp) if stamp else None
     except ValueError:
@@ -230,7 +244,7 @@ def reap(
     }
     now = dt.datetime.now(dt.UTC)
     doomed: list[Container] = []
-    for container in client.containers.list(all=True, filters=filters):
+    for container in _listed(client, filters):
         created = _created(container)
         if (
             older_than_s is not None
@@ -260,8 +274,8 @@ def sweep(
     now = dt.datetime.now(dt.UTC)
     ours: list[Container] = []
     doomed: list[Container] = []
-    for container in client.containers.list(all=True, filters=filters):
-        scope = (container.labels or {}).get(STORE)
+    for container in _listed(client, filters):
+        scope = _labels(container).get(STORE)
         if scope == store:
             ours.append(container)
         elif scope is None:
@@ -270,5 +284,5 @@ def sweep(
                 doomed.append(container)
     if ours:
         live = set(live_workers())
-        doomed.extend(c for c in ours if (c.labels or {}).get(WORKER) not in live)
+        doomed.extend(c for c in ours if _labels(c).get(WORKER) not in live)
     return _remove(doomed)
