@@ -8,14 +8,13 @@ from the store.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from orchestrator.control import ControlError, describe
+from orchestrator.control import describe
 from orchestrator.ids import quoted
 from orchestrator.store import get_node, list_steps, retrying_nodes
 from orchestrator.store.errors import NotFound
@@ -128,12 +127,3 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``10m``, ``2h``, ``1d`` -> seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
-    if match is None:
-        raise ControlError(f"{text!r} is not a duration; use e.g. 90s, 10m, 2h or 1d")
-    factor = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-    return float(match.group(1)) * factor

@@ -195,7 +195,7 @@ def budget_raise_cmd(
 
 
 def stuck_cmd(
-    idle: Annotated[str, typer.Option(help="No progress for this long (90s, 10m, 2h).")] = "10m",
+    idle: Annotated[str, typer.Option(help="No progress for this long (90s, 10m, 2h, 1d).")] = "10m",
     attempts: Annotated[int, typer.Option(help="An activity on this attempt or later.")] = 3,
     run: Annotated[str | None, typer.Option(help="Only this run.")] = None,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
@@ -204,14 +204,14 @@ def stuck_cmd(
     """List running nodes with no progress for --idle or an activity retrying past --attempts."""
     import asyncio
 
-    from orchestrator.control import ControlError
+    from orchestrator.durations import DurationError, parse_duration
     from orchestrator.runs import RunError
-    from orchestrator.stuck import parse_duration, stuck
+    from orchestrator.stuck import stuck
 
     with cli_errors():
         try:
             idle_s = parse_duration(idle)
-        except ControlError as exc:
+        except DurationError as exc:
             raise RunError(f"--idle: {exc}") from None
         if attempts < 1:
             raise RunError(f"--attempts {attempts} must be >= 1")

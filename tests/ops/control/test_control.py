@@ -60,6 +60,8 @@ async def test_pause_after_the_current_step_then_resume_finishes(
     stuck = await rlm_json(rlm_env, "stuck", "--idle", "1s", "--run", run_id)
     assert [(s["node_id"], s["status"]) for s in stuck["stuck"]] == [(handle.id, "paused")]
     assert "paused: waiting for `rlm resume`" in stuck["stuck"][0]["reason"]
+    code, _, err = await rlm(rlm_env, "stuck", "--idle", "soon", "--run", run_id)
+    assert code == 1 and err.strip().splitlines()[-1].startswith("error: --idle: 'soon' is not a duration")
 
     resumed = await rlm_json(rlm_env, "resume", run_id)
     assert resumed["signalled"] == [handle.id] and resumed["restarted"] is None
