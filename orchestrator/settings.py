@@ -85,6 +85,11 @@ class Settings:
     # rate limit is per minute: in-flight calls / latency is the request rate, so a fleet of W workers
     # sends at most W x this / latency requests a second to a model (docs/operations.md).
     model_concurrency: int = 64
+    # The most documents and bytes one run's or session's context may hold (--context, rlm session add).
+    context_max_documents: int = 100_000
+    context_max_bytes: int = 1 << 30
+    # A running node keeps its last this-many REPL snapshots (rlm prune removes the rest of ended runs).
+    keep_snapshots: int = 3
     temporal_access: TemporalAccess = field(default_factory=TemporalAccess)
 
     @property
@@ -107,6 +112,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"RLM_LEAF_MODE={leaf_mode!r} is not known; use 'workflow' (default) or 'inline'")
     heartbeat = _seconds(env, "RLM_HEARTBEAT_TIMEOUT_S", 30.0, low=1.0, high=3600.0)
     model_concurrency = _count(env, "RLM_MODEL_CONCURRENCY", Settings.model_concurrency, high=100_000)
+    max_documents = _count(env, "RLM_CONTEXT_MAX_DOCUMENTS", Settings.context_max_documents, high=10**8)
+    max_bytes = _count(env, "RLM_CONTEXT_MAX_BYTES", Settings.context_max_bytes, high=1 << 40)
+    keep_snapshots = _count(env, "RLM_KEEP_SNAPSHOTS", Settings.keep_snapshots, high=1_000)
     profile, access = _temporal_profile(env)
     return Settings(
         data_dir=data_dir,
@@ -123,6 +131,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         leaf_mode=LeafMode(leaf_mode),
         heartbeat_timeout_s=heartbeat,
         model_concurrency=model_concurrency,
+        context_max_documents=max_documents,
+        context_max_bytes=max_bytes,
+        keep_snapshots=keep_snapshots,
         temporal_access=access,
     )
 

@@ -42,6 +42,7 @@ class StepKind(StrEnum):
     GENERATE = "generate"  # the model wrote the next reply
     CELL = "cell"  # one code block ran in the sandbox
     LEAF = "leaf"  # a leaf's single completion
+    COMPACT = "compact"  # older iterations summarised to keep the next prompt inside the window
 
 
 class SubcallKind(StrEnum):
@@ -61,3 +62,10 @@ class Outcome(StrEnum):
 
     OK = "ok"
     BUDGET = "budget"  # the budget refused the reservation: nothing was called or spent
+
+
+class SessionStatus(StrEnum):
+    """Where a session is: open takes turns (``rlm ask``); closed keeps its turns for reading only."""
+
+    OPEN = "open"
+    CLOSED = "closed"

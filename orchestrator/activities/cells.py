@@ -262,7 +262,13 @@ class CellActivities:
         node = inp.node
         with self.deps.sessions.begin() as session:
             if result.snapshot is not None:
-                save_snapshot(session, node.node_id, inp.number, put_blob(session, result.snapshot))
+                save_snapshot(
+                    session,
+                    node.node_id,
+                    inp.number,
+                    put_blob(session, result.snapshot),
+                    keep=self.deps.settings.keep_snapshots,
+                )
             upsert_node(
                 session,
                 node.node_id,

@@ -153,16 +153,16 @@ def save_snapshot(
 ) -> Snapshot:
     """Record the REPL state after ``cell``. A retried cell replaces it: the live sandbox holds that state.
 
-    Only the node's last ``keep`` snapshots stay (a restart needs the latest one alone); a dropped
-    one's blob goes with it unless another row names the same bytes."""
+    Only the node's last ``keep`` snapshots stay (a restart needs the latest one alone; 0 keeps every
+    one); a dropped one's blob goes with it unless another row names the same bytes."""
     cell = validate.count(cell, "cell")
-    if keep < 1:
-        raise InvalidValue(f"snapshots to keep must be at least 1, got {keep}")
+    if keep < 0:
+        raise InvalidValue(f"snapshots to keep must be 0 (all) or more, got {keep}")
     now = utcnow()
     values = {"node_id": node_id, "cell": cell, "blob_sha": blob_sha, "created_at": now, "updated_at": now}
     upsert(session, Snapshot, values, ["node_id", "cell"], {"blob_sha": blob_sha, "updated_at": now})
     dropped = Snapshot.node_id == node_id, Snapshot.cell <= cell - keep
-    shas = set(session.scalars(select(Snapshot.blob_sha).where(*dropped)))
+    shas = set(session.scalars(select(Snapshot.blob_sha).where(*dropped))) if keep else set()
     if shas:
         session.execute(delete(Snapshot).where(*dropped))
         delete_blobs(session, shas, put_before=None)

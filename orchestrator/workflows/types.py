@@ -43,6 +43,11 @@ class Limits:
     # Continue-as-new after this many iterations in one workflow run (0: only when Temporal suggests it).
     iterations_per_run: int = 0
     leaf_mode: LeafMode = LeafMode.WORKFLOW
+    # Older iterations are summarised once the next prompt would pass this fraction of the root
+    # model's context window (0: never compact).
+    compact_at: float = 0.85
+    # The window in tokens for models litellm does not know (0: litellm's model info decides).
+    context_window: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.errors import RlmError
 from orchestrator.retention import prune
+from orchestrator.settings import SettingsError, load_settings
 from orchestrator.store import (
     blob_exists,
     create_run,
@@ -193,3 +194,25 @@ def test_a_running_node_keeps_its_last_three_snapshots(sessions: sessionmaker[Se
         assert blob_exists(s, states[0])  # still named by the other node's snapshot
         assert not blob_exists(s, states[1])
         assert all(blob_exists(s, sha) for sha in states[2:])
+
+
+@pytest.mark.parametrize(("keep", "kept"), [(1, [5]), (0, [1, 2, 3, 4, 5])])
+def test_keep_snapshots_is_configurable_and_zero_keeps_all(
+    sessions: sessionmaker[Session], keep: int, kept: list[int]
+) -> None:
+    with sessions.begin() as s:
+        create_tenant(s, "acme", Decimal("10"))
+        create_run(s, "run", tenant="acme", status=Status.RUNNING)
+        upsert_node(s, "run/0", run_id="run", kind="root", depth=0, status=Status.RUNNING)
+        for cell in range(1, 6):
+            save_snapshot(s, "run/0", cell, put_text(s, f"state {cell}"), keep=keep)
+    with sessions() as s:
+        found = s.scalars(select(Snapshot.cell).where(Snapshot.node_id == "run/0").order_by(Snapshot.cell))
+        assert list(found) == kept
+
+
+def test_rlm_keep_snapshots_setting() -> None:
+    assert load_settings({}).keep_snapshots == 3
+    assert load_settings({"RLM_KEEP_SNAPSHOTS": "10"}).keep_snapshots == 10
+    with pytest.raises(SettingsError, match="RLM_KEEP_SNAPSHOTS='-1' must be a whole number"):
+        load_settings({"RLM_KEEP_SNAPSHOTS": "-1"})
