@@ -27,6 +27,7 @@ from orchestrator.store import (
     reserve,
     upgrade,
 )
+from orchestrator.store.migrate import SCHEMA_HEAD
 from orchestrator.store.models import Base
 from tests.store.conftest import seed
 
@@ -115,3 +116,32 @@ def test_concurrent_upgrades_do_not_collide(db_url: str) -> None:
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_schema_head_is_the_migrations_head() -> None:
+    assert head_revision() == SCHEMA_HEAD  # a new migration must move SCHEMA_HEAD with it
+
+
+def test_a_current_schema_is_checked_without_alembic(engine: Engine, db_url: str) -> None:
+    """The check every command makes reads the version row alone; Alembic loads only to migrate."""
+    code = (
+        "import sys\n"
+        "from orchestrator.store import make_engine, prepare_schema\n"
+        f"engine = make_engine({db_url!r})\n"
+        "prepare_schema(engine)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_an_old_schema_is_still_found_outdated(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+    try:
+        with pytest.raises(SchemaOutdated):
+            check_schema(engine)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = :head"), {"head": SCHEMA_HEAD})
