@@ -106,8 +106,14 @@ def run(
     max_tokens: MaxTokens = DEFAULT.max_tokens,
     leaf_mode: LeafModeOpt = DEFAULT.leaf_mode,
     local_worker: Annotated[
-        bool, typer.Option("--worker/--no-worker", help="Run a worker in this process.")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Run a worker in this process (default: only when no live worker of this store serves "
+            "the task queue).",
+            show_default=False,
+        ),
+    ] = None,
     reconnect_for: Reconnect = RECONNECT_S,
     progress_every: ProgressEvery = PROGRESS_EVERY_S,
     quiet: Quiet = False,
@@ -141,7 +147,7 @@ def run(
                         settings,
                         sessions,
                         request,
-                        (detach, local_worker and not detach),
+                        (detach, None if local_worker is None else local_worker and not detach),
                         (reconnect_for, progress),
                         out,
                     )
@@ -162,15 +168,17 @@ async def _run(
     settings: Settings,
     sessions: sessionmaker[Session],
     request: RunInput,
-    modes: tuple[bool, bool],
+    modes: tuple[bool, bool | None],
     waits: tuple[float, float],
     out: TextIO,
 ) -> int:
-    """``modes``: (detach, a worker in this process); ``waits``: (reconnect-for, progress every; 0: none)."""
+    """``modes``: (detach, a worker in this process: None when no live worker serves the queue);
+    ``waits``: (reconnect-for, progress every; 0: none)."""
     from temporalio.client import WorkflowFailureError
 
     from orchestrator.connection import connect
     from orchestrator.runs import Patience, read_summary, submit_run
+    from orchestrator.runs.serving import serving_worker
     from orchestrator.store import format_usd
     from orchestrator.targets import temporal_target
     from orchestrator.vocabulary import Status
@@ -186,6 +194,11 @@ async def _run(
     with temporal_target(settings) as target:
         client = await connect(target)
         async with contextlib.AsyncExitStack() as stack:
+            if local_worker is None and not detach:
+                serving = await serving_worker(client, sessions, settings.task_queue)
+                if serving is not None:
+                    typer.echo(f"using worker {serving}, which serves {settings.task_queue}", err=True)
+                local_worker = serving is None
             if local_worker:
                 # Imported here: the worker loads litellm (seconds), which commands without one never need.
                 from orchestrator.worker import running_worker
