@@ -6,8 +6,9 @@ custom search attributes) and stop it on exit; one data directory never gets two
 (``orchestrator.devlock``). Every bad input ends with one ``error: ...`` line and exit code 1. stdout
 carries the answer alone; everything else goes to stderr.
 
-``rlm run`` is ``rlm submit`` (``orchestrator.runs.submit_run``) with a worker in this process, then a
-wait for the root workflow to close and the run's summary as ``rlm wait`` reads it.
+``rlm run`` is ``rlm submit`` (``orchestrator.runs.submit_run``), then a wait for the root workflow to
+close and the run's summary as ``rlm wait`` reads it; a worker runs in this process unless a live
+worker of this store already serves the task queue (``orchestrator.runs.serving``).
 """
 
 from __future__ import annotations
