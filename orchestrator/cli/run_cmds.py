@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import signal
+import threading
 import time
 import urllib.parse
 from typing import TYPE_CHECKING, Annotated, TextIO
@@ -132,6 +134,17 @@ def run(
     opts = RunOptions.of(locals())
     with temporal_errors():
         settings = load_settings()
+        if (
+            local_worker is not False
+            and not detach
+            and settings.embedded_temporal
+            and not dev_holder(settings)
+        ):
+            # A server of its own has no worker yet: load the worker's modules (litellm takes seconds)
+            # while the store is opened and the server starts.
+            threading.Thread(
+                target=importlib.import_module, args=("orchestrator.worker",), daemon=True
+            ).start()
         check_reconnect(reconnect_for)
         progress = progress_every_s(progress_every, quiet)
         if detach and settings.embedded_temporal and dev_holder(settings) is None:
