@@ -114,7 +114,7 @@ async def create_schedule(
     memo = {
         "tenant": run.request.tenant,
         "query": first_line,
-        "context": str(run.request.context_path),
+        "context": " ".join(map(str, run.request.context_paths)),
         "cron": req.cron,
     }
     try:

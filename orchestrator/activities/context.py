@@ -9,8 +9,9 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from orchestrator import corpus
 from orchestrator.activities import texts
-from orchestrator.protocol.prompts import ContextInfo
+from orchestrator.protocol.prompts import DOCUMENTS, ContextInfo
 from orchestrator.store import iter_blob
 from orchestrator.workflows.types import NodeInput
 
@@ -36,13 +37,22 @@ def local_context(session: Session, node: NodeInput, directory: Path) -> Path:
 
 @functools.lru_cache(maxsize=64)
 def context_info(path: Path) -> ContextInfo:
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if path.suffix == ".json":
+    return context_shape(path.read_text(encoding="utf-8", errors="replace"), path.suffix)
+
+
+def context_shape(text: str, suffix: str) -> ContextInfo:
+    """The shape the model is told of a context stored with ``suffix`` (also ``rlm show``'s)."""
+    if suffix == corpus.SUFFIX:
+        documents = corpus.unpack(text)
+        lengths = tuple(corpus.length(d.value) for d in documents)
+        names = tuple(d.name for d in documents)
+        return ContextInfo(kind=DOCUMENTS, total_chars=sum(lengths), chunk_lengths=lengths, names=names)
+    if suffix == ".json":
         value = json.loads(text)
         if isinstance(value, list):
-            lengths = tuple(len(v if isinstance(v, str) else json.dumps(v)) for v in value)
+            lengths = tuple(corpus.length(v) for v in value)
             return ContextInfo(kind="list", total_chars=sum(lengths), chunk_lengths=lengths)
         if isinstance(value, dict):
-            lengths = tuple(len(v if isinstance(v, str) else json.dumps(v)) for v in value.values())
+            lengths = tuple(corpus.length(v) for v in value.values())
             return ContextInfo(kind="dict", total_chars=sum(lengths), chunk_lengths=lengths)
     return ContextInfo.of_text(len(text))

@@ -31,7 +31,14 @@ RECONNECT_HELP = (
 )
 
 Query = Annotated[str, typer.Argument(help="The question to answer over the context.")]
-Context = Annotated[Path, typer.Option("--context", help="A text file (or .json) holding the context.")]
+CONTEXT_HELP = (
+    "What `context` is in the REPL: a text file (its text) or a .json file (its value); a directory (every "
+    "file below it, by relative path, hidden ones skipped), a .jsonl file (each line) or --context given "
+    "more than once make a list of documents, their names in `context.names`. Capped by "
+    "RLM_CONTEXT_MAX_DOCUMENTS and RLM_CONTEXT_MAX_BYTES."
+)
+
+Context = Annotated[list[Path], typer.Option("--context", metavar="PATH", help=CONTEXT_HELP)]
 Tenant = Annotated[str, typer.Option(help="Tenant whose budget pays for the run.")]
 Budget = Annotated[str | None, typer.Option("--budget-usd", help="The run's own USD budget.")]
 MaxDepth = Annotated[int, typer.Option(help="How deep rlm_query may recurse.")]
@@ -103,15 +110,16 @@ def _limits(opts: RunOptions, leaf_mode: str, heartbeat_timeout_s: float) -> Lim
     )
 
 
-def run_request(settings: Settings, query: str, context: Path, opts: RunOptions) -> RunInput:
+def run_request(settings: Settings, query: str, context: list[Path], opts: RunOptions) -> RunInput:
     """The run `rlm run`, `rlm submit` and `rlm schedule create` ask for, with the settings' defaults,
-    checked (its context file read) before a server is started or contacted."""
+    checked (its context read, within the settings' limits) before a server is started or contacted."""
+    from orchestrator.corpus import ContextLimits
     from orchestrator.runs import RunRequest, checked_input
 
     limits = _limits(opts, opts.leaf_mode or settings.leaf_mode, settings.heartbeat_timeout_s)
     request = RunRequest(
         query=query,
-        context_path=context,
+        context_path=tuple(context),
         tenant=opts.tenant,
         budget_usd=usd(opts.budget_usd, "--budget-usd"),
         model=opts.model or settings.model,
@@ -120,4 +128,4 @@ def run_request(settings: Settings, query: str, context: Path, opts: RunOptions)
         run_id=opts.run_id,
         limits=limits,
     )
-    return checked_input(request)
+    return checked_input(request, ContextLimits(settings.context_max_documents, settings.context_max_bytes))

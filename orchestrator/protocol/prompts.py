@@ -3,7 +3,8 @@
 Layout of one node's conversation (``conversation()`` builds it from what the store holds):
 
 1. system: the REPL, ``context``, the helpers, the answer forms and this node's limits;
-2. user: the query plus the context's type, total length and chunk lengths (never its text);
+2. user: the query plus the context's type, total length and chunk lengths (never its text); for a
+   corpus, the number of documents, their lengths and (the first of) their names;
 3. then per iteration: the assistant's reply, and a user message with each cell's code and
    truncated output (or a reminder to write code when the reply had none);
 4. after the last allowed iteration, once: the forced-final request, answered in plain text.
@@ -25,6 +26,9 @@ Role = Literal["system", "user", "assistant"]
 
 CHILD_QUERY_CHARS = 2_000
 SHOWN_CHUNK_LENGTHS = 20
+SHOWN_NAMES = 20
+# The kind of a corpus context (orchestrator/corpus.py): a list of documents with their names.
+DOCUMENTS = "documents"
 BLOCK_FAILED = "The block failed:"
 FORCED_FINAL_HEADER = "You have used every iteration this node is allowed."
 # A batched sub-call's item whose sub-call ended without an answer starts with this (the workflow's
@@ -63,9 +67,10 @@ class NodeLimits:
 
 @dataclass(frozen=True)
 class ContextInfo:
-    kind: str
+    kind: str  # str, list, dict (a .json file's value) or DOCUMENTS
     total_chars: int
     chunk_lengths: tuple[int, ...]
+    names: tuple[str, ...] = ()  # DOCUMENTS: each document's name, in order
 
     @staticmethod
     def of_text(length: int) -> ContextInfo:
@@ -181,12 +186,31 @@ def _chunk_lengths(lengths: Sequence[int]) -> str:
     return f"[{shown}, ... {len(rest):,} more, from {min(rest):,} to {max(rest):,}]"
 
 
-def first_user_message(query: str, context: ContextInfo) -> str:
+def _names(names: Sequence[str]) -> str:
+    shown = ", ".join(repr(name) for name in names[:SHOWN_NAMES])
+    more = len(names) - SHOWN_NAMES
+    return f"{shown}, ... and {more:,} more" if more > 0 else shown
+
+
+def _shape(context: ContextInfo) -> str:
     count = len(context.chunk_lengths)
+    if context.kind == DOCUMENTS:
+        noun = "document" if count == 1 else "documents"
+        return (
+            f"`context` is a list of {count:,} {noun}, {context.total_chars:,} characters in total, "
+            f"of these lengths: {_chunk_lengths(context.chunk_lengths)}. `context.names` holds their "
+            f"names in the same order: {_names(context.names)}."
+        )
     noun = "chunk" if count == 1 else "chunks"
     return (
         f"`context` is a {context.kind} of {context.total_chars:,} characters in total, "
-        f"in {count:,} {noun} of these lengths: {_chunk_lengths(context.chunk_lengths)}.\n"
+        f"in {count:,} {noun} of these lengths: {_chunk_lengths(context.chunk_lengths)}."
+    )
+
+
+def first_user_message(query: str, context: ContextInfo) -> str:
+    return (
+        f"{_shape(context)}\n"
         "You have not looked at it yet. Start by writing repl code; answer only once your code has "
         "established the answer.\n\n"
         f"{_QUERY_HEADER}\n{query}"

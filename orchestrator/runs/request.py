@@ -1,8 +1,10 @@
 """What a run is asked for (``RunRequest``) and the one check of it (``checked_input``).
 
 Every path that starts runs (``rlm run``, ``rlm submit``, ``rlm schedule create`` and code calling
-``orchestrator.runs``) checks the query, the deadline and the context file here, before anything is
-stored. The context file is read once, by the check; ``RunInput`` carries its bytes from then on.
+``orchestrator.runs``) checks the query, the deadline and the context here, before anything is stored.
+The context is read once, by the check; ``RunInput`` carries its bytes from then on: a single text or
+``.json`` file as it is, anything else (a directory, a ``.jsonl`` file, several paths) as one corpus
+(``orchestrator.corpus``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+from orchestrator import corpus
+from orchestrator.corpus import ContextLimits, CorpusError
 from orchestrator.errors import RlmError
 from orchestrator.ids import check_run_id, check_tenant
 from orchestrator.workflows.types import Limits
@@ -21,7 +25,7 @@ from orchestrator.workflows.types import Limits
 DEFAULT_TENANT = "default"
 # The one cap of a run's --deadline; past a year, a scheduled job is the better tool.
 MAX_DEADLINE_S = 365 * 24 * 3600.0
-CONTEXT_KINDS = "a UTF-8 text file or a .json file"
+CONTEXT_KINDS = corpus.KINDS
 
 
 class RunError(RlmError):
@@ -31,7 +35,8 @@ class RunError(RlmError):
 @dataclass(frozen=True)
 class RunRequest:
     query: str
-    context_path: Path
+    # One path, or several (repeated --context), read in the order given.
+    context_path: Path | tuple[Path, ...]
     tenant: str = DEFAULT_TENANT
     budget_usd: Decimal | None = None
     model: str = "scripted/search"
@@ -46,6 +51,10 @@ class RunRequest:
         if self.run_id is not None:
             check_run_id(self.run_id)
 
+    @property
+    def context_paths(self) -> tuple[Path, ...]:
+        return (self.context_path,) if isinstance(self.context_path, Path) else tuple(self.context_path)
+
 
 @dataclass(frozen=True)
 class RunInput:
@@ -53,7 +62,7 @@ class RunInput:
 
     request: RunRequest
     context: bytes
-    context_suffix: str  # ".json" (the sandbox parses it) or ".txt"
+    context_suffix: str  # ".txt", ".json" (the sandbox parses it) or ".docs" (a corpus: corpus.pack)
 
     @property
     def query(self) -> str:
@@ -64,13 +73,15 @@ def new_run_id() -> str:
     return f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-def checked(run: RunRequest | RunInput) -> RunInput:
+def checked(run: RunRequest | RunInput, limits: ContextLimits | None = None) -> RunInput:
     """``run`` checked: a ``RunInput`` is passed through, a ``RunRequest`` goes through ``checked_input``."""
-    return run if isinstance(run, RunInput) else checked_input(run)
+    return run if isinstance(run, RunInput) else checked_input(run, limits)
 
 
-def checked_input(req: RunRequest) -> RunInput:
-    """The one check of a run's query, deadline and context file, done before anything is stored."""
+def checked_input(req: RunRequest, limits: ContextLimits | None = None) -> RunInput:
+    """The one check of a run's query, deadline and context, done before anything is stored.
+
+    ``limits`` caps the context (default: ``ContextLimits()``; the CLI passes the settings')."""
     if not req.query.strip():
         raise RunError("the query is empty; give the question to answer over the context")
     if not 0 < req.deadline_s <= MAX_DEADLINE_S:  # also refuses nan
@@ -78,34 +89,25 @@ def checked_input(req: RunRequest) -> RunInput:
             f"--deadline {req.deadline_s:g} is out of range; give the seconds the whole tree may take, "
             f"more than 0 and at most {MAX_DEADLINE_S:.0f} (one year)"
         )
-    data, suffix = _context(req.context_path)
+    paths = req.context_paths
+    if not paths:
+        raise RunError(f"no context was given; pass --context PATH to {CONTEXT_KINDS}")
+    try:
+        if corpus.is_corpus(paths):
+            return RunInput(req, corpus.pack(corpus.read_documents(paths, limits)), corpus.SUFFIX)
+        data, suffix = _context(paths[0], limits)
+    except CorpusError as exc:
+        raise RunError(str(exc)) from None
     return RunInput(req, data, suffix)
 
 
-def _context(path: Path) -> tuple[bytes, str]:
-    bad = f"pass --context PATH to {CONTEXT_KINDS}"
-    if not path.is_file():
-        raise RunError(f"context {path} is not a readable file; {bad}")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise RunError(f"context {path} cannot be read ({exc.strerror}); {bad}") from None
-    nul = data.find(b"\0")
-    if nul >= 0:
-        raise RunError(f"context {path} is a binary file (a NUL byte at offset {nul}); {bad}")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RunError(
-            f"context {path} is not UTF-8 text (byte offset {exc.start}); {bad} "
-            "(convert other encodings with iconv -t UTF-8)"
-        ) from None
-    if not text.strip():
-        raise RunError(f"context {path} is empty; {bad} holding what the query is about")
+def _context(path: Path, limits: ContextLimits | None) -> tuple[bytes, str]:
+    """A single text or ``.json`` file: stored as it is, as a context always was."""
+    data = corpus.read_file(path, limits, hint=f"pass --context PATH to {CONTEXT_KINDS}")
     suffix = ".json" if path.suffix == ".json" else ".txt"
     if suffix == ".json":
         try:
-            json.loads(text)
+            json.loads(data.decode("utf-8"))
         except json.JSONDecodeError as exc:
             raise RunError(
                 f"context {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}; "

@@ -34,7 +34,18 @@ def _inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
     (tmp / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
     ok = tmp / "ok.txt"
     ok.write_text(f"a fine context {uuid.uuid4().hex}")
-    kinds = "a UTF-8 text file or a .json file"
+    (tmp / "empty-dir").mkdir()
+    (tmp / "mixed").mkdir()
+    (tmp / "mixed" / "a.txt").write_text("fine")
+    (tmp / "mixed" / "b.txt").write_bytes(b"fine, then caf\xe9")
+    (tmp / "many").mkdir()
+    for i in range(MAX_DOCUMENTS + 1):
+        (tmp / "many" / f"{i}.txt").write_text(f"document {i}")
+    (tmp / "big.txt").write_text("x" * (MAX_BYTES + 1))
+    (tmp / "records.jsonl").write_text('"one"\n{"two": 2\n')
+    (tmp / "again").mkdir()
+    (tmp / "again" / "ok.txt").write_text("another ok.txt")
+    kinds = "a UTF-8 text file, a .json or .jsonl file, or a directory of text files"
     return {
         "bad json": (
             ["q?", "--context", str(tmp / "bad.json")],
@@ -47,6 +58,34 @@ def _inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
             rf"context .*program is a binary file.*{kinds}",
         ),
         "latin-1": (["q?", "--context", str(tmp / "latin1.txt")], rf"is not UTF-8 text .*{kinds}"),
+        "empty directory": (
+            ["q?", "--context", str(tmp / "empty-dir")],
+            r"context .*empty-dir holds no documents \(hidden files are skipped\)",
+        ),
+        "latin-1 in a directory": (
+            ["q?", "--context", str(tmp / "mixed")],
+            r"context .*mixed/b.txt is not UTF-8 text \(byte offset 14\)",
+        ),
+        "too many documents": (
+            ["q?", "--context", str(tmp / "many")],
+            rf"context holds more than {MAX_DOCUMENTS} documents; .*RLM_CONTEXT_MAX_DOCUMENTS",
+        ),
+        "too many bytes": (
+            ["q?", "--context", str(tmp / "big.txt")],
+            rf"context holds more than {MAX_BYTES:,} bytes \(reached at .*big.txt\)",
+        ),
+        "bad jsonl line": (
+            ["q?", "--context", str(tmp / "records.jsonl")],
+            r"context .*records.jsonl line 2 is not valid JSON",
+        ),
+        "duplicate name": (
+            ["q?", "--context", str(ok), "--context", str(tmp / "again")],
+            r"two documents are named 'ok.txt'",
+        ),
+        "missing": (
+            ["q?", "--context", str(ok), "--context", str(tmp / "nowhere")],
+            r"context .*nowhere is not a readable file \(it does not exist\)",
+        ),
         "empty query": (["", "--context", str(ok)], "the query is empty"),
         "blank query": (["  \n ", "--context", str(ok)], "the query is empty"),
         "deadline inf": (
@@ -63,6 +102,11 @@ def _inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
             r"at most 31536000 \(one year\)",
         ),
     }
+
+
+# Small limits for this test's store, so that a corpus past them is a few files.
+MAX_DOCUMENTS = 3
+MAX_BYTES = 100_000
 
 
 def _rows(store: Path) -> tuple[int, int]:
@@ -96,6 +140,7 @@ async def test_bad_input_is_one_error_line_and_nothing_is_stored(
 ) -> None:
     # A store of its own, migrated and empty, so that counting its rows says what the command stored.
     env = {**cli_env, "RLM_DATA_DIR": str(tmp_path / "data")}
+    env |= {"RLM_CONTEXT_MAX_DOCUMENTS": str(MAX_DOCUMENTS), "RLM_CONTEXT_MAX_BYTES": str(MAX_BYTES)}
     env.pop("RLM_DATABASE_URL")
     if command == "run":
         env.pop("TEMPORAL_ADDRESS")  # nothing may be started for bad input: no embedded server either
@@ -122,12 +167,16 @@ async def test_the_library_paths_make_the_same_check_before_storing(
     context.write_text(f"never stored {uuid.uuid4().hex}")
     bad_json = tmp_path / "fresh.json"
     bad_json.write_text(f'{{"never stored": "{uuid.uuid4().hex}"')
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    (clash / context.name).write_text("a second document of the same name")
     base = RunRequest("q?", context, run_id=f"bad-{uuid.uuid4().hex[:8]}")
     bad = [
         replace(base, query=" "),
         replace(base, deadline_s=float("inf")),
         replace(base, deadline_s=MAX_DEADLINE_S * 2),
         replace(base, context_path=bad_json),
+        replace(base, context_path=(context, clash)),
     ]
     for req in bad:
         with pytest.raises(RunError):
