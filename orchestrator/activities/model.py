@@ -5,11 +5,14 @@ the model's price) against the run's and the tenant's budget, call litellm once 
 Temporal retries), then settle the actual cost and record the step in one transaction. The
 reservation key is the step's key, so a retried attempt reuses the reservation of the attempt that
 died instead of holding money twice, and a finished step is found in the store instead of paid again.
+A ``generate`` whose prompt nears the model's window first records a ``compact`` step the same way
+(``orchestrator.activities.compaction``), inside the same activity, so the workflow does not change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,8 +23,7 @@ from sqlalchemy.orm import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from orchestrator.activities import texts
-from orchestrator.activities.cell_record import CellRecord
+from orchestrator.activities import compaction, texts
 from orchestrator.activities.context import context_info, local_context
 from orchestrator.activities.deps import Deps
 from orchestrator.llm.complete import (
@@ -34,15 +36,7 @@ from orchestrator.llm.complete import (
     prepare_model,
 )
 from orchestrator.protocol.parse import forced_final_answer, parse_reply
-from orchestrator.protocol.prompts import (
-    CellReport,
-    ChatMessage,
-    NodeLimits,
-    Turn,
-    child_query,
-    conversation,
-    leaf_messages,
-)
+from orchestrator.protocol.prompts import ChatMessage, NodeLimits, child_query, leaf_messages
 from orchestrator.store import (
     BudgetExhausted,
     ModelPrice,
@@ -51,7 +45,6 @@ from orchestrator.store import (
     find_step,
     finish_node,
     get_reservation,
-    list_steps,
     note_attempt,
     price_for,
     record_step,
@@ -83,6 +76,15 @@ class _Prepared:
     reservation: str | None  # None: the budget refused
     refusal: str | None
     price: ModelPrice
+    compacted: int = 0  # generate: the last iteration the prompt's summary covers (0: none)
+
+
+@dataclass(frozen=True)
+class _Compaction:
+    """A compaction to run (reserved) before this iteration's reply."""
+
+    plan: compaction.Plan
+    prepared: _Prepared
 
 
 def node_limits(node: NodeInput) -> NodeLimits:
@@ -95,28 +97,6 @@ def node_limits(node: NodeInput) -> NodeLimits:
         max_concurrency=lim.max_concurrency,
         output_chars=lim.output_chars,
     )
-
-
-def cell_report(step: Step) -> CellReport:
-    cell = CellRecord.from_data(step.data)
-    return CellReport(
-        code=cell.code, stdout=cell.stdout, stderr=cell.stderr, error=cell.error, chars_cut=cell.chars_cut
-    )
-
-
-def turns_before(session: Session, node_id: str, iteration: int) -> list[Turn]:
-    replies: dict[int, str] = {}
-    cells: dict[int, list[tuple[int, CellReport]]] = {}
-    for step in list_steps(session, node_id):
-        if step.iteration >= iteration:
-            continue
-        if step.kind == StepKind.GENERATE and step.output_ref:
-            replies[step.iteration] = texts.unpack(session, Text(blob=step.output_ref))
-        elif step.kind == StepKind.CELL:
-            cells.setdefault(step.iteration, []).append((step.index, cell_report(step)))
-    return [
-        Turn(reply=replies[i], cells=tuple(c for _, c in sorted(cells.get(i, [])))) for i in sorted(replies)
-    ]
 
 
 def model_error(exc: ModelCallError) -> ApplicationError:
@@ -194,7 +174,7 @@ class ModelActivities:
 
     # --- generate ------------------------------------------------------------------------------
 
-    def _generate_prepare(self, inp: GenerateInput) -> _Prepared | Step:
+    def _generate_prepare(self, inp: GenerateInput) -> _Prepared | _Compaction | Step:
         node = inp.node
         with self.deps.sessions.begin() as session:
             done = find_step(session, node.node_id, inp.iteration, StepKind.GENERATE, 0)
@@ -206,10 +186,45 @@ class ModelActivities:
                 query = texts.unpack(session, node.query)
             else:
                 query = child_query(path.read_text(encoding="utf-8", errors="replace"))
-            turns = turns_before(session, node.node_id, inp.iteration)
-            messages = conversation(node_limits(node), query, info, turns, forced_final=inp.forced_final)
+            limits = node_limits(node)
+            past = compaction.history(session, node.node_id, inp.iteration)
+            messages = compaction.messages_of(limits, query, info, past, forced_final=inp.forced_final)
+            todo = compaction.plan(node.model, node.run.limits, limits, query, info, past, messages)
+            if todo is not None:
+                key = f"{node.node_id}/{inp.iteration}/{StepKind.COMPACT}"
+                return _Compaction(todo, self._reserve(session, node.run, node.model, todo.request, key))
             key = f"{node.node_id}/{inp.iteration}/{StepKind.GENERATE}"
-            return self._reserve(session, node.run, node.model, messages, key)
+            prep = self._reserve(session, node.run, node.model, messages, key)
+            return dataclasses.replace(prep, compacted=past.summary.last if past.summary else 0)
+
+    def _compact_record(self, inp: GenerateInput, todo: _Compaction, result: CompletionResult) -> None:
+        node = inp.node
+        cost = cost_of_result(todo.prepared, result)
+        with self.deps.sessions.begin() as session:
+            settle(session, _held(todo.prepared), cost)
+            write_step(
+                session,
+                node.node_id,
+                inp.iteration,
+                StepKind.COMPACT,
+                0,
+                output_ref=texts.blob_ref(session, Text(inline=result.text)),
+                summary=result.text[:200],
+                model=node.model,
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                cost=cost,
+                duration_ms=round(result.duration_s * 1000),
+                data={"first": 1, "last": todo.plan.last, "prompt_tokens_before": todo.plan.prompt_tokens},
+            )
+        log.info(
+            "generate.compacted",
+            node_id=node.node_id,
+            iteration=inp.iteration,
+            covers=f"1..{todo.plan.last}",
+            prompt_tokens_before=todo.plan.prompt_tokens,
+            cost=str(cost),
+        )
 
     def _generate_record(self, inp: GenerateInput, prep: _Prepared, result: CompletionResult) -> Step:
         node = inp.node
@@ -239,29 +254,49 @@ class ModelActivities:
 
     def _generate_output(self, inp: GenerateInput, step: Step) -> GenerateOutput:
         with self.deps.sessions() as session:
+            # This iteration's compaction is part of what producing its reply cost.
+            compacted = find_step(session, step.node_id, step.iteration, StepKind.COMPACT, 0)
+            cost = str(step.cost + (compacted.cost if compacted is not None else 0))
             reply = texts.unpack(session, Text(blob=step.output_ref)) if step.output_ref else ""
             if inp.forced_final:
                 answer = forced_final_answer(reply) or reply.strip()
-                return GenerateOutput(
-                    status=Outcome.OK, final=texts.pack(session, answer), cost_usd=str(step.cost)
-                )
+                return GenerateOutput(status=Outcome.OK, final=texts.pack(session, answer), cost_usd=cost)
             parsed = parse_reply(reply)
             blocks = [texts.pack(session, block.code) for block in parsed.blocks]
             final = None
             if not blocks and parsed.final_text is not None:
                 final = texts.pack(session, parsed.final_text)
             session.commit()
-        return GenerateOutput(status=Outcome.OK, blocks=blocks, final=final, cost_usd=str(step.cost))
+        return GenerateOutput(status=Outcome.OK, blocks=blocks, final=final, cost_usd=cost)
 
     @activity.defn(name="generate")
     async def generate(self, inp: GenerateInput) -> GenerateOutput:
         started = time.monotonic()
         prep = await asyncio.to_thread(self._generate_prepare, inp)
+        if isinstance(prep, _Compaction):
+            if prep.prepared.reservation is None:
+                return GenerateOutput(status=Outcome.BUDGET, message=prep.prepared.refusal)
+            summary = await self._call(inp.node.node_id, inp.node.run, inp.node.model, prep.prepared)
+            await asyncio.to_thread(self._compact_record, inp, prep, summary)
+            # Now built with the summary just recorded, which also keeps this iteration from compacting twice.
+            prep = await asyncio.to_thread(self._generate_prepare, inp)
         if isinstance(prep, Step):
             return await asyncio.to_thread(self._generate_output, inp, prep)
+        if isinstance(prep, _Compaction):
+            raise RuntimeError("a compaction was planned twice for one iteration")
         if prep.reservation is None:
             return GenerateOutput(status=Outcome.BUDGET, message=prep.refusal)
-        result = await self._call(inp.node.node_id, inp.node.run, inp.node.model, prep)
+        try:
+            result = await self._call(inp.node.node_id, inp.node.run, inp.node.model, prep)
+        except ApplicationError as exc:
+            if prep.compacted and exc.type == "ModelCallError.context_window":
+                raise ApplicationError(
+                    f"{exc.message} (even after compacting iterations 1..{prep.compacted} into a summary; "
+                    "give the node a model with a larger context window or lower output_chars)",
+                    type=exc.type,
+                    non_retryable=True,
+                ) from exc
+            raise
         step = await asyncio.to_thread(self._generate_record, inp, prep, result)
         out = await asyncio.to_thread(self._generate_output, inp, step)
         log.info(

@@ -35,8 +35,10 @@ from orchestrator.cli.progress_view import (
 from orchestrator.cli.run_options import (
     DEFAULT,
     Budget,
+    CompactAt,
     Concurrency,
     Context,
+    ContextWindow,
     Deadline,
     LeafModeOpt,
     MaxDepth,
@@ -104,6 +106,8 @@ def submit(
     max_subcalls: MaxSub = DEFAULT.max_subcalls,
     concurrency: Concurrency = DEFAULT.concurrency,
     max_tokens: MaxTokens = DEFAULT.max_tokens,
+    compact_at: CompactAt = DEFAULT.compact_at,
+    context_window: ContextWindow = DEFAULT.context_window,
     leaf_mode: LeafModeOpt = DEFAULT.leaf_mode,
     timeout: Timeout = None,
     reconnect_for: Reconnect = RECONNECT_S,
@@ -274,6 +278,8 @@ def schedule_create(
     max_subcalls: MaxSub = DEFAULT.max_subcalls,
     concurrency: Concurrency = DEFAULT.concurrency,
     max_tokens: MaxTokens = DEFAULT.max_tokens,
+    compact_at: CompactAt = DEFAULT.compact_at,
+    context_window: ContextWindow = DEFAULT.context_window,
     leaf_mode: LeafModeOpt = DEFAULT.leaf_mode,
 ) -> None:
     """Create a schedule; each fire starts a run with a fresh id over the context stored now."""

@@ -46,8 +46,10 @@ from orchestrator.cli.progress_view import (
 from orchestrator.cli.run_options import (
     DEFAULT,
     Budget,
+    CompactAt,
     Concurrency,
     Context,
+    ContextWindow,
     Deadline,
     LeafModeOpt,
     MaxDepth,
@@ -107,6 +109,8 @@ def run(
     max_subcalls: MaxSub = DEFAULT.max_subcalls,
     concurrency: Concurrency = DEFAULT.concurrency,
     max_tokens: MaxTokens = DEFAULT.max_tokens,
+    compact_at: CompactAt = DEFAULT.compact_at,
+    context_window: ContextWindow = DEFAULT.context_window,
     leaf_mode: LeafModeOpt = DEFAULT.leaf_mode,
     local_worker: Annotated[
         bool | None,

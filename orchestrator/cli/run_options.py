@@ -49,6 +49,17 @@ MaxIter = Annotated[int, typer.Option(help="Iterations per node.")]
 MaxSub = Annotated[int, typer.Option(help="Sub-calls per node.")]
 Concurrency = Annotated[int, typer.Option(help="Concurrent sub-calls per node.")]
 MaxTokens = Annotated[int, typer.Option(help="Completion tokens per model call.")]
+CompactAt = Annotated[
+    float,
+    typer.Option(
+        help="Summarise a node's older iterations once its prompt passes this fraction of its model's "
+        "context window (0: never)."
+    ),
+]
+ContextWindow = Annotated[
+    int,
+    typer.Option(help="Context window in tokens for models litellm does not know (0: litellm's model info)."),
+]
 LeafModeOpt = Annotated[str | None, typer.Option(help=LEAF_MODE_HELP)]
 Reconnect = Annotated[float, typer.Option(help=RECONNECT_HELP)]
 
@@ -71,6 +82,8 @@ class RunOptions:
     # the gain is small next to the load on a provider, and a worker's model cap defaults to 64 anyway.
     concurrency: int = 64
     max_tokens: int = 4096
+    compact_at: float = 0.85
+    context_window: int = 0
     leaf_mode: str | None = None
 
     @classmethod
@@ -94,9 +107,12 @@ def _limits(opts: RunOptions, leaf_mode: str, heartbeat_timeout_s: float) -> Lim
         ("--max-subcalls", opts.max_subcalls, 0),
         ("--concurrency", opts.concurrency, 1),
         ("--max-tokens", opts.max_tokens, 1),
+        ("--context-window", opts.context_window, 0),
     ):
         if value < low:
             raise RunError(f"{name} {value} must be >= {low}")
+    if not 0 <= opts.compact_at < 1:  # also refuses nan
+        raise RunError(f"--compact-at {opts.compact_at:g} must be >= 0 and < 1 (0: never compact)")
     if leaf_mode not in tuple(LeafMode):
         raise RunError(f"--leaf-mode {leaf_mode!r} is not known; use {' or '.join(LeafMode)}")
     return Limits(
@@ -105,6 +121,8 @@ def _limits(opts: RunOptions, leaf_mode: str, heartbeat_timeout_s: float) -> Lim
         max_subcalls=opts.max_subcalls,
         max_concurrency=opts.concurrency,
         max_tokens=opts.max_tokens,
+        compact_at=opts.compact_at,
+        context_window=opts.context_window,
         leaf_mode=LeafMode(leaf_mode),
         heartbeat_timeout_s=heartbeat_timeout_s,
     )

@@ -15,6 +15,12 @@ Tasks the policies understand (from the query, or from a sub-prompt's first line
 - count: "how many"/"count"/"number of" with ``/regex/`` or a quoted 'word' (matched as a whole word).
 
 Policy ``code`` runs the query itself as its first cell (tests give it exact or hostile programs).
+Policy ``long`` finds the value the query asks for into a REPL variable, then prints a piece of the
+context per iteration for ``steps`` iterations (a conversation that outgrows a small context window),
+then answers from that variable: the REPL state must survive compaction.
+
+A summary request (``orchestrator.protocol.compaction``) gets a summary in every policy: the REPL
+variables the summarised code assigned, and what the previous summary said.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from orchestrator.llm.summaries import summary_reply
 from orchestrator.llm.tasks import (
     Target,
     count_instruction,
@@ -30,6 +37,7 @@ from orchestrator.llm.tasks import (
     find_target,
     is_counting,
 )
+from orchestrator.protocol.compaction import is_summary_request, read_compacted
 from orchestrator.protocol.prompts import (
     BLOCK_FAILED,
     FAILED_ITEM_PREFIX,
@@ -40,7 +48,7 @@ from orchestrator.protocol.prompts import (
     read_query,
 )
 
-RLM_POLICIES = ("search", "mapreduce", "recurse", "leaf", "loop", "spin", "partial", "code")
+RLM_POLICIES = ("search", "mapreduce", "recurse", "leaf", "loop", "spin", "partial", "code", "long")
 DEFAULT_CHUNKS = 10
 # How many failed attempts a policy makes before it gives up and answers with the reason.
 MAX_ATTEMPTS = 3
@@ -56,6 +64,8 @@ class PolicyParams:
     parallel: bool = True
     # recurse: below this many characters a node counts directly instead of splitting further.
     min_split_chars: int = 1_000
+    # long: iterations before it answers.
+    steps: int = 8
 
 
 @dataclass(frozen=True)
@@ -77,10 +87,12 @@ def view_of(messages: Sequence[ChatMessage]) -> View:
     users = [m.content for m in messages if m.role == "user"]
     query = (read_query(users[0]) if users else None) or ""
     last_user = users[-1] if users else ""
+    # A compacted conversation counts the summarised iterations too.
+    compacted = max((n for n in map(read_compacted, users[1:]) if n is not None), default=0)
     return View(
         limits=limits,
         query=query if limits is not None else last_user,
-        iteration=sum(1 for m in messages if m.role == "assistant"),
+        iteration=compacted + sum(1 for m in messages if m.role == "assistant"),
         failures=sum(1 for text in users[1:] if BLOCK_FAILED in text),
         outputs=tuple(users[1:]),
         last_user=last_user,
@@ -310,6 +322,33 @@ def _code(view: View) -> str:
     return _repl(view.query, "Running the code the query gives.")
 
 
+# How much of the context each ``long`` iteration prints.
+_LONG_PIECE = 1_500
+
+
+def _long(view: View, params: PolicyParams) -> str:
+    target = find_target(view.query)
+    if target is None:
+        return _give_up(
+            f"The query names nothing to look for (use /regex/, 'a phrase' or 'What is the X?'): {view.query}"
+        )
+    if view.failures:
+        return _give_up(f"The search for {target.label} failed; see the error above.")
+    if view.iteration == 0:
+        code = f"""{_prelude(view.query)}
+_m = re.search({target.pattern!r}, text)
+found = _m.group({target.group}) if _m else "NOT FOUND"
+print(f"noted a value of {{len(found)}} characters; reading on")
+del _m
+{_CLEANUP}"""
+        return _repl(code, f"I will note {target.label} in a variable, then read the context piece by piece.")
+    if view.iteration < params.steps - 1:
+        start = (view.iteration - 1) * _LONG_PIECE
+        code = f"print(str(context)[{start}:{start + _LONG_PIECE}])"
+        return _repl(code, f"Reading piece {view.iteration} of the context.")
+    return _repl('print(len(found))\nFINAL_VAR("found")', "Answering with the value I noted.")
+
+
 def _forced_final(view: View) -> str:
     lengths = re.findall(r"context length (\d+)", "\n".join(view.outputs))
     if lengths:
@@ -338,10 +377,14 @@ def rlm_reply(params: PolicyParams, view: View) -> str:
         return _partial(view)
     if params.policy == "code":
         return _code(view)
+    if params.policy == "long":
+        return _long(view, params)
     return _leaf_rlm(view)
 
 
 def reply(params: PolicyParams, messages: Sequence[ChatMessage]) -> str:
+    if is_summary_request(messages):
+        return summary_reply(messages)
     view = view_of(messages)
     if view.limits is None:
         return leaf_answer(view.last_user)

@@ -7,7 +7,8 @@ prompts are answered by computing over the prompt's text, so every answer comes 
 
 Policies: ``search``, ``mapreduce``, ``recurse``, ``leaf`` (answers directly), ``loop`` (never answers),
 ``spin`` (a cell that never ends), ``partial`` (keeps a provisional answer, never ready), ``code``
-(runs the query itself as its first cell),
+(runs the query itself as its first cell), ``long`` (notes the value asked for, reads on for ``steps``
+iterations, then answers from the REPL variable: outgrows a small ``context_window``),
 ``flaky`` (fails ``times`` times per conversation with ``fail``,
 then behaves as policy ``then``), and ``fail_<kind>`` raising litellm's own exception classes:
 ``fail_auth``, ``fail_ratelimit``, ``fail_server``, ``fail_timeout``, ``fail_connection``,
@@ -17,7 +18,8 @@ Parameters (query string of the model name): ``latency_ms``, ``chunks`` (map chu
 ``parallel`` (0/1: recurse with ``rlm_query_batched`` or one ``rlm_query`` per part; mapreduce with
 ``llm_query_batched`` or one timed ``llm_query`` per chunk),
 ``min_split``, ``price_in`` / ``price_out`` (USD per million tokens), ``chars_per_token``,
-``context_window`` (tokens), ``retry_after`` (seconds, on rate limits), ``fail``, ``times``, ``then``.
+``context_window`` (tokens), ``steps`` (policy ``long``), ``retry_after`` (seconds, on rate limits),
+``fail``, ``times``, ``then``.
 
 Prices: ``register_scripted_provider(*models)`` writes each bare ``scripted/<policy>`` and each given
 model string into ``litellm.model_cost``, so litellm reports a cost and the store's ``price_for`` finds
@@ -112,7 +114,7 @@ def parse_model(model: str) -> ScriptedParams:
     if policy not in POLICIES:
         raise _bad(model, f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
     known = {"latency_ms", "chunks", "parallel", "min_split", "price_in", "price_out", "chars_per_token",
-             "context_window", "retry_after", "fail", "times", "then"}  # fmt: skip
+             "context_window", "retry_after", "fail", "times", "then", "steps"}  # fmt: skip
     raw = dict(parse_qsl(query, keep_blank_values=True))
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -134,6 +136,7 @@ def parse_model(model: str) -> ScriptedParams:
         min_split_chars=int(
             _number(model, "min_split", raw.get("min_split", "1000"), minimum=0, integer=True)
         ),
+        steps=int(_number(model, "steps", raw.get("steps", "8"), minimum=1, integer=True)),
     )
     return ScriptedParams(
         policy=policy_params,

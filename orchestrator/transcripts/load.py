@@ -14,13 +14,13 @@ parsing the iteration's reply.
 from __future__ import annotations
 
 import dataclasses
-import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.activities.cell_record import CellRecord
+from orchestrator.activities.context import context_shape
 from orchestrator.errors import RlmError
 from orchestrator.protocol.parse import parse_reply
 from orchestrator.protocol.prompts import child_query
@@ -35,6 +35,7 @@ from orchestrator.transcripts.model import (
     CELL_UNFINISHED,
     CellView,
     Clip,
+    Compaction,
     ContextView,
     Cut,
     Iteration,
@@ -111,7 +112,8 @@ def build(session: Session, row: NodeRow, cut: Cut) -> Transcript:
             query = None if prompt is None else child_query(prompt)
             context = _context(prompt, ".txt")
         cells = [s for s in steps if s.kind == StepKind.CELL]
-        iterations = _iterations(session, node, replies, cells, subcalls, cut)
+        compactions = {s.iteration: _compaction(session, s, cut) for s in steps if s.kind == StepKind.COMPACT}
+        iterations = _iterations(session, node, replies, cells, subcalls, cut, compactions)
     return Transcript(
         node=NodeView(
             node_id=node.node_id,
@@ -154,11 +156,12 @@ def _iterations(
     cells: list[Step],
     subcalls: list[tuple[int, SubcallView]],
     cut: Cut,
+    compactions: dict[int, Compaction],
 ) -> tuple[Iteration, ...]:
     recorded: dict[int, dict[int, Step]] = {}
     for cell in cells:
         recorded.setdefault(cell.iteration, {})[cell.index] = cell
-    numbers = sorted(set(replies) | set(recorded))
+    numbers = sorted(set(replies) | set(recorded) | set(compactions))
     queue = list(subcalls)  # by child number: each cell takes those up to its ``children_after``
     out: list[Iteration] = []
     for number in numbers:
@@ -180,7 +183,14 @@ def _iterations(
             taken = [view for _, view in queue] if status != CELL_NOT_RUN else []
             queue = [] if taken else queue
             views.append(_unrun(index, codes[index], status, taken, cut))
-        out.append(Iteration(number=number, reply=_reply(session, reply, cut), cells=tuple(views)))
+        out.append(
+            Iteration(
+                number=number,
+                reply=_reply(session, reply, cut),
+                cells=tuple(views),
+                compaction=compactions.get(number),
+            )
+        )
     if queue and out and out[-1].cells:
         # Children no cell accounts for are shown under the last cell rather than dropped.
         last = out[-1].cells[-1]
@@ -241,6 +251,20 @@ def _reply(session: Session, step: Step | None, cut: Cut) -> Reply | None:
     )
 
 
+def _compaction(session: Session, step: Step, cut: Cut) -> Compaction:
+    data = step.data or {}
+    return Compaction(
+        first=int(data.get("first", 1)),
+        last=int(data.get("last", 0)),
+        summary=cut.clip(_text(session, step.output_ref) or ""),
+        model=step.model,
+        prompt_tokens=step.prompt_tokens,
+        completion_tokens=step.completion_tokens,
+        cost=step.cost,
+        duration_ms=step.duration_ms,
+    )
+
+
 def _subcall(session: Session, child: Node, first: Step | None, cut: Cut) -> SubcallView:
     prompt = _text(session, first.input_ref if first is not None else None)
     return SubcallView(
@@ -259,16 +283,10 @@ def _context(text: str | None, suffix: str) -> ContextView | None:
     """The context's shape as the model is told of it (``orchestrator.activities.context``)."""
     if text is None:
         return None
-    if suffix == ".json":
-        value = json.loads(text)
-        items = (
-            value if isinstance(value, list) else list(value.values()) if isinstance(value, dict) else None
-        )
-        if items is not None:
-            lengths = tuple(len(v if isinstance(v, str) else json.dumps(v)) for v in items)
-            kind = "list" if isinstance(value, list) else "dict"
-            return ContextView(kind=kind, chars=sum(lengths), documents=lengths, suffix=suffix)
-    return ContextView(kind="str", chars=len(text), documents=(len(text),), suffix=suffix)
+    info = context_shape(text, suffix)
+    return ContextView(
+        kind=info.kind, chars=info.total_chars, documents=info.chunk_lengths, suffix=suffix, names=info.names
+    )
 
 
 def _ended_because(node: Node, replies: dict[int, Step]) -> str | None:

@@ -7,9 +7,13 @@ JSON shape (``Transcript.to_json()``; every key is always present, ``null`` when
               "created_at", "finished_at" (ISO 8601 UTC or null), "duration_ms", "cost" (USD as a decimal
               string), "prompt_tokens", "completion_tokens", "error", "ended_because" (a sentence, null
               while the node has not ended)},
-     "query": CLIP or null, "context": {"kind", "chars", "documents": [chars of each], "suffix"} or null,
+     "query": CLIP or null, "context": {"kind", "chars", "documents": [chars of each], "suffix",
+                                            "names": [a corpus's document names]} or null,
      "iterations": [{"number", "reply": {"text": CLIP, "model", "prompt_tokens", "completion_tokens",
                      "cost", "duration_ms", "forced_final"} or null,
+                     "compaction": {"first", "last" (the iterations summarised before this one's reply),
+                                    "summary": CLIP, "model", "prompt_tokens", "completion_tokens", "cost",
+                                    "duration_ms"} or null,
                      "cells": [{"index", "code": CLIP, "stdout": CLIP, "stderr": CLIP, "error": CLIP or null,
                                 "status", "duration_ms", "chars_cut", "answer": CLIP or null, "ready",
                                 "subcalls": [{"node_id", "kind" ("llm"|"rlm"), "prompt": CLIP or null,
@@ -179,18 +183,32 @@ class NodeView:
 class ContextView:
     """The context as the model was told of it: its type, size and the size of each document."""
 
-    kind: str  # str, list, dict
+    kind: str  # str, list, dict, documents (a corpus)
     chars: int
     documents: tuple[int, ...]
-    suffix: str  # .txt, .json
+    suffix: str  # .txt, .json, .docs
+    names: tuple[str, ...] = ()  # a corpus's document names
 
     def to_json(self) -> dict[str, Any]:
         documents = list(self.documents)
-        return {"kind": self.kind, "chars": self.chars, "documents": documents, "suffix": self.suffix}
+        names = list(self.names)
+        return {
+            "kind": self.kind,
+            "chars": self.chars,
+            "documents": documents,
+            "suffix": self.suffix,
+            "names": names,
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ContextView:
-        return cls(kind=d["kind"], chars=d["chars"], documents=tuple(d["documents"]), suffix=d["suffix"])
+        return cls(
+            kind=d["kind"],
+            chars=d["chars"],
+            documents=tuple(d["documents"]),
+            suffix=d["suffix"],
+            names=tuple(d["names"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -317,25 +335,67 @@ class Reply:
 
 
 @dataclass(frozen=True)
+class Compaction:
+    """Iterations ``first``..``last`` replaced by a summary before an iteration's reply, and its cost."""
+
+    first: int
+    last: int
+    summary: Clip
+    model: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+    duration_ms: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "first": self.first,
+            "last": self.last,
+            "summary": self.summary.to_json(),
+            "model": self.model,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": _money(self.cost),
+            "duration_ms": self.duration_ms,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Compaction:
+        return cls(
+            first=d["first"],
+            last=d["last"],
+            summary=Clip.from_json(d["summary"]),
+            model=d["model"],
+            prompt_tokens=d["prompt_tokens"],
+            completion_tokens=d["completion_tokens"],
+            cost=Decimal(d["cost"]),
+            duration_ms=d["duration_ms"],
+        )
+
+
+@dataclass(frozen=True)
 class Iteration:
     number: int  # 1-based
     reply: Reply | None  # None: the model has not answered this iteration yet
     cells: tuple[CellView, ...]
+    compaction: Compaction | None = None  # older iterations summarised before this one's reply
 
     def to_json(self) -> dict[str, Any]:
         return {
             "number": self.number,
             "reply": None if self.reply is None else self.reply.to_json(),
+            "compaction": None if self.compaction is None else self.compaction.to_json(),
             "cells": [c.to_json() for c in self.cells],
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Iteration:
-        reply = d["reply"]
+        reply, compaction = d["reply"], d.get("compaction")
         return cls(
             number=d["number"],
             reply=None if reply is None else Reply.from_json(reply),
             cells=tuple(CellView.from_json(c) for c in d["cells"]),
+            compaction=None if compaction is None else Compaction.from_json(compaction),
         )
 
 

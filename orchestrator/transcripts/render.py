@@ -6,6 +6,7 @@ from __future__ import annotations
 import textwrap
 from decimal import Decimal
 
+from orchestrator.protocol.prompts import SHOWN_NAMES
 from orchestrator.transcripts.model import CellView, Clip, Iteration, SubcallView, Transcript
 
 INDENT = "    "
@@ -27,6 +28,9 @@ def render(t: Transcript) -> str:
         c = t.context
         docs = f", {_count(len(c.documents), 'document')}" if c.kind != "str" else ""
         lines.append(f"context: {c.kind}, {c.chars:,} chars{docs} ({c.suffix})")
+        if c.names:
+            more = f", ... and {len(c.names) - SHOWN_NAMES:,} more" if len(c.names) > SHOWN_NAMES else ""
+            lines.append(f"  names: {', '.join(c.names[:SHOWN_NAMES])}{more}")
     for iteration in t.iterations:
         lines.append("")
         _iteration(lines, iteration)
@@ -44,6 +48,14 @@ def render(t: Transcript) -> str:
 
 
 def _iteration(lines: list[str], it: Iteration) -> None:
+    c = it.compaction
+    if c is not None:
+        facts = [c.model, _usd(c.cost), _tokens(c.prompt_tokens, c.completion_tokens), _ms(c.duration_ms)]
+        lines.append(
+            f"── compaction before iteration {it.number}: iterations {c.first}..{c.last} summarised · "
+            + " · ".join(f for f in facts if f)
+        )
+        _text(lines, "summary", c.summary, INDENT)
     r = it.reply
     if r is None:
         lines.append(f"── iteration {it.number} (waiting for the model)")

@@ -18,8 +18,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.activities.model import node_limits, turns_before
-from orchestrator.protocol.prompts import ContextInfo, conversation
+from orchestrator.activities.compaction import history, messages_of
+from orchestrator.activities.model import node_limits
+from orchestrator.protocol.prompts import ContextInfo
 from orchestrator.runs.start import root_input
 from orchestrator.store.models import Node, Step
 from orchestrator.store.steps import list_steps
@@ -74,8 +75,8 @@ def export_lines(sessions: sessionmaker[Session], run_id: str, tenant: str | Non
         for it in transcript.iterations:
             if it.reply is None:
                 continue  # the model has not answered it yet: the reference logs whole iterations only
-            turns = turns_before(session, row.node.node_id, it.number)
-            messages = conversation(node_limits(node), query, info, turns, forced_final=it.reply.forced_final)
+            past = history(session, row.node.node_id, it.number)
+            messages = messages_of(node_limits(node), query, info, past, forced_final=it.reply.forced_final)
             prompt = [{"role": m.role, "content": m.content} for m in messages]
             at = times.get(it.number) or row.node.created_at
             lines.append(_iteration(it, it.reply, transcript, prompt, at, children, firsts))
@@ -173,4 +174,4 @@ def _context_info(t: Transcript) -> ContextInfo:
     c = t.context
     if c is None:
         return ContextInfo.of_text(0)
-    return ContextInfo(kind=c.kind, total_chars=c.chars, chunk_lengths=c.documents)
+    return ContextInfo(kind=c.kind, total_chars=c.chars, chunk_lengths=c.documents, names=c.names)

@@ -101,6 +101,18 @@ def _inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
             ["q?", "--context", str(ok), "--deadline", "63072000"],
             r"at most 31536000 \(one year\)",
         ),
+        "compact at 1": (
+            ["q?", "--context", str(ok), "--compact-at", "1"],
+            r"--compact-at 1 must be >= 0 and < 1 \(0: never compact\)",
+        ),
+        "compact at nan": (
+            ["q?", "--context", str(ok), "--compact-at", "nan"],
+            r"--compact-at nan must be >= 0",
+        ),
+        "context window -1": (
+            ["q?", "--context", str(ok), "--context-window", "-1"],
+            r"--context-window -1 must be >= 0",
+        ),
     }
 
 

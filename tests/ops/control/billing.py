@@ -23,7 +23,7 @@ def billed_steps(sessions: sessionmaker[Session], run_id: str) -> tuple[int, Dec
         stmt = (
             select(func.count(), func.coalesce(func.sum(Step.cost_nanos), 0))
             .join(Node, Node.node_id == Step.node_id)
-            .where(Node.run_id == run_id, Step.kind.in_(("generate", "leaf")))
+            .where(Node.run_id == run_id, Step.kind.in_(("generate", "leaf", "compact")))
         )
         count, nanos = s.execute(stmt).one()
         return int(count), from_nanos(int(nanos))

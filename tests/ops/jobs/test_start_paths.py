@@ -22,7 +22,10 @@ from tests.ops.jobs.cli import rlm
 
 # The scripted `code` model runs the query as its first cell: the answer is the type of `context`.
 QUERY = "FINAL(type(context).__name__)"
-OPTIONS = ["--model", "scripted/code", "--max-iterations", "4", "--max-tokens", "512", "--deadline", "300"]
+OPTIONS = [
+    *("--model", "scripted/code", "--max-iterations", "4", "--max-tokens", "512", "--deadline", "300"),
+    *("--compact-at", "0.7", "--context-window", "9000"),
+]
 
 
 @pytest.fixture
@@ -77,6 +80,7 @@ async def test_run_submit_and_a_schedule_store_the_same_run(
     assert configs[0] == configs[1] == configs[2]
     roots = [root for _, root in stored.values()]
     assert len({(r.context, r.context_suffix, r.query, r.model, r.run.limits) for r in roots}) == 1
+    assert (roots[0].run.limits.compact_at, roots[0].run.limits.context_window) == (0.7, 9000)
     for run_id in stored:
         assert run_summary(sessions, run_id).answer == "dict", run_id
 
