@@ -61,9 +61,9 @@ def _capture(monkeypatch: pytest.MonkeyPatch, module: Any) -> list[RunOptions]:
 OPTIONS = [
     *("--tenant", "t1", "--budget-usd", "0.5", "--max-depth", "3", "--model", "m1", "--sub-model", "m2"),
     *("--deadline", "60", "--max-iterations", "7", "--max-subcalls", "9", "--concurrency", "2"),
-    *("--max-tokens", "100", "--leaf-mode", "inline"),
+    *("--max-tokens", "100", "--compact-at", "0.5", "--context-window", "8000", "--leaf-mode", "inline"),
 ]
-CHOSEN = RunOptions("t1", "0.5", 3, "m1", "m2", 60.0, None, 7, 9, 2, 100, "inline")
+CHOSEN = RunOptions("t1", "0.5", 3, "m1", "m2", 60.0, None, 7, 9, 2, 100, 0.5, 8000, "inline")
 
 
 def test_run_options_reach_the_request(
