@@ -41,6 +41,7 @@ from orchestrator.activities.launch import LaunchActivities
 from orchestrator.activities.logctx import LogContext
 from orchestrator.activities.model import ModelActivities
 from orchestrator.activities.records import RecordActivities
+from orchestrator.activities.session import SessionActivities
 from orchestrator.connection import TemporalTarget, connect
 from orchestrator.llm.complete import ModelGate, prepare_model
 from orchestrator.settings import Settings
@@ -48,6 +49,7 @@ from orchestrator.store import make_engine, make_session_factory, store_scope
 from orchestrator.worker_lease import LeaseTiming, WorkerLease, in_thread
 from orchestrator.workflow_runner import workflow_runner
 from orchestrator.workflows import WORKFLOWS
+from orchestrator.workflows.session import RLMSession
 
 log = structlog.get_logger(__name__)
 
@@ -149,10 +151,11 @@ async def running_worker(
     cells = CellActivities(deps, cache, options.sandbox_limits, executor)
     records = RecordActivities(deps)
     launches = LaunchActivities(deps)
+    turns = SessionActivities(deps)
     worker = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=WORKFLOWS,
+        workflows=[*WORKFLOWS, RLMSession],
         activities=[
             models.generate,
             models.leaf_call,
@@ -160,6 +163,8 @@ async def running_worker(
             cells.release_sandbox,
             records.record_node,
             launches.launch,
+            turns.turn_start,
+            turns.turn_finish,
         ],
         interceptors=[LogContext()],
         workflow_runner=workflow_runner(client.data_converter),

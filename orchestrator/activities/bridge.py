@@ -7,6 +7,10 @@ reply on the event loop (no thread waits), and unpacks the answers for the cell.
 as ``SubcallRefused`` (the cell then raises ``SubcallError``): the node's limits, the server's Update
 limit, a single call whose child failed. A batched call instead gets every answer that exists and
 the workflow's ``failed_item`` marker in place of each failed child.
+
+``remember(text)`` arrives the same way (a request of one prompt for ``REMEMBER_MODEL``) and never
+reaches the workflow: the note goes to the store, whose unique key (node, iteration, cell, call) is
+the idempotency record, so a cell that runs again keeps its notes once.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 import sandbox
 from orchestrator.activities import texts
 from orchestrator.activities.deps import Deps
+from orchestrator.store.sessions import add_note
 from orchestrator.vocabulary import SubcallKind
 from orchestrator.workflows.common import MEMO_CHARS
 from orchestrator.workflows.node import RLMNode
@@ -34,6 +39,7 @@ from orchestrator.workflows.types import (
     Text,
     update_id,
 )
+from sandbox.runtime.wire import REMEMBER_MODEL
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +77,8 @@ class SubcallBridge:
         retried."""
         inp = self._inp
         uid = update_id(inp.node.node_id, inp.iteration, inp.index, req.seq)
+        if req.model == REMEMBER_MODEL:
+            return await self._remember(req.prompts, uid)
         batch = SubcallBatch(
             iteration=inp.iteration,
             index=inp.index,
@@ -96,6 +104,19 @@ class SubcallBridge:
             marker = reply.answers[reply.failed[0]].inline or ""
             return sandbox.SubcallRefused(marker.removeprefix("Error: "))
         return await self._unpack(reply.answers)
+
+    async def _remember(self, texts_: list[str], key: str) -> sandbox.SubcallAnswer:
+        turn = self._inp.node.session
+        if turn is None:
+            return sandbox.SubcallRefused("remember() keeps notes of a session's turns; this run is not one")
+
+        def keep() -> None:
+            with self._deps.sessions.begin() as session:
+                for text in texts_:
+                    add_note(session, turn.session_id, turn.turn, text, key=key)
+
+        await self._blocking(keep)
+        return ["" for _ in texts_]
 
     async def _ask(self, batch: SubcallBatch, uid: str) -> SubcallReply:
         try:

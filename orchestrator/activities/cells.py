@@ -44,6 +44,7 @@ from orchestrator.activities.cell_record import CellRecord
 from orchestrator.activities.cell_watch import Guard, deadline_error, watch
 from orchestrator.activities.context import local_context
 from orchestrator.activities.deps import Deps
+from orchestrator.activities.turn_memory import turn_memory
 from orchestrator.store import (
     find_step,
     get_blob,
@@ -146,6 +147,7 @@ class CellActivities:
             snap = latest_snapshot(db, node.node_id)
             state = get_blob(db, snap.blob_sha) if snap is not None and snap.cell < number else None
             restored_cell = snap.cell if state is not None and snap is not None else 0
+            turn = turn_memory(db, node.session, own_state=state is not None)
         limits = sandbox.SandboxLimits(
             **{**self.limits.__dict__, "cell_timeout_s": node.run.limits.cell_timeout_s}
         )
@@ -157,6 +159,8 @@ class CellActivities:
         )
         if state is not None:
             opened.restore(state)
+        if turn is not None:
+            turn.install(opened)
         log.info("session.opened", node_id=node.node_id, restored_cell=restored_cell, number=number)
         return _Cached(opened, number - 1)
 

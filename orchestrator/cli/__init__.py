@@ -17,6 +17,7 @@ from orchestrator.cli import (
     report_cmds,
     run_cmds,
     server_cmds,
+    session_cmds,
     show_cmds,
     store_cmds,
     watch_cmds,
@@ -56,6 +57,7 @@ app.add_typer(store_cmds.db_app, name="db")
 app.add_typer(store_cmds.tenant_app, name="tenant")
 app.add_typer(store_cmds.price_app, name="price")
 run_cmds.register(app)
+session_cmds.register(app)
 control_cmds.register(app)
 job_cmds.register(app)
 server_cmds.register(app)

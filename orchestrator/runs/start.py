@@ -32,12 +32,22 @@ from orchestrator.runs.request import DEFAULT_TENANT, RunError, RunInput, RunReq
 from orchestrator.store import create_run, create_tenant, get_run, get_tenant, put_blob, put_text, upsert_node
 from orchestrator.store.errors import AlreadyExists, UnknownTenant
 from orchestrator.store.models import Run
+from orchestrator.store.sessions import link_run
 from orchestrator.vocabulary import FINAL_STATUSES, LeafMode, NodeKind, Status
 from orchestrator.workflows import RLMNode
 from orchestrator.workflows.common import memo as query_memo
 from orchestrator.workflows.common import search_attributes
 from orchestrator.workflows.details import first_line, static_details
-from orchestrator.workflows.types import LeafInput, Limits, NodeInput, NodeResult, RunSpec, Text, root_id
+from orchestrator.workflows.types import (
+    LeafInput,
+    Limits,
+    NodeInput,
+    NodeResult,
+    RunSpec,
+    Text,
+    TurnSpec,
+    root_id,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +69,7 @@ class RunRecord:
     deadline_epoch_s: float
     budget_usd: Decimal | None = None
     schedule: str | None = None
+    session: TurnSpec | None = None  # a session's turn
 
 
 def run_config(rec: RunRecord) -> dict[str, Any]:
@@ -71,6 +82,8 @@ def run_config(rec: RunRecord) -> dict[str, Any]:
     }
     if rec.schedule is not None:
         config["schedule"] = rec.schedule
+    if rec.session is not None:
+        config["session"] = dataclasses.asdict(rec.session)
     return config
 
 
@@ -109,6 +122,8 @@ def register_run(session: Session, rec: RunRecord) -> tuple[NodeInput, bool]:
         budget=rec.budget_usd,
         status=Status.RUNNING,
     )
+    if created and rec.session is not None:
+        link_run(session, rec.run_id, rec.session.session_id)
     if created:
         upsert_node(
             session,
@@ -138,8 +153,10 @@ def root_input(run: Run, tenant: str) -> NodeInput:
         deadline_epoch_s=run.deadline.timestamp(),
         limits=Limits(**stored),
     )
+    turn = config.get("session")
     return NodeInput(
         run=spec,
+        session=None if turn is None else TurnSpec(**turn),
         node_id=root_id(run.run_id),
         parent_id=None,
         depth=0,

@@ -11,11 +11,14 @@ makes check-and-add a single step, so concurrent reservations can never jointly 
 PostgreSQL (READ COMMITTED) a blocked UPDATE re-evaluates its WHERE against the row as committed by
 the transaction it waited for. On SQLite every transaction starts with BEGIN IMMEDIATE (see
 ``engine.py``), so ledger transactions run one at a time. Locks are always taken in the same order
--- the ledger row's unique key, then the tenant, then the run -- so two ledger transactions cannot
-deadlock.
+-- the ledger row's unique key, then the run's session (a session's turn), then the tenant, then the
+run -- so two ledger transactions cannot deadlock. The session comes first because its budget is the
+one most likely to refuse: a refusal after an earlier hold rolls back an UPDATE inside the SAVEPOINT,
+and PostgreSQL 15 can then fail a concurrent UPDATE of that row with "new multixact has more than one
+updating member" (seen with 200 concurrent reservations against one session's budget).
 
 Append-only. Entries are only ever inserted (the database refuses UPDATE and DELETE on them); the
-``spent``/``reserved`` totals on runs and tenants change in the same transaction as the entry that
+``spent``/``reserved`` totals on runs, sessions and tenants change in the same transaction as the entry that
 explains the change, so they always equal the sums over the ledger (``ledger_sums``).
 """
 
@@ -35,7 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestrator.store import validate
 from orchestrator.store._sql import insert_ignore, rowcount, run
 from orchestrator.store.errors import BudgetExhausted, InvalidValue, NotFound, ReservationClosed
-from orchestrator.store.models import LedgerEntry, LedgerKind, Run, Tenant, utcnow
+from orchestrator.store.models import LedgerEntry, LedgerKind, RlmSession, Run, Tenant, utcnow
 from orchestrator.store.money import from_nanos
 
 log = structlog.get_logger(__name__)
@@ -50,11 +53,12 @@ KEY_MAX = 255
 _ENTRIES = cast(Table, LedgerEntry.__table__)
 _TENANTS = cast(Table, Tenant.__table__)
 _RUNS = cast(Table, Run.__table__)
+_SESSIONS = cast(Table, RlmSession.__table__)
 _BY_KEY = select(_ENTRIES.c.reservation_id, _ENTRIES.c.run_id).where(
     _ENTRIES.c.idempotency_key == bindparam("key")
 )
 _RUN_TENANT = (
-    select(_RUNS.c.tenant_id, _TENANTS.c.name)
+    select(_RUNS.c.tenant_id, _RUNS.c.session_id, _TENANTS.c.name)
     .join(_TENANTS, _TENANTS.c.id == _RUNS.c.tenant_id)
     .where(_RUNS.c.run_id == bindparam("run_id"))
 )
@@ -65,6 +69,18 @@ _TENANT_HOLD = (
         _TENANTS.c.spent_nanos + _TENANTS.c.reserved_nanos + bindparam("nanos") <= _TENANTS.c.budget_nanos,
     )
     .values(reserved_nanos=_TENANTS.c.reserved_nanos + bindparam("nanos"))
+)
+_SESSION_HOLD = (
+    update(_SESSIONS)
+    .where(
+        _SESSIONS.c.id == bindparam("b_session"),
+        or_(
+            _SESSIONS.c.budget_nanos.is_(None),
+            _SESSIONS.c.spent_nanos + _SESSIONS.c.reserved_nanos + bindparam("nanos")
+            <= _SESSIONS.c.budget_nanos,
+        ),
+    )
+    .values(reserved_nanos=_SESSIONS.c.reserved_nanos + bindparam("nanos"))
 )
 _RUN_HOLD = (
     update(_RUNS)
@@ -92,6 +108,19 @@ _TENANT_CLOSE = (
     .values(
         reserved_nanos=_TENANTS.c.reserved_nanos - bindparam("held"),
         spent_nanos=_TENANTS.c.spent_nanos + bindparam("nanos"),
+    )
+)
+# A run names its session (or none): the subquery reads the run row without locking it, so the lock
+# order stays session, tenant, run.
+_SESSION_CLOSE = (
+    update(_SESSIONS)
+    .where(
+        _SESSIONS.c.id
+        == select(_RUNS.c.session_id).where(_RUNS.c.run_id == bindparam("b_run")).scalar_subquery()
+    )
+    .values(
+        reserved_nanos=_SESSIONS.c.reserved_nanos - bindparam("held"),
+        spent_nanos=_SESSIONS.c.spent_nanos + bindparam("nanos"),
     )
 )
 _RUN_CLOSE = (
@@ -137,7 +166,8 @@ class Reservation:
 
 
 def reserve(source: SessionSource, *, run_id: str, tenant: str, amount: Decimal, key: str) -> str:
-    """Hold ``amount`` USD against the run's and the tenant's budget; returns the reservation id.
+    """Hold ``amount`` USD against the run's, its session's (a turn) and the tenant's budget; returns the
+    reservation id.
 
     ``key`` makes it idempotent: the same key returns the same reservation (open, settled or
     released) without holding money twice. Raises ``BudgetExhausted`` naming the budget that
@@ -188,6 +218,8 @@ def _reserve(session: Session, run_id: str, tenant: str, nanos: int, key: str) -
             raise NotFound("reservation for key", key)
         return winner
 
+    if row.session_id is not None:
+        _hold_session(session, row.session_id, nanos)
     tenant_ok = run(session, _TENANT_HOLD, {"b_tenant": row.tenant_id, "nanos": nanos})
     if rowcount(tenant_ok) != 1:
         t = session.execute(
@@ -217,6 +249,24 @@ def _reserve(session: Session, run_id: str, tenant: str, nanos: int, key: str) -
             requested=from_nanos(nanos),
         )
     return reservation_id
+
+
+def _hold_session(session: Session, session_id: int, nanos: int) -> None:
+    if rowcount(run(session, _SESSION_HOLD, {"b_session": session_id, "nanos": nanos})) == 1:
+        return
+    s = session.execute(
+        select(
+            RlmSession.name, RlmSession.budget_nanos, RlmSession.spent_nanos, RlmSession.reserved_nanos
+        ).where(RlmSession.id == session_id)
+    ).one()
+    raise BudgetExhausted(
+        scope="session",
+        name=s.name,
+        limit=from_nanos(s.budget_nanos or 0),
+        spent=from_nanos(s.spent_nanos),
+        reserved=from_nanos(s.reserved_nanos),
+        requested=from_nanos(nanos),
+    )
 
 
 def settle(source: SessionSource, reservation_id: str, actual: Decimal) -> Decimal:
@@ -275,6 +325,7 @@ def _close(session: Session, reservation_id: str, kind: LedgerKind, nanos: int) 
             raise NotFound("closing entry of reservation", reservation_id)
         return _already_closed(closing, kind, reservation_id)
     held = opening.amount_nanos
+    run(session, _SESSION_CLOSE, {"b_run": opening.run_id, "held": held, "nanos": nanos})
     run(session, _TENANT_CLOSE, {"b_tenant": opening.tenant_id, "held": held, "nanos": nanos})
     run(session, _RUN_CLOSE, {"b_run": opening.run_id, "held": held, "nanos": nanos})
     return from_nanos(nanos)
@@ -314,7 +365,9 @@ class LedgerSums:
     reserved: Decimal
 
 
-def ledger_sums(session: Session, *, run_id: str | None = None, tenant: str | None = None) -> LedgerSums:
+def ledger_sums(
+    session: Session, *, run_id: str | None = None, tenant: str | None = None, session_id: int | None = None
+) -> LedgerSums:
     """Spent and reserved recomputed from the entries alone (for audits; totals must equal these)."""
     settle_sum = func.coalesce(
         func.sum(LedgerEntry.amount_nanos).filter(LedgerEntry.kind == LedgerKind.SETTLE.value), 0
@@ -324,6 +377,8 @@ def ledger_sums(session: Session, *, run_id: str | None = None, tenant: str | No
     stmt = select(settle_sum, held, freed)
     if run_id is not None:
         stmt = stmt.where(LedgerEntry.run_id == run_id)
+    if session_id is not None:
+        stmt = stmt.join(Run, Run.run_id == LedgerEntry.run_id).where(Run.session_id == session_id)
     if tenant is not None:
         stmt = stmt.join(Tenant, Tenant.id == LedgerEntry.tenant_id).where(Tenant.name == tenant)
     spent, held_n, freed_n = session.execute(stmt).one()

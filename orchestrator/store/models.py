@@ -32,7 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import DateTime, TypeDecorator
 
 from orchestrator.store.money import from_nanos
-from orchestrator.vocabulary import Status
+from orchestrator.vocabulary import SessionStatus, Status
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -177,10 +177,80 @@ class Run(BudgetScope, Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     # Set by `rlm prune`: the run's steps, snapshots and context are gone; its summary and ledger stay.
     pruned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A session's turn: the session is a third budget scope of the run's model calls.
+    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"), index=True)
 
     @property
     def budget(self) -> Decimal | None:
         return None if self.budget_nanos is None else from_nanos(self.budget_nanos)
+
+
+class RlmSession(BudgetScope, Base):
+    """A named, multi-turn conversation of one tenant; its memory is its documents, turns and notes."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name"),
+        CheckConstraint("budget_nanos IS NULL OR budget_nanos >= 0", name="budget_nonnegative"),
+        CheckConstraint("spent_nanos >= 0", name="spent_nonnegative"),
+        CheckConstraint("reserved_nanos >= 0", name="reserved_nonnegative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(RUN_ID_MAX))
+    status: Mapped[str] = mapped_column(String(16), default=SessionStatus.OPEN.value)
+    model: Mapped[str] = mapped_column(String(255))
+    sub_model: Mapped[str] = mapped_column(String(255))
+    budget_nanos: Mapped[int | None] = mapped_column(BigInteger)
+    limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    turns: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def budget(self) -> Decimal | None:
+        return None if self.budget_nanos is None else from_nanos(self.budget_nanos)
+
+
+class SessionDocument(Base):
+    __tablename__ = "session_documents"
+
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(1024))
+    blob_sha: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"), index=True)
+    chars: Mapped[int] = mapped_column(BigInteger)
+
+
+class SessionTurn(Base):
+    __tablename__ = "session_turns"
+
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), primary_key=True)
+    turn: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), unique=True)
+    question_ref: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"), index=True)
+    answer_ref: Mapped[str | None] = mapped_column(ForeignKey("blobs.sha256"), index=True)
+    status: Mapped[str] = mapped_column(String(32), default=Status.PENDING.value)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SessionNote(Base):
+    """What a turn's ``remember(text)`` kept; the key (node, cell, call) makes a retried cell's note one."""
+
+    __tablename__ = "session_notes"
+    __table_args__ = (Index(None, "session_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"))
+    turn: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str | None] = mapped_column(Text)  # short notes inline, longer ones in ``blob_sha``
+    blob_sha: Mapped[str | None] = mapped_column(ForeignKey("blobs.sha256"), index=True)
+    idempotency_key: Mapped[str] = mapped_column(String(512), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Node(Base):

@@ -3,8 +3,9 @@
 A pruned run loses its steps (model replies, cells, leaf calls), its REPL snapshots and its context;
 it keeps its row, its nodes (status, answer, cost, tokens) and every ledger entry, so ``rlm status``,
 ``rlm tree`` and spend reports stay exact. A blob goes only when nothing references it any more *and*
-nobody stored it lately: a live run may hold a blob only in a workflow's input (a child's prompt, an
-answer on its way back), so blobs stored again after the oldest live run started stay.
+nobody stored it lately (a session's documents, turns and notes are references too): a live run
+may hold a blob only in a workflow's input (a child's prompt, an answer on its way back), so blobs
+stored again after the oldest live run started stay.
 
 Like the rest of the repository layer, every function takes the caller's ``Session`` and never
 commits; the caller decides the batches (one transaction each), so pruning never holds locks long.
@@ -17,10 +18,22 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, ScalarSelect, and_, delete, exists, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
-from orchestrator.store.models import Blob, Node, Run, Snapshot, Step, Tenant, utcnow
-from orchestrator.vocabulary import FINAL_STATUSES
+from orchestrator.store.models import (
+    Blob,
+    Node,
+    RlmSession,
+    Run,
+    SessionDocument,
+    SessionNote,
+    SessionTurn,
+    Snapshot,
+    Step,
+    Tenant,
+    utcnow,
+)
+from orchestrator.vocabulary import FINAL_STATUSES, SessionStatus
 
 _FINAL = sorted(FINAL_STATUSES)
 
@@ -38,13 +51,22 @@ def prunable_runs(
     session: Session, *, finished_before: datetime, tenant: str | None, limit: int
 ) -> list[str]:
     """Runs ended before ``finished_before``, not pruned yet, with no node still at work (a restarted
-    node of an ended run runs again under it), oldest first."""
+    node of an ended run runs again under it), oldest first. The last turn of an open session stays,
+    however old: the session's next turn restores its root's REPL snapshot."""
     live_node = exists().where(Node.run_id == Run.run_id, Node.status.not_in(_FINAL))
+    later = aliased(SessionTurn)
+    last_open_turn = exists().where(
+        SessionTurn.run_id == Run.run_id,
+        RlmSession.id == SessionTurn.session_id,
+        RlmSession.status == SessionStatus.OPEN.value,
+        ~exists().where(later.session_id == SessionTurn.session_id, later.turn > SessionTurn.turn),
+    )
     stmt = select(Run.run_id).where(
         Run.status.in_(_FINAL),
         Run.finished_at < finished_before,
         Run.pruned_at.is_(None),
         ~live_node,
+        ~last_open_turn,
     )
     if tenant is not None:
         stmt = stmt.join(Tenant, Tenant.id == Run.tenant_id).where(Tenant.name == tenant)
@@ -133,6 +155,9 @@ def _collectable(
         exists().where(Node.answer_ref == sha),
         exists().where(_also(or_(Step.input_ref == sha, Step.output_ref == sha), other_steps)),
         exists().where(_also(Snapshot.blob_sha == sha, other_snapshots)),
+        exists().where(SessionDocument.blob_sha == sha),
+        exists().where(or_(SessionTurn.question_ref == sha, SessionTurn.answer_ref == sha)),
+        exists().where(SessionNote.blob_sha == sha),
     )
     last_put = func.coalesce(Blob.last_put_at, Blob.created_at)
     unused = ~referenced if put_before is None else and_(last_put < put_before, ~referenced)

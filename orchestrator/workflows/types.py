@@ -91,6 +91,15 @@ class NodeState:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TurnSpec:
+    """A session turn's root: where its REPL finds ``history``, ``notes`` and the last turn's variables."""
+
+    session_id: int
+    turn: int
+    previous_root: str | None = None  # the previous turn's root node: its latest snapshot is restored
+
+
+@dataclass(frozen=True, kw_only=True)
 class NodeInput:
     """Input of ``RLMNode``. ``query`` None means: derive it from the context (an ``rlm_query`` child)."""
 
@@ -105,6 +114,8 @@ class NodeInput:
     query: Text | None = None
     # A node going on where an earlier run of it stopped: after continue-as-new, or restarted.
     carry: NodeState | None = None
+    # Only the root of a session's turn.
+    session: TurnSpec | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -37,6 +37,9 @@ HELPERS = frozenset(
 # Bound by the runtime rather than the code; never part of a snapshot or of the variable listing.
 RESERVED = HELPERS | {"context", "answer"}
 CELL_PREFIX = "<cell "
+# Bound in a session turn's root only (``__rlm_session__``): elsewhere these stay ordinary names.
+SESSION_NAMES = frozenset({"history", "notes", "remember"})
+SESSION_SETUP = "__rlm_session__"
 
 
 class SubcallError(RuntimeError):
@@ -47,8 +50,8 @@ def _fresh_answer() -> dict[str, Any]:
     return {"content": "", "ready": False}
 
 
-def _is_user_variable(name: str, value: Any) -> bool:
-    return not name.startswith("__") and name not in RESERVED and not isinstance(value, types.ModuleType)
+def _is_user_variable(name: str, value: Any, reserved: frozenset[str] = RESERVED) -> bool:
+    return not name.startswith("__") and name not in reserved and not isinstance(value, types.ModuleType)
 
 
 def _cell_traceback(exc: BaseException, limit: int) -> str:
@@ -95,6 +98,8 @@ class Runtime:
         sys.modules["__main__"] = self.module
         self.ns["answer"] = _fresh_answer()
         self.ns["context"] = None
+        self.reserved = RESERVED
+        self.session = False
         os.register_at_fork(after_in_child=self._after_fork_in_child)
 
     def _after_fork_in_child(self) -> None:
@@ -129,10 +134,26 @@ class Runtime:
                     "use FINAL(value) to answer with a value"
                 )
             key = name.strip()
-            if key not in self.ns or not _is_user_variable(key, self.ns[key]):
+            if key not in self.ns or not _is_user_variable(key, self.ns[key], self.reserved):
                 raise NameError(f"FINAL_VAR: there is no variable named {key!r}; see SHOW_VARS()")
             value = self.ns[key]
             self._set_answer(value if isinstance(value, str) else str(value))
+
+        def remember(text: str) -> None:
+            if not isinstance(text, str):
+                raise TypeError(f"remember takes the note as a string, got a {type(text).__name__}")
+            self._subcall("llm", [text], wire.REMEMBER_MODEL, "remember", counted=False)
+
+        def session_setup(payload: str, fresh_answer: bool) -> None:
+            # The host's first cell of a session turn's root: the turn's memory, never snapshotted.
+            memory = json.loads(payload)
+            self.session = True
+            self.reserved = RESERVED | SESSION_NAMES
+            self.ns["history"] = memory["history"]
+            self.ns["notes"] = memory["notes"]
+            self.ns["remember"] = remember
+            if fresh_answer:  # restored from the previous turn: its final answer is not this turn's
+                self.ns["answer"] = _fresh_answer()
 
         helpers: dict[str, Callable[..., Any] | type] = {
             "llm_query": llm_query,
@@ -143,7 +164,10 @@ class Runtime:
             "FINAL": FINAL,
             "FINAL_VAR": FINAL_VAR,
             "SubcallError": SubcallError,
+            SESSION_SETUP: session_setup,
         }
+        if self.session:
+            helpers["remember"] = remember
         self.ns.update(helpers)
 
     def _set_answer(self, content: str) -> None:
@@ -152,7 +176,9 @@ class Runtime:
         self.ns["answer"]["content"] = content
         self.ns["answer"]["ready"] = True
 
-    def _subcall(self, kind: str, prompts: list[Any], model: str | None, function: str) -> list[str]:
+    def _subcall(
+        self, kind: str, prompts: list[Any], model: str | None, function: str, *, counted: bool = True
+    ) -> list[str]:
         for index, prompt in enumerate(prompts):
             if not isinstance(prompt, str):
                 raise TypeError(f"{function}: prompt {index} is a {type(prompt).__name__}, expected str")
@@ -175,7 +201,8 @@ class Runtime:
             if not self.in_cell:
                 raise SubcallError(f"{function} was called after its cell had finished")
             self.seq += 1
-            self.subcalls += len(prompts)
+            if counted:
+                self.subcalls += len(prompts)
             request = {
                 "op": "subcall",
                 "kind": kind,
@@ -196,7 +223,7 @@ class Runtime:
         return {
             name: type(value).__name__
             for name, value in sorted(self.ns.items())
-            if _is_user_variable(name, value)
+            if _is_user_variable(name, value, self.reserved)
         }
 
     def _answer(self) -> dict[str, Any] | None:
@@ -211,7 +238,9 @@ class Runtime:
         return {"content": text, "ready": ready}
 
     def _snapshot(self) -> tuple[bytes, dict[str, str]]:
-        user = {name: value for name, value in self.ns.items() if _is_user_variable(name, value)}
+        user = {
+            name: value for name, value in self.ns.items() if _is_user_variable(name, value, self.reserved)
+        }
         modules = {
             name: value.__name__
             for name, value in self.ns.items()
@@ -306,7 +335,9 @@ class Runtime:
         except Exception as exc:
             wire.send(self.sock, {"op": "error", "message": f"snapshot could not be loaded: {exc}"})
             return
-        for name in [name for name, value in self.ns.items() if _is_user_variable(name, value)]:
+        for name in [
+            name for name, value in self.ns.items() if _is_user_variable(name, value, self.reserved)
+        ]:
             del self.ns[name]
         for name in [n for n, v in self.ns.items() if isinstance(v, types.ModuleType) and n[:2] != "__"]:
             del self.ns[name]

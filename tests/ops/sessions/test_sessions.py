@@ -1,0 +1,132 @@
+"""Sessions end to end (dev server, Docker sandbox, PostgreSQL, the scripted model running each question
+as the REPL's code): documents as ``context``, variables carried from turn to turn, ``history``,
+``notes`` and ``remember``, answers versioned by turn, ``rlm session show --json``, closing, tenants
+kept apart, and a session budget that runs out pausing the turn like a run budget, nothing overshot."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.client import Client
+
+from orchestrator import sessions as lib
+from orchestrator.runs import ExitCode, settled, wait_for_run
+from orchestrator.settings import Settings
+from orchestrator.store import create_tenant
+from orchestrator.store.sessions import get_session, set_session_budget
+from orchestrator.vocabulary import Status
+from orchestrator.workflows.types import root_id
+from tests.ops.jobs.cli import rlm
+
+TURN_1 = """x = 41
+remember("the secret is 42")
+FINAL(f"{len(context)} docs {list(context.names)} h{len(history)} n{len(notes)}")
+"""
+TURN_2 = """FINAL(f"{x + 1}|{history[-1]['answer']}|{notes[0]}|{len(history)}")"""
+TURN_3 = """remember("turn 3 note")
+FINAL(f"{len(history)}|{len(notes)}|{x}")
+"""
+
+
+async def _turn(
+    client: Client, sessions: sessionmaker[Session], settings: Settings, tenant: str, name: str, code: str
+) -> tuple[str, str | None, str]:
+    reply = await lib.ask(client, sessions, tenant, name, code, settings.task_queue)
+    _, summary = await settled(sessions, reply.run_id, 180)
+    return summary.status, summary.answer, reply.run_id
+
+
+async def test_turns_build_on_each_other_and_tenants_never_meet(
+    cli_env: dict[str, str],
+    client: Client,
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    tenant, name = f"t{uuid.uuid4().hex[:6]}", "notes"
+    other_tenant = f"o{uuid.uuid4().hex[:6]}"
+    with sessions.begin() as s:
+        create_tenant(s, tenant, Decimal(10))
+        create_tenant(s, other_tenant, Decimal(10))
+    (tmp_path / "a.txt").write_text("alpha")
+    (tmp_path / "b.txt").write_text("beta")
+    bad = await rlm(cli_env, "session", "create", "no/slash", "--tenant", tenant)
+    assert bad.code == 1 and "session name 'no/slash' has '/'" in bad.err
+    made = await rlm(cli_env, "session", "create", name, "--tenant", tenant, "--model", "scripted/code")
+    assert made.code == 0, made.err
+    again = await rlm(cli_env, "session", "create", name, "--tenant", tenant)
+    assert again.code == 1 and "already exists" in again.err and len(again.err.strip().splitlines()) == 1
+    added = await rlm(
+        cli_env, "session", "add", name, str(tmp_path / "a.txt"), str(tmp_path / "b.txt"), "--tenant", tenant
+    )
+    assert added.code == 0, added.err
+
+    first = await rlm(cli_env, "ask", name, TURN_1, "--tenant", tenant, "--quiet", timeout_s=240)
+    assert first.code == 0, first.err
+    assert first.out.strip() == "2 docs ['a.txt', 'b.txt'] h0 n0"
+
+    status, answer, _ = await _turn(client, sessions, settings, tenant, name, TURN_2)
+    assert (status, answer) == (Status.COMPLETED, f"42|{first.out.strip()}|the secret is 42|1")
+    status, answer, third = await _turn(client, sessions, settings, tenant, name, TURN_3)
+    assert (status, answer) == (Status.COMPLETED, "2|1|41")
+
+    shown = await rlm(cli_env, "session", "show", name, "--tenant", tenant, "--json")
+    assert shown.code == 0, shown.err
+    view = shown.json()
+    assert [t["turn"] for t in view["turns"]] == [1, 2, 3]
+    assert [t["answer"] for t in view["turns"]] == [
+        first.out.strip(),
+        f"42|{first.out.strip()}|the secret is 42|1",
+        "2|1|41",
+    ]
+    assert view["turns"][2]["run_id"] == third and view["notes"] == 2 and view["documents"] == 2
+    assert Decimal(view["spent_usd"]) > 0 and Decimal(view["spent_usd"]) == sum(
+        Decimal(t["spent_usd"]) for t in view["turns"]
+    )
+
+    # Another tenant: the same name is unknown to it, in every command.
+    for args in (("session", "show", name), ("ask", name, "FINAL('x')"), ("session", "close", name)):
+        other = await rlm(cli_env, *args, "--tenant", other_tenant)
+        assert other.code == 1 and f"no session '{name}' for tenant '{other_tenant}'" in other.err, other.err
+
+    closed = await rlm(cli_env, "session", "close", name, "--tenant", tenant)
+    assert closed.code == 0, closed.err
+    refused = await rlm(cli_env, "ask", name, "FINAL('late')", "--tenant", tenant)
+    assert refused.code == 1 and "is closed" in refused.err
+    with sessions() as s:
+        assert get_session(s, tenant, name).turns == 3  # nothing stored for the refused ask
+
+
+async def test_a_spent_session_budget_pauses_the_turn_without_overshoot(
+    client: Client, sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    tenant, name = f"t{uuid.uuid4().hex[:6]}", "tight"
+    with sessions.begin() as s:
+        create_tenant(s, tenant, Decimal(10))
+    # One model call reserves its worst case (max_tokens of output), more than this budget holds.
+    lib.create(
+        sessions, tenant, name, model="scripted/code", sub_model="scripted/leaf", budget=Decimal("0.001")
+    )
+    reply = await lib.ask(client, sessions, tenant, name, "FINAL('never')", settings.task_queue)
+    outcome, _ = await settled(sessions, reply.run_id, 120)
+    assert outcome.code == ExitCode.PAUSED and outcome.paused == [root_id(reply.run_id)]
+    with sessions() as s:
+        row = get_session(s, tenant, name)
+        assert row.spent_nanos + row.reserved_nanos <= row.budget_nanos
+    # An operator's abort ends the held turn as it would any run's.
+    await client.get_workflow_handle(root_id(reply.run_id)).cancel()
+    outcome = await wait_for_run(sessions, reply.run_id, 60, through_pauses=True)
+    assert outcome.code == ExitCode.ABORTED
+    with sessions.begin() as s:
+        row = get_session(s, tenant, name)
+        assert (row.spent_nanos, row.reserved_nanos) == (0, 0)
+        set_session_budget(s, row, Decimal(0))
+    # A spent budget refuses the next question up front: no turn is registered.
+    with pytest.raises(lib.SessionError, match="has spent its budget"):
+        await lib.ask(client, sessions, tenant, name, "FINAL('no')", settings.task_queue)
+    with sessions() as s:
+        assert get_session(s, tenant, name).turns == 1
