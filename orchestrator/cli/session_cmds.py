@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -126,6 +127,35 @@ def _preview(text: str | None) -> str:
         return ""
     line = " ".join(text.split())
     return line if len(line) <= PREVIEW_CHARS else line[: PREVIEW_CHARS - 1] + "…"
+
+
+@session_app.command("budget")
+def budget(
+    name: Name,
+    amount: Annotated[str, typer.Argument(metavar="USD", help="USD to add to the budget, e.g. 5 or 0.50.")],
+    tenant: TenantOpt = "default",
+    as_json: JsonOpt = False,
+) -> None:
+    """Raise a session's budget by USD (then `rlm resume` a turn its budget paused)."""
+    from orchestrator.sessions import raise_budget
+    from orchestrator.settings import load_settings
+    from orchestrator.store import format_usd
+
+    with cli_errors():
+        settings = load_settings()
+        added = usd(amount, "USD")
+        engine, sessions = open_store(settings)
+        try:
+            before, after, paused = raise_budget(sessions, tenant, name, added or Decimal(0))
+        finally:
+            engine.dispose()
+    if as_json:
+        emit_json({"session": name, "tenant": tenant, "before_usd": format_usd(before),
+                   "after_usd": format_usd(after), "paused": paused})  # fmt: skip
+    else:
+        typer.echo(f"session {name}: budget {format_usd(before)} -> {format_usd(after)} USD")
+        if paused:
+            typer.echo(f"paused nodes to resume: {' '.join(paused)}")
 
 
 @session_app.command("close")

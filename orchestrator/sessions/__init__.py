@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
@@ -26,7 +27,7 @@ from orchestrator.errors import RlmError
 from orchestrator.ids import BadId, check_run_id
 from orchestrator.runs.start import ensure_tenant
 from orchestrator.sessions.limits import DEFAULT_DEADLINE_S, stored_limits
-from orchestrator.store import format_usd, ledger_sums
+from orchestrator.store import format_usd, ledger_sums, list_nodes
 from orchestrator.store.blobs import get_text
 from orchestrator.store.models import RlmSession, Run, SessionTurn
 from orchestrator.store.money import from_nanos
@@ -37,8 +38,10 @@ from orchestrator.store.sessions import (
     get_session,
     memory,
     open_session,
+    set_session_budget,
     turns,
 )
+from orchestrator.vocabulary import PAUSED_STATUSES
 from orchestrator.workflows.session import (
     TURNS_PER_RUN,
     AskReply,
@@ -223,3 +226,28 @@ def show(sessions: sessionmaker[Session], tenant: str, name: str) -> dict[str, A
             "created_at": row.created_at.isoformat(),
             "closed_at": None if row.closed_at is None else row.closed_at.isoformat(),
         }
+
+
+def raise_budget(
+    sessions: sessionmaker[Session], tenant: str, name: str, amount: Decimal
+) -> tuple[Decimal, Decimal, list[str]]:
+    """Add ``amount`` USD to the session's budget; returns (before, after, the turns' paused nodes), so
+    an operator can ``rlm resume`` a turn its budget held."""
+    if not amount.is_finite() or amount <= 0:
+        raise SessionError(f"the amount {amount} must be a positive number of USD, e.g. 5 or 0.50")
+    with sessions.begin() as session:
+        row = get_session(session, tenant, name)
+        if row.budget is None:
+            raise SessionError(
+                f"session {name} has no budget of its own; it is limited by tenant {tenant}'s: "
+                f"rlm budget raise --tenant {tenant} USD"
+            )
+        before = row.budget
+        set_session_budget(session, row, before + amount)
+        paused = [
+            node.node_id
+            for run_id in session.scalars(select(Run.run_id).where(Run.session_id == row.id))
+            for node in list_nodes(session, run_id)
+            if node.status in PAUSED_STATUSES
+        ]
+    return before, before + amount, paused

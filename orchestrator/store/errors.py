@@ -94,7 +94,9 @@ class BudgetExhausted(StoreError):
         self.reserved = reserved
         self.requested = requested
         remaining = limit - spent - reserved
-        fix = f"rlm budget raise --{scope} {name} USD"
+        # A session's name needs its tenant too, which `rlm session budget` takes as --tenant.
+        command = f"rlm session budget {name}" if scope == "session" else f"rlm budget raise --{scope} {name}"
+        fix = f"{command} USD"
         super().__init__(
             f"{scope} budget of {name!r} exhausted: limit {format_usd(limit)} USD, "
             f"spent {format_usd(spent)}, reserved {format_usd(reserved)}, "

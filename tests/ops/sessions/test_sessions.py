@@ -5,6 +5,7 @@ kept apart, and a session budget that runs out pausing the turn like a run budge
 
 from __future__ import annotations
 
+import json
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -14,9 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
 from orchestrator import sessions as lib
-from orchestrator.runs import ExitCode, settled, wait_for_run
+from orchestrator.runs import ExitCode, settled
 from orchestrator.settings import Settings
-from orchestrator.store import create_tenant
+from orchestrator.store import create_tenant, get_node
+from orchestrator.store.money import from_nanos
 from orchestrator.store.sessions import get_session, set_session_budget
 from orchestrator.vocabulary import Status
 from orchestrator.workflows.types import root_id
@@ -102,7 +104,7 @@ async def test_turns_build_on_each_other_and_tenants_never_meet(
 
 
 async def test_a_spent_session_budget_pauses_the_turn_without_overshoot(
-    client: Client, sessions: sessionmaker[Session], settings: Settings
+    client: Client, sessions: sessionmaker[Session], settings: Settings, cli_env: dict[str, str]
 ) -> None:
     tenant, name = f"t{uuid.uuid4().hex[:6]}", "tight"
     with sessions.begin() as s:
@@ -117,14 +119,20 @@ async def test_a_spent_session_budget_pauses_the_turn_without_overshoot(
     with sessions() as s:
         row = get_session(s, tenant, name)
         assert row.spent_nanos + row.reserved_nanos <= row.budget_nanos
-    # An operator's abort ends the held turn as it would any run's.
-    await client.get_workflow_handle(root_id(reply.run_id)).cancel()
-    outcome = await wait_for_run(sessions, reply.run_id, 60, through_pauses=True)
-    assert outcome.code == ExitCode.ABORTED
+        assert f"rlm session budget {name} USD" in (get_node(s, root_id(reply.run_id)).error or "")
+    # The operator raises the session's budget and resumes the held turn, which then answers.
+    raised = await rlm(cli_env, "session", "budget", name, "1", "--tenant", tenant, "--json")
+    assert raised.code == 0, raised.err
+    assert json.loads(raised.out)["paused"] == [root_id(reply.run_id)]
+    resumed = await rlm(cli_env, "resume", reply.run_id)
+    assert resumed.code == 0, resumed.err
+    # Through the pause: the store shows it until the node has taken the resume.
+    outcome, summary = await settled(sessions, reply.run_id, 120, through_pauses=True)
+    assert outcome.code == ExitCode.ANSWERED and summary.answer == "never"
     with sessions.begin() as s:
         row = get_session(s, tenant, name)
-        assert (row.spent_nanos, row.reserved_nanos) == (0, 0)
-        set_session_budget(s, row, Decimal(0))
+        assert row.reserved_nanos == 0 and row.spent_nanos > 0
+        set_session_budget(s, row, from_nanos(row.spent_nanos))
     # A spent budget refuses the next question up front: no turn is registered.
     with pytest.raises(lib.SessionError, match="has spent its budget"):
         await lib.ask(client, sessions, tenant, name, "FINAL('no')", settings.task_queue)
