@@ -5,6 +5,7 @@ This package never imports ``orchestrator``: sub-calls are answered by a host-si
 """
 
 from .api import (
+    NOTE,
     Answer,
     CellResult,
     CellRun,
@@ -22,6 +23,7 @@ from .factory import open_session, reap, sweep
 from .session import Session
 
 __all__ = [
+    "NOTE",
     "Answer",
     "CellResult",
     "CellRun",

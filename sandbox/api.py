@@ -8,9 +8,11 @@ from types import TracebackType
 from typing import Literal, Protocol
 
 CellStatus = Literal["ok", "error", "timeout", "oom", "crashed"]
-SubcallKindName = Literal["llm", "rlm"]
-# The orchestrator's SubcallKind spells the same two; this package stays free of orchestrator imports.
-SUBCALL_KINDS: tuple[SubcallKindName, ...] = ("llm", "rlm")
+SubcallKindName = Literal["llm", "rlm", "note"]
+# A session turn's ``remember(text)``: answered by the host itself (it stores the note), never a model.
+NOTE: SubcallKindName = "note"
+# The orchestrator's SubcallKind spells "llm" and "rlm"; this package stays free of orchestrator imports.
+SUBCALL_KINDS: tuple[SubcallKindName, ...] = ("llm", "rlm", NOTE)
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class SandboxLimits:
 
 @dataclass(frozen=True)
 class SubcallRequest:
-    kind: SubcallKindName  # llm_query[_batched] -> "llm", rlm_query[_batched] -> "rlm"
+    kind: SubcallKindName  # llm_query[_batched] -> "llm", rlm_query[_batched] -> "rlm", remember -> "note"
     prompts: list[str]  # a single llm_query is a batch of one
     model: str | None
     seq: int  # 1-based, counts sub-call requests within the current cell

@@ -8,7 +8,7 @@ as ``SubcallRefused`` (the cell then raises ``SubcallError``): the node's limits
 limit, a single call whose child failed. A batched call instead gets every answer that exists and
 the workflow's ``failed_item`` marker in place of each failed child.
 
-``remember(text)`` arrives the same way (a request of one prompt for ``REMEMBER_MODEL``) and never
+``remember(text)`` arrives the same way (a request of kind ``sandbox.NOTE``, one prompt) and never
 reaches the workflow: the note goes to the store, whose unique key (node, iteration, cell, call) is
 the idempotency record, so a cell that runs again keeps its notes once.
 """
@@ -39,7 +39,6 @@ from orchestrator.workflows.types import (
     Text,
     update_id,
 )
-from sandbox.runtime.wire import REMEMBER_MODEL
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +76,7 @@ class SubcallBridge:
         retried."""
         inp = self._inp
         uid = update_id(inp.node.node_id, inp.iteration, inp.index, req.seq)
-        if req.model == REMEMBER_MODEL:
+        if req.kind == sandbox.NOTE:
             return await self._remember(req.prompts, uid)
         batch = SubcallBatch(
             iteration=inp.iteration,

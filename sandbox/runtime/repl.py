@@ -142,7 +142,9 @@ class Runtime:
         def remember(text: str) -> None:
             if not isinstance(text, str):
                 raise TypeError(f"remember takes the note as a string, got a {type(text).__name__}")
-            self._subcall("llm", [text], wire.REMEMBER_MODEL, "remember", counted=False)
+            # A request of kind "note" (sandbox.api.NOTE; the runtime imports nothing of the host's package):
+            # the host keeps the note and answers with one empty string.
+            self._subcall("note", [text], None, "remember", counted=False)
 
         def session_setup(payload: str, fresh_answer: bool) -> None:
             # The host's first cell of a session turn's root: the turn's memory, never snapshotted.

@@ -19,10 +19,6 @@ MAX_PART = (1 << 32) - 1
 
 Message = dict[str, Any]
 
-# ``remember(text)`` travels as a sub-call request of one prompt whose model is this name (no model is
-# named so): the host keeps the note and answers with one empty string.
-REMEMBER_MODEL = "\x00remember"
-
 
 class ChannelClosed(EOFError):
     """The peer closed the channel (or died) before a whole frame arrived."""
