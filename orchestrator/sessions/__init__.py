@@ -27,7 +27,7 @@ from orchestrator.errors import RlmError
 from orchestrator.ids import BadId, check_run_id
 from orchestrator.runs.start import ensure_tenant
 from orchestrator.sessions.limits import DEFAULT_DEADLINE_S, stored_limits
-from orchestrator.store import format_usd, ledger_sums, list_nodes
+from orchestrator.store import format_usd, get_node, ledger_sums, list_nodes
 from orchestrator.store.blobs import get_text
 from orchestrator.store.models import RlmSession, Run, SessionTurn
 from orchestrator.store.money import from_nanos
@@ -41,7 +41,7 @@ from orchestrator.store.sessions import (
     set_session_budget,
     turns,
 )
-from orchestrator.vocabulary import PAUSED_STATUSES
+from orchestrator.vocabulary import FINAL_STATUSES, PAUSED_STATUSES
 from orchestrator.workflows.session import (
     TURNS_PER_RUN,
     AskReply,
@@ -52,7 +52,7 @@ from orchestrator.workflows.session import (
     SessionState,
     session_workflow_id,
 )
-from orchestrator.workflows.types import Limits
+from orchestrator.workflows.types import Limits, root_id
 
 REGISTERED_POLL_S = 0.1
 REFUSAL_CHECK_EVERY = 20  # polls of the store between two looks at the workflow's refusals
@@ -198,14 +198,20 @@ def show(sessions: sessionmaker[Session], tenant: str, name: str) -> dict[str, A
         views = []
         for t in turns(session, row.id):
             run = session.get(Run, t.run_id)
-            answer = None if t.answer_ref is None else get_text(session, t.answer_ref)
+            status, answer_ref, error = t.status, t.answer_ref, t.error
+            if status not in FINAL_STATUSES and run is not None and run.status in FINAL_STATUSES:
+                # The run ended, and the session's workflow has not recorded it yet (e.g. `rlm ask`'s own
+                # worker stopped with the answer): the run's root is the truth.
+                root = get_node(session, root_id(run.run_id))
+                status, answer_ref, error = run.status, root.answer_ref, run.error
+            answer = None if answer_ref is None else get_text(session, answer_ref)
             views.append(
                 {
                     "turn": t.turn,
                     "run_id": t.run_id,
-                    "status": t.status,
+                    "status": status,
                     "answer": answer,
-                    "error": t.error,
+                    "error": error,
                     "spent_usd": format_usd(from_nanos(run.spent_nanos if run else 0)),
                 }
             )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +101,33 @@ def test_rlm_run_bad_input_gets_one_line_errors(tmp_path: Path) -> None:
         [RLM, "status", "no-such-run"], env=env, capture_output=True, text=True, timeout=60
     )
     assert unknown.returncode == 1 and unknown.stderr.startswith("error: ")
+
+
+def test_a_session_on_the_zero_setup_store_with_embedded_servers(tmp_path: Path, sandbox_image: str) -> None:
+    """Sessions on SQLite with no server running: each `rlm ask` starts the embedded server and a worker
+    and stops them with its answer, before the session's workflow records the turn; `session show`
+    still reports the ended turn, and the next ask sees it as history."""
+    env = _env(tmp_path / "data")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("alpha beta")
+    (docs / "b.txt").write_text("gamma")
+
+    def rlm(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([RLM, *args], env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    rlm("session", "create", "s1", "--model", "scripted/code")
+    rlm("session", "add", "s1", str(docs))
+    first = rlm("ask", "s1", "kept = len(context); remember(' '.join(context.names)); FINAL(str(kept))")
+    assert first.stdout == "2\n"
+    shown = json.loads(rlm("session", "show", "s1", "--json").stdout)
+    assert [(t["turn"], t["status"], t["answer"]) for t in shown["turns"]] == [(1, "completed", "2")]
+    second = rlm("ask", "s1", "FINAL(f\"{kept} {notes[0]} {history[0]['answer']}\")")
+    assert second.stdout == "2 a.txt b.txt 2\n"
+    # Whether the workflow records a turn before `rlm ask`'s worker stops is a race: make it lose.
+    with sqlite3.connect(tmp_path / "data" / "rlm.sqlite3") as db:
+        db.execute("UPDATE session_turns SET status = 'running', answer_ref = NULL WHERE turn = 2")
+    shown = json.loads(rlm("session", "show", "s1", "--json").stdout)
+    assert [(t["status"], t["answer"]) for t in shown["turns"]][1] == ("completed", "2 a.txt b.txt 2")
