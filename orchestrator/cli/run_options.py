@@ -96,7 +96,8 @@ class RunOptions:
 DEFAULT = RunOptions()
 
 
-def _limits(opts: RunOptions, leaf_mode: str, heartbeat_timeout_s: float) -> Limits:
+def checked_limits(opts: RunOptions, leaf_mode: str, heartbeat_timeout_s: float) -> Limits:
+    """The run limits ``opts`` ask for, each checked (one ``RunError`` line naming the option)."""
     from orchestrator.runs import RunError
     from orchestrator.vocabulary import LeafMode
     from orchestrator.workflows.types import Limits
@@ -134,7 +135,7 @@ def run_request(settings: Settings, query: str, context: list[Path], opts: RunOp
     from orchestrator.corpus import ContextLimits
     from orchestrator.runs import RunRequest, checked_input
 
-    limits = _limits(opts, opts.leaf_mode or settings.leaf_mode, settings.heartbeat_timeout_s)
+    limits = checked_limits(opts, opts.leaf_mode or settings.leaf_mode, settings.heartbeat_timeout_s)
     request = RunRequest(
         query=query,
         context_path=tuple(context),

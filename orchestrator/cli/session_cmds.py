@@ -25,6 +25,19 @@ from orchestrator.cli.progress_view import (
     progress_every_s,
     showing_progress,
 )
+from orchestrator.cli.run_options import (
+    DEFAULT,
+    CompactAt,
+    Concurrency,
+    ContextWindow,
+    LeafModeOpt,
+    MaxDepth,
+    MaxIter,
+    MaxSub,
+    MaxTokens,
+    RunOptions,
+    checked_limits,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -55,19 +68,40 @@ def create(
     ] = None,
     model: Annotated[str | None, typer.Option(help="Root model of every turn; default RLM_MODEL.")] = None,
     sub_model: Annotated[str | None, typer.Option(help="Model of sub-calls; default RLM_SUB_MODEL.")] = None,
+    deadline: Annotated[
+        float, typer.Option(help="Seconds each turn's whole tree may take.")
+    ] = DEFAULT.deadline,
+    max_depth: MaxDepth = DEFAULT.max_depth,
+    max_iterations: MaxIter = DEFAULT.max_iterations,
+    max_subcalls: MaxSub = DEFAULT.max_subcalls,
+    concurrency: Concurrency = DEFAULT.concurrency,
+    max_tokens: MaxTokens = DEFAULT.max_tokens,
+    compact_at: CompactAt = DEFAULT.compact_at,
+    context_window: ContextWindow = DEFAULT.context_window,
+    leaf_mode: LeafModeOpt = DEFAULT.leaf_mode,
 ) -> None:
-    """Create a session; its turns (`rlm ask`) see its documents, earlier turns and notes."""
+    """Create a session; its turns (`rlm ask`) see its documents, earlier turns and notes. The limits
+    apply to every turn's run, as `rlm run`'s do to a run."""
+    from orchestrator.runs import MAX_DEADLINE_S, RunError
     from orchestrator.sessions import create as create_session
     from orchestrator.settings import load_settings
 
+    opts = RunOptions(
+        tenant=tenant, max_depth=max_depth, deadline=deadline, max_iterations=max_iterations,
+        max_subcalls=max_subcalls, concurrency=concurrency, max_tokens=max_tokens,
+        compact_at=compact_at, context_window=context_window, leaf_mode=leaf_mode,
+    )  # fmt: skip
     with cli_errors():
         settings = load_settings()
         budget = usd(budget_usd, "--budget-usd")
+        limits = checked_limits(opts, leaf_mode or settings.leaf_mode, settings.heartbeat_timeout_s)
+        if not 0 < deadline <= MAX_DEADLINE_S:  # also refuses nan
+            raise RunError(f"--deadline {deadline:g} must be more than 0 and at most {MAX_DEADLINE_S:.0f}")
         engine, sessions = open_store(settings)
         try:
             create_session(
                 sessions, tenant, name, model=model or settings.model,
-                sub_model=sub_model or settings.sub_model, budget=budget,
+                sub_model=sub_model or settings.sub_model, budget=budget, limits=limits, deadline_s=deadline,
             )  # fmt: skip
         finally:
             engine.dispose()

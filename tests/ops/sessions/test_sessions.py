@@ -58,8 +58,17 @@ async def test_turns_build_on_each_other_and_tenants_never_meet(
     (tmp_path / "b.txt").write_text("beta")
     bad = await rlm(cli_env, "session", "create", "no/slash", "--tenant", tenant)
     assert bad.code == 1 and "session name 'no/slash' has '/'" in bad.err
-    made = await rlm(cli_env, "session", "create", name, "--tenant", tenant, "--model", "scripted/code")
+    wide = await rlm(cli_env, "session", "create", "wide", "--tenant", tenant, "--compact-at", "2")
+    assert wide.code == 1
+    assert wide.err.strip().endswith("--compact-at 2 must be >= 0 and < 1 (0: never compact)")
+    made = await rlm(
+        cli_env, "session", "create", name, "--tenant", tenant, "--model", "scripted/code",
+        "--max-iterations", "6", "--deadline", "240", "--context-window", "50000",
+    )  # fmt: skip
     assert made.code == 0, made.err
+    with sessions() as s:
+        stored = get_session(s, tenant, name).limits
+        assert (stored["max_iterations"], stored["deadline_s"], stored["context_window"]) == (6, 240.0, 50000)
     again = await rlm(cli_env, "session", "create", name, "--tenant", tenant)
     assert again.code == 1 and "already exists" in again.err and len(again.err.strip().splitlines()) == 1
     added = await rlm(
