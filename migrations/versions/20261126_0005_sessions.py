@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=1024), nullable=False),
         sa.Column("blob_sha", sa.String(length=64), nullable=False),
         sa.Column("chars", sa.BigInteger(), nullable=False),
+        sa.Column("is_json", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(
             ["session_id"], ["sessions.id"], name=op.f("fk_session_documents_session_id_sessions")
         ),

@@ -9,7 +9,6 @@ ended: the store, not the workflow, knows the next turn's number). Bad input rai
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -106,8 +105,7 @@ def add(
     with sessions.begin() as session:
         row = open_session(session, tenant, name)
         for doc in docs:
-            value = doc.value if isinstance(doc.value, str) else json.dumps(doc.value)
-            add_document(session, row.id, doc.name, value)
+            add_document(session, row.id, doc.name, doc.value)
     return len(docs)
 
 

@@ -221,6 +221,8 @@ class SessionDocument(Base):
     name: Mapped[str] = mapped_column(String(1024))
     blob_sha: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"), index=True)
     chars: Mapped[int] = mapped_column(BigInteger)
+    # The blob holds the JSON of a value (a .json file, a JSON-lines record) rather than plain text.
+    is_json: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class SessionTurn(Base):

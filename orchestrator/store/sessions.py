@@ -6,6 +6,7 @@ A session's memory lives here and only here: its workflow carries ids and counte
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -137,8 +138,10 @@ def set_session_budget(session: Session, row: RlmSession, budget: Decimal | None
 # --- documents -------------------------------------------------------------------------------------
 
 
-def add_document(session: Session, session_id: int, name: str, text: str) -> int:
-    """Store a document of the session's memory; returns its position (1-based)."""
+def add_document(session: Session, session_id: int, name: str, value: str | Any) -> int:
+    """Store a document of the session's memory (a text, or a JSON value); returns its position (1-based)."""
+    is_json = not isinstance(value, str)
+    text = json.dumps(value, ensure_ascii=False) if is_json else value
     last = session.scalar(
         select(func.coalesce(func.max(SessionDocument.seq), 0)).where(
             SessionDocument.session_id == session_id
@@ -147,21 +150,29 @@ def add_document(session: Session, session_id: int, name: str, text: str) -> int
     seq = int(last or 0) + 1
     session.add(
         SessionDocument(
-            session_id=session_id, seq=seq, name=name, blob_sha=put_text(session, text), chars=len(text)
+            session_id=session_id,
+            seq=seq,
+            name=name,
+            blob_sha=put_text(session, text),
+            chars=len(text),
+            is_json=is_json,
         )
     )
     session.flush()
     return seq
 
 
-def documents(session: Session, session_id: int) -> list[tuple[str, str]]:
-    """The session's documents as (name, text), in the order they were added."""
+def documents(session: Session, session_id: int) -> list[tuple[str, str | Any]]:
+    """The session's documents as (name, value: a text or a JSON value), in the order they were added."""
     rows = session.execute(
-        select(SessionDocument.name, SessionDocument.blob_sha)
+        select(SessionDocument.name, SessionDocument.blob_sha, SessionDocument.is_json)
         .where(SessionDocument.session_id == session_id)
         .order_by(SessionDocument.seq)
     ).all()
-    return [(name, get_text(session, sha)) for name, sha in rows]
+    return [
+        (name, json.loads(get_text(session, sha)) if is_json else get_text(session, sha))
+        for name, sha, is_json in rows
+    ]
 
 
 @dataclass(frozen=True)

@@ -131,3 +131,8 @@ def test_a_session_on_the_zero_setup_store_with_embedded_servers(tmp_path: Path,
         db.execute("UPDATE session_turns SET status = 'running', answer_ref = NULL WHERE turn = 2")
     shown = json.loads(rlm("session", "show", "s1", "--json").stdout)
     assert [(t["status"], t["answer"]) for t in shown["turns"]][1] == ("completed", "2 a.txt b.txt 2")
+    # A JSON-lines record is a document as `--context` gives it: its value.
+    (tmp_path / "r.jsonl").write_text('{"level": "ERROR", "id": 7}\n')
+    rlm("session", "add", "s1", str(tmp_path / "r.jsonl"))
+    third = rlm("ask", "s1", "FINAL(f\"{context.names[2]} {context[2]['level']}\")")
+    assert third.stdout == "r.jsonl:1 ERROR\n"

@@ -92,18 +92,23 @@ def test_documents_turns_history_and_memory(sessions: sessionmaker[Session]) -> 
     with sessions.begin() as s:
         assert add_document(s, sid, "a.txt", "alpha") == 1
         assert add_document(s, sid, "b/c.txt", "beta gamma") == 2
+        assert add_document(s, sid, "r.jsonl:1", {"level": "ERROR", "id": 7}) == 3  # a JSON-lines record
     run1 = _turn(sessions, sid, 1, "first?")
     _turn(sessions, sid, 2, "second?")
     with sessions.begin() as s:
         finish_turn(s, sid, 1, status=Status.COMPLETED, answer="one", error=None)
         assert not add_turn(s, sid, 1, run_id="elsewhere", question="again")  # a retried registration
     with sessions() as s:
-        assert documents(s, sid) == [("a.txt", "alpha"), ("b/c.txt", "beta gamma")]
+        assert documents(s, sid) == [
+            ("a.txt", "alpha"),
+            ("b/c.txt", "beta gamma"),
+            ("r.jsonl:1", {"level": "ERROR", "id": 7}),  # the value again, as `--context` gives it
+        ]
         assert history(s, sid, before=2) == [{"turn": 1, "question": "first?", "answer": "one"}]
         assert [(t.turn, t.status) for t in turns(s, sid)] == [(1, Status.COMPLETED), (2, Status.RUNNING)]
         assert get_session(s, "acme", "notes").turns == 2
         mem = memory(s, sid)
-        assert (mem.documents, mem.chars, mem.bytes, mem.turns) == (2, 15, 15, 2)
+        assert (mem.documents, mem.chars, mem.bytes, mem.turns) == (3, 42, 42, 2)
         found = session_of_run(s, run1)
         assert found is not None and found[0].id == sid and found[1] == 1
 
