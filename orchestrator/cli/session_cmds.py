@@ -80,8 +80,9 @@ def create(
     context_window: ContextWindow = DEFAULT.context_window,
     leaf_mode: LeafModeOpt = DEFAULT.leaf_mode,
 ) -> None:
-    """Create a session; its turns (`rlm ask`) see its documents, earlier turns and notes. The limits
-    apply to every turn's run, as `rlm run`'s do to a run."""
+    """Create a session; its turns (`rlm ask`) see its documents, earlier turns and notes.
+
+    The limits apply to every turn's run, as `rlm run`'s do to a run."""
     from orchestrator.runs import MAX_DEADLINE_S, RunError
     from orchestrator.sessions import create as create_session
     from orchestrator.settings import load_settings
