@@ -190,8 +190,8 @@ async def _run(
     waits: tuple[float, float],
     out: TextIO,
 ) -> int:
-    """``modes``: (detach, a worker in this process: None when no live worker serves the queue);
-    ``waits``: (reconnect-for, progress every; 0: none)."""
+    """``modes``: (detach, a worker in this process: yes, no, or None for "unless a live worker serves
+    the queue"); ``waits``: (reconnect-for, progress every; 0: none)."""
     from temporalio.client import WorkflowFailureError
 
     from orchestrator.connection import connect
