@@ -26,6 +26,7 @@ from orchestrator.errors import RlmError
 if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
+    from temporalio.client import Client
 
     from orchestrator.connection import TemporalTarget
     from orchestrator.runs import LostContact
@@ -154,3 +155,26 @@ def shared_temporal(settings: Settings) -> TemporalTarget:
             "`rlm dev` for this data directory (the embedded server of `rlm run` stops when it ends)"
         )
     return target
+
+
+async def worker_unless_served(
+    stack: contextlib.AsyncExitStack,
+    client: Client,
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    wanted: bool | None,
+) -> None:
+    """Run a worker in this process for the rest of ``stack``: when ``wanted``, or (None) when no live
+    worker of this store already serves the task queue (``orchestrator.runs.serving``)."""
+    from orchestrator.runs.serving import serving_worker
+
+    if wanted is None:
+        serving = await serving_worker(client, sessions, settings.task_queue)
+        if serving is not None:
+            typer.echo(f"using worker {serving}, which serves {settings.task_queue}", err=True)
+        wanted = serving is None
+    if wanted:
+        # Imported here: the worker loads litellm (seconds), which commands without one never need.
+        from orchestrator.worker import running_worker
+
+        await stack.enter_async_context(running_worker(client, settings))

@@ -33,6 +33,7 @@ from orchestrator.cli.common import (
     lost_contact,
     open_store,
     temporal_errors,
+    worker_unless_served,
 )
 from orchestrator.cli.job_cmds import RECONNECT_S, interrupted
 from orchestrator.cli.output import PipeSafeConsole, emit_json
@@ -165,7 +166,7 @@ def run(
                         settings,
                         sessions,
                         request,
-                        (detach, None if local_worker is None else local_worker and not detach),
+                        (detach, local_worker),
                         (reconnect_for, progress),
                         out,
                     )
@@ -190,13 +191,12 @@ async def _run(
     waits: tuple[float, float],
     out: TextIO,
 ) -> int:
-    """``modes``: (detach, a worker in this process: yes, no, or None for "unless a live worker serves
-    the queue"); ``waits``: (reconnect-for, progress every; 0: none)."""
+    """``modes``: (detach, a worker in this process unless detached: yes, no, or None for "unless a live
+    worker serves the queue"); ``waits``: (reconnect-for, progress every; 0: none)."""
     from temporalio.client import WorkflowFailureError
 
     from orchestrator.connection import connect
     from orchestrator.runs import Patience, read_summary, submit_run
-    from orchestrator.runs.serving import serving_worker
     from orchestrator.store import format_usd
     from orchestrator.targets import temporal_target
     from orchestrator.vocabulary import Status
@@ -212,16 +212,8 @@ async def _run(
     with temporal_target(settings) as target:
         client = await connect(target)
         async with contextlib.AsyncExitStack() as stack:
-            if local_worker is None and not detach:
-                serving = await serving_worker(client, sessions, settings.task_queue)
-                if serving is not None:
-                    typer.echo(f"using worker {serving}, which serves {settings.task_queue}", err=True)
-                local_worker = serving is None
-            if local_worker:
-                # Imported here: the worker loads litellm (seconds), which commands without one never need.
-                from orchestrator.worker import running_worker
-
-                await stack.enter_async_context(running_worker(client, settings))
+            if not detach:
+                await worker_unless_served(stack, client, sessions, settings, local_worker)
             # The submission of `rlm submit`, refusing an existing run id: `rlm run` answers its own query.
             done = await submit_run(client, sessions, request, settings.task_queue, fresh=True)
             root = root_id(done.run_id)

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from orchestrator.cli.common import cli_errors, exit_now, open_store, temporal_errors, usd
+from orchestrator.cli.common import (
+    cli_errors,
+    exit_now,
+    open_store,
+    temporal_errors,
+    usd,
+    worker_unless_served,
+)
 from orchestrator.cli.output import emit_json
 from orchestrator.cli.progress_view import (
     PROGRESS_EVERY_S,
@@ -273,7 +280,6 @@ async def _ask(
 ) -> dict[str, Any]:
     from orchestrator.connection import connect
     from orchestrator.runs import settled
-    from orchestrator.runs.serving import serving_worker
     from orchestrator.sessions import ask as ask_session
     from orchestrator.targets import temporal_target
 
@@ -281,10 +287,8 @@ async def _ask(
     with temporal_target(settings) as target:
         client = await connect(target)
         async with contextlib.AsyncExitStack() as stack:
-            if not detach and await serving_worker(client, sessions, settings.task_queue) is None:
-                from orchestrator.worker import running_worker
-
-                await stack.enter_async_context(running_worker(client, settings))
+            if not detach:
+                await worker_unless_served(stack, client, sessions, settings, None)
             reply = await ask_session(client, sessions, tenant, name, question, settings.task_queue)
             typer.echo(f"session {name}: turn {reply.turn} is run {reply.run_id}", err=True)
             if detach:
