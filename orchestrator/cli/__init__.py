@@ -7,6 +7,10 @@ Importing this package must stay cheap (``rlm --help`` and ``rlm version`` in we
 
 from __future__ import annotations
 
+import os
+import sys
+from typing import Any
+
 import typer
 
 from orchestrator.cli import (
@@ -24,12 +28,13 @@ from orchestrator.cli import (
 )
 from orchestrator.cli.output import PipeSafeGroup
 
-app = typer.Typer(
-    cls=PipeSafeGroup,
-    no_args_is_help=True,
-    add_completion=False,
-    help="durable-rlm: durable Recursive Language Models.",
-)
+_APP: dict[str, Any] = {
+    "cls": PipeSafeGroup,
+    "no_args_is_help": True,
+    "add_completion": False,
+    "help": "durable-rlm: durable Recursive Language Models.",
+}
+app = typer.Typer(**_APP)
 
 
 @app.callback()
@@ -69,4 +74,18 @@ watch_cmds.register(app)
 
 
 def main() -> None:
+    args = sys.argv[1:]
+    if args[:1] == ["run"] and not any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ):
+        from orchestrator.cli.quick_args import parse
+
+        # `rlm run` with plain arguments: converted here, then run through an app that holds it alone,
+        # so that Typer's root callback, exit codes and error handling stay those of `app`. No --help
+        # options there (`--help` is left to `app`): Typer converts even a help flag with Pydantic.
+        kwargs = parse(run_cmds.run, args[1:])
+        if kwargs is not None:
+            quick = typer.Typer(**_APP)
+            quick.callback(add_help_option=False)(_root)
+            quick.command("run", add_help_option=False)(lambda: run_cmds.run(**kwargs))
+            quick(args=["run"])
+            return
     app()

@@ -13,44 +13,101 @@ The route of a run's start, the same for ``rlm run``, ``rlm submit``, a schedule
 
 ``wait`` holds ``rlm wait``'s outcome and exit codes and the patience with transient errors;
 ``inspect`` the summary and the tree; ``restart`` the restart of an ended node.
+
+The names below load with their module on first use (PEP 562), so that a command needing one part (a
+``RunError`` for a bad option, ``rlm status``'s summary) does not import them all: ``start`` brings
+Temporal's client, ``inspect`` and ``wait`` the store.
 """
 
-from orchestrator.runs.inspect import RunSummary, TreeRow, run_summary, run_tree, tree_key
-from orchestrator.runs.request import (
-    DEFAULT_TENANT,
-    MAX_DEADLINE_S,
-    RunError,
-    RunInput,
-    RunRequest,
-    checked,
-    checked_input,
-    new_run_id,
-)
-from orchestrator.runs.start import (
-    Registered,
-    RunRecord,
-    Submitted,
-    ensure_tenant,
-    prepare_run,
-    register_run,
-    root_input,
-    run_config,
-    start_node,
-    start_run,
-    store_inputs,
-    submit_run,
-)
-from orchestrator.runs.wait import (
-    RECONNECT_S,
-    ExitCode,
-    LostContact,
-    Patience,
-    WaitOutcome,
-    read_summary,
-    settled,
-    wait_for_run,
-    wait_outcome,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestrator.runs.inspect import RunSummary, TreeRow, run_summary, run_tree, tree_key
+    from orchestrator.runs.request import (
+        DEFAULT_TENANT,
+        MAX_DEADLINE_S,
+        RunError,
+        RunInput,
+        RunRequest,
+        checked,
+        checked_input,
+        new_run_id,
+    )
+    from orchestrator.runs.start import (
+        Registered,
+        RunRecord,
+        Submitted,
+        ensure_tenant,
+        prepare_run,
+        register_run,
+        root_input,
+        run_config,
+        start_node,
+        start_run,
+        store_inputs,
+        submit_run,
+    )
+    from orchestrator.runs.wait import (
+        RECONNECT_S,
+        ExitCode,
+        LostContact,
+        Patience,
+        WaitOutcome,
+        read_summary,
+        settled,
+        wait_for_run,
+        wait_outcome,
+    )
+
+_HOMES = {
+    "RunSummary": "orchestrator.runs.inspect",
+    "TreeRow": "orchestrator.runs.inspect",
+    "run_summary": "orchestrator.runs.inspect",
+    "run_tree": "orchestrator.runs.inspect",
+    "tree_key": "orchestrator.runs.inspect",
+    "DEFAULT_TENANT": "orchestrator.runs.request",
+    "MAX_DEADLINE_S": "orchestrator.runs.request",
+    "RunError": "orchestrator.runs.request",
+    "RunInput": "orchestrator.runs.request",
+    "RunRequest": "orchestrator.runs.request",
+    "checked": "orchestrator.runs.request",
+    "checked_input": "orchestrator.runs.request",
+    "new_run_id": "orchestrator.runs.request",
+    "Registered": "orchestrator.runs.start",
+    "RunRecord": "orchestrator.runs.start",
+    "Submitted": "orchestrator.runs.start",
+    "ensure_tenant": "orchestrator.runs.start",
+    "prepare_run": "orchestrator.runs.start",
+    "register_run": "orchestrator.runs.start",
+    "root_input": "orchestrator.runs.start",
+    "run_config": "orchestrator.runs.start",
+    "start_node": "orchestrator.runs.start",
+    "start_run": "orchestrator.runs.start",
+    "store_inputs": "orchestrator.runs.start",
+    "submit_run": "orchestrator.runs.start",
+    "RECONNECT_S": "orchestrator.runs.wait",
+    "ExitCode": "orchestrator.runs.wait",
+    "LostContact": "orchestrator.runs.wait",
+    "Patience": "orchestrator.runs.wait",
+    "WaitOutcome": "orchestrator.runs.wait",
+    "read_summary": "orchestrator.runs.wait",
+    "settled": "orchestrator.runs.wait",
+    "wait_for_run": "orchestrator.runs.wait",
+    "wait_outcome": "orchestrator.runs.wait",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_TENANT",

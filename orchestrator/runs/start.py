@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,7 +34,6 @@ from orchestrator.store.errors import AlreadyExists, UnknownTenant
 from orchestrator.store.models import Run
 from orchestrator.store.sessions import link_run
 from orchestrator.vocabulary import FINAL_STATUSES, LeafMode, NodeKind, Status
-from orchestrator.workflows import RLMNode
 from orchestrator.workflows.common import memo as query_memo
 from orchestrator.workflows.common import search_attributes
 from orchestrator.workflows.details import first_line, static_details
@@ -48,6 +47,9 @@ from orchestrator.workflows.types import (
     TurnSpec,
     root_id,
 )
+
+if TYPE_CHECKING:
+    from orchestrator.workflows import RLMNode
 
 log = structlog.get_logger(__name__)
 
@@ -273,5 +275,8 @@ async def start_run(
     client: Client, sessions: sessionmaker[Session], run: RunRequest | RunInput, task_queue: str
 ) -> WorkflowHandle[RLMNode, NodeResult]:
     """A new run (an existing id is refused), started; returns its root workflow's handle."""
+    # The workflow class only types the handle: a submission need not load the workflow definitions.
+    from orchestrator.workflows import RLMNode
+
     done = await submit_run(client, sessions, run, task_queue, fresh=True)
     return client.get_workflow_handle_for(RLMNode.run, root_id(done.run_id))

@@ -58,3 +58,34 @@ def test_a_lazy_command_keeps_its_one_line_error(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.startswith("error: "), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_run_submission_loads_no_workflow_definition() -> None:
+    """``rlm run`` submits by workflow name with the input dataclasses of ``orchestrator.workflows.types``:
+    the workflow classes (and their modules) load only where a worker or a test asks for them."""
+    probe = (
+        "import sys\n"
+        "import orchestrator.runs\n"
+        "definitions = ('orchestrator.workflows.node', 'orchestrator.workflows.leaf', "
+        "'orchestrator.workflows.launcher')\n"
+        "assert not [m for m in definitions if m in sys.modules], sorted(sys.modules)\n"
+        "from orchestrator.workflows import WORKFLOWS, Leaf, RLMNode\n"
+        "from orchestrator.workflows.launcher import Launcher\n"
+        "assert WORKFLOWS == [RLMNode, Leaf, Launcher], WORKFLOWS\n"
+        "import orchestrator.workflows as package\n"
+        "assert package.WORKFLOWS is WORKFLOWS"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)
+
+
+def test_the_runs_package_loads_a_part_on_first_use() -> None:
+    """A bad option's ``RunError`` costs neither the store nor Temporal's client, and every name the
+    package exports still resolves."""
+    assert _heavy_loaded_after("from orchestrator.runs import RunError") == ["orchestrator.runs"]
+    probe = (
+        "import orchestrator.runs as runs\n"
+        "from orchestrator.runs.start import submit_run\n"
+        "assert [name for name in runs.__all__ if getattr(runs, name) is None] == []\n"
+        "assert runs.submit_run is submit_run"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)
