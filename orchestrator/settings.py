@@ -90,6 +90,9 @@ class Settings:
     context_max_bytes: int = 1 << 30
     # A running node keeps its last this-many REPL snapshots (rlm prune removes the rest of ended runs).
     keep_snapshots: int = 3
+    # Sandbox containers a long-lived worker keeps started, so that a node's first cell never waits for
+    # one to boot (0: none; docker backend only; docs/sandbox.md, "Pool").
+    sandbox_pool: int = 2
     temporal_access: TemporalAccess = field(default_factory=TemporalAccess)
 
     @property
@@ -115,6 +118,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     max_documents = _count(env, "RLM_CONTEXT_MAX_DOCUMENTS", Settings.context_max_documents, high=10**8)
     max_bytes = _count(env, "RLM_CONTEXT_MAX_BYTES", Settings.context_max_bytes, high=1 << 40)
     keep_snapshots = _count(env, "RLM_KEEP_SNAPSHOTS", Settings.keep_snapshots, high=1_000)
+    sandbox_pool = _count(env, "RLM_SANDBOX_POOL", Settings.sandbox_pool, high=64, zero="no pool")
     profile, access = _temporal_profile(env)
     return Settings(
         data_dir=data_dir,
@@ -134,11 +138,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         context_max_documents=max_documents,
         context_max_bytes=max_bytes,
         keep_snapshots=keep_snapshots,
+        sandbox_pool=sandbox_pool,
         temporal_access=access,
     )
 
 
-def _count(env: Mapping[str, str], name: str, default: int, *, high: int) -> int:
+def _count(env: Mapping[str, str], name: str, default: int, *, high: int, zero: str = "no limit") -> int:
     raw = env.get(name)
     if not raw:
         return default
@@ -147,7 +152,7 @@ def _count(env: Mapping[str, str], name: str, default: int, *, high: int) -> int
     except ValueError:
         value = -1
     if not 0 <= value <= high:
-        raise SettingsError(f"{name}={raw!r} must be a whole number from 0 (no limit) to {high}")
+        raise SettingsError(f"{name}={raw!r} must be a whole number from 0 ({zero}) to {high}")
     return value
 
 

@@ -74,6 +74,9 @@ class WorkerOptions:
     # only contend for the interpreter lock (the SDK's default is one thread per slot).
     workflow_threads: int = 16
     session_capacity: int = 32
+    # Started sandbox containers kept ready (None: Settings.sandbox_pool). A one-shot worker (the one
+    # `rlm run` starts for itself) wants none: its first cell comes before a pooled container is up.
+    sandbox_pool: int | None = None
     sandbox_limits: sandbox.SandboxLimits = field(default_factory=sandbox.SandboxLimits)
     # Calls of one model in flight at once on this worker, over all its runs (None: Settings'
     # RLM_MODEL_CONCURRENCY; 0: no limit). They queue on the event loop, holding no thread.
@@ -141,6 +144,12 @@ async def running_worker(
         worker_id=worker_id,
         sandbox_labels=lease.labels,
     )
+    pool_size = settings.sandbox_pool if options.sandbox_pool is None else options.sandbox_pool
+    pool = sandbox.SandboxPool(
+        pool_size if settings.sandbox_backend == "docker" else 0,
+        limits=options.sandbox_limits,
+        labels=lease.labels,
+    )
     cache = SessionCache(options.session_capacity)
     limit = settings.model_concurrency if options.model_concurrency is None else options.model_concurrency
     models = ModelActivities(deps, ModelGate(limit))
@@ -148,7 +157,7 @@ async def running_worker(
     activations = concurrent.futures.ThreadPoolExecutor(
         options.workflow_threads, thread_name_prefix="rlm-workflow"
     )
-    cells = CellActivities(deps, cache, options.sandbox_limits, executor)
+    cells = CellActivities(deps, cache, options.sandbox_limits, executor, pool)
     records = RecordActivities(deps)
     launches = LaunchActivities(deps)
     turns = SessionActivities(deps)
@@ -185,6 +194,7 @@ async def running_worker(
         engine.dispose()
         raise
     await worker.__aenter__()
+    pool.start()
     log.info("worker.started", worker_id=worker_id, task_queue=settings.task_queue, model_concurrency=limit)
     try:
         yield worker
@@ -194,7 +204,7 @@ async def running_worker(
         finally:
             activity_sessions.fenced = True
             await asyncio.gather(
-                _release_sandboxes(lease, cache, options.cleanup_s), lease.close(options.cleanup_s)
+                _release_sandboxes(lease, pool, cache, options.cleanup_s), lease.close(options.cleanup_s)
             )
             executor.shutdown(wait=False, cancel_futures=True)
             activations.shutdown(wait=False, cancel_futures=True)
@@ -211,9 +221,13 @@ async def _stop_worker(worker: Worker, bound_s: float) -> None:
         log.warning("worker.activities_abandoned", after_s=bound_s)
 
 
-async def _release_sandboxes(lease: WorkerLease, cache: SessionCache, timeout_s: float) -> None:
-    """Remove this worker's containers (those of abandoned cells too), then its sessions' files."""
+async def _release_sandboxes(
+    lease: WorkerLease, pool: sandbox.SandboxPool, cache: SessionCache, timeout_s: float
+) -> None:
+    """Remove this worker's containers (its pool's, those of abandoned cells too), then its sessions'
+    files. The pool stops refilling first, so no container of the worker starts after the sweep."""
     try:
+        await in_thread(pool.close, timeout_s)
         if lease.docker:
             removed = await in_thread(lease.remove_own, timeout_s)
             log.info("worker.sandboxes_removed", containers=removed)

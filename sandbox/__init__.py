@@ -20,6 +20,7 @@ from .api import (
     SubcallRequest,
 )
 from .factory import open_session, reap, sweep
+from .pool import SandboxPool
 from .session import Session
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "SandboxClosed",
     "SandboxError",
     "SandboxLimits",
+    "SandboxPool",
     "SandboxSession",
     "Session",
     "SubcallAnswer",

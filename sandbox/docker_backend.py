@@ -9,9 +9,11 @@ process that reaps orphans, and exactly two bind mounts: the context (read-only)
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import stat
 import time
+import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,6 +34,8 @@ LABEL_KEYS = ("run", "node", "worker", "store")
 CREATED_AT = f"{MARKER}.created-at"
 WORKER = f"{MARKER}.worker"
 STORE = f"{MARKER}.store"
+# How the name of a container claimed by a run after it started begins (``claimed_name``).
+CLAIMED_PREFIX = "durable-rlm"
 # Removing a container takes 0.1-0.3 s of engine time; a worker's stop removes up to its whole cache.
 REMOVE_THREADS = 8
 SANDBOX_USER = "10001:10001"
@@ -232,19 +236,53 @@ def _remove(containers: Iterable[Container]) -> int:
         return sum(pool.map(_remove_one, todo))
 
 
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+def _name_pattern(labels: Mapping[str, str]) -> str | None:
+    """The part of a claimed container's name that the run and node of ``labels`` (normalised) fix;
+    None when they give neither. Hashed: ids may hold characters a container name may not, and a
+    lossy spelling could make one run's reap match another run's containers."""
+    run, node = labels.get(f"{MARKER}.run"), labels.get(f"{MARKER}.node")
+    if run is None and node is None:
+        return None
+    return f"-r{_hash(run) if run is not None else '[0-9a-f]*'}" + (f"-n{_hash(node)}" if node else "") + "-"
+
+
+def claimed_name(labels: Mapping[str, str]) -> str:
+    """A unique name for a container started before its run and node were known (a pooled one):
+    Docker cannot add labels to a running container, so ``containers`` finds it by this name."""
+    wanted = normalise_labels(labels)
+    if f"{MARKER}.run" not in wanted or f"{MARKER}.node" not in wanted:
+        raise ValueError("a claimed container's name needs its run and node")
+    return f"{CLAIMED_PREFIX}{_name_pattern(wanted)}{uuid.uuid4().hex[:8]}"
+
+
+def containers(client: docker.DockerClient, labels: Mapping[str, str] | None = None) -> list[Container]:
+    """The sandbox containers (running or not) matching ``labels``: by label, and, for a run or node,
+    also the claimed containers whose name carries them (and which have the other labels)."""
+    wanted = {MARKER: MARKER_VALUE, **normalise_labels(labels or {})}
+    found = _listed(client, {"label": [f"{key}={value}" for key, value in wanted.items()]})
+    pattern = _name_pattern(wanted)
+    if pattern is not None:
+        rest = [f"{k}={v}" for k, v in wanted.items() if k not in (f"{MARKER}.run", f"{MARKER}.node")]
+        seen = {c.id for c in found}
+        named = _listed(client, {"label": rest, "name": f"^/{CLAIMED_PREFIX}{pattern}"})
+        found += [c for c in named if c.id not in seen]
+    return found
+
+
 def reap(
     client: docker.DockerClient,
     labels: Mapping[str, str] | None = None,
     older_than_s: float | None = None,
 ) -> int:
-    """Remove sandbox containers (running or not) matching ``labels``; returns how many were removed."""
-    wanted = {MARKER: MARKER_VALUE, **normalise_labels(labels or {})}
-    filters: dict[str, str | list[str] | bool] = {
-        "label": [f"{key}={value}" for key, value in wanted.items()]
-    }
+    """Remove sandbox containers (running or not) matching ``labels`` (``containers``); returns how
+    many were removed."""
     now = dt.datetime.now(dt.UTC)
     doomed: list[Container] = []
-    for container in _listed(client, filters):
+    for container in containers(client, labels):
         created = _created(container)
         if (
             older_than_s is not None

@@ -11,6 +11,7 @@ import structlog
 
 from . import docker_backend
 from .api import SandboxError, SandboxLimits
+from .pool import SandboxPool
 from .process_backend import ProcessLauncher
 from .session import Session
 
@@ -38,11 +39,13 @@ def open_session(
     limits: SandboxLimits = SandboxLimits(),  # noqa: B008 - frozen, so a shared default is safe
     labels: Mapping[str, str] = {},
     image: str | None = None,
+    pool: SandboxPool | None = None,
 ) -> Session:
     """Start a sandbox session; ``context_path`` (a file or directory) becomes ``context`` inside it.
 
     ``labels`` takes ``run``, ``node``, ``worker`` and ``store``; ``image`` defaults to the image built
-    from the current runtime sources (``python -m sandbox.imagebuild`` builds it).
+    from the current runtime sources (``python -m sandbox.imagebuild`` builds it). With ``pool``, the
+    session's first runtime is one of the pool's started containers when one fits (docker only).
     """
     if context_path is not None:
         context_path = Path(context_path).resolve()
@@ -62,7 +65,8 @@ def open_session(
 
         image = image_ref()
     launcher = docker_backend.DockerLauncher(_docker_client(), image, context_path, limits, labels)
-    return Session(launcher, limits)
+    started = pool.take(image, limits, labels) if pool is not None else None
+    return Session(launcher, limits, started=started, context=context_path)
 
 
 def reap(*, labels: Mapping[str, str] | None = None, older_than_s: float | None = None) -> int:

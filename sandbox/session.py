@@ -15,13 +15,14 @@ import socket
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
 import structlog
 
-from . import messages
+from . import messages, streaming
 from .api import (
     CellResult,
     CellStatus,
@@ -69,12 +70,56 @@ class Launcher(Protocol):
         ...
 
 
-class Session:
-    """A sandbox session; see ``sandbox.open_session``."""
+@dataclass
+class Started:
+    """A runtime launched and connected before any session wanted it (a pooled container): it waits for
+    its init message, which carries no context path; the context follows as frames (``streaming``)."""
 
-    def __init__(self, launcher: Launcher, limits: SandboxLimits) -> None:
+    runtime: Runtime
+    conn: socket.socket
+
+
+def accept(
+    listener: socket.socket, runtime: Runtime, deadline: float, start_timeout_s: float
+) -> socket.socket:
+    """The runtime's connection to ``listener``; a runtime that exits or stays silent is an error."""
+    listener.settimeout(0.05)
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            if not runtime.alive():
+                _, why = runtime.exit_reason(wait_s=EXIT_WAIT_S)
+                raise SandboxError(
+                    f"the sandbox runtime exited before connecting ({why}); "
+                    "check that the image is the one `python -m sandbox.imagebuild` prints"
+                ) from None
+            if time.monotonic() > deadline:
+                raise SandboxError(
+                    f"the sandbox runtime did not connect within {seconds(start_timeout_s)}; "
+                    "raise SandboxLimits.start_timeout_s on a slow machine"
+                ) from None
+            continue
+        conn.settimeout(None)
+        return conn
+
+
+class Session:
+    """A sandbox session; see ``sandbox.open_session``. ``started`` is a runtime already running (from a
+    pool) for the first start; it then gets ``context`` over the channel. Replacements are launched."""
+
+    def __init__(
+        self,
+        launcher: Launcher,
+        limits: SandboxLimits,
+        *,
+        started: Started | None = None,
+        context: Path | None = None,
+    ) -> None:
         self._launcher = launcher
         self._limits = limits
+        self._started = started
+        self._context = context
         # Private to this host user: only the runtime, through its bind mount, reaches the socket.
         self._dir = Path(tempfile.mkdtemp(prefix="rlm-sandbox-"))
         os.chmod(self._dir, 0o700)
@@ -108,32 +153,31 @@ class Session:
         self._check_open()
         started = time.monotonic()
         self._starts += 1
-        path = self._dir / f"ctl-{self._starts}.sock"
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            listener.bind(str(path))
-            # The runtime runs as another (unprivileged) user; the 0700 directory keeps other host users out.
-            os.chmod(path, 0o666)  # noqa: S103
-            listener.listen(1)
-            runtime = self._launcher.launch(path)
-            with self._lifecycle:
-                closed = self._closed
-                if not closed:
-                    self._runtime = runtime
-            if closed:
-                runtime.kill()
-                raise SandboxClosed("the session was closed while its runtime was starting")
-            self._conn = self._accept(listener, started + self._limits.start_timeout_s)
-        finally:
-            listener.close()
-            path.unlink(missing_ok=True)
+        backend = self._launcher.init_message()
+        stream: streaming.StreamedContext | None = None
+        if self._started is not None:
+            ready, self._started = self._started, None
+            runtime = ready.runtime
+            self._adopt(runtime)
+            self._conn = ready.conn
+            if self._context is not None:
+                stream = streaming.plan(self._context)
+                backend = {**backend, "context": None, "context_stream": stream.spec}
+        else:
+            runtime = self._launch(started)
         init = messages.Init(
             output_chars=self._limits.output_chars,
             max_message_bytes=self._limits.message_bytes,
-            backend=self._launcher.init_message(),
+            backend=backend,
         )
         try:
-            reply, _ = self._request(init, b"", started + self._limits.start_timeout_s)
+            self.send(init)
+            if stream is not None and self._conn is not None:
+                try:
+                    self.bytes_sent += streaming.send(self._conn, stream)
+                except OSError as exc:
+                    raise wire.ChannelClosed(f"sending the context failed ({exc})") from None
+            reply, _ = self.recv(started + self._limits.start_timeout_s)
         except (wire.ChannelClosed, wire.ChannelTimeout, messages.Malformed) as exc:
             why = str(exc)
             if isinstance(exc, wire.ChannelClosed) and not self._closed:
@@ -153,30 +197,31 @@ class Session:
             ms=round((time.monotonic() - started) * 1000, 1),
         )
 
-    def _accept(self, listener: socket.socket, deadline: float) -> socket.socket:
-        runtime = self._runtime
-        if runtime is None:
-            raise SandboxError("no runtime was launched")
-        listener.settimeout(0.05)
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                if not runtime.alive():
-                    _, why = runtime.exit_reason(wait_s=EXIT_WAIT_S)
-                    raise SandboxError(
-                        f"the sandbox runtime exited before connecting ({why}); "
-                        "check that the image is the one `python -m sandbox.imagebuild` prints"
-                    ) from None
-                if time.monotonic() > deadline:
-                    raise SandboxError(
-                        "the sandbox runtime did not connect within "
-                        f"{seconds(self._limits.start_timeout_s)}; "
-                        "raise SandboxLimits.start_timeout_s on a slow machine"
-                    ) from None
-                continue
-            conn.settimeout(None)
-            return conn
+    def _adopt(self, runtime: Runtime) -> None:
+        with self._lifecycle:
+            closed = self._closed
+            if not closed:
+                self._runtime = runtime
+        if closed:
+            runtime.kill()
+            raise SandboxClosed("the session was closed while its runtime was starting")
+
+    def _launch(self, started: float) -> Runtime:
+        path = self._dir / f"ctl-{self._starts}.sock"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(path))
+            # The runtime runs as another (unprivileged) user; the 0700 directory keeps other host users out.
+            os.chmod(path, 0o666)  # noqa: S103
+            listener.listen(1)
+            runtime = self._launcher.launch(path)
+            self._adopt(runtime)
+            deadline = started + self._limits.start_timeout_s
+            self._conn = accept(listener, runtime, deadline, self._limits.start_timeout_s)
+        finally:
+            listener.close()
+            path.unlink(missing_ok=True)
+        return runtime
 
     def _stop_runtime(self) -> None:
         # Swapped out first: close() may run on another thread while execute() is waiting.

@@ -112,10 +112,13 @@ class CellActivities:
         cache: SessionCache,
         limits: sandbox.SandboxLimits,
         executor: concurrent.futures.ThreadPoolExecutor | None = None,
+        pool: sandbox.SandboxPool | None = None,
     ) -> None:
         self.deps = deps
         self.cache = cache
         self.limits = limits
+        # Where a node's first container comes from when one is ready (the worker starts and stops it).
+        self.pool = pool
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(
             DEFAULT_THREADS, thread_name_prefix="rlm-cell"
         )
@@ -156,6 +159,7 @@ class CellActivities:
             context_path=path,
             limits=limits,
             labels={**self.deps.sandbox_labels, "run": node.run.run_id, "node": node.node_id},
+            pool=self.pool,
         )
         if state is not None:
             opened.restore(state)

@@ -175,6 +175,7 @@ async def worker_unless_served(
         wanted = serving is None
     if wanted:
         # Imported here: the worker loads litellm (seconds), which commands without one never need.
-        from orchestrator.worker import running_worker
+        from orchestrator.worker import WorkerOptions, running_worker
 
-        await stack.enter_async_context(running_worker(client, settings))
+        # No sandbox pool: this worker's first cell comes before a pooled container would be up.
+        await stack.enter_async_context(running_worker(client, settings, WorkerOptions(sandbox_pool=0)))

@@ -1,4 +1,7 @@
-"""Load ``context`` from the read-only mount: the text never travels over the control channel."""
+"""Load ``context``: from the read-only mount of a freshly launched runtime (the text never travels over
+the control channel), or from the frames a pre-started (pooled) runtime receives after its init, which
+must give the very same value.
+"""
 
 from __future__ import annotations
 
@@ -42,15 +45,45 @@ def load_context(path: str | None) -> Any:
         for root, _, names in os.walk(source, onerror=_raise):
             files.extend(Path(root) / name for name in names)
         files.sort(key=lambda p: p.relative_to(source).parts)
-        return [p.read_text(encoding="utf-8", errors="replace") for p in files if p.is_file()]
-    if source.suffix.lower() == ".json":
-        with source.open(encoding="utf-8") as handle:
-            return json.load(handle)
-    if source.suffix == CORPUS_SUFFIX:
-        with source.open(encoding="utf-8") as handle:
-            corpus = json.load(handle)
+        return [_text(p.read_bytes(), "replace") for p in files if p.is_file()]
+    return file_value(source.name, source.read_bytes())
+
+
+def _text(data: bytes | bytearray, errors: str) -> str:
+    # As a text-mode read: universal newlines turn "\r\n" and a lone "\r" into "\n".
+    text = data.decode("utf-8", errors=errors)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def file_value(name: str, data: bytes | bytearray) -> Any:
+    """The value of a context file named ``name`` (its suffix decides) holding ``data``."""
+    suffix = Path(name).suffix
+    if suffix.lower() == ".json":
+        return json.loads(_text(data, "strict"))
+    if suffix == CORPUS_SUFFIX:
+        corpus = json.loads(_text(data, "strict"))
         return Documents(corpus["documents"], corpus["names"])
-    return source.read_text(encoding="utf-8", errors="replace")
+    return _text(data, "replace")
+
+
+def decode_streamed(kind: str, name: str | None, parts: list[bytearray]) -> Any:
+    """What ``load_context`` gives for the same file (``kind`` "file", named ``name``) or directory
+    (``kind`` "dir", its files' bytes in ``load_context``'s order), from the bytes a pre-started runtime
+    received. Each part is released once decoded, so a context costs its bytes plus the value, as a
+    read from the mount does."""
+    if kind == "file":
+        if len(parts) != 1 or name is None:
+            raise ValueError("a streamed file context is exactly one named part")
+        return file_value(name, parts.pop())
+    if kind != "dir":
+        raise ValueError(f"unknown streamed context kind {kind!r}")
+    texts: list[str] = []
+    parts.reverse()
+    while parts:
+        texts.append(_text(parts.pop(), "replace"))
+    return texts
 
 
 def describe(value: Any) -> dict[str, Any]:

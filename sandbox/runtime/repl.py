@@ -265,9 +265,20 @@ class Runtime:
         self.max_message_bytes = int(message["max_message_bytes"])
         if message.get("exit_with_parent"):
             threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
-        self.ns["context"] = context.load_context(message.get("context"))
+        stream = message.get("context_stream")
+        if stream is not None:
+            parts = [self._context_part() for _ in range(int(stream["parts"]))]
+            self.ns["context"] = context.decode_streamed(stream["kind"], stream.get("name"), parts)
+        else:
+            self.ns["context"] = context.load_context(message.get("context"))
         self._install_helpers()
         wire.send(self.sock, {"op": "ready", "context": context.describe(self.ns["context"])})
+
+    def _context_part(self) -> bytearray:
+        message, blob, _ = wire.recv_frame(self.sock)
+        if message.get("op") != "context_part":
+            raise ValueError(f"expected a context part, got {message.get('op')!r}")
+        return blob
 
     def op_exec(self, message: dict[str, Any]) -> None:
         code = message["code"]

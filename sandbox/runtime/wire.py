@@ -11,7 +11,7 @@ import json
 import socket
 import struct
 import time
-from typing import Any
+from typing import Any, BinaryIO
 
 HEADER = struct.Struct(">II")
 # The largest part either side accepts; a peer announcing more is broken or hostile.
@@ -69,14 +69,28 @@ def _recv_exact(sock: socket.socket, size: int, deadline: float | None) -> bytea
     return buffer
 
 
-def recv(
+def send_file(sock: socket.socket, message: Message, file: BinaryIO, size: int) -> int:
+    """Send one frame whose blob is the first ``size`` bytes of ``file``, copied by the kernel
+    (``sendfile``): the sender never holds the blob in memory."""
+    if size > MAX_PART:
+        raise FrameTooLarge("blob", size, MAX_PART)
+    body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    sock.sendall(HEADER.pack(len(body), size) + body)
+    if size:
+        sent = sock.sendfile(file, 0, size)
+        if sent != size:
+            raise ChannelClosed(f"the file shrank while it was sent ({sent}/{size} bytes)")
+    return HEADER.size + len(body) + size
+
+
+def recv_frame(
     sock: socket.socket,
     *,
     deadline: float | None = None,
     max_json: int = MAX_PART,
     max_blob: int = MAX_PART,
-) -> tuple[Message, bytes, int]:
-    """Receive one frame: (message, blob, bytes read); ``deadline`` is a ``time.monotonic()`` instant."""
+) -> tuple[Message, bytearray, int]:
+    """Like ``recv``, but the blob is the buffer it was received into (no copy)."""
     json_size, blob_size = HEADER.unpack(_recv_exact(sock, HEADER.size, deadline))
     if json_size > max_json:
         raise FrameTooLarge("message", json_size, max_json)
@@ -85,7 +99,19 @@ def recv(
     message = json.loads(_recv_exact(sock, json_size, deadline).decode("utf-8"))
     if not isinstance(message, dict):
         raise ValueError(f"frame carries a JSON {type(message).__name__}, expected an object")
-    blob = bytes(_recv_exact(sock, blob_size, deadline)) if blob_size else b""
+    blob = _recv_exact(sock, blob_size, deadline) if blob_size else bytearray()
     if deadline is not None:
         sock.settimeout(None)
     return message, blob, HEADER.size + json_size + blob_size
+
+
+def recv(
+    sock: socket.socket,
+    *,
+    deadline: float | None = None,
+    max_json: int = MAX_PART,
+    max_blob: int = MAX_PART,
+) -> tuple[Message, bytes, int]:
+    """Receive one frame: (message, blob, bytes read); ``deadline`` is a ``time.monotonic()`` instant."""
+    message, blob, size = recv_frame(sock, deadline=deadline, max_json=max_json, max_blob=max_blob)
+    return message, bytes(blob) if blob else b"", size

@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 
 import docker
-import docker.errors
 from temporalio.api.enums.v1 import EventType
 
 from orchestrator.store import list_nodes, list_steps
 from orchestrator.workflows.types import Limits
+from sandbox.docker_backend import containers
 from tests.orchestrator.harness import Harness
 
 # Each child's context (and query) is the prompt: a one-line program for the child's first cell.
@@ -36,8 +36,7 @@ BLOCKS = f"r = rlm_query_batched([{SLEEP!r}, {SLEEP!r}])\n{SLEEP}"
 def _containers(run_id: str) -> list[str]:
     engine = docker.from_env()
     try:
-        found = engine.containers.list(all=True, filters={"label": f"durable-rlm.run={run_id}"})
-        return [c.name or "" for c in found]
+        return [c.name or "" for c in containers(engine, {"run": run_id})]
     finally:
         engine.close()
 
@@ -97,19 +96,9 @@ async def test_the_deadline_ends_blocked_cells_timed_out_with_no_retry_and_no_co
     engine = docker.from_env()
 
     def look() -> None:
-        # A sparse listing, then one inspect each: a container removed in between must not fail the poll.
-        for c in engine.containers.list(
-            all=True, sparse=True, filters={"label": f"durable-rlm.run={run_id}"}
-        ):
-            if c.id in created:
-                continue
-            try:
-                stamp = engine.api.inspect_container(c.id)["Created"][:26].rstrip("Z")  # keep microseconds
-            except docker.errors.NotFound:
-                # Already gone: the listing's whole-second creation time, rounded up (never earlier).
-                created[c.id or ""] = float(c.attrs["Created"]) + 1.0
-                continue
-            created[c.id or ""] = datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp()
+        # When each container of the run is first seen: a pooled one was created long before its cell.
+        for c in containers(engine, {"run": run_id}):
+            created.setdefault(c.id or "", time.time())
 
     async def watch_containers() -> None:
         while True:
@@ -130,7 +119,7 @@ async def test_the_deadline_ends_blocked_cells_timed_out_with_no_retry_and_no_co
     assert ended < deadline + 20
     assert _statuses(harness, run_id) == {"0": "timed_out", "0.1": "timed_out", "0.2": "timed_out"}
     assert _containers(run_id) == []
-    # Three sandboxes were seen, all started before the deadline: no cell attempt began after it.
+    # Three sandboxes were seen, all before the deadline: no cell attempt began after it.
     assert len(created) == 3 and max(created.values()) < deadline
     for node in ("0", "0.1", "0.2"):
         history = await harness.client.get_workflow_handle(f"{run_id}/{node}").fetch_history()

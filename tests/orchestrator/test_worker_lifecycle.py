@@ -26,19 +26,19 @@ from orchestrator.store import create_tenant, list_nodes, live_workers, renew_le
 from orchestrator.store.models import LedgerEntry, utcnow
 from orchestrator.worker import WorkerOptions, WorkerStopping, _FencedSessions, running_worker
 from orchestrator.workflows.types import Limits
-from sandbox.docker_backend import CREATED_AT, MARKER, MARKER_VALUE
+from sandbox.docker_backend import CREATED_AT, MARKER, MARKER_VALUE, containers
 from tests.orchestrator.harness import Harness, word_context
 from tests.orchestrator.workers import OPENAI_MODEL, WorkerProcess, closed_port, leaf_endpoint, run_containers
 
 STOP_BOUND_S = 10.0
 
 
-def _containers(label: str) -> dict[str, str]:
-    """Worker label by container id, of the sandbox containers carrying ``label``."""
+def _containers(**labels: str) -> dict[str, str]:
+    """Worker label by container id, of the sandbox containers with ``labels`` (pooled ones included)."""
     client = docker.from_env()
     try:
-        found = client.containers.list(all=True, filters={"label": label})
-        return {c.id or "": (c.labels or {}).get(f"{MARKER}.worker", "") for c in found}
+        found = containers(client, labels)
+        return {c.id or "": (c.attrs.get("Labels") or {}).get(f"{MARKER}.worker", "") for c in found}
     finally:
         client.close()
 
@@ -86,7 +86,7 @@ async def test_a_worker_sweeps_dead_workers_sandboxes_and_spares_live_ones_then_
         with sessions() as s:
             assert worker_id in live_workers(s)
         for _ in range(150):
-            left = _containers(f"{MARKER}.run={tag}")
+            left = _containers(run=tag)
             if dead not in left and never_leased not in left:
                 break
             await asyncio.sleep(0.1)
@@ -112,13 +112,13 @@ async def test_a_worker_sweeps_dead_workers_sandboxes_and_spares_live_ones_then_
         # One this worker holds no session of (as a cell stuck past the stop bound leaves it).
         stray = _old_container(sandbox_image, tag, worker=worker_id, store=scope)
         await asyncio.sleep(2.5)  # a sweep or two: its own containers are not swept
-        assert stray in _containers(f"{MARKER}.run={tag}")
+        assert stray in _containers(run=tag)
 
-    assert _containers(f"{MARKER}.worker={worker_id}") == {}
+    assert _containers(worker=worker_id) == {}
     with sessions() as s:
         assert worker_id not in live_workers(s)
     assert run_containers(run_id) == []
-    assert set(_containers(f"{MARKER}.run={tag}")) == {alive, other_store, no_worker}
+    assert set(_containers(run=tag)) == {alive, other_store, no_worker}
     await handle.terminate("test done")
 
 
@@ -142,7 +142,7 @@ async def test_live_workers_sandboxes_survive_each_others_sweeps(
         finished = asyncio.ensure_future(harness.finish(handle))
         seen: set[str] = set()
         while not finished.done():
-            seen |= set(_containers(f"{MARKER}.run={run_id}"))
+            seen |= set(_containers(run=run_id))
             await asyncio.sleep(0.2)
         out = finished.result()
     assert out.summary.answer == str(expected)

@@ -18,6 +18,7 @@ import docker
 
 from orchestrator.llm.policies import leaf_answer
 from orchestrator.settings import Settings
+from sandbox.docker_backend import containers
 from tests.chat_endpoint import chat_endpoint
 
 # In litellm's bundled price map, so no price needs registering; the endpoint decides what it answers.
@@ -81,11 +82,11 @@ class WorkerProcess:
 
 
 def run_containers(run_id: str) -> list[dict[str, str]]:
-    """Labels of every sandbox container of ``run_id`` on the engine (running or not)."""
+    """Labels of every sandbox container of ``run_id`` on the engine (running or not), pooled ones
+    (found by their claimed name) included."""
     client = docker.from_env()
     try:
-        found = client.containers.list(all=True, filters={"label": f"durable-rlm.run={run_id}"})
-        return [dict(c.labels or {}) for c in found]
+        return [dict(c.attrs.get("Labels") or {}) for c in containers(client, {"run": run_id})]
     finally:
         client.close()
 

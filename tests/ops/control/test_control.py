@@ -15,6 +15,7 @@ from orchestrator.stuck import StuckNode, stuck
 from orchestrator.workflows import RLMNode
 from orchestrator.workflows.common import SA_STATUS
 from orchestrator.workflows.types import Limits
+from sandbox.docker_backend import containers
 from tests.ops.control.billing import assert_billed_once
 from tests.ops.control.helpers import (
     eventually,
@@ -128,14 +129,13 @@ async def test_abort_run_leaves_no_running_workflow_and_no_container(
     )
     run_id = handle.id.rsplit("/", 1)[0]
     engine = docker.from_env()
-    label = f"durable-rlm.run={run_id}"
 
     async def children_running() -> bool | None:
         state = await handle.query(RLMNode.state)
         return True if state.children >= 2 else None
 
     await eventually(children_running, "the root's rlm_query children")
-    assert engine.containers.list(filters={"label": label})  # the root's sandbox at least
+    assert containers(engine, {"run": run_id})  # the root's sandbox at least
 
     report = await rlm_json(rlm_env, "abort", run_id)
     assert report["still_running"] == []
@@ -146,7 +146,7 @@ async def test_abort_run_leaves_no_running_workflow_and_no_container(
     for wid in ids:
         desc = await harness.client.get_workflow_handle(wid).describe()
         assert desc.status is not None and desc.status.name != "RUNNING", wid
-    assert engine.containers.list(all=True, filters={"label": label}) == []
+    assert containers(engine, {"run": run_id}) == []
     assert node_status(harness.sessions, handle.id) == "aborted"
     with harness.sessions() as s:
         assert get_run(s, run_id).status == "aborted"

@@ -1,0 +1,220 @@
+"""A few sandbox containers started ahead of need, so that a session's first cell never waits for one.
+
+Each pooled container is an ordinary capped container (``DockerLauncher``: no network, memory, CPU and
+pids caps, read-only root, no host file but its control socket) whose runtime has connected and waits
+for its init message. ``open_session(pool=...)`` takes one, if one with the same image, caps and worker
+labels is ready, and sends it the context over the control channel (``streaming``); otherwise it starts
+a container as usual. A taken container serves that one session and goes with it: the pool never gets
+it back. A background thread refills the pool; nothing on a cell's path waits for it.
+
+Docker cannot add labels to a running container, and ``reap(labels={"run": ..., "node": ...})`` (a
+finished node, ``rlm abort``) must still find it: a taken container is renamed after its run and node
+(``docker_backend.claimed_name``), a name ``docker_backend.containers`` also matches. Pooled containers
+carry the worker's ``worker`` and ``store`` labels from the start, so the worker's stop and other
+workers' sweeps remove them like any other container of the worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+import structlog
+
+from . import docker_backend
+from .api import SandboxLimits
+from .session import Started, accept
+
+log = structlog.get_logger("sandbox")
+
+# What a pooled container is created with; a session with other values starts its own container.
+CONTAINER_LIMITS = ("memory_bytes", "cpus", "pids", "tmpfs_bytes", "log_bytes")
+# After a failed start, the refill waits this long before the next attempt (the engine may be down).
+RETRY_AFTER_S = 5.0
+
+
+@dataclass
+class _Ready:
+    started: Started
+    container_id: str
+    boot_ms: float
+
+
+class SandboxPool:
+    """Up to ``size`` started containers (0: none, ``take`` always answers None). ``labels`` are the
+    worker's (``worker``, ``store``), never a run's. ``start`` begins filling, ``close`` removes them."""
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        limits: SandboxLimits = SandboxLimits(),  # noqa: B008 - frozen
+        labels: Mapping[str, str] = {},
+        image: str | None = None,
+    ) -> None:
+        if size < 0:
+            raise ValueError(f"sandbox pool size must be 0 or more, got {size}")
+        normalised = docker_backend.normalise_labels(labels)
+        if any(key.endswith((".run", ".node")) for key in normalised):
+            raise ValueError("a sandbox pool serves many runs: give it worker/store labels, not run/node")
+        self.size = size
+        self.limits = limits
+        self.labels = normalised
+        self.image = image
+        self._ready: deque[_Ready] = deque()
+        self._changed = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._client: docker.DockerClient | None = None
+        self._dir: Path | None = None
+        self._boots = 0
+
+    # ---- filling ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start filling in the background; idempotent. Call it once the worker's lease exists."""
+        with self._changed:
+            if self.size == 0 or self._thread is not None or self._closed:
+                return
+            if self.image is None:
+                from .imagebuild import image_ref
+
+                self.image = image_ref()
+            try:
+                self._client = docker.from_env()
+            except docker.errors.DockerException as exc:
+                # Sessions then start their own containers and say what is wrong with the engine.
+                log.warning("sandbox.pool_unavailable", error=str(exc)[:300])
+                return
+            self._dir = Path(tempfile.mkdtemp(prefix="rlm-sandbox-pool-"))
+            os.chmod(self._dir, 0o700)
+            self._thread = threading.Thread(
+                target=self._fill,
+                args=(self._client, self.image, self._dir),
+                name="sandbox-pool",
+                daemon=True,
+            )
+            self._thread.start()
+
+    def _fill(self, client: docker.DockerClient, image: str, directory: Path) -> None:
+        while True:
+            with self._changed:
+                while not self._closed and len(self._ready) >= self.size:
+                    self._changed.wait()
+                if self._closed:
+                    return
+            try:
+                ready = self._boot(client, image, directory)
+            except Exception as exc:
+                log.warning("sandbox.pool_start_failed", error=str(exc)[:300], retry_s=RETRY_AFTER_S)
+                with self._changed:
+                    self._changed.wait_for(lambda: self._closed, RETRY_AFTER_S)
+                continue
+            with self._changed:
+                if not self._closed:
+                    self._ready.append(ready)
+                    log.info("sandbox.pooled", runtime=ready.container_id[:12], ms=ready.boot_ms)
+                    continue
+            # Closed while this one was starting: it must not outlive the pool.
+            self._discard(ready)
+
+    def _boot(self, client: docker.DockerClient, image: str, directory: Path) -> _Ready:
+        began = time.monotonic()
+        self._boots += 1
+        path = directory / f"ctl-{self._boots}.sock"
+        launcher = docker_backend.DockerLauncher(client, image, None, self.limits, self.labels)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(path))
+            os.chmod(path, 0o666)  # noqa: S103 - the runtime's user; the 0700 directory keeps others out
+            listener.listen(1)
+            runtime = launcher.launch(path)
+            try:
+                timeout = self.limits.start_timeout_s
+                conn = accept(listener, runtime, began + timeout, timeout)
+            except BaseException:
+                runtime.kill()
+                raise
+        finally:
+            listener.close()
+            path.unlink(missing_ok=True)
+        return _Ready(Started(runtime, conn), runtime.ident, round((time.monotonic() - began) * 1000, 1))
+
+    # ---- taking ----------------------------------------------------------------------------------
+    def take(self, image: str, limits: SandboxLimits, labels: Mapping[str, str]) -> Started | None:
+        """A started runtime for one session with these image, caps and labels, renamed after its run
+        and node; None when none is ready (the caller starts its own). Never waits for a start."""
+        normalised = docker_backend.normalise_labels(labels)
+        if (
+            image != self.image
+            or any(getattr(limits, name) != getattr(self.limits, name) for name in CONTAINER_LIMITS)
+            or any(normalised.get(key) != value for key, value in self.labels.items())
+        ):
+            return None
+        while True:
+            with self._changed:
+                if self._closed or not self._ready:
+                    return None
+                ready = self._ready.popleft()
+                self._changed.notify_all()
+            if self._claim(ready, normalised):
+                return ready.started
+
+    def _claim(self, ready: _Ready, labels: Mapping[str, str]) -> bool:
+        # A runtime that says anything before its init has died (EOF): the next one may be fine.
+        readable, _, _ = select.select([ready.started.conn], [], [], 0)
+        try:
+            if readable:
+                raise docker.errors.NotFound("the pooled runtime closed its channel")
+            if self._client is not None:
+                self._client.api.rename(ready.container_id, docker_backend.claimed_name(labels))
+        except docker.errors.DockerException as exc:
+            log.warning("sandbox.pool_discarded", runtime=ready.container_id[:12], error=str(exc)[:200])
+            self._discard(ready)
+            return False
+        return True
+
+    # ---- stopping --------------------------------------------------------------------------------
+    @staticmethod
+    def _discard(ready: _Ready) -> None:
+        with contextlib.suppress(OSError):
+            ready.started.conn.close()
+        with contextlib.suppress(docker.errors.DockerException):
+            ready.started.runtime.kill()
+
+    def close(self) -> None:
+        """Stop refilling and remove every container in the pool, waiting for one being started (at
+        most its start timeout): no container of the pool outlives this call."""
+        with self._changed:
+            self._closed = True
+            ready = list(self._ready)
+            self._ready.clear()
+            self._changed.notify_all()
+        if ready:
+            with ThreadPoolExecutor(
+                min(docker_backend.REMOVE_THREADS, len(ready)), thread_name_prefix="sandbox-pool-stop"
+            ) as removers:
+                list(removers.map(self._discard, ready))
+        if self._thread is not None:
+            # A container starting now is removed by the refill thread once its start returns.
+            self._thread.join(self.limits.start_timeout_s)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        if self._client is not None:
+            self._client.close()
+
+    def ready_count(self) -> int:
+        with self._changed:
+            return len(self._ready)

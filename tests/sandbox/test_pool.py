@@ -1,0 +1,177 @@
+"""The sandbox pool: started containers with every cap, each serving one session, the context streamed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+
+from sandbox import SandboxLimits, SandboxPool, Session, open_session, reap
+from sandbox.runtime.context import load_context
+from tests.sandbox.helpers import no_subcalls
+
+LIMITS = SandboxLimits(memory_bytes=256 << 20, pids=64, tmpfs_bytes=16 << 20)
+STORE = "pytest-pool"
+HASH_CONTEXT = "import hashlib, json\nprint(hashlib.sha256(json.dumps(context).encode()).hexdigest())"
+
+
+def _wait_until(check: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "the pool did not fill in time"
+        time.sleep(0.1)
+
+
+def _hash(value: object) -> str:
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()
+
+
+@pytest.fixture
+def worker() -> str:
+    return f"pytest-pool-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def pool(sandbox_image: str, worker: str) -> Iterator[SandboxPool]:
+    pool = SandboxPool(2, limits=LIMITS, labels={"worker": worker, "store": STORE}, image=sandbox_image)
+    pool.start()
+    _wait_until(lambda: pool.ready_count() == 2)
+    try:
+        yield pool
+    finally:
+        pool.close()
+        reap(labels={"worker": worker, "store": STORE})
+
+
+@pytest.fixture
+def open_pooled(
+    pool: SandboxPool, sandbox_image: str, run_label: str, worker: str
+) -> Iterator[Callable[..., Session]]:
+    sessions: list[Session] = []
+
+    def open_(context_path: Path | None = None, node: str = "n", limits: SandboxLimits = LIMITS) -> Session:
+        session = open_session(
+            context_path=context_path,
+            limits=limits,
+            labels={"run": run_label, "node": node, "worker": worker, "store": STORE},
+            image=sandbox_image,
+            pool=pool,
+        )
+        sessions.append(session)
+        return session
+
+    yield open_
+    for session in sessions:
+        session.close()
+
+
+def _name(client: docker.DockerClient, session: Session) -> str:
+    return str(client.containers.get(session.runtime_id).name)
+
+
+def test_a_pooled_container_has_every_cap(
+    open_pooled: Callable[..., Session], docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("host secret 5f1d")
+    session = open_pooled(node="caps")
+    assert _name(docker_client, session).startswith("durable-rlm-r")  # it came from the pool
+    config = docker_client.containers.get(session.runtime_id).attrs["HostConfig"]
+    assert (config["NetworkMode"], config["Memory"], config["PidsLimit"]) == ("none", 256 << 20, 64)
+    assert config["ReadonlyRootfs"] and config["CapDrop"] == ["ALL"]
+    network = session.execute(
+        "import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)", no_subcalls
+    )
+    assert network.status == "error" and "unreachable" in (network.traceback or "").lower()
+    read = session.execute(f"print(open({str(secret)!r}).read())", no_subcalls)
+    assert "FileNotFoundError" in (read.traceback or "")
+    mounts = session.execute("print(open('/proc/self/mounts').read())", no_subcalls).stdout
+    host_backed = {line.split()[1] for line in mounts.splitlines() if line.startswith("/dev/")}
+    assert host_backed == {
+        "/usr/sbin/docker-init",
+        "/etc/resolv.conf",
+        "/etc/hostname",
+        "/etc/hosts",
+        "/run/rlm-control.sock",
+    }
+    forks = session.execute("import os\nwhile True:\n    os.fork()", no_subcalls)
+    assert "BlockingIOError" in (forks.traceback or ""), forks.message
+    bomb = session.execute("bomb = 'a' * 10**10", no_subcalls)
+    assert bomb.status in ("oom", "error"), bomb.message
+    assert bomb.status == "oom" or "MemoryError" in (bomb.traceback or "")
+
+
+def test_contexts_arrive_as_the_mount_would_give_them(
+    open_pooled: Callable[..., Session], pool: SandboxPool, tmp_path: Path
+) -> None:
+    text = tmp_path / "book.txt"
+    # Several MB with what decoding must treat alike: CRLF, a lone CR, invalid UTF-8, non-ASCII.
+    text.write_bytes(b"line\r\nnext\rthird \xff\xfe bytes \xc3\xa9t\xc3\xa9\n" * 150_000)
+    folder = tmp_path / "docs"
+    (folder / "b" / "c").mkdir(parents=True)
+    (folder / "a.txt").write_text("first\r\n")
+    (folder / "b" / "c" / "z.md").write_text("deep é")
+    (folder / "b" / "y.txt").write_bytes(b"\xff bad")
+    data = tmp_path / "rows.json"
+    data.write_text(json.dumps([{"id": i, "label": f"é{i}"} for i in range(20_000)]))
+    corpus = tmp_path / "corpus.docs"
+    corpus.write_text(json.dumps({"documents": ["alpha\r\n", {"n": 2}], "names": ["a.txt", "r.jsonl:2"]}))
+    for path in (text, folder, data, corpus):
+        _wait_until(lambda: pool.ready_count() > 0)
+        session = open_pooled(path, node=f"ctx-{path.name}")
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        assert session.bytes_sent > sum(p.stat().st_size for p in files)  # it was streamed
+        result = session.execute(HASH_CONTEXT, no_subcalls)
+        assert result.stdout.strip() == _hash(load_context(str(path))), path
+        if path == corpus:
+            names = session.execute("print(type(context).__name__, context.names)", no_subcalls)
+            assert names.stdout == "Documents ['a.txt', 'r.jsonl:2']\n"
+        session.close()
+
+
+def test_a_pooled_container_serves_one_session_and_the_pool_refills(
+    open_pooled: Callable[..., Session], pool: SandboxPool, docker_client: docker.DockerClient, run_label: str
+) -> None:
+    first = open_pooled(node="one")
+    taken = first.runtime_id
+    assert _name(docker_client, first).startswith("durable-rlm-r")
+    first.close()
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(taken)
+    _wait_until(lambda: pool.ready_count() == 2)
+    second = open_pooled(node="two")
+    assert second.runtime_id != taken
+    # A finished node's reap finds a taken container by its run and node, though it has no such labels.
+    assert reap(labels={"run": run_label, "node": "other"}) == 0
+    assert reap(labels={"run": run_label, "node": "two"}) == 1
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(second.runtime_id)
+
+
+def test_other_caps_start_their_own_container(open_pooled: Callable[..., Session], pool: SandboxPool) -> None:
+    session = open_pooled(node="big", limits=SandboxLimits(memory_bytes=512 << 20, pids=64))
+    assert pool.ready_count() == 2
+    assert session.execute("print(1)", no_subcalls).stdout == "1\n"
+
+
+def test_closing_the_pool_removes_its_containers(
+    sandbox_image: str, worker: str, docker_client: docker.DockerClient
+) -> None:
+    pool = SandboxPool(2, limits=LIMITS, labels={"worker": worker, "store": STORE}, image=sandbox_image)
+    pool.start()
+    try:
+        _wait_until(lambda: pool.ready_count() == 2)
+    finally:
+        began = time.monotonic()
+        pool.close()
+    assert time.monotonic() - began < 10
+    left = docker_client.containers.list(all=True, filters={"label": f"durable-rlm.worker={worker}"})
+    assert left == []
+    assert pool.take(sandbox_image, LIMITS, {"worker": worker, "store": STORE}) is None
