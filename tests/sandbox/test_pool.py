@@ -13,6 +13,7 @@ import docker
 import docker.errors
 import pytest
 
+from orchestrator.settings import SettingsError, load_settings
 from sandbox import SandboxLimits, SandboxPool, Session, open_session, reap
 from sandbox.runtime.context import load_context
 from tests.sandbox.helpers import no_subcalls
@@ -175,3 +176,12 @@ def test_closing_the_pool_removes_its_containers(
     left = docker_client.containers.list(all=True, filters={"label": f"durable-rlm.worker={worker}"})
     assert left == []
     assert pool.take(sandbox_image, LIMITS, {"worker": worker, "store": STORE}) is None
+
+
+def test_the_pool_size_setting() -> None:
+    assert load_settings({}).sandbox_pool == 2
+    assert load_settings({"RLM_SANDBOX_POOL": "0"}).sandbox_pool == 0
+    with pytest.raises(SettingsError, match=r"RLM_SANDBOX_POOL=.-2. must be a whole number from 0 \(no pool"):
+        load_settings({"RLM_SANDBOX_POOL": "-2"})
+    with pytest.raises(SettingsError, match="to 64"):
+        load_settings({"RLM_SANDBOX_POOL": "65"})
