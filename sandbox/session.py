@@ -136,7 +136,7 @@ class Session:
         self.bytes_received = 0
         self.context_info: dict[str, Any] = {}
         try:
-            self._start()
+            self._start_first()
         except BaseException:
             self.close()
             raise
@@ -148,6 +148,20 @@ class Session:
         if self._runtime is None:
             raise SandboxClosed("the session is closed")
         return self._runtime.ident
+
+    def _start_first(self) -> None:
+        """The first start: on a pooled runtime if one was handed in, else (or if that one fails, say
+        it died while idle) on a runtime launched for this session."""
+        if self._started is not None:
+            try:
+                self._start()
+                return
+            except SandboxError as exc:
+                if self._closed:
+                    raise
+                log.warning("sandbox.pooled_failed", error=str(exc)[:300])
+                self._stop_runtime()
+        self._start()
 
     def _start(self) -> None:
         self._check_open()

@@ -15,6 +15,7 @@ import pytest
 
 from orchestrator.settings import SettingsError, load_settings
 from sandbox import SandboxLimits, SandboxPool, Session, open_session, reap
+from sandbox.docker_backend import DockerLauncher, normalise_labels
 from sandbox.runtime.context import load_context
 from tests.sandbox.helpers import no_subcalls
 
@@ -185,3 +186,19 @@ def test_the_pool_size_setting() -> None:
         load_settings({"RLM_SANDBOX_POOL": "-2"})
     with pytest.raises(SettingsError, match="to 64"):
         load_settings({"RLM_SANDBOX_POOL": "65"})
+
+
+def test_a_pooled_runtime_that_died_is_replaced_by_a_launched_one(
+    pool: SandboxPool, sandbox_image: str, run_label: str, worker: str, docker_client: docker.DockerClient
+) -> None:
+    labels = {"run": run_label, "node": "dead", "worker": worker, "store": STORE}
+    started = pool.take(sandbox_image, LIMITS, labels)
+    assert started is not None
+    docker_client.containers.get(started.runtime.ident).kill()
+    launcher = DockerLauncher(docker_client, sandbox_image, None, LIMITS, normalise_labels(labels))
+    session = Session(launcher, LIMITS, started=started)
+    try:
+        assert session.runtime_id != started.runtime.ident
+        assert session.execute("print(1)", no_subcalls).stdout == "1\n"
+    finally:
+        session.close()
