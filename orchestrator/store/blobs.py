@@ -20,6 +20,9 @@ from orchestrator.store.errors import BlobCorrupt, InvalidValue, NotFound
 from orchestrator.store.models import Blob, BlobChunk, utcnow
 
 CHUNK_SIZE = 4 * 1024 * 1024
+# Up to this size a blob is packed and inserted in one statement; a bigger one is first looked up, so a
+# context submitted again is not compressed again.
+SMALL_BYTES = 64 * 1024
 # Level 1: most of the gain on text at a fraction of the CPU of the default level.
 ZLIB_LEVEL = 1
 
@@ -48,7 +51,7 @@ def put_blob(session: Session, data: bytes, *, compress: bool = True) -> str:
     view = memoryview(data)
     sha = hashlib.sha256(view).hexdigest()
     chunk_count = (len(view) + CHUNK_SIZE - 1) // CHUNK_SIZE
-    if chunk_count <= 1:
+    if len(view) <= SMALL_BYTES:
         # Every prompt and answer: pack first, then one header with its final size and one chunk.
         chunks = [_pack(bytes(view), compress)] if chunk_count else []
         header = _header(sha, len(view), sum(len(payload) for payload, _ in chunks), chunk_count)
@@ -57,7 +60,7 @@ def put_blob(session: Session, data: bytes, *, compress: bool = True) -> str:
         else:
             _touch(session, sha)
         return sha
-    # Big blobs: don't compress megabytes that are stored already.
+    # Bigger blobs (a context, a snapshot): don't compress what is stored already.
     if run(session, _BLOB_EXISTS, {"sha": sha}).first() is not None:
         _touch(session, sha)
         return sha
