@@ -58,6 +58,7 @@ from orchestrator.store.ledger import ReservationState
 from orchestrator.store.models import Step
 from orchestrator.vocabulary import NodeKind, Outcome, Status, StepKind
 from orchestrator.workflows.types import (
+    INLINE_CHARS,
     GenerateInput,
     GenerateOutput,
     LeafCallOutput,
@@ -353,9 +354,9 @@ class ModelActivities:
                 duration_ms=round(result.duration_s * 1000),
             )
             finish_node(session, inp.node_id, status=Status.COMPLETED, answer_ref=answer_ref)
-            return LeafCallOutput(
-                status=Outcome.OK, answer=texts.pack(session, result.text), cost_usd=str(cost)
-            )
+        # The answer's blob was just stored: a long answer is not hashed, compressed and put again.
+        answer = Text(inline=result.text) if len(result.text) <= INLINE_CHARS else Text(blob=answer_ref)
+        return LeafCallOutput(status=Outcome.OK, answer=answer, cost_usd=str(cost))
 
     def _leaf_output(self, step: Step) -> LeafCallOutput:
         with self.deps.sessions() as session:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -312,6 +313,14 @@ def count_prompt_tokens(model: str, messages: Sequence[ChatMessage]) -> int:
     """
     if scripted.is_scripted(model):
         return scripted.estimate_prompt_tokens(model, messages)
+    return _counted(model, tuple(messages))
+
+
+# Exact counts of the last few prompts: a ``generate`` counts its messages once to plan a compaction and
+# again to reserve, and a retried call counts the prompt its first attempt counted; tokenizing is most
+# of the CPU either costs. Small, because a node's prompt can be as large as the model's window.
+@functools.lru_cache(maxsize=32)
+def _counted(model: str, messages: tuple[ChatMessage, ...]) -> int:
     try:
         return int(litellm.token_counter(model=model, messages=_as_dicts(messages)))
     except Exception as exc:

@@ -91,7 +91,7 @@ def make_engine(url: str, *, pool_size: int | None = None) -> Engine:
     ``pool_size`` bounds concurrent connections (default: SQLAlchemy's 5 + 10 overflow).
     """
     parsed = _parse(url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {}
     if pool_size is not None:
         kwargs.update(pool_size=pool_size, max_overflow=0)
     if parsed.get_backend_name() == "sqlite":
@@ -105,7 +105,10 @@ def make_engine(url: str, *, pool_size: int | None = None) -> Engine:
         engine = create_engine(parsed, **kwargs)
         _sqlite_events(engine)
         return engine
-    kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    # Pinged at checkout, a connection the network or a server restart cut is replaced instead of
+    # failing the first statement; a SQLite file has no connection to lose, so it skips the ping that
+    # every transaction would otherwise pay.
+    kwargs.update(pool_pre_ping=True, connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S})
     engine = create_engine(parsed, **kwargs)
     event.listen(engine, "handle_error", _failed_ping_is_a_disconnect)
     return engine

@@ -130,3 +130,28 @@ def test_count_prompt_tokens_uses_litellm_for_known_models_and_falls_back() -> N
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hello world " * 50}]
     )
     assert count_prompt_tokens("some-provider/unknown-model", messages) > 0
+
+
+def test_a_prompt_counted_again_is_not_tokenized_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``generate`` counts its messages to plan a compaction and again to reserve: one tokenization."""
+    calls: list[str] = []
+    real = litellm.token_counter
+
+    def counting(**kwargs: object) -> int:
+        calls.append(str(kwargs["model"]))
+        return int(real(**kwargs))
+
+    monkeypatch.setattr(litellm, "token_counter", counting)
+    messages = (ChatMessage("user", f"a prompt no other test counts {time.time()} " * 20),)
+    first = count_prompt_tokens("gpt-4o-mini", messages)
+    again = count_prompt_tokens("gpt-4o-mini", tuple(ChatMessage(m.role, m.content) for m in messages))
+    other_model = count_prompt_tokens("gpt-4o", messages)
+    longer = count_prompt_tokens("gpt-4o-mini", (*messages, ChatMessage("user", "and one more")))
+
+    assert (
+        again
+        == first
+        == real(model="gpt-4o-mini", messages=[{"role": "user", "content": messages[0].content}])
+    )
+    assert other_model > 0 and longer > first
+    assert calls == ["gpt-4o-mini", "gpt-4o", "gpt-4o-mini"]
