@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import os
+import socket
+from collections.abc import Iterator
+
+import pytest
 
 # litellm must never fetch its price map over the network; this has to hold before anything imports it.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -16,3 +22,49 @@ def test_database_url() -> str:
 
 
 test_database_url.__test__ = False  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_orphaned_sandboxes() -> Iterator[None]:
+    """Removes, when the session ends, the sandbox containers of this session's workers that are gone.
+
+    A worker a test SIGKILLs leaves its containers (its pool's too, which carry no run label) to the
+    next live worker of its store, and no worker of a test store outlives the session to sweep them.
+    """
+    started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    yield
+    import docker
+
+    try:
+        client = docker.from_env()
+        found = client.containers.list(
+            all=True, sparse=True, filters={"label": ["durable-rlm=sandbox", "durable-rlm.worker"]}
+        )
+    except Exception:  # no Docker engine (the fast tier): nothing can have been left on it
+        return
+    host = socket.gethostname()
+    for container in found:
+        labels = container.attrs.get("Labels") or {}
+        worker_host, _, pid = labels.get("durable-rlm.worker", "").rpartition("-")[0].rpartition("-")
+        created = labels.get("durable-rlm.created-at", "")
+        if (
+            worker_host != host
+            or not pid.isdigit()
+            or not created
+            or dt.datetime.fromisoformat(created) < started
+        ):
+            continue
+        if int(pid) == os.getpid() or not _alive(int(pid)):
+            with contextlib.suppress(docker.errors.DockerException):
+                container.remove(force=True)
+    client.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
