@@ -115,8 +115,10 @@ def test_close_from_another_thread_abandons_a_running_cell(
     began = time.monotonic()
     with pytest.raises(SandboxClosed, match="closed while the cell was running"):
         session.execute("while True:\n    pass", no_subcalls)
-    closer.join()
+    # The cell is abandoned at once (its cell_timeout_s is 60 s); the engine's removal of the container
+    # is only waited for, as a stalled Docker daemon once took a minute over it.
     assert time.monotonic() - began < 10
+    closer.join()
     assert cid not in [c.id for c in docker_client.containers.list(all=True)]
 
 
