@@ -17,10 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .runtime import wire
-
-
-def _raise(error: OSError) -> None:
-    raise error
+from .runtime.context import directory_files
 
 
 @dataclass(frozen=True)
@@ -30,23 +27,13 @@ class StreamedContext:
     spec: dict[str, Any]
     files: list[Path]
 
-    @property
-    def total_bytes(self) -> int:
-        return sum(path.stat().st_size for path in self.files)
-
 
 def plan(context_path: Path) -> StreamedContext:
     """The files of ``context_path`` as the runtime would load them from its mount: a file alone, or a
-    directory's regular files recursively, ordered by relative path. Symbolic links are followed only
-    while they stay inside the directory, as they would inside the container."""
+    directory's files (``runtime.context.directory_files``), which the runtime decodes in that order."""
     if not context_path.is_dir():
         return StreamedContext({"kind": "file", "name": context_path.name, "parts": 1}, [context_path])
-    root = context_path.resolve()
-    files: list[Path] = []
-    for here, _, names in os.walk(root, onerror=_raise):
-        files.extend(Path(here) / name for name in names)
-    files.sort(key=lambda p: p.relative_to(root).parts)
-    kept = [p for p in files if p.is_file() and p.resolve().is_relative_to(root)]
+    kept = directory_files(context_path)
     return StreamedContext({"kind": "dir", "parts": len(kept)}, kept)
 
 

@@ -41,12 +41,19 @@ def load_context(path: str | None) -> Any:
         return None
     source = Path(path)
     if source.is_dir():
-        files: list[Path] = []
-        for root, _, names in os.walk(source, onerror=_raise):
-            files.extend(Path(root) / name for name in names)
-        files.sort(key=lambda p: p.relative_to(source).parts)
-        return [_text(p.read_bytes(), "replace") for p in files if p.is_file()]
+        return [_text(p.read_bytes(), "replace") for p in directory_files(source)]
     return file_value(source.name, source.read_bytes())
+
+
+def directory_files(root: Path) -> list[Path]:
+    """A directory context's files, in the order of their relative paths: its regular files, and links
+    to files inside it (inside a container, a link out of the mount leads nowhere)."""
+    resolved = root.resolve()
+    files: list[Path] = []
+    for here, _, names in os.walk(resolved, onerror=_raise):
+        files.extend(Path(here) / name for name in names)
+    files.sort(key=lambda p: p.relative_to(resolved).parts)
+    return [p for p in files if p.is_file() and p.resolve().is_relative_to(resolved)]
 
 
 def _text(data: bytes | bytearray, errors: str) -> str:
