@@ -17,19 +17,13 @@ from pathlib import Path
 from temporalio.envconfig import ClientConfigProfile, ClientConfigTLS, DataSource
 from temporalio.service import TLSConfig
 
+from orchestrator.datadir import default_data_dir
 from orchestrator.errors import RlmError
 from orchestrator.vocabulary import LeafMode
 
 
 class SettingsError(RlmError):
     """An environment variable holds a value that cannot be used; the message names it and the fix."""
-
-
-def default_data_dir(env: Mapping[str, str]) -> Path:
-    if env.get("RLM_DATA_DIR"):
-        return Path(env["RLM_DATA_DIR"]).expanduser()
-    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "durable-rlm"
 
 
 @dataclass(frozen=True)

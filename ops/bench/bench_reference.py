@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from orchestrator.datadir import default_data_dir
 from orchestrator.llm.openai_server import ScriptedServer, ServerConfig
-from orchestrator.settings import default_data_dir
 
 REFERENCE_PIN = "rlms==0.1.3"
 REFERENCE, WARM, COLD = "reference", "warm", "cold"

@@ -71,9 +71,11 @@ def dev() -> None:
                 f"export TEMPORAL_ADDRESS={target.address}",
                 err=True,
             )
+            from orchestrator.warmcli.server import warm_cli
             from orchestrator.worker import serve  # loads litellm: only commands that run a worker
 
-            with results_stdout():  # as for `rlm worker`
+            # The data directory's short-lived commands run in processes forked from a warm one.
+            with warm_cli(settings.data_dir), results_stdout():  # as for `rlm worker`
                 asyncio.run(serve(settings, target))
     exit_now(0)
 
