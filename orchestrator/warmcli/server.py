@@ -56,7 +56,7 @@ PRELOAD = (
     "sqlalchemy.dialects.postgresql.psycopg",
 )
 LAUNCH = "import sys\nfrom orchestrator.warmcli.server import main\nsys.exit(main(sys.argv))"
-STOP_GRACE_S = 10.0
+STOP_GRACE_S = 3.0
 REQUEST_TIMEOUT_S = 5.0
 
 
@@ -340,7 +340,7 @@ def warm_cli(data_dir: Path) -> Iterator[None]:
         if proc.stdin is not None:
             proc.stdin.close()
         try:
-            proc.wait(timeout=STOP_GRACE_S + 5.0)
+            proc.wait(timeout=STOP_GRACE_S + 2.0)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
