@@ -33,6 +33,8 @@ LENGTH = struct.Struct(">I")
 MAX_REQUEST = 1 << 20
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+# A warm process accepts at once; one that does not (stopped, its backlog full) is not waited for.
+CONNECT_TIMEOUT_S = 2.0
 
 
 def address(data_dir: os.PathLike[str] | str, uid: int) -> bytes:
@@ -68,17 +70,24 @@ def hand_off(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> int | 
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        sock.settimeout(CONNECT_TIMEOUT_S)
         sock.connect(address(default_data_dir(env), os.getuid()))
         if peer_uid(sock) != os.getuid():
+            sock.close()
             return None
-        return _exchange(sock, argv, env)
+        sock.settimeout(None)
+        _send(sock, argv, env)
     except OSError:
-        return None
+        sock.close()
+        return None  # no warm process has the whole request: run it here
+    # From here on the command may be running there: never run it here too.
+    try:
+        return _outcome(sock.makefile("rb"))
     finally:
         sock.close()
 
 
-def _exchange(sock: socket.socket, argv: Sequence[str], env: Mapping[str, str]) -> int | None:
+def _send(sock: socket.socket, argv: Sequence[str], env: Mapping[str, str]) -> None:
     umask = os.umask(0)
     os.umask(umask)
     streams = (sys.stdin, sys.stdout, sys.stderr)
@@ -95,10 +104,16 @@ def _exchange(sock: socket.socket, argv: Sequence[str], env: Mapping[str, str]) 
     sent = socket.send_fds(sock, [data], [0, 1, 2])
     if sent < len(data):
         sock.sendall(data[sent:])
-    replies = sock.makefile("rb")
-    pid = _reply(replies, "pid")
-    if pid is None:
-        return None  # refused (another install, say) or gone before it started: run it here
+
+
+def _outcome(replies: io.BufferedReader) -> int | None:
+    """The command's exit code; None if the warm process refused it (run it here)."""
+    first = _reply(replies)
+    if "refused" in first:
+        return None
+    pid = first.get("pid")
+    if not isinstance(pid, int):
+        return _lost("before it started this command; run it again")
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -106,16 +121,22 @@ def _exchange(sock: socket.socket, argv: Sequence[str], env: Mapping[str, str]) 
 
     for signum in FORWARDED:
         signal.signal(signum, forward)
-    code = _reply(replies, "exit")
-    if code is None:
-        print("error: the `rlm dev` that ran this command stopped before it finished", file=sys.stderr)
-        return 1
+    code = _reply(replies).get("exit")
+    if not isinstance(code, int):
+        return _lost("while it ran this command (a run goes on; see `rlm status`)")
     return code
 
 
-def _reply(replies: io.BufferedReader, key: str) -> int | None:
-    """The number under ``key`` in the next reply; None for a refusal or a closed connection."""
-    line = replies.readline()
-    value = json.loads(line) if line else None
-    number = value.get(key) if isinstance(value, dict) else None
-    return number if isinstance(number, int) else None
+def _lost(when: str) -> int:
+    print(f"error: `rlm dev`'s warm process went away {when}", file=sys.stderr)
+    return 1
+
+
+def _reply(replies: io.BufferedReader) -> dict[str, object]:
+    """The next reply; empty when the connection closed or carried something else."""
+    try:
+        line = replies.readline()
+        value = json.loads(line) if line else {}
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}

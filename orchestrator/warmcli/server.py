@@ -13,6 +13,7 @@ the children still running get SIGTERM, which a command treats as an interrupt (
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
 import io
 import json
@@ -57,6 +58,7 @@ PRELOAD = (
 )
 LAUNCH = "import sys\nfrom orchestrator.warmcli.server import main\nsys.exit(main(sys.argv))"
 STOP_GRACE_S = 3.0
+PR_SET_PDEATHSIG = 1
 REQUEST_TIMEOUT_S = 5.0
 
 
@@ -94,6 +96,7 @@ class Server:
         self._sel = selectors.DefaultSelector()
         self._children: dict[int, Child] = {}
         self._stop_by: float | None = None
+        self._pid = os.getpid()
 
     def serve(self) -> None:
         for sock in (self._wake_r, self._wake_w):
@@ -107,7 +110,11 @@ class Server:
         while self._stop_by is None or (self._children and time.monotonic() < self._stop_by):
             timeout = None if self._stop_by is None else max(0.0, self._stop_by - time.monotonic())
             for key, _ in self._sel.select(timeout):
-                key.data(key.fileobj)
+                try:
+                    key.data(key.fileobj)
+                except Exception:
+                    # One command's trouble must not take the others' exit codes with it.
+                    log.exception("warmcli.error")
         for child in list(self._children.values()):
             _signal(child.pid, signal.SIGKILL)
             self._reap(child.pidfd)
@@ -139,19 +146,20 @@ class Server:
             return
         fds: list[int] = []
         try:
-            conn.settimeout(REQUEST_TIMEOUT_S)
-            request, fds = read_request(conn)
-            refused = refusal(conn, request, fds)
-            if refused:
-                log.warning("warmcli.refused", reason=refused)
-                conn.sendall(json.dumps({"refused": refused}).encode() + b"\n")
-                conn.close()
+            # Before reading anything: another user must not even hold this loop for its timeout.
+            if peer_uid(conn) != os.getuid():
+                _refuse(conn, "another user")
                 return
+            conn.settimeout(REQUEST_TIMEOUT_S)
+            raw, fds = read_request(conn)
+            refused = refusal(raw, fds)
+            if refused:
+                _refuse(conn, refused)
+                return
+            request = _parsed(raw)
             pid = os.fork()
             if pid == 0:
-                self._become(conn, _parsed(request), fds)
-            pidfd = os.pidfd_open(pid)
-            conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+                self._become(conn, request, fds)
         except (OSError, ValueError) as exc:
             log.warning("warmcli.bad_request", error=str(exc))
             conn.close()
@@ -159,25 +167,35 @@ class Server:
         finally:
             for fd in fds:
                 os.close(fd)
-        command = request["argv"][1] if len(request["argv"]) > 1 else ""
+        command = request.argv[1] if len(request.argv) > 1 else ""
+        pidfd = os.pidfd_open(pid)
         self._children[pidfd] = Child(pid, pidfd, conn, command, time.monotonic())
         self._sel.register(pidfd, selectors.EVENT_READ, self._reap)
-        self._sel.register(conn, selectors.EVENT_READ, self._client_ready)
         log.info("warmcli.started", pid=pid, command=command)
+        try:
+            conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        except OSError:
+            self._client_gone(self._children[pidfd])
+            return
+        self._sel.register(conn, selectors.EVENT_READ, self._client_ready)
 
     def _client_ready(self, conn: Any) -> None:
+        child = next((c for c in self._children.values() if c.conn is conn), None)
+        if child is None:
+            return  # its command ended in this same round
         try:
             gone = not conn.recv(4096)
         except OSError:
             gone = True
-        if not gone:
-            return
-        self._sel.unregister(conn)
-        conn.close()
-        for child in self._children.values():
-            if child.conn is conn:
-                child.conn = None
-                _signal(child.pid, signal.SIGTERM)  # as if the client had got it: a run goes on
+        if gone:
+            self._sel.unregister(conn)
+            self._client_gone(child)
+
+    def _client_gone(self, child: Child) -> None:
+        if child.conn is not None:
+            child.conn.close()
+            child.conn = None
+        _signal(child.pid, signal.SIGTERM)  # as if the client had got it: a run goes on
 
     def _reap(self, pidfd: Any) -> None:
         child = self._children.pop(pidfd)
@@ -201,6 +219,9 @@ class Server:
         code = 1
         try:
             signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            _die_with(self._pid)
             self._sel.close()
             for sock in (self._listener, self._wake_r, self._wake_w, conn):
                 sock.close()
@@ -213,8 +234,6 @@ class Server:
                 os.dup2(fd, target)
                 os.close(fd)
             fds.clear()
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.chdir(request.cwd)
             os.umask(request.umask)
             os.environ.clear()
@@ -230,6 +249,16 @@ class Server:
                 with contextlib.suppress(BaseException):
                     stream.flush()
             os._exit(code)
+
+
+def _die_with(parent: int) -> None:
+    """SIGTERM for this child when the warm process dies: a command must not outlive the process its
+    client waits on (the client has already reported it lost)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() != parent:  # it died before the prctl
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
@@ -254,16 +283,20 @@ def read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     return value, fds
 
 
-def refusal(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> str | None:
+def refusal(request: dict[str, Any], fds: list[int]) -> str | None:
     """Why this request must run in the client's own process, if it must."""
-    if peer_uid(conn) != os.getuid():
-        return "another user"
     if request.get("install") != install():
         return "another interpreter or install of durable-rlm"
     if len(fds) != 3:
         return "no stdin, stdout and stderr"
-    _parsed(request)  # ValueError: a malformed request
     return None
+
+
+def _refuse(conn: socket.socket, reason: str) -> None:
+    log.warning("warmcli.refused", reason=reason)
+    with contextlib.suppress(OSError):
+        conn.sendall(json.dumps({"refused": reason}).encode() + b"\n")
+    conn.close()
 
 
 def _parsed(raw: dict[str, Any]) -> Request:
@@ -323,7 +356,7 @@ def _signal(pid: int, signum: int) -> None:
 @contextlib.contextmanager
 def warm_cli(data_dir: Path) -> Iterator[None]:
     """`rlm dev`'s warm CLI for ``data_dir`` while the block runs (none with ``RLM_WARM_CLI=0``)."""
-    if os.environ.get(DISABLE) == "0":
+    if os.environ.get(DISABLE) == "0" or sys.platform != "linux":  # abstract sockets, pidfds, prctl
         yield
         return
     proc = subprocess.Popen(

@@ -322,3 +322,32 @@ async def test_commands_at_once_each_get_their_own_process(dev: Dev, words: tupl
     assert dev.handed() == before + 4
     pids = [e["pid"] for e in dev.events("warmcli.finished")[-4:]]
     assert len(set(pids)) == 4
+
+
+def test_a_warm_process_killed_under_a_command_fails_it_once_and_later_commands_run_alone(
+    tmp_path: Path, sandbox_image: str, words: tuple[Path, int]
+) -> None:
+    own = _start_dev(tmp_path)
+    try:
+        warm = _warm_process(own.data)
+        assert warm is not None
+        client = subprocess.Popen(
+            [RLM, "run", COUNT, "--context", str(words[0]), *SLOW],
+            env=own.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _until("the command forked", lambda: _children(warm))
+        (command,) = _children(warm)
+        os.kill(warm, signal.SIGKILL)
+        out, err = client.communicate(timeout=30)
+        # The command dies with the warm process (the run goes on), and the client does not run it again.
+        assert client.returncode == 1 and out == ""
+        assert "error: `rlm dev`'s warm process went away while it ran this command" in err
+        assert "stopped by SIGTERM; the run continues" in err
+        _until("the command gone", lambda: not Path(f"/proc/{command}").exists(), timeout_s=15)
+        status = _rlm({**own.env, "PYTHONPROFILEIMPORTTIME": "1"}, "status", "no-such-run")
+        assert status.returncode == 1 and "sqlalchemy" in _imports(status.stderr)
+    finally:
+        _stop_dev(own)
