@@ -55,6 +55,9 @@ PRELOAD = (
     "temporalio.client",
     "sqlalchemy.dialects.sqlite",
     "sqlalchemy.dialects.postgresql.psycopg",
+    # Typer converts the arguments of every command but `rlm run` through Pydantic adapters.
+    "typer._adapters",
+    "zoneinfo",
 )
 LAUNCH = "import sys\nfrom orchestrator.warmcli.server import main\nsys.exit(main(sys.argv))"
 STOP_GRACE_S = 3.0
@@ -82,7 +85,10 @@ class Child:
 
 def preload() -> None:
     for name in PRELOAD:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:  # another release of a library: the child imports what it needs
+            log.warning("warmcli.preload_missing", module=name, error=str(exc))
     from sqlalchemy.orm import configure_mappers
 
     configure_mappers()  # else every child's first query does it
