@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ import litellm
 import openai
 import pytest
 
+from orchestrator.llm import openai_server
 from orchestrator.llm.complete import CompletionRequest, ModelCallError, complete
 from orchestrator.llm.openai_server import ScriptedServer, ServerConfig
 from orchestrator.llm.reference_dialect import SYSTEM_MARK
@@ -244,3 +246,22 @@ def test_rlm_model_serve_refuses_an_unknown_policy_in_one_line() -> None:
     assert done.stderr.strip().splitlines() == [
         f"error: --policy 'smart' is not a policy; use one of {', '.join(POLICIES)}"
     ]
+
+
+def test_replies_go_out_without_waiting_for_the_clients_delayed_ack(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Headers and body are two writes; with Nagle's algorithm on, the body waited 40 ms per reply for
+    # the client's delayed ACK. Every connection the server serves must have it off.
+    seen: list[int] = []
+    setup = openai_server._Handler.setup
+
+    def recording(handler: openai_server._Handler) -> None:
+        setup(handler)
+        seen.append(handler.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    monkeypatch.setattr(openai_server._Handler, "setup", recording)
+    with ScriptedServer(ServerConfig(policy="leaf")) as own:
+        for _ in range(2):
+            call(own, "leaf", [{"role": "user", "content": COUNT_PROMPT}])
+    assert seen and all(seen), seen
