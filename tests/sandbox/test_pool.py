@@ -202,3 +202,31 @@ def test_a_pooled_runtime_that_died_is_replaced_by_a_launched_one(
         assert session.execute("print(1)", no_subcalls).stdout == "1\n"
     finally:
         session.close()
+
+
+def test_after_a_take_the_refill_waits_while_a_container_is_ready_but_never_when_none_is(
+    sandbox_image: str, worker: str, run_label: str
+) -> None:
+    # A delay far longer than this test: a refill inside it can only come from an empty pool.
+    pool = SandboxPool(
+        2, limits=LIMITS, labels={"worker": worker, "store": STORE}, image=sandbox_image, refill_delay_s=600
+    )
+    labels = {"run": run_label, "node": "n", "worker": worker, "store": STORE}
+    taken = []
+    pool.start()
+    try:
+        _wait_until(lambda: pool.ready_count() == 2)  # the first fill does not wait
+        taken.append(pool.take(sandbox_image, LIMITS, labels))
+        time.sleep(3)  # a boot takes well under a second here; the refill is waiting, not booting
+        assert pool.ready_count() == 1
+        taken.append(pool.take(sandbox_image, LIMITS, labels))
+        assert pool.ready_count() == 0
+        _wait_until(lambda: pool.ready_count() > 0)  # empty: refilled at once, the delay notwithstanding
+    finally:
+        for started in taken:
+            if started is not None:
+                started.conn.close()
+        pool.close()
+        reap(labels={"worker": worker, "store": STORE})
+        reap(labels={"run": run_label})
+    assert all(started is not None for started in taken)
