@@ -33,7 +33,8 @@ from typing import Any, NoReturn
 import structlog
 
 from orchestrator.warmcli import DISABLE
-from orchestrator.warmcli.client import LENGTH, MAX_REQUEST, address, install, peer_uid
+from orchestrator.warmcli.client import address, peer_uid
+from orchestrator.warmcli.request import Request, parsed, read_request, refusal
 
 log = structlog.get_logger(__name__)
 
@@ -63,15 +64,6 @@ LAUNCH = "import sys\nfrom orchestrator.warmcli.server import main\nsys.exit(mai
 STOP_GRACE_S = 3.0
 PR_SET_PDEATHSIG = 1
 REQUEST_TIMEOUT_S = 5.0
-
-
-@dataclass
-class Request:
-    argv: list[str]
-    cwd: str
-    env: dict[str, str]
-    umask: int
-    stdio: list[tuple[str, str] | None]
 
 
 @dataclass
@@ -162,7 +154,7 @@ class Server:
             if refused:
                 _refuse(conn, refused)
                 return
-            request = _parsed(raw)
+            request = parsed(raw)
             pid = os.fork()
             if pid == 0:
                 self._become(conn, request, fds)
@@ -267,57 +259,11 @@ def _die_with(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
-    data, fds, _, _ = socket.recv_fds(conn, 65536, 3)
-    while len(data) < LENGTH.size:
-        more = conn.recv(65536)
-        if not more:
-            raise ValueError("the client closed the connection mid-request")
-        data += more
-    (size,) = LENGTH.unpack_from(data)
-    if size > MAX_REQUEST:
-        raise ValueError(f"a request of {size} bytes (at most {MAX_REQUEST})")
-    data = data[LENGTH.size :]
-    while len(data) < size:
-        more = conn.recv(size - len(data))
-        if not more:
-            raise ValueError("the client closed the connection mid-request")
-        data += more
-    value = json.loads(data)
-    if not isinstance(value, dict):
-        raise ValueError("a request that is not a JSON object")
-    return value, fds
-
-
-def refusal(request: dict[str, Any], fds: list[int]) -> str | None:
-    """Why this request must run in the client's own process, if it must."""
-    if request.get("install") != install():
-        return "another interpreter or install of durable-rlm"
-    if len(fds) != 3:
-        return "no stdin, stdout and stderr"
-    return None
-
-
 def _refuse(conn: socket.socket, reason: str) -> None:
     log.warning("warmcli.refused", reason=reason)
     with contextlib.suppress(OSError):
         conn.sendall(json.dumps({"refused": reason}).encode() + b"\n")
     conn.close()
-
-
-def _parsed(raw: dict[str, Any]) -> Request:
-    argv, cwd, env, umask, stdio = (raw.get(k) for k in ("argv", "cwd", "env", "umask", "stdio"))
-    if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
-        raise ValueError("argv must be a list of strings")
-    if not (isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
-        raise ValueError("env must map strings to strings")
-    if not (isinstance(cwd, str) and isinstance(umask, int) and isinstance(stdio, list) and len(stdio) == 3):
-        raise ValueError("cwd, umask and stdio are missing or malformed")
-    streams: list[tuple[str, str] | None] = []
-    for spec in stdio:
-        ok = isinstance(spec, list) and len(spec) == 2 and all(isinstance(s, str) for s in spec)
-        streams.append((spec[0], spec[1]) if ok else None)
-    return Request(argv, cwd, env, umask, streams)
 
 
 def _stdio(specs: Sequence[tuple[str, str] | None]) -> None:
@@ -367,8 +313,9 @@ def warm_cli(data_dir: Path) -> Iterator[None]:
         return
     proc = subprocess.Popen(
         # Not ``-m``: Click names the program after ``__main__``'s package, and a command forked from
-        # here must say ``rlm`` as the console script does.
-        [sys.executable, "-c", LAUNCH, str(data_dir)],
+        # here must say ``rlm`` as the console script does. ``-P``: no working directory on sys.path,
+        # so this process imports what a console script does.
+        [sys.executable, "-P", "-c", LAUNCH, str(data_dir)],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         start_new_session=True,  # a Ctrl-C at `rlm dev`'s terminal reaches `rlm dev`, which stops it
