@@ -129,6 +129,21 @@ def _until(what: str, check: object, timeout_s: float = WAIT_S) -> None:
         time.sleep(0.1)
 
 
+def _slow_run(dev: Dev, context: Path) -> tuple[int, subprocess.Popen[str]]:
+    """A slow ``rlm run`` handed to ``dev``'s warm process, once forked: that process's pid and the client."""
+    warm = _warm_process(dev.data)
+    assert warm is not None
+    client = subprocess.Popen(
+        [RLM, "run", COUNT, "--context", str(context), *SLOW],
+        env=dev.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _until("the command forked", lambda: _children(warm))
+    return warm, client
+
+
 def test_a_run_is_handed_to_the_warm_process_and_answers_as_in_its_own(
     dev: Dev, words: tuple[Path, int]
 ) -> None:
@@ -191,13 +206,7 @@ async def test_the_terminal_gets_the_live_view_from_a_handed_run(dev: Dev, words
 
 def test_ctrl_c_reaches_the_handed_command_and_the_run_goes_on(dev: Dev, words: tuple[Path, int]) -> None:
     path, expected = words
-    client = subprocess.Popen(
-        [RLM, "run", COUNT, "--context", str(path), *SLOW],
-        env=dev.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    _, client = _slow_run(dev, path)
     assert client.stderr is not None
     started = client.stderr.readline()
     while " started" not in started:
@@ -214,19 +223,10 @@ def test_ctrl_c_reaches_the_handed_command_and_the_run_goes_on(dev: Dev, words: 
 
 
 def test_a_killed_client_takes_its_command_with_it(dev: Dev, words: tuple[Path, int]) -> None:
-    path, _ = words
-    warm = _warm_process(dev.data)
-    assert warm is not None
-    client = subprocess.Popen(
-        [RLM, "run", COUNT, "--context", str(path), *SLOW],
-        env=dev.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _until("the command forked", lambda: _children(warm))
+    warm, client = _slow_run(dev, words[0])
     command = _children(warm)
     client.kill()
-    client.wait(10)
+    client.communicate(timeout=15)
     _until("the command gone", lambda: not set(command) & set(_children(warm)), timeout_s=15)
     _until("its end logged", lambda: dev.events("warmcli.finished")[-1]["pid"] == command[0])
     assert dev.events("warmcli.finished")[-1]["exit"] == 128 + signal.SIGTERM
@@ -269,16 +269,7 @@ def test_rlm_dev_stops_its_warm_process_and_the_commands_in_it(
 ) -> None:
     own = _start_dev(tmp_path)
     try:
-        warm = _warm_process(own.data)
-        assert warm is not None
-        client = subprocess.Popen(
-            [RLM, "run", COUNT, "--context", str(words[0]), *SLOW],
-            env=own.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        _until("the command forked", lambda: _children(warm))
+        _, client = _slow_run(own, words[0])
         own.proc.send_signal(signal.SIGINT)
         own.proc.wait(60)
         out, err = client.communicate(timeout=30)
@@ -327,16 +318,7 @@ def test_a_warm_process_killed_under_a_command_fails_it_once_and_later_commands_
 ) -> None:
     own = _start_dev(tmp_path)
     try:
-        warm = _warm_process(own.data)
-        assert warm is not None
-        client = subprocess.Popen(
-            [RLM, "run", COUNT, "--context", str(words[0]), *SLOW],
-            env=own.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        _until("the command forked", lambda: _children(warm))
+        warm, client = _slow_run(own, words[0])
         (command,) = _children(warm)
         os.kill(warm, signal.SIGKILL)
         out, err = client.communicate(timeout=30)
