@@ -206,8 +206,9 @@ def test_worker_environment_is_accepted_by_load_settings(services: dict[str, Any
         assert str(settings.data_dir) == "/var/lib/durable-rlm/data"
         assert settings.sub_model == settings.model  # an unset RLM_SUB_MODEL falls back
     # Every durable-rlm variable the file sets is one the engine reads (a typo would be ignored). Temporal's
-    # client variables are read by the SDK's environment configuration; settings.py names those it takes.
-    source = (ROOT / "orchestrator" / "settings.py").read_text()
+    # client variables are read by the SDK's environment configuration; settings.py names those it takes
+    # (and datadir.py the data directory's).
+    source = "".join((ROOT / "orchestrator" / name).read_text() for name in ("settings.py", "datadir.py"))
     for key in services["worker"]["environment"]:
         if key.startswith("RLM_"):
             assert f'"{key}"' in source, key
