@@ -19,11 +19,12 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ChildWorkflowError, FailureError
+from temporalio.exceptions import ChildWorkflowError, FailureError, WorkflowAlreadyStartedError
 from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
 from orchestrator.vocabulary import LeafMode, NodeKind, Status, SubcallKind
@@ -49,6 +50,8 @@ HELD_MESSAGE = "paused by an operator (rlm pause): new sub-calls wait for `rlm r
 # RlmCost follows finished sub-calls during a long cell at most this often (each update is a history
 # event; a 1,000-way fan-out would otherwise add 1,000).
 COST_EVERY_S = 5.0
+# How often a sub-call whose id an earlier run of its node left running asks again.
+ORPHAN_RETRY = timedelta(seconds=1)
 
 # Shows the node's status (state, search attribute, store) — the node's own ``show``.
 Show = Callable[[Status, "str | None"], Awaitable[None]]
@@ -128,6 +131,23 @@ class Subcalls:
         self._changed()
 
     async def _start_child(self, cid: str, batch: SubcallBatch, index: int) -> NodeResult:
+        async with self._slots:
+            refused = await self._unless_paused(cid)
+            if refused is not None:
+                return refused
+            while True:
+                try:
+                    return await self._start_once(cid, batch, index)
+                except WorkflowAlreadyStartedError:
+                    # A child of this id from an earlier run of this node (terminated, then restarted):
+                    # it is closing (its parent's close requested its cancellation) or was left behind.
+                    # This node's own starts never collide: a re-sent update gets its first reply.
+                    if common.seconds_left(self._inp.run) <= 0:
+                        why = f"sub-call {cid} was not started: a workflow of that id ran until the deadline"
+                        return NodeResult(node_id=cid, status=Status.TIMED_OUT, answer=None, error=why)
+                    await workflow.sleep(ORPHAN_RETRY)
+
+    async def _start_once(self, cid: str, batch: SubcallBatch, index: int) -> NodeResult:
         inp = self._inp
         run = inp.run
         prompt = batch.prompts[index]
@@ -137,50 +157,46 @@ class Subcalls:
         memo = common.memo(title)
         summary = memo["query"]
         attributes = common.search_attributes(run, depth, Status.RUNNING)
-        async with self._slots:
-            refused = await self._unless_paused(cid)
-            if refused is not None:
-                return refused
-            try:
-                if batch.kind == SubcallKind.RLM and depth <= run.limits.max_depth:
-                    node = NodeInput(
-                        run=run, node_id=cid, parent_id=inp.node_id, depth=depth, kind=NodeKind.RLM,
-                        model=model, context=prompt,
-                    )  # fmt: skip
-                    child = await workflow.start_child_workflow(
-                        "RLMNode",
-                        node,
-                        result_type=NodeResult,
-                        id=cid,
-                        search_attributes=attributes,
-                        memo=memo,
-                        static_summary=summary,
-                        static_details=details.static_details(node),
-                        parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
-                    )
-                    return await self._follow(child)
-                leaf = LeafInput(
-                    run=run, node_id=cid, parent_id=inp.node_id, depth=depth, model=model, prompt=prompt
-                )
-                if run.limits.leaf_mode == LeafMode.INLINE:
-                    return await self.inline.run(leaf)
-                return await workflow.execute_child_workflow(
-                    Leaf.run,
-                    leaf,
+        try:
+            if batch.kind == SubcallKind.RLM and depth <= run.limits.max_depth:
+                node = NodeInput(
+                    run=run, node_id=cid, parent_id=inp.node_id, depth=depth, kind=NodeKind.RLM,
+                    model=model, context=prompt,
+                )  # fmt: skip
+                child = await workflow.start_child_workflow(
+                    "RLMNode",
+                    node,
+                    result_type=NodeResult,
                     id=cid,
                     search_attributes=attributes,
                     memo=memo,
                     static_summary=summary,
-                    static_details=details.static_details(leaf),
+                    static_details=details.static_details(node),
                     parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
                 )
-            except ChildWorkflowError as err:
-                return NodeResult(
-                    node_id=cid,
-                    status=Status.FAILED,
-                    answer=None,
-                    error=f"sub-call {cid} failed: {err.cause or err}",
-                )
+                return await self._follow(child)
+            leaf = LeafInput(
+                run=run, node_id=cid, parent_id=inp.node_id, depth=depth, model=model, prompt=prompt
+            )
+            if run.limits.leaf_mode == LeafMode.INLINE:
+                return await self.inline.run(leaf)
+            return await workflow.execute_child_workflow(
+                Leaf.run,
+                leaf,
+                id=cid,
+                search_attributes=attributes,
+                memo=memo,
+                static_summary=summary,
+                static_details=details.static_details(leaf),
+                parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+            )
+        except ChildWorkflowError as err:
+            return NodeResult(
+                node_id=cid,
+                status=Status.FAILED,
+                answer=None,
+                error=f"sub-call {cid} failed: {err.cause or err}",
+            )
 
     async def _unless_paused(self, cid: str) -> NodeResult | None:
         """While a pause is requested no child starts: wait for ``resume`` (None: start it now).

@@ -42,6 +42,7 @@ class Harness:
         budget_usd: str | None = None,
         tenant: str = "default",
         task_queue: str | None = None,
+        run_id: str | None = None,
     ) -> WorkflowHandle[RLMNode, NodeResult]:
         from decimal import Decimal
 
@@ -53,7 +54,7 @@ class Harness:
             model=model,
             sub_model=sub_model,
             deadline_s=deadline_s,
-            run_id=f"t-{uuid.uuid4().hex[:10]}",
+            run_id=run_id or f"t-{uuid.uuid4().hex[:10]}",
             limits=limits or Limits(heartbeat_timeout_s=10),
         )
         return await start_run(self.client, self.sessions, req, task_queue or self.settings.task_queue)
