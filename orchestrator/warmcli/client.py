@@ -76,7 +76,9 @@ def hand_off(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> int | 
             sock.close()
             return None
         sock.settimeout(None)
-        _send(sock, argv, env)
+        if not _send(sock, argv, env):
+            sock.close()
+            return None
     except OSError:
         sock.close()
         return None  # no warm process has the whole request: run it here
@@ -87,7 +89,8 @@ def hand_off(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> int | 
         sock.close()
 
 
-def _send(sock: socket.socket, argv: Sequence[str], env: Mapping[str, str]) -> None:
+def _send(sock: socket.socket, argv: Sequence[str], env: Mapping[str, str]) -> bool:
+    """Send the request; False, sending nothing, if it is larger than a warm process reads."""
     umask = os.umask(0)
     os.umask(umask)
     streams = (sys.stdin, sys.stdout, sys.stderr)
@@ -100,10 +103,13 @@ def _send(sock: socket.socket, argv: Sequence[str], env: Mapping[str, str]) -> N
         "stdio": [[s.encoding, s.errors] if s is not None else None for s in streams],
     }
     body = json.dumps(request).encode()
+    if len(body) > MAX_REQUEST:
+        return False
     data = LENGTH.pack(len(body)) + body
     sent = socket.send_fds(sock, [data], [0, 1, 2])
     if sent < len(data):
         sock.sendall(data[sent:])
+    return True
 
 
 def _outcome(replies: io.BufferedReader) -> int | None:

@@ -283,6 +283,15 @@ def test_rlm_dev_stops_its_warm_process_and_the_commands_in_it(
         _stop_dev(own)
 
 
+def test_an_environment_too_large_for_a_request_keeps_the_command_in_its_own_process(dev: Dev) -> None:
+    # 12 variables of 100,000 characters: more than a warm process reads, less than exec allows.
+    big = {f"RLM_TEST_BULK_{i}": "x" * 100_000 for i in range(12)}
+    before = dev.handed()
+    done = _rlm({**dev.env, **big}, "status", "no-such-run")
+    assert done.returncode == 1 and done.stderr == "error: run 'no-such-run' does not exist\n"
+    assert dev.handed() == before
+
+
 def test_a_closed_stdin_keeps_the_command_in_its_own_process(dev: Dev) -> None:
     before = dev.handed()
     done = subprocess.run(
