@@ -35,6 +35,8 @@ def _no_orphaned_sandboxes() -> Iterator[None]:
     yield
     import docker
 
+    from orchestrator.devlock import alive
+
     try:
         client = docker.from_env()
         found = client.containers.list(
@@ -54,17 +56,7 @@ def _no_orphaned_sandboxes() -> Iterator[None]:
             or dt.datetime.fromisoformat(created) < started
         ):
             continue
-        if int(pid) == os.getpid() or not _alive(int(pid)):
+        if int(pid) == os.getpid() or not alive(int(pid)):
             with contextlib.suppress(docker.errors.DockerException):
                 container.remove(force=True)
     client.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
