@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
+import hashlib
 import os
 import signal
 import socket
@@ -26,6 +28,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -53,6 +56,9 @@ from orchestrator.workflows.session import RLMSession
 
 log = structlog.get_logger(__name__)
 
+# The engine's code, for the worker's Build ID: its workflows and what they run on.
+CODE_ROOTS = (Path(__file__).parent, Path(sandbox.__file__).parent)
+
 
 @dataclass(frozen=True)
 class WorkerOptions:
@@ -74,9 +80,10 @@ class WorkerOptions:
     # only contend for the interpreter lock (the SDK's default is one thread per slot).
     workflow_threads: int = 16
     session_capacity: int = 32
-    # Started sandbox containers kept ready (None: Settings.sandbox_pool). A one-shot worker (the one
-    # `rlm run` starts for itself) wants none: its first cell comes before a pooled container is up.
+    # Started sandbox containers kept ready (None: Settings.sandbox_pool).
     sandbox_pool: int | None = None
+    # False: the pool is filled once and not after a take (the one-shot worker of `rlm run`).
+    sandbox_pool_refill: bool = True
     sandbox_limits: sandbox.SandboxLimits = field(default_factory=sandbox.SandboxLimits)
     # Calls of one model in flight at once on this worker, over all its runs (None: Settings'
     # RLM_MODEL_CONCURRENCY; 0: no limit). They queue on the event loop, holding no thread.
@@ -149,6 +156,7 @@ async def running_worker(
         pool_size if settings.sandbox_backend == "docker" else 0,
         limits=options.sandbox_limits,
         labels=lease.labels,
+        refill=options.sandbox_pool_refill,
     )
     cache = SessionCache(options.session_capacity)
     limit = settings.model_concurrency if options.model_concurrency is None else options.model_concurrency
@@ -185,6 +193,7 @@ async def running_worker(
         nonsticky_to_sticky_poll_ratio=options.nonsticky_to_sticky_poll_ratio,
         max_concurrent_activities=options.max_concurrent_activities,
         identity=worker_id,
+        build_id=build_id(),
         graceful_shutdown_timeout=timedelta(seconds=options.stop_grace_s),
     )
     # Before polling: no container of this worker may exist without its lease.
@@ -288,3 +297,16 @@ async def serve(settings: Settings, target: TemporalTarget) -> None:
         # asyncio.run joins the default executor's threads on the way out: one stuck in a store call
         # (a lock, a database gone quiet) would hold the process past the bound. Leave them behind.
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(1))
+
+
+@functools.cache
+def build_id() -> str:
+    """The worker's Build ID (shown on every workflow task it completes): a digest of the engine's
+    source, so it changes whenever that code does. Temporal's default digests the code of every module
+    the process has loaded, litellm's thousands included: 0.3 s of CPU at each worker start."""
+    digest = hashlib.sha256()
+    for root in CODE_ROOTS:
+        for path in sorted(root.rglob("*.py")):
+            digest.update(str(path.relative_to(root.parent)).encode())
+            digest.update(path.read_bytes())
+    return f"durable-rlm-{digest.hexdigest()[:16]}"

@@ -61,7 +61,9 @@ class _Ready:
 
 class SandboxPool:
     """Up to ``size`` started containers (0: none, ``take`` always answers None). ``labels`` are the
-    worker's (``worker``, ``store``), never a run's. ``start`` begins filling, ``close`` removes them."""
+    worker's (``worker``, ``store``), never a run's. ``start`` begins filling, ``close`` removes them.
+    ``refill=False`` fills the pool once and never again after a take: a one-shot worker's first cell
+    gets a started container, and no container boots after it for a worker about to stop."""
 
     def __init__(
         self,
@@ -71,6 +73,7 @@ class SandboxPool:
         labels: Mapping[str, str] = {},
         image: str | None = None,
         refill_delay_s: float = REFILL_DELAY_S,
+        refill: bool = True,
     ) -> None:
         if size < 0:
             raise ValueError(f"sandbox pool size must be 0 or more, got {size}")
@@ -82,6 +85,7 @@ class SandboxPool:
         self.labels = normalised
         self.image = image
         self.refill_delay_s = refill_delay_s
+        self.refill = refill
         self._ready: deque[_Ready] = deque()
         self._changed = threading.Condition()
         self._closed = False
@@ -89,6 +93,7 @@ class SandboxPool:
         self._client: docker.DockerClient | None = None
         self._dir: Path | None = None
         self._boots = 0
+        self._pooled = 0  # containers that became ready, taken or not
         self._last_take = -math.inf
 
     # ---- filling ---------------------------------------------------------------------------------
@@ -120,7 +125,7 @@ class SandboxPool:
     def _fill(self, client: docker.DockerClient, image: str, directory: Path) -> None:
         while True:
             with self._changed:
-                while not self._closed and len(self._ready) >= self.size:
+                while not self._closed and (len(self._ready) >= self.size or self._filled_for_good()):
                     self._changed.wait()
                 calm = self._last_take + self.refill_delay_s - time.monotonic()
                 if self._ready and calm > 0:
@@ -137,10 +142,14 @@ class SandboxPool:
             with self._changed:
                 if not self._closed:
                     self._ready.append(ready)
+                    self._pooled += 1
                     log.info("sandbox.pooled", runtime=ready.container_id[:12], ms=ready.boot_ms)
                     continue
             # Closed while this one was starting: it must not outlive the pool.
             self._discard(ready)
+
+    def _filled_for_good(self) -> bool:
+        return not self.refill and self._pooled >= self.size
 
     def _boot(self, client: docker.DockerClient, image: str, directory: Path) -> _Ready:
         began = time.monotonic()

@@ -230,3 +230,30 @@ def test_after_a_take_the_refill_waits_while_a_container_is_ready_but_never_when
         reap(labels={"worker": worker, "store": STORE})
         reap(labels={"run": run_label})
     assert all(started is not None for started in taken)
+
+
+def test_a_pool_without_refill_fills_once_and_boots_nothing_after_a_take(
+    sandbox_image: str, worker: str, run_label: str, docker_client: docker.DockerClient
+) -> None:
+    # The one-shot worker's pool: a container ready for the first cell, none booted after it.
+    pool = SandboxPool(
+        1, limits=LIMITS, labels={"worker": worker, "store": STORE}, image=sandbox_image, refill=False
+    )
+    labels = {"run": run_label, "node": "n", "worker": worker, "store": STORE}
+    taken = None
+    pool.start()
+    try:
+        _wait_until(lambda: pool.ready_count() == 1)
+        taken = pool.take(sandbox_image, LIMITS, labels)
+        assert taken is not None
+        time.sleep(3)  # a boot takes well under a second here: a refill would have shown
+        assert pool.ready_count() == 0
+        assert pool.take(sandbox_image, LIMITS, labels) is None
+        mine = docker_client.containers.list(all=True, filters={"label": f"durable-rlm.worker={worker}"})
+        assert [c.id for c in mine] == [taken.runtime.ident]
+    finally:
+        if taken is not None:
+            taken.conn.close()
+        pool.close()
+        reap(labels={"worker": worker, "store": STORE})
+        reap(labels={"run": run_label})

@@ -1,16 +1,20 @@
 """What the Temporal Web UI shows of a run: each node's summary and static details (fixed at start),
 its current details (kept up to date while it works, read through the UI's metadata query), and the
-summaries of its activities in the history. Visibility is eventually consistent: reads poll."""
+summaries of its activities in the history, and the Build ID of the engine's code on each workflow task.
+Visibility is eventually consistent: reads poll."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle
 from temporalio.converter import PayloadConverter
 
+from orchestrator import worker as worker_module
+from orchestrator.worker import build_id
 from orchestrator.workflows.types import Limits
 from tests.ops.control.helpers import eventually
 from tests.orchestrator.harness import Harness, word_context
@@ -33,6 +37,15 @@ async def activity_summaries(client: Client, workflow_id: str) -> list[str]:
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
         and event.user_metadata.HasField("summary")
     ]
+
+
+async def build_ids(client: Client, workflow_id: str) -> set[str]:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    return {
+        event.workflow_task_completed_event_attributes.worker_version.build_id
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+    }
 
 
 async def test_summaries_and_live_details_of_a_run(harness: Harness, tmp_path: Path) -> None:
@@ -81,3 +94,31 @@ async def test_summaries_and_live_details_of_a_run(harness: Harness, tmp_path: P
     summaries = await activity_summaries(harness.client, handle.id)
     assert summaries[0] == "iteration 1: the model's reply"
     assert any(s.startswith("cell 1.0: ") and len(s) > len("cell 1.0: ") for s in summaries)
+
+    # Every workflow task names the engine's code as its Build ID, not Temporal's default digest.
+    assert await build_ids(harness.client, handle.id) == {build_id()}
+    assert await build_ids(harness.client, f"{handle.id}.1") == {build_id()}
+
+
+def test_the_build_id_changes_with_the_engine_s_source_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "a.py").write_text("X = 1\n")
+    (package / "notes.txt").write_text("not code")
+    monkeypatch.setattr(worker_module, "CODE_ROOTS", (package,))
+
+    def fresh() -> str:
+        worker_module.build_id.cache_clear()
+        return worker_module.build_id()
+
+    try:
+        first = fresh()
+        assert first.startswith("durable-rlm-") and fresh() == first
+        (package / "notes.txt").write_text("edited")
+        assert fresh() == first
+        (package / "a.py").write_text("X = 2\n")
+        assert fresh() != first
+    finally:
+        worker_module.build_id.cache_clear()
