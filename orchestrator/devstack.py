@@ -22,7 +22,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -158,8 +158,11 @@ class DevServer:
             cmd += ["--sqlite-pragma", pragma]
         return cmd
 
-    def start(self) -> DevServer:
-        """Start the server; ``DataDirBusy`` when another live process serves the data directory."""
+    def start(self, while_booting: Callable[[], object] | None = None) -> DevServer:
+        """Start the server; ``DataDirBusy`` when another live process serves the data directory.
+
+        ``while_booting`` runs once the server's process exists, before waiting for it to answer: what
+        the caller needs next (a worker's imports) then overlaps the server's own start."""
         if self._proc is not None:
             return self
         claimed = claim(self.config.data_dir, self.config.start_timeout_s)
@@ -169,6 +172,8 @@ class DevServer:
         started = time.monotonic()
         try:
             self._spawn(claimed)
+            if while_booting is not None:
+                while_booting()
             self._wait_ready()
             claimed.publish(self._holder(ready=True))
         except BaseException:

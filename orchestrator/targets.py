@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from orchestrator.connection import TemporalTarget, cluster_target
 from orchestrator.devlock import DataDirBusy, Holder, probe
@@ -18,9 +18,16 @@ from orchestrator.settings import Settings
 
 
 @contextlib.contextmanager
-def temporal_target(settings: Settings, *, ui: bool = True, shared: bool = False) -> Iterator[TemporalTarget]:
+def temporal_target(
+    settings: Settings,
+    *,
+    ui: bool = True,
+    shared: bool = False,
+    while_booting: Callable[[], object] | None = None,
+) -> Iterator[TemporalTarget]:
     """``TEMPORAL_ADDRESS``; else the server of the ``rlm dev`` serving the data directory; else an
     embedded dev server, stopped on exit (``shared``: `rlm dev`'s own, which never uses another's).
+    ``while_booting`` runs while an embedded server starts (``DevServer.start``), and only then.
 
     ``DataDirBusy`` when another process serves the data directory with a server it does not share."""
     if settings.temporal_address:
@@ -32,7 +39,7 @@ def temporal_target(settings: Settings, *, ui: bool = True, shared: bool = False
     server = DevServer(config)
     holder: Holder | None = None
     try:
-        server.start()
+        server.start(while_booting)
     except DataDirBusy as busy:
         if shared or busy.holder is None or not busy.holder.shared:
             raise

@@ -11,6 +11,7 @@ Imports the engine (store, Temporal) only inside the functions that use it: ``rl
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 import time
@@ -157,6 +158,12 @@ def shared_temporal(settings: Settings) -> TemporalTarget:
     return target
 
 
+def load_worker_modules() -> None:
+    """Import what a worker in this process runs on (litellm alone takes seconds). A command that starts
+    its own server does it while that server boots (``temporal_target(while_booting=...)``)."""
+    importlib.import_module("orchestrator.worker")
+
+
 async def worker_unless_served(
     stack: contextlib.AsyncExitStack,
     client: Client,
@@ -177,5 +184,7 @@ async def worker_unless_served(
         # Imported here: the worker loads litellm (seconds), which commands without one never need.
         from orchestrator.worker import WorkerOptions, running_worker
 
-        # No sandbox pool: this worker's first cell comes before a pooled container would be up.
-        await stack.enter_async_context(running_worker(client, settings, WorkerOptions(sandbox_pool=0)))
+        # One container started ahead, booting while the first model call runs, and no refill: the
+        # worker stops with the run, so a container booted after the first cell would go unused.
+        one_shot = WorkerOptions(sandbox_pool=min(1, settings.sandbox_pool), sandbox_pool_refill=False)
+        await stack.enter_async_context(running_worker(client, settings, one_shot))

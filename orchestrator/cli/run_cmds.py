@@ -30,6 +30,7 @@ from orchestrator.cli.common import (
     cli_errors,
     exit_now,
     first_line,
+    load_worker_modules,
     lost_contact,
     open_store,
     temporal_errors,
@@ -209,7 +210,8 @@ async def _run(
     task = asyncio.current_task()
     if task is not None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    with temporal_target(settings) as target:
+    preload = None if detach or local_worker is False else load_worker_modules
+    with temporal_target(settings, while_booting=preload) as target:
         client = await connect(target)
         async with contextlib.AsyncExitStack() as stack:
             if not detach:

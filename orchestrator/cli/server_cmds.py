@@ -9,7 +9,14 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli.common import exit_now, first_line, open_store, shared_temporal, temporal_errors
+from orchestrator.cli.common import (
+    exit_now,
+    first_line,
+    load_worker_modules,
+    open_store,
+    shared_temporal,
+    temporal_errors,
+)
 
 temporal_app = typer.Typer(no_args_is_help=True, help="Prepare a Temporal cluster for durable-rlm.")
 
@@ -64,7 +71,7 @@ def dev() -> None:
         settings = load_settings()
         engine, _ = open_store(settings)
         engine.dispose()
-        with temporal_target(settings, shared=True) as target:
+        with temporal_target(settings, shared=True, while_booting=load_worker_modules) as target:
             typer.echo(f"Temporal dev server at {target.address}; Web UI at {target.ui_url}", err=True)
             typer.echo(
                 f"rlm commands with RLM_DATA_DIR={settings.data_dir} use it; from elsewhere: "
@@ -72,7 +79,7 @@ def dev() -> None:
                 err=True,
             )
             from orchestrator.warmcli.server import warm_cli
-            from orchestrator.worker import serve  # loads litellm: only commands that run a worker
+            from orchestrator.worker import serve  # loaded while the server booted
 
             # The data directory's short-lived commands run in processes forked from a warm one.
             with warm_cli(settings.data_dir), results_stdout():  # as for `rlm worker`

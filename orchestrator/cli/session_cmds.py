@@ -19,6 +19,7 @@ import typer
 from orchestrator.cli.common import (
     cli_errors,
     exit_now,
+    load_worker_modules,
     open_store,
     temporal_errors,
     usd,
@@ -284,7 +285,7 @@ async def _ask(
     from orchestrator.targets import temporal_target
 
     tenant, name, question = what
-    with temporal_target(settings) as target:
+    with temporal_target(settings, while_booting=None if detach else load_worker_modules) as target:
         client = await connect(target)
         async with contextlib.AsyncExitStack() as stack:
             if not detach:

@@ -184,3 +184,34 @@ def test_a_second_rlm_run_never_starts_a_second_server(tmp_path: Path) -> None:
         "data directory shares one server, set TEMPORAL_ADDRESS, or wait for that run to end"
     ]
     assert submit.returncode == 1 and submit.stderr.startswith("error: set TEMPORAL_ADDRESS")
+
+
+def test_work_given_to_the_start_runs_while_the_server_boots_and_a_failure_in_it_stops_the_server(
+    tmp_path: Path,
+) -> None:
+    # `rlm run` loads its worker's modules there: the server's boot and those imports overlap.
+    temporal_dir = tmp_path / "temporal"
+    seen: list[tuple[bool, bool]] = []
+
+    def while_booting() -> None:
+        holder = read_holder(temporal_dir)
+        assert holder is not None
+        seen.append((holder.ready, holder.server_pid is not None and alive(holder.server_pid)))
+
+    server = DevServer(DevServerConfig(data_dir=temporal_dir, ui=False))
+    try:
+        server.start(while_booting)
+        assert seen == [(False, True)]  # its process ran, not yet published as ready
+        holder = read_holder(temporal_dir)
+        assert holder is not None and holder.ready
+    finally:
+        server.stop()
+
+    def broken() -> None:
+        raise RuntimeError("no worker modules")
+
+    with pytest.raises(RuntimeError, match="no worker modules"):
+        DevServer(DevServerConfig(data_dir=temporal_dir, ui=False)).start(broken)
+    assert _servers(temporal_dir) == []
+    with DevServer(DevServerConfig(data_dir=temporal_dir, ui=False)) as server:  # the lock was let go
+        assert _servers(temporal_dir) == [server.pid]

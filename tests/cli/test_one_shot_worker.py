@@ -1,0 +1,56 @@
+"""The worker `rlm run` starts for itself: one container started ahead for the root's first cell, booted
+while the model writes that cell, and none booted after it (the worker stops with the run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import docker
+
+from sandbox.docker_backend import MARKER
+from tests.orchestrator.harness import word_context
+
+RLM = str(Path(sys.executable).parent / "rlm")
+
+
+def _events(stderr: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+def test_the_first_cell_of_rlm_run_takes_the_container_its_worker_started_ahead(tmp_path: Path) -> None:
+    context, expected = word_context(tmp_path / "c.txt", 2_000)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "RLM_"))}
+    # Each model reply takes longer than a container boot here: the pooled one is up before the first
+    # cell, and a refill after the take would be up (and logged) while the cell waits on its sub-calls.
+    env.update(
+        RLM_DATA_DIR=str(tmp_path / "data"),
+        RLM_MODEL="scripted/mapreduce?latency_ms=3000",
+        RLM_SUB_MODEL="scripted/leaf?latency_ms=3000",
+        RLM_LOG_LEVEL="info",
+    )
+    done = subprocess.run(
+        [RLM, "run", "How many times does the word 'ERROR' appear? Use 2 chunks.", "--context", str(context)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == f"{expected}\n"
+    events = _events(done.stderr)
+    pooled = [e["runtime"] for e in events if e["event"] == "sandbox.pooled"]
+    used = [e["runtime"] for e in events if e["event"] == "sandbox.started"]
+    assert len(pooled) == 1, pooled  # one ahead, no refill after the take
+    assert used == pooled
+    workers = {e["worker_id"] for e in events if e["event"] == "worker.started"}
+    assert len(workers) == 1
+    client = docker.from_env()
+    try:
+        (worker,) = workers
+        assert client.containers.list(all=True, filters={"label": f"{MARKER}.worker={worker}"}) == []
+    finally:
+        client.close()
