@@ -33,11 +33,7 @@ async def test_a_sub_call_waits_for_a_workflow_left_under_its_id_then_starts_its
     handle = await harness.start(QUERY, path, model="scripted/mapreduce?parallel=0", run_id=run_id)
 
     async def waiting() -> int | None:
-        timers = [
-            e
-            async for e in handle.fetch_history_events()
-            if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
-        ]
+        timers = [e async for e in handle.fetch_history_events() if e.event_type == TIMER]
         return len(timers) if len(timers) >= 2 else None
 
     await eventually(waiting, "the node asking again for the taken id", timeout_s=60)

@@ -14,7 +14,6 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.converter import PayloadConverter
 
 from orchestrator import worker as worker_module
-from orchestrator.worker import build_id
 from orchestrator.workflows.types import Limits
 from tests.ops.control.helpers import eventually
 from tests.orchestrator.harness import Harness, word_context
@@ -96,8 +95,8 @@ async def test_summaries_and_live_details_of_a_run(harness: Harness, tmp_path: P
     assert any(s.startswith("cell 1.0: ") and len(s) > len("cell 1.0: ") for s in summaries)
 
     # Every workflow task names the engine's code as its Build ID, not Temporal's default digest.
-    assert await build_ids(harness.client, handle.id) == {build_id()}
-    assert await build_ids(harness.client, f"{handle.id}.1") == {build_id()}
+    assert await build_ids(harness.client, handle.id) == {worker_module.build_id()}
+    assert await build_ids(harness.client, f"{handle.id}.1") == {worker_module.build_id()}
 
 
 def test_the_build_id_changes_with_the_engine_s_source_and_nothing_else(
