@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import cast
 
-from sqlalchemy import Table, bindparam, insert, literal, or_, select, update
+from sqlalchemy import Table, and_, bindparam, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.store._sql import insert_ignore, run
@@ -26,10 +26,21 @@ SMALL_BYTES = 64 * 1024
 # Level 1: most of the gain on text at a fraction of the CPU of the default level.
 ZLIB_LEVEL = 1
 
-# Every leaf stores its prompt and answer: built once and executed with parameters (see _sql.py).
+# Every leaf stores its answer and reads its prompt: built once and executed with parameters (see
+# _sql.py).
 _BLOBS = cast(Table, Blob.__table__)
+_CHUNKS = cast(Table, BlobChunk.__table__)
 _BLOB_EXISTS = select(literal(1)).where(_BLOBS.c.sha256 == bindparam("sha"))
-_CHUNK_INSERT = insert(cast(Table, BlobChunk.__table__))
+_CHUNK_INSERT = insert(_CHUNKS)
+# The header with its first chunk: a prompt or an answer (one chunk) is one statement.
+_HEAD = (
+    select(_BLOBS.c.size, _BLOBS.c.chunk_count, _CHUNKS.c.compressed, _CHUNKS.c.data)
+    .select_from(_BLOBS.outerjoin(_CHUNKS, and_(_CHUNKS.c.sha256 == _BLOBS.c.sha256, _CHUNKS.c.seq == 0)))
+    .where(_BLOBS.c.sha256 == bindparam("sha"))
+)
+_CHUNK = select(_CHUNKS.c.compressed, _CHUNKS.c.data).where(
+    _CHUNKS.c.sha256 == bindparam("sha"), _CHUNKS.c.seq == bindparam("seq")
+)
 _BLOB_SIZE = update(_BLOBS).where(_BLOBS.c.sha256 == bindparam("b_sha"))
 # Moved at most this often: many leaves storing the same answer at once would otherwise queue on one
 # row lock. Retention allows for it (see ``retention``).
@@ -108,26 +119,22 @@ def _insert_chunks(session: Session, sha: str, chunks: list[tuple[bytes, bool]],
 
 def iter_blob(session: Session, sha256: str) -> Iterator[bytes]:
     """Yield the blob's bytes chunk by chunk (bounded memory), verifying size and hash at the end."""
-    blob = session.get(Blob, sha256)
-    if blob is None:
+    head = run(session, _HEAD, {"sha": sha256}).one_or_none()
+    if head is None:
         raise NotFound("blob", sha256)
     digest = hashlib.sha256()
     size = 0
-    for seq in range(blob.chunk_count):
-        row = session.execute(
-            select(BlobChunk.compressed, BlobChunk.data).where(
-                BlobChunk.sha256 == sha256, BlobChunk.seq == seq
-            )
-        ).one_or_none()
-        if row is None:
-            raise BlobCorrupt(sha256, f"chunk {seq} of {blob.chunk_count} is missing")
+    for seq in range(head.chunk_count):
+        row = head if seq == 0 else run(session, _CHUNK, {"sha": sha256, "seq": seq}).one_or_none()
+        if row is None or row.data is None:
+            raise BlobCorrupt(sha256, f"chunk {seq} of {head.chunk_count} is missing")
         chunk = zlib.decompress(row.data) if row.compressed else bytes(row.data)
         digest.update(chunk)
         size += len(chunk)
         yield chunk
-    if size != blob.size or digest.hexdigest() != sha256:
+    if size != head.size or digest.hexdigest() != sha256:
         raise BlobCorrupt(
-            sha256, f"read {size} bytes hashing to {digest.hexdigest()}, expected {blob.size} bytes"
+            sha256, f"read {size} bytes hashing to {digest.hexdigest()}, expected {head.size} bytes"
         )
 
 
@@ -136,7 +143,7 @@ def get_blob(session: Session, sha256: str) -> bytes:
 
 
 def blob_exists(session: Session, sha256: str) -> bool:
-    return session.get(Blob, sha256) is not None
+    return run(session, _BLOB_EXISTS, {"sha": sha256}).first() is not None
 
 
 def put_text(session: Session, text: str, *, compress: bool = True) -> str:

@@ -6,10 +6,10 @@ import hashlib
 import os
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.store import BlobCorrupt, NotFound, get_blob, get_text, iter_blob, put_blob, put_text
+from orchestrator.store import BlobCorrupt, NotFound, blobs, get_blob, get_text, iter_blob, put_blob, put_text
 from orchestrator.store.blobs import CHUNK_SIZE
 from orchestrator.store.models import Blob, BlobChunk
 
@@ -72,3 +72,23 @@ def test_missing_and_corrupt_blobs_are_errors(sessions: sessionmaker[Session]) -
         s.execute(update(BlobChunk).where(BlobChunk.sha256 == sha).values(data=b"xyz" * 1000))
     with sessions() as s, pytest.raises(BlobCorrupt):
         get_blob(s, sha)
+
+
+@pytest.mark.parametrize("lost", [0, 2], ids=["first-chunk", "later-chunk"])
+def test_a_blob_missing_a_chunk_is_corrupt_not_short(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch, lost: int
+) -> None:
+    # The first chunk is read with the header, later ones one by one: both reads must notice a gap.
+    piece = 32 * 1024
+    monkeypatch.setattr(blobs, "CHUNK_SIZE", piece)
+    data = os.urandom(100 * 1024)
+    with sessions.begin() as s:
+        sha = put_blob(s, data)
+        assert s.scalar(select(Blob.chunk_count).where(Blob.sha256 == sha)) == 4
+        s.execute(delete(BlobChunk).where(BlobChunk.sha256 == sha, BlobChunk.seq == lost))
+    with sessions() as s:
+        chunks = iter_blob(s, sha)
+        for seq in range(lost):
+            assert next(chunks) == data[seq * piece : (seq + 1) * piece]
+        with pytest.raises(BlobCorrupt, match=f"chunk {lost} of 4 is missing"):
+            next(chunks)
