@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import litellm
 import structlog
 from sqlalchemy.orm import Session
 
 from orchestrator.activities import texts
 from orchestrator.activities.cell_record import CellRecord
-from orchestrator.llm.complete import count_prompt_tokens, prepare_model
+from orchestrator.llm.complete import count_prompt_tokens, input_window
 from orchestrator.protocol.compaction import (
     NumberedTurn,
     Summary,
@@ -44,14 +43,8 @@ def window_of(model: str, limits: Limits) -> int | None:
     None (no compaction; logged once per model and process)."""
     if limits.context_window > 0:
         return limits.context_window
-    window: object
-    try:
-        prepare_model(model)
-        info = litellm.get_model_info(model)
-        window = info.get("max_input_tokens") or info.get("max_tokens")
-    except Exception:  # litellm raises a bare Exception for a model it does not know
-        window = None
-    if isinstance(window, int) and window > 0:
+    window = input_window(model)
+    if window is not None:
         return window
     if model not in _unknown_windows:
         _unknown_windows.add(model)

@@ -304,6 +304,18 @@ def _logged(error: ModelCallError) -> ModelCallError:
     return error
 
 
+def input_window(model: str) -> int | None:
+    """The model's input window in tokens from litellm's model info; None for a model it does not know."""
+    window: object
+    try:
+        prepare_model(model)
+        info = litellm.get_model_info(model)
+        window = info.get("max_input_tokens") or info.get("max_tokens")
+    except Exception:  # litellm raises a bare Exception for a model it does not know
+        window = None
+    return window if isinstance(window, int) and window > 0 else None
+
+
 def count_prompt_tokens(model: str, messages: Sequence[ChatMessage]) -> int:
     """Prompt tokens of ``messages`` for ``model``, for budget reservations before the call.
 

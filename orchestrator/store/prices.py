@@ -12,7 +12,6 @@ Prices file format (JSON shown; TOML uses one table per model)::
 from __future__ import annotations
 
 import json
-import os
 import tomllib
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation, localcontext
@@ -23,6 +22,9 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
+# Before litellm is first imported (in _litellm_cost_map): its import-time settings, such as using
+# the price map bundled with it instead of fetching one.
+import orchestrator.llm  # noqa: F401
 from orchestrator.store import validate
 from orchestrator.store._sql import run, upsert
 from orchestrator.store.errors import InvalidValue, UnknownModelPrice
@@ -141,8 +143,6 @@ def _load_prices_file(path: str, _mtime_ns: int, _size: int) -> dict[str, ModelP
 
 
 def _litellm_cost_map() -> dict[str, Any]:
-    # Never fetch the price map over the network at import; use the copy bundled with litellm.
-    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     import litellm
 
     cost_map: dict[str, Any] = litellm.model_cost
