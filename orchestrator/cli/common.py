@@ -161,6 +161,11 @@ def shared_temporal(settings: Settings) -> TemporalTarget:
 def load_worker_modules() -> None:
     """Import what a worker in this process runs on (litellm alone takes seconds). A command that starts
     its own server does it while that server boots (``temporal_target(while_booting=...)``)."""
+    # litellm first, from here: on Python 3.11 a loop that calls a function at exactly the boundary of
+    # two of the interpreter's frame-stack chunks maps and unmaps a chunk on every call (CPython issue
+    # 142183, fixed in 3.13). litellm's import parses a tokenizer with 100,000 such calls; reached
+    # through the engine's modules it hit that boundary: 100,000 more mmap/munmap pairs, 0.5-0.8 s.
+    importlib.import_module("litellm")
     importlib.import_module("orchestrator.worker")
 
 

@@ -50,7 +50,8 @@ def worker() -> None:
             )
         engine, _ = open_store(settings)
         engine.dispose()
-        from orchestrator.worker import serve  # loads litellm: only commands that run a worker
+        load_worker_modules()  # litellm: only commands that run a worker
+        from orchestrator.worker import serve
 
         with results_stdout():  # a worker has no result: whatever a library prints goes to stderr
             asyncio.run(serve(settings, target))
