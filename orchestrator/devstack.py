@@ -3,7 +3,8 @@
 Used when no ``TEMPORAL_ADDRESS`` is set. The server keeps its state in a SQLite file in the data
 directory (so a run survives a restart of ``rlm``), serves the Web UI, and registers the custom search
 attributes the engine writes. Ports are picked free at start; the process is stopped on exit (a
-process group, so nothing is left behind). One server per data directory: ``orchestrator.devlock``.
+process group, so nothing is left behind), and on Linux by the kernel when the command that started it
+dies without stopping it (``kill -9``). One server per data directory: ``orchestrator.devlock``.
 
 ``FAST_DISPATCH`` and ``SQLITE_PRAGMAS`` are the sub-call latency fix explained in docs/orchestrator.md
 ("The dev server's dispatch settings", measured in docs/benchmarks.md): lift the history service's
@@ -29,6 +30,7 @@ from types import TracebackType
 
 import structlog
 
+from orchestrator import parent_death
 from orchestrator.devlock import DataDirBusy, DataDirLock, Holder, claim
 from orchestrator.errors import RlmError
 
@@ -193,7 +195,7 @@ class DevServer:
         try:
             # A new session makes the server and its UI one process group, stopped together. The server
             # inherits the lock, so a holder killed outright leaves the data directory locked for as long
-            # as its server runs on (devlock).
+            # as its server runs on (devlock): on Linux the kernel ends it with its holder.
             self._proc = subprocess.Popen(
                 self.command(),
                 stdout=logf,
@@ -201,6 +203,7 @@ class DevServer:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 pass_fds=(lock.fileno(),),
+                preexec_fn=parent_death.ends_with_parent() if parent_death.SUPPORTED else None,
             )
         finally:
             logf.close()

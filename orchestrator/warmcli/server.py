@@ -13,7 +13,6 @@ the children still running get SIGTERM, which a command treats as an interrupt (
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib
 import io
 import json
@@ -32,6 +31,7 @@ from typing import Any, NoReturn
 
 import structlog
 
+from orchestrator.parent_death import ends_with_parent
 from orchestrator.warmcli import DISABLE
 from orchestrator.warmcli.client import address, peer_uid
 from orchestrator.warmcli.request import Request, parsed, read_request, refusal
@@ -62,7 +62,6 @@ PRELOAD = (
 )
 LAUNCH = "import sys\nfrom orchestrator.warmcli.server import main\nsys.exit(main(sys.argv))"
 STOP_GRACE_S = 3.0
-PR_SET_PDEATHSIG = 1
 REQUEST_TIMEOUT_S = 5.0
 
 
@@ -94,7 +93,8 @@ class Server:
         self._sel = selectors.DefaultSelector()
         self._children: dict[int, Child] = {}
         self._stop_by: float | None = None
-        self._pid = os.getpid()
+        # Every command is forked from this one process: looked up once, armed in each child.
+        self._ends_with_me = ends_with_parent()
 
     def serve(self) -> None:
         for sock in (self._wake_r, self._wake_w):
@@ -219,7 +219,9 @@ class Server:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            _die_with(self._pid)
+            # A command must not outlive the process its client waits on (the client has already
+            # reported it lost).
+            self._ends_with_me()
             self._sel.close()
             for sock in (self._listener, self._wake_r, self._wake_w, conn):
                 sock.close()
@@ -247,16 +249,6 @@ class Server:
                 with contextlib.suppress(BaseException):
                     stream.flush()
             os._exit(code)
-
-
-def _die_with(parent: int) -> None:
-    """SIGTERM for this child when the warm process dies: a command must not outlive the process its
-    client waits on (the client has already reported it lost)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
-    if os.getppid() != parent:  # it died before the prctl
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _refuse(conn: socket.socket, reason: str) -> None:

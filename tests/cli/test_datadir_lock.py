@@ -97,6 +97,46 @@ HOLDER = textwrap.dedent(
 )
 
 
+def _gone(pid: int, timeout_s: float) -> None:
+    end = time.monotonic() + timeout_s
+    while alive(pid):
+        assert time.monotonic() < end, f"process {pid} still runs {timeout_s:g} s after its parent died"
+        time.sleep(0.1)
+
+
+PARENT = textwrap.dedent(
+    """
+    import subprocess, sys, time
+    from orchestrator.parent_death import ends_with_parent
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)"],
+        start_new_session=True,
+        preexec_fn=ends_with_parent(),
+    )
+    print(child.pid, flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_a_child_started_to_end_with_its_parent_ends_when_the_parent_is_killed_outright() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert alive(child)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        _gone(child, timeout_s=5)
+    finally:
+        parent.kill()
+        parent.wait(10)
+        if child is not None and alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
 def test_a_lock_whose_holder_was_killed_is_taken_over_and_its_orphan_stopped(tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=os.getcwd()
@@ -151,10 +191,10 @@ def test_rlm_dev_serves_its_data_directory_to_run_and_submit_and_a_killed_dev_is
         ], second.stderr
         assert _servers(temporal_dir) == [holder.server_pid]
 
-        # kill -9 of `rlm dev` leaves its server running, holding the lock; the next command takes over.
+        # kill -9 of `rlm dev`: the kernel ends its server too, and the next command starts its own.
         dev.send_signal(signal.SIGKILL)
         dev.wait(10)
-        assert alive(holder.server_pid)
+        _gone(holder.server_pid, timeout_s=15)
         again = _rlm(env, "run", COUNT, "--context", str(path))
         assert again.returncode == 0, again.stderr
         assert again.stdout == f"{expected}\n" and "using the rlm dev server" not in again.stderr
