@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from types import TracebackType
 from typing import Literal, Protocol
 
-CellStatus = Literal["ok", "error", "timeout", "oom", "crashed"]
+
+class CellStatus(StrEnum):
+    """How a cell ended."""
+
+    OK = "ok"
+    ERROR = "error"  # its code raised
+    TIMEOUT = "timeout"  # its own running time, or its wall-clock cap, ran out
+    OOM = "oom"  # the out-of-memory killer ended the runtime
+    CRASHED = "crashed"  # the runtime died or broke the protocol
+
+
 SubcallKindName = Literal["llm", "rlm", "note"]
 # A session turn's ``remember(text)``: answered by the host itself (it stores the note), never a model.
 NOTE: SubcallKindName = "note"

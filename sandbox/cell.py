@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Literal
 import structlog
 
 from . import messages
-from .api import CellResult, SandboxClosed, SandboxError, SubcallAnswer, SubcallRefused, SubcallRequest
+from .api import (
+    CellResult,
+    CellStatus,
+    SandboxClosed,
+    SandboxError,
+    SubcallAnswer,
+    SubcallRefused,
+    SubcallRequest,
+)
 from .runtime import wire
 
 if TYPE_CHECKING:
@@ -22,7 +30,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("sandbox")
 
-ExitReason = Literal["oom", "crashed"]
+ExitReason = Literal[CellStatus.OOM, CellStatus.CRASHED]
 # How long a runtime that hung up may take to show why it stopped (an OOM kill, a crash).
 EXIT_WAIT_S = 5.0
 
@@ -109,9 +117,11 @@ class Cell:
         except wire.ChannelTimeout:
             over_wall = self._wall_deadline is not None and time.monotonic() >= self._wall_deadline
             wall = session._limits.cell_wall_timeout_s or 0
-            return session.lost("timeout", self._started, self._notes, _over(wall) if over_wall else None)
+            return session.lost(
+                CellStatus.TIMEOUT, self._started, self._notes, _over(wall) if over_wall else None
+            )
         except wire.ChannelClosed as exc:
-            reason: ExitReason = "crashed"
+            reason: ExitReason = CellStatus.CRASHED
             detail = str(exc)
             runtime = session._runtime
             if runtime is not None and not session._closed:
@@ -120,7 +130,7 @@ class Cell:
             return session.lost(reason, self._started, self._notes, detail)
         except messages.Malformed as exc:
             broke = f"the runtime broke the protocol ({exc})"
-            return session.lost("crashed", self._started, self._notes, broke)
+            return session.lost(CellStatus.CRASHED, self._started, self._notes, broke)
 
     def _answer(self, reply: SubcallAnswer) -> messages.ToRuntime:
         if isinstance(reply, SubcallRefused):

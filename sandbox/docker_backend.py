@@ -24,7 +24,7 @@ import docker.errors
 from docker.models.containers import Container
 from docker.types import LogConfig, Mount
 
-from .api import SandboxError, SandboxLimits
+from .api import CellStatus, SandboxError, SandboxLimits
 from .bootstrap import runtime_command
 from .cell import ExitReason
 
@@ -102,14 +102,14 @@ class DockerRuntime:
         deadline = time.monotonic() + wait_s
         while self.alive():
             if time.monotonic() > deadline:
-                return "crashed", "the runtime closed the control channel but kept running"
+                return CellStatus.CRASHED, "the runtime closed the control channel but kept running"
             time.sleep(0.05)
         if not self._container.attrs:
-            return "crashed", "container was removed"
+            return CellStatus.CRASHED, "container was removed"
         state = self._container.attrs["State"]
         if state.get("OOMKilled"):
-            return "oom", "killed by the out-of-memory killer"
-        return "crashed", f"container exited with code {state.get('ExitCode')}"
+            return CellStatus.OOM, "killed by the out-of-memory killer"
+        return CellStatus.CRASHED, f"container exited with code {state.get('ExitCode')}"
 
     def kill(self) -> None:
         try:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .api import SUBCALL_KINDS, Answer, SubcallRequest
+from .api import SUBCALL_KINDS, Answer, CellStatus, SubcallRequest
 
 
 class Malformed(ValueError):
@@ -148,7 +148,7 @@ def _result(message: dict[str, Any]) -> Result:
     traceback = message.get("traceback")
     reasons = message.get("unpicklable_reasons") or {}
     return Result(
-        ok=message.get("status") == "ok",
+        ok=message.get("status") == CellStatus.OK,  # the runtime spells it; it imports nothing of ours
         stdout=str(message.get("stdout", "")),
         stderr=str(message.get("stderr", "")),
         stdout_cut=int(message.get("stdout_cut", 0)),

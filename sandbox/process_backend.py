@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .api import SandboxLimits
+from .api import CellStatus, SandboxLimits
 from .bootstrap import runtime_command
 from .cell import ExitReason
 
@@ -37,8 +37,8 @@ class ProcessRuntime:
         try:
             code = self._process.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
-            return "crashed", "the runtime closed the control channel but kept running"
-        return "crashed", f"process exited with code {code}"
+            return CellStatus.CRASHED, "the runtime closed the control channel but kept running"
+        return CellStatus.CRASHED, f"process exited with code {code}"
 
     def kill(self) -> None:
         # The runtime leads its own process group, so this also ends whatever the cell forked.

@@ -383,9 +383,9 @@ class Session:
     def lost(self, status: CellStatus, started: float, notes: list[str], detail: str | None) -> CellResult:
         """The result of a cell whose runtime timed out, ran out of memory or died: a new runtime holds
         the state from before the cell."""
-        if status == "timeout":
+        if status == CellStatus.TIMEOUT:
             what = f"cell timed out after {detail or seconds(self._limits.cell_timeout_s)}"
-        elif status == "oom":
+        elif status == CellStatus.OOM:
             what = f"cell ran out of memory (limit {gib(self._limits.memory_bytes)})"
         else:
             what = f"the sandbox died during the cell: {detail}"
@@ -421,7 +421,7 @@ class Session:
             )
         self._last_snapshot = blob
         cell = CellResult(
-            status="ok" if result.ok else "error",
+            status=CellStatus.OK if result.ok else CellStatus.ERROR,
             stdout=result.stdout,
             stderr=result.stderr,
             stdout_cut=result.stdout_cut,

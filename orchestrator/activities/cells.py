@@ -225,7 +225,7 @@ class CellActivities:
             raise
         finally:
             guard.finish()
-        error = result.traceback or (result.message if result.status != "ok" else None)
+        error = result.traceback or (result.message if result.status != sandbox.CellStatus.OK else None)
         record = CellRecord(
             code=code,
             stdout=result.stdout,

@@ -32,7 +32,7 @@ class TurnMemory:
             opened.restore(self.previous)
         code = f"__rlm_session__({self.payload!r}, {self.fresh_answer!r})"
         done = opened.execute(code, _no_subcalls)
-        if done.status != "ok":
+        if done.status != sandbox.CellStatus.OK:
             raise sandbox.SandboxError(f"the session turn's memory was not installed: {done.traceback}")
 
 
