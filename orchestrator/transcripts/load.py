@@ -30,9 +30,6 @@ from orchestrator.store.models import Node, Step
 from orchestrator.store.steps import list_steps
 from orchestrator.store.transcripts import NodeRow, child_nodes, children_first_steps, node_row, run_exists
 from orchestrator.transcripts.model import (
-    CELL_NOT_RUN,
-    CELL_RUNNING,
-    CELL_UNFINISHED,
     CellView,
     Clip,
     Compaction,
@@ -44,6 +41,7 @@ from orchestrator.transcripts.model import (
     SubcallView,
     Totals,
     Transcript,
+    UnrecordedCell,
 )
 from orchestrator.vocabulary import FINAL_STATUSES, NodeKind, Status, StepKind, SubcallKind
 from orchestrator.workflows.types import root_id
@@ -180,7 +178,7 @@ def _iterations(
                 views.append(_cell(index, record, step.duration_ms, taken, cut))
                 continue
             status = _unrecorded_status(node, last=number == numbers[-1], first=not _has_unrecorded(views))
-            taken = [view for _, view in queue] if status != CELL_NOT_RUN else []
+            taken = [view for _, view in queue] if status != UnrecordedCell.NOT_RUN else []
             queue = [] if taken else queue
             views.append(_unrun(index, codes[index], status, taken, cut))
         out.append(
@@ -200,15 +198,18 @@ def _iterations(
     return tuple(out)
 
 
+_UNRECORDED = frozenset(UnrecordedCell)
+
+
 def _has_unrecorded(views: list[CellView]) -> bool:
-    return any(v.status in (CELL_RUNNING, CELL_UNFINISHED, CELL_NOT_RUN) for v in views)
+    return any(v.status in _UNRECORDED for v in views)
 
 
 def _unrecorded_status(node: Node, *, last: bool, first: bool) -> str:
     """A cell without a record: the node is at it, gave up on it, or never got to it."""
     if not (last and first) or node.status == Status.COMPLETED:
-        return CELL_NOT_RUN
-    return CELL_UNFINISHED if node.status in FINAL_STATUSES else CELL_RUNNING
+        return UnrecordedCell.NOT_RUN
+    return UnrecordedCell.UNFINISHED if node.status in FINAL_STATUSES else UnrecordedCell.RUNNING
 
 
 def _cell(

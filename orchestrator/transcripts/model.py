@@ -27,7 +27,7 @@ A CLIP is ``{"text": ..., "chars": N}``: ``text`` is the text as shown (cut to t
 and ``chars`` the full length, so ``chars - len(text)`` characters were cut (a sub-call's prompt and answer
 are cut to the shorter ``preview`` limit). Every decimal amount is a
 string (exact). A cell without a record has status ``running``, ``unfinished`` or ``not run`` (the
-``CELL_*`` constants), its code from the model's reply and no output. ``from_json(to_json(t)) == t``.
+``UnrecordedCell`` values), its code from the model's reply and no output. ``from_json(to_json(t)) == t``.
 """
 
 from __future__ import annotations
@@ -35,16 +35,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 DEFAULT_CUT_CHARS = 2_000
 # A sub-call's prompt and answer are previews: a cell may make a thousand of them.
 DEFAULT_PREVIEW_CHARS = 200
 
-# A cell's status while it has no record (``CellView.status``); recorded cells carry the sandbox's.
-CELL_RUNNING = "running"  # the node is still working on it
-CELL_UNFINISHED = "unfinished"  # the node ended (deadline, abort, failure) before the cell was recorded
-CELL_NOT_RUN = "not run"  # an earlier cell ended the node, or the node ended before it started
+
+class UnrecordedCell(StrEnum):
+    """A cell's status while it has no record (``CellView.status``); recorded cells carry the sandbox's."""
+
+    RUNNING = "running"  # the node is still working on it
+    UNFINISHED = "unfinished"  # the node ended (deadline, abort, failure) before the cell was recorded
+    NOT_RUN = "not run"  # an earlier cell ended the node, or the node ended before it started
 
 
 @dataclass(frozen=True)
@@ -259,7 +263,7 @@ class CellView:
     stdout: Clip
     stderr: Clip
     error: Clip | None  # traceback, or why the cell did not finish
-    status: str  # the sandbox's (ok, error, timeout, oom, crashed), or one of the CELL_* constants
+    status: str  # the sandbox's (ok, error, timeout, oom, crashed), or an UnrecordedCell
     duration_ms: int | None
     chars_cut: int  # characters the sandbox cut from stdout/stderr before the model saw them
     answer: Clip | None  # what the cell set as the answer

@@ -27,13 +27,13 @@ from orchestrator.store.steps import list_steps
 from orchestrator.store.transcripts import child_nodes, children_first_steps, node_row
 from orchestrator.transcripts.load import TranscriptError, build
 from orchestrator.transcripts.model import (
-    CELL_NOT_RUN,
     FULL,
     CellView,
     Iteration,
     Reply,
     SubcallView,
     Transcript,
+    UnrecordedCell,
 )
 from orchestrator.vocabulary import NodeKind, Status, StepKind
 from orchestrator.workflows.types import NodeInput, root_id
@@ -108,7 +108,7 @@ def _iteration(
     children: dict[str, Node],
     firsts: dict[str, Step],
 ) -> dict[str, Any]:
-    cells = [c for c in it.cells if c.status != CELL_NOT_RUN]
+    cells = [c for c in it.cells if c.status != UnrecordedCell.NOT_RUN]
     last = it.number == t.iterations[-1].number
     final = t.answer.text if last and t.answer is not None and t.node.status == Status.COMPLETED else None
     ms = (reply.duration_ms or 0) + sum(c.duration_ms or 0 for c in cells)

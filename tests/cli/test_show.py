@@ -11,7 +11,7 @@ from pathlib import Path
 from orchestrator.activities.cell_record import CellRecord
 from orchestrator.runs.restart import restart
 from orchestrator.store import get_text, list_nodes, list_steps
-from orchestrator.transcripts.model import CELL_RUNNING, Transcript
+from orchestrator.transcripts.model import Transcript, UnrecordedCell
 from orchestrator.workflows.types import Limits, NodeResult
 from tests.cli.show_app import rlm
 from tests.ops.control.helpers import eventually
@@ -166,7 +166,7 @@ async def test_a_run_shown_while_it_works_then_killed_and_restarted_reads_cohere
     live = await eventually(two_done, "two finished sub-calls in the live transcript")
     assert live.node.status == "running" and live.node.ended_because is None
     cell = live.iterations[-1].cells[0]
-    assert cell.status == CELL_RUNNING and cell.code.chars > 0 and cell.stdout.chars == 0
+    assert cell.status == UnrecordedCell.RUNNING and cell.code.chars > 0 and cell.stdout.chars == 0
     assert [s.node_id for s in cell.subcalls][:2] == [f"{handle.id}.1", f"{handle.id}.2"]
     assert "still running" in rlm(cli_env, "show", run_id).out
 

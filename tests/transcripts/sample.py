@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from orchestrator.transcripts.model import (
-    CELL_RUNNING,
     CellView,
     Clip,
     ContextView,
@@ -18,6 +17,7 @@ from orchestrator.transcripts.model import (
     SubcallView,
     Totals,
     Transcript,
+    UnrecordedCell,
 )
 
 LONG_STDOUT = "x" * 5_000
@@ -53,7 +53,7 @@ def sample(cut: Cut) -> Transcript:
     )
     running = CellView(
         index=1, code=cut.clip("FINAL(answer)"), stdout=empty, stderr=empty, error=None,
-        status=CELL_RUNNING, duration_ms=None, chars_cut=0, answer=None, ready=False, subcalls=(),
+        status=UnrecordedCell.RUNNING, duration_ms=None, chars_cut=0, answer=None, ready=False, subcalls=(),
     )  # fmt: skip
     reply = Reply(
         text=cut.clip("I will map.\n```repl\n...\n```"),
