@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import importlib
 import signal
 import threading
 import time
@@ -148,9 +147,7 @@ def run(
         ):
             # A server of its own has no worker yet: load the worker's modules (litellm takes seconds)
             # while the store is opened and the server starts.
-            threading.Thread(
-                target=importlib.import_module, args=("orchestrator.worker",), daemon=True
-            ).start()
+            threading.Thread(target=load_worker_modules, daemon=True).start()
         check_reconnect(reconnect_for)
         progress = progress_every_s(progress_every, quiet)
         if detach and settings.embedded_temporal and dev_holder(settings) is None:
