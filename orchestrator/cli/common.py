@@ -165,7 +165,9 @@ def load_worker_modules() -> None:
     # two of the interpreter's frame-stack chunks maps and unmaps a chunk on every call (CPython issue
     # 142183, fixed in 3.13). litellm's import parses a tokenizer with 100,000 such calls; reached
     # through the engine's modules it hit that boundary: 100,000 more mmap/munmap pairs, 0.5-0.8 s.
-    importlib.import_module("orchestrator.llm")  # litellm's import-time settings
+    from orchestrator.llm import litellm_import_settings
+
+    litellm_import_settings()
     importlib.import_module("litellm")
     importlib.import_module("orchestrator.worker")
 

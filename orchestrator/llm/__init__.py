@@ -1,7 +1,8 @@
 """Model calls through litellm, and the scripted stand-in model registered as a litellm provider.
 
-litellm reads two variables when it is first imported, so they are set here, before any module of
-this package imports it (a value the user set wins):
+litellm reads two variables when it is first imported: ``litellm_import_settings`` sets them (a value
+already set wins), here before any module of this package imports litellm, and again by whoever
+imports litellm from outside it:
 
 - ``LITELLM_LOCAL_MODEL_COST_MAP=True``: importing never fetches a price map over the network;
 - ``LITELLM_MODE=PRODUCTION``: importing does not load a ``.env`` file. litellm's default (``DEV``)
@@ -11,5 +12,11 @@ this package imports it (a value the user set wins):
 
 import os
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-os.environ.setdefault("LITELLM_MODE", "PRODUCTION")
+
+def litellm_import_settings() -> None:
+    # Called again right before a later import: a warm CLI's command runs with its caller's environment.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_MODE", "PRODUCTION")
+
+
+litellm_import_settings()

@@ -22,9 +22,6 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
-# Before litellm is first imported (in _litellm_cost_map): its import-time settings, such as using
-# the price map bundled with it instead of fetching one.
-import orchestrator.llm  # noqa: F401
 from orchestrator.store import validate
 from orchestrator.store._sql import run, upsert
 from orchestrator.store.errors import InvalidValue, UnknownModelPrice
@@ -143,6 +140,9 @@ def _load_prices_file(path: str, _mtime_ns: int, _size: int) -> dict[str, ModelP
 
 
 def _litellm_cost_map() -> dict[str, Any]:
+    from orchestrator.llm import litellm_import_settings
+
+    litellm_import_settings()  # the bundled price map, no .env file
     import litellm
 
     cost_map: dict[str, Any] = litellm.model_cost

@@ -18,6 +18,12 @@ IMPORTS = {
     "worker": "import orchestrator.worker",
     "compaction": "import orchestrator.activities.compaction",
     "prices": "import orchestrator.store.prices as prices; prices._litellm_cost_map()",
+    # A warm CLI's command runs with its caller's environment, set after the engine was imported.
+    "prices, environment replaced": (
+        "import orchestrator.store.prices as prices\n"
+        "for name in ('LITELLM_MODE', 'LITELLM_LOCAL_MODEL_COST_MAP'): os.environ.pop(name, None)\n"
+        "prices._litellm_cost_map()"
+    ),
 }
 
 
