@@ -113,13 +113,11 @@ class Cell:
                 return message
             if not isinstance(message, messages.Result):
                 raise messages.Malformed(f"a {type(message).__name__} message in the middle of a cell")
-            return session.finished(message, blob, self._started, self._notes)
+            return self._finished(message, blob)
         except wire.ChannelTimeout:
             over_wall = self._wall_deadline is not None and time.monotonic() >= self._wall_deadline
             wall = session._limits.cell_wall_timeout_s or 0
-            return session.lost(
-                CellStatus.TIMEOUT, self._started, self._notes, _over(wall) if over_wall else None
-            )
+            return self._lost(CellStatus.TIMEOUT, _over(wall) if over_wall else None)
         except wire.ChannelClosed as exc:
             reason: ExitReason = CellStatus.CRASHED
             detail = str(exc)
@@ -127,10 +125,77 @@ class Cell:
             if runtime is not None and not session._closed:
                 # EOF means the runtime is dead or dying; give the engine a moment to record why.
                 reason, detail = runtime.exit_reason(wait_s=EXIT_WAIT_S)
-            return session.lost(reason, self._started, self._notes, detail)
+            return self._lost(reason, detail)
         except messages.Malformed as exc:
             broke = f"the runtime broke the protocol ({exc})"
-            return session.lost(CellStatus.CRASHED, self._started, self._notes, broke)
+            return self._lost(CellStatus.CRASHED, broke)
+
+    def _lost(self, status: CellStatus, detail: str | None) -> CellResult:
+        """The result of a cell whose runtime timed out, ran out of memory or died: a new runtime holds
+        the state from before the cell."""
+        session = self._session
+        limits = session._limits
+        if status == CellStatus.TIMEOUT:
+            what = f"cell timed out after {detail or seconds(limits.cell_timeout_s)}"
+        elif status == CellStatus.OOM:
+            what = f"cell ran out of memory (limit {gib(limits.memory_bytes)})"
+        else:
+            what = f"the sandbox died during the cell: {detail}"
+        variables = session.replace()
+        snapshot = session._last_snapshot
+        self._notes.append(
+            f"{what}; {'state restored to before the cell' if snapshot else 'state reset (no snapshot yet)'}"
+        )
+        log.warning("sandbox.cell_lost", status=status, detail=detail)
+        return CellResult(
+            status=status,
+            stdout="",
+            stderr="",
+            stdout_cut=0,
+            stderr_cut=0,
+            traceback=None,
+            answer=None,
+            variables=variables,
+            unpicklable=[],
+            duration_s=time.monotonic() - self._started,
+            subcalls=0,
+            snapshot=snapshot,
+            message="; ".join(self._notes),
+        )
+
+    def _finished(self, result: messages.Result, blob: bytes) -> CellResult:
+        """The result of a cell that ran to its end; its snapshot becomes the one to restore."""
+        if result.unpicklable:
+            reasons = result.unpicklable_reasons
+            self._notes.append(
+                "not in the snapshot: "
+                + "; ".join(f"{name} ({reasons.get(name, '?')})" for name in result.unpicklable)
+            )
+        self._session._last_snapshot = blob
+        cell = CellResult(
+            status=CellStatus.OK if result.ok else CellStatus.ERROR,
+            stdout=result.stdout,
+            stderr=result.stderr,
+            stdout_cut=result.stdout_cut,
+            stderr_cut=result.stderr_cut,
+            traceback=result.traceback,
+            answer=result.answer,
+            variables=result.variables,
+            unpicklable=result.unpicklable,
+            duration_s=time.monotonic() - self._started,
+            subcalls=result.subcalls,
+            snapshot=blob,
+            message="; ".join(self._notes) or None,
+        )
+        log.info(
+            "sandbox.cell_finished",
+            status=cell.status,
+            ms=round(cell.duration_s * 1000, 1),
+            compute_ms=round(result.compute_s * 1000, 1),
+            subcalls=cell.subcalls,
+            snapshot_bytes=len(blob),
+        )
+        return cell
 
     def _answer(self, reply: SubcallAnswer) -> messages.ToRuntime:
         if isinstance(reply, SubcallRefused):

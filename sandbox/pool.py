@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import select
 import shutil
 import socket
 import tempfile
@@ -35,7 +34,7 @@ import docker
 import docker.errors
 import structlog
 
-from . import docker_backend
+from . import channel, docker_backend
 from .api import SandboxLimits
 from .session import Started, accept
 
@@ -196,9 +195,8 @@ class SandboxPool:
 
     def _claim(self, ready: _Ready, labels: Mapping[str, str]) -> bool:
         # A runtime that says anything before its init has died (EOF): the next one may be fine.
-        readable, _, _ = select.select([ready.started.conn], [], [], 0)
         try:
-            if readable:
+            if channel.readable(ready.started.conn, 0):
                 raise docker.errors.NotFound("the pooled runtime closed its channel")
             if self._client is not None:
                 self._client.api.rename(ready.container_id, docker_backend.claimed_name(labels))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import shutil
 import socket
 import tempfile
@@ -22,10 +21,9 @@ from typing import Any, Protocol
 
 import structlog
 
-from . import messages, streaming
+from . import channel, messages, streaming
 from .api import (
     CellResult,
-    CellStatus,
     SandboxClosed,
     SandboxError,
     SandboxLimits,
@@ -34,7 +32,7 @@ from .api import (
     SubcallRefused,
     SubcallRequest,
 )
-from .cell import EXIT_WAIT_S, Cell, ExitReason, gib, seconds
+from .cell import EXIT_WAIT_S, Cell, ExitReason, seconds
 from .runtime import wire
 
 log = structlog.get_logger("sandbox")
@@ -292,8 +290,7 @@ class Session:
         if self._conn is None or self._runtime is None:
             return True
         # The runtime never speaks unasked between requests, so anything readable is EOF or garbage.
-        readable, _, _ = select.select([self._conn], [], [], 0)
-        return bool(readable)
+        return channel.readable(self._conn, 0)
 
     def send(self, message: messages.ToRuntime, blob: bytes = b"") -> None:
         if self._conn is None:
@@ -305,15 +302,17 @@ class Session:
 
     def recv(self, deadline: float | None) -> tuple[messages.FromRuntime, bytes]:
         """The runtime's next message; a message the protocol does not allow raises ``messages.Malformed``."""
-        if self._conn is None:
+        conn = self._conn
+        if conn is None:
             raise wire.ChannelClosed("no runtime connected")
         # A hostile cell can write frames itself; these caps bound what it can make the host allocate.
         try:
             message, blob, size = wire.recv(
-                self._conn,
+                conn,
                 deadline=deadline,
                 max_json=self._limits.message_bytes + 4 * 3 * self._limits.output_chars,
                 max_blob=self._limits.memory_bytes,
+                wait=channel.waiter(conn, lambda: self._closed),
             )
             self.bytes_received += size
             return messages.decode(message), blob
@@ -379,68 +378,3 @@ class Session:
         if not isinstance(code, str):
             raise TypeError(f"execute() takes the cell's code as str, got {type(code).__name__}")
         return Cell(self, code)
-
-    def lost(self, status: CellStatus, started: float, notes: list[str], detail: str | None) -> CellResult:
-        """The result of a cell whose runtime timed out, ran out of memory or died: a new runtime holds
-        the state from before the cell."""
-        if status == CellStatus.TIMEOUT:
-            what = f"cell timed out after {detail or seconds(self._limits.cell_timeout_s)}"
-        elif status == CellStatus.OOM:
-            what = f"cell ran out of memory (limit {gib(self._limits.memory_bytes)})"
-        else:
-            what = f"the sandbox died during the cell: {detail}"
-        variables = self.replace()
-        restored = (
-            "state restored to before the cell" if self._last_snapshot else "state reset (no snapshot yet)"
-        )
-        notes.append(f"{what}; {restored}")
-        log.warning("sandbox.cell_lost", status=status, detail=detail)
-        return CellResult(
-            status=status,
-            stdout="",
-            stderr="",
-            stdout_cut=0,
-            stderr_cut=0,
-            traceback=None,
-            answer=None,
-            variables=variables,
-            unpicklable=[],
-            duration_s=time.monotonic() - started,
-            subcalls=0,
-            snapshot=self._last_snapshot,
-            message="; ".join(notes),
-        )
-
-    def finished(self, result: messages.Result, blob: bytes, started: float, notes: list[str]) -> CellResult:
-        """The result of a cell that ran to its end; its snapshot becomes the one to restore."""
-        if result.unpicklable:
-            reasons = result.unpicklable_reasons
-            notes.append(
-                "not in the snapshot: "
-                + "; ".join(f"{name} ({reasons.get(name, '?')})" for name in result.unpicklable)
-            )
-        self._last_snapshot = blob
-        cell = CellResult(
-            status=CellStatus.OK if result.ok else CellStatus.ERROR,
-            stdout=result.stdout,
-            stderr=result.stderr,
-            stdout_cut=result.stdout_cut,
-            stderr_cut=result.stderr_cut,
-            traceback=result.traceback,
-            answer=result.answer,
-            variables=result.variables,
-            unpicklable=result.unpicklable,
-            duration_s=time.monotonic() - started,
-            subcalls=result.subcalls,
-            snapshot=blob,
-            message="; ".join(notes) or None,
-        )
-        log.info(
-            "sandbox.cell_finished",
-            status=cell.status,
-            ms=round(cell.duration_s * 1000, 1),
-            compute_ms=round(result.compute_s * 1000, 1),
-            subcalls=cell.subcalls,
-            snapshot_bytes=len(blob),
-        )
-        return cell

@@ -11,6 +11,7 @@ import json
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 HEADER = struct.Struct(">II")
@@ -18,6 +19,9 @@ HEADER = struct.Struct(">II")
 MAX_PART = (1 << 32) - 1
 
 Message = dict[str, Any]
+# Called with the deadline before each read; it returns once the socket is readable or the deadline
+# passed, and raises ChannelClosed to give up (the host's session uses it to notice its own close()).
+Wait = Callable[[float | None], None]
 
 
 class ChannelClosed(EOFError):
@@ -47,11 +51,13 @@ def send(sock: socket.socket, message: Message, blob: bytes = b"") -> int:
     return HEADER.size + len(body) + len(blob)
 
 
-def _recv_exact(sock: socket.socket, size: int, deadline: float | None) -> bytearray:
+def _recv_exact(sock: socket.socket, size: int, deadline: float | None, wait: Wait | None) -> bytearray:
     buffer = bytearray(size)
     view = memoryview(buffer)
     received = 0
     while received < size:
+        if wait is not None:
+            wait(deadline)
         if deadline is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -89,17 +95,18 @@ def recv_frame(
     deadline: float | None = None,
     max_json: int = MAX_PART,
     max_blob: int = MAX_PART,
+    wait: Wait | None = None,
 ) -> tuple[Message, bytearray, int]:
     """Like ``recv``, but the blob is the buffer it was received into (no copy)."""
-    json_size, blob_size = HEADER.unpack(_recv_exact(sock, HEADER.size, deadline))
+    json_size, blob_size = HEADER.unpack(_recv_exact(sock, HEADER.size, deadline, wait))
     if json_size > max_json:
         raise FrameTooLarge("message", json_size, max_json)
     if blob_size > max_blob:
         raise FrameTooLarge("blob", blob_size, max_blob)
-    message = json.loads(_recv_exact(sock, json_size, deadline).decode("utf-8"))
+    message = json.loads(_recv_exact(sock, json_size, deadline, wait).decode("utf-8"))
     if not isinstance(message, dict):
         raise ValueError(f"frame carries a JSON {type(message).__name__}, expected an object")
-    blob = _recv_exact(sock, blob_size, deadline) if blob_size else bytearray()
+    blob = _recv_exact(sock, blob_size, deadline, wait) if blob_size else bytearray()
     if deadline is not None:
         sock.settimeout(None)
     return message, blob, HEADER.size + json_size + blob_size
@@ -111,7 +118,8 @@ def recv(
     deadline: float | None = None,
     max_json: int = MAX_PART,
     max_blob: int = MAX_PART,
+    wait: Wait | None = None,
 ) -> tuple[Message, bytes, int]:
     """Receive one frame: (message, blob, bytes read); ``deadline`` is a ``time.monotonic()`` instant."""
-    message, blob, size = recv_frame(sock, deadline=deadline, max_json=max_json, max_blob=max_blob)
+    message, blob, size = recv_frame(sock, deadline=deadline, max_json=max_json, max_blob=max_blob, wait=wait)
     return message, bytes(blob) if blob else b"", size

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import resource
+import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +14,8 @@ import docker
 import pytest
 
 from sandbox import SandboxClosed, SandboxLimits, open_session, reap
+from sandbox.channel import CLOSED_CHECK_S
+from sandbox.process_backend import ProcessRuntime
 from tests.sandbox.helpers import OpenSession, no_subcalls
 
 
@@ -120,6 +124,50 @@ def test_close_from_another_thread_abandons_a_running_cell(
     assert time.monotonic() - began < 10
     closer.join()
     assert cid not in [c.id for c in docker_client.containers.list(all=True)]
+
+
+def test_close_ends_a_running_cell_even_without_its_wake_up(
+    open_process: OpenSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # close() wakes the cell's blocked read by shutting the socket down, and the runtime's end closes
+    # when it is killed. Here neither comes in time: the shutdown is lost and the kill takes 8 s. The
+    # cell still ends within the channel's check of the session, not at the kill or the cell's timeout.
+    monkeypatch.setattr(socket.socket, "shutdown", lambda self, how: None)
+    kill = ProcessRuntime.kill
+
+    def slow_kill(runtime: ProcessRuntime) -> None:
+        time.sleep(8)
+        kill(runtime)
+
+    monkeypatch.setattr(ProcessRuntime, "kill", slow_kill)
+    session = open_process(limits=SandboxLimits(cell_timeout_s=60))
+    closer = threading.Timer(0.5, session.close)
+    closer.start()
+    began = time.monotonic()
+    with pytest.raises(SandboxClosed, match="closed while the cell was running"):
+        session.execute("while True:\n    pass", no_subcalls)
+    assert time.monotonic() - began < 0.5 + 4 * CLOSED_CHECK_S + 1
+    closer.join()
+
+
+def test_a_session_works_on_descriptor_numbers_past_1024(open_process: OpenSession) -> None:
+    # A busy worker holds many sockets and files; select() refuses descriptor numbers from 1024 on.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1200
+    assert hard >= wanted, f"this test needs RLIMIT_NOFILE of at least {wanted}; the hard limit is {hard}"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    read_end, write_end = os.pipe()
+    held = [os.dup(read_end) for _ in range(1030)]
+    try:
+        session = open_process()
+        assert session.execute("x = 41", no_subcalls).status == "ok"
+        # The second cell first checks the channel is still up (``channel_broken``).
+        assert session.execute("print(x + 1)", no_subcalls).stdout == "42\n"
+        session.close()
+    finally:
+        for fd in (*held, read_end, write_end):
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_process_runtime_exits_when_its_host_dies() -> None:
