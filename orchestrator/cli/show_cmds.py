@@ -40,8 +40,8 @@ def show(
     sub-calls with their prompts and answers), the answer, spend and tokens, and why it ended."""
     from orchestrator.cli.common import cli_errors, fail, open_store
     from orchestrator.settings import load_settings
+    from orchestrator.transcripts.clips import FULL, Cut
     from orchestrator.transcripts.load import load_transcript
-    from orchestrator.transcripts.model import FULL, Cut
     from orchestrator.transcripts.render import render
 
     with cli_errors():

@@ -16,8 +16,8 @@ from orchestrator.errors import RlmError
 from orchestrator.report.document import render_html, report_data
 from orchestrator.runs.inspect import run_summary, run_tree
 from orchestrator.store.report import run_tenant
+from orchestrator.transcripts.clips import FULL, Cut
 from orchestrator.transcripts.load import load_transcript
-from orchestrator.transcripts.model import FULL, Cut
 
 # The tree row's answer preview: enough to tell leaves apart, short enough for 1,000 rows.
 PREVIEW_CHARS = 80

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from orchestrator.runs.inspect import RunSummary, TreeRow
-    from orchestrator.transcripts.model import Cut, Transcript
+    from orchestrator.transcripts.clips import Cut
+    from orchestrator.transcripts.model import Transcript
 
 # JSON.parse reads these escapes back to the same characters; U+2028/2029 keep the text valid as a JS
 # literal too, should anyone paste it into a script.

@@ -29,12 +29,11 @@ from orchestrator.store.errors import NotFound
 from orchestrator.store.models import Node, Step
 from orchestrator.store.steps import list_steps
 from orchestrator.store.transcripts import NodeRow, child_nodes, children_first_steps, node_row, run_exists
+from orchestrator.transcripts.clips import Clip, Cut
 from orchestrator.transcripts.model import (
     CellView,
-    Clip,
     Compaction,
     ContextView,
-    Cut,
     Iteration,
     NodeView,
     Reply,

@@ -23,11 +23,9 @@ JSON shape (``Transcript.to_json()``; every key is always present, ``null`` when
      "totals": {"iterations", "cells", "subcalls", "cost", "children_cost", "prompt_tokens",
                 "completion_tokens"}}
 
-A CLIP is ``{"text": ..., "chars": N}``: ``text`` is the text as shown (cut to the ``Cut`` policy's limit)
-and ``chars`` the full length, so ``chars - len(text)`` characters were cut (a sub-call's prompt and answer
-are cut to the shorter ``preview`` limit). Every decimal amount is a
-string (exact). A cell without a record has status ``running``, ``unfinished`` or ``not run`` (the
-``UnrecordedCell`` values), its code from the model's reply and no output. ``from_json(to_json(t)) == t``.
+A CLIP is a ``Clip`` (``orchestrator.transcripts.clips``). Every decimal amount is a string (exact).
+A cell without a record has status ``running``, ``unfinished`` or ``not run`` (the ``UnrecordedCell``
+values), its code from the model's reply and no output. ``from_json(to_json(t)) == t``.
 """
 
 from __future__ import annotations
@@ -38,9 +36,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-DEFAULT_CUT_CHARS = 2_000
-# A sub-call's prompt and answer are previews: a cell may make a thousand of them.
-DEFAULT_PREVIEW_CHARS = 200
+from orchestrator.transcripts.clips import Clip, clip_json, read_clip
 
 
 class UnrecordedCell(StrEnum):
@@ -49,65 +45,6 @@ class UnrecordedCell(StrEnum):
     RUNNING = "running"  # the node is still working on it
     UNFINISHED = "unfinished"  # the node ended (deadline, abort, failure) before the cell was recorded
     NOT_RUN = "not run"  # an earlier cell ended the node, or the node ended before it started
-
-
-@dataclass(frozen=True)
-class Cut:
-    """How long a shown text may be: ``limit`` characters (``preview`` for a sub-call's prompt and
-    answer), or whole when None (``--full``)."""
-
-    limit: int | None = DEFAULT_CUT_CHARS
-    preview: int | None = DEFAULT_PREVIEW_CHARS
-
-    def clip(self, text: str) -> Clip:
-        return _cut(text, self.limit)
-
-    def maybe(self, text: str | None) -> Clip | None:
-        return None if text is None else _cut(text, self.limit)
-
-    def previewed(self, text: str | None) -> Clip | None:
-        return None if text is None else _cut(text, self.preview)
-
-
-def _cut(text: str, limit: int | None) -> Clip:
-    if limit is None or len(text) <= limit:
-        return Clip(text=text, chars=len(text))
-    return Clip(text=text[:limit], chars=len(text))
-
-
-FULL = Cut(limit=None, preview=None)
-
-
-@dataclass(frozen=True)
-class Clip:
-    """A text as shown (``text``, perhaps cut) and its full length (``chars``)."""
-
-    text: str
-    chars: int
-
-    @property
-    def more(self) -> int:
-        """Characters cut off the end."""
-        return self.chars - len(self.text)
-
-    def shown(self) -> str:
-        """The text with a count of what was cut: ``… [12,345 more chars]``."""
-        return self.text if self.more <= 0 else f"{self.text}… [{self.more:,} more chars]"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"text": self.text, "chars": self.chars}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Clip:
-        return cls(text=data["text"], chars=data["chars"])
-
-
-def _clip(data: dict[str, Any] | None) -> Clip | None:
-    return None if data is None else Clip.from_json(data)
-
-
-def _opt_clip(clip: Clip | None) -> dict[str, Any] | None:
-    return None if clip is None else clip.to_json()
 
 
 def _time(value: datetime | None) -> str | None:
@@ -234,8 +171,8 @@ class SubcallView:
         return {
             "node_id": self.node_id,
             "kind": self.kind,
-            "prompt": _opt_clip(self.prompt),
-            "answer": _opt_clip(self.answer),
+            "prompt": clip_json(self.prompt),
+            "answer": clip_json(self.answer),
             "status": self.status,
             "cost": _money(self.cost),
             "error": self.error,
@@ -247,8 +184,8 @@ class SubcallView:
         return cls(
             node_id=d["node_id"],
             kind=d["kind"],
-            prompt=_clip(d["prompt"]),
-            answer=_clip(d["answer"]),
+            prompt=read_clip(d["prompt"]),
+            answer=read_clip(d["answer"]),
             status=d["status"],
             cost=Decimal(d["cost"]),
             error=d["error"],
@@ -276,11 +213,11 @@ class CellView:
             "code": self.code.to_json(),
             "stdout": self.stdout.to_json(),
             "stderr": self.stderr.to_json(),
-            "error": _opt_clip(self.error),
+            "error": clip_json(self.error),
             "status": self.status,
             "duration_ms": self.duration_ms,
             "chars_cut": self.chars_cut,
-            "answer": _opt_clip(self.answer),
+            "answer": clip_json(self.answer),
             "ready": self.ready,
             "subcalls": [s.to_json() for s in self.subcalls],
         }
@@ -292,11 +229,11 @@ class CellView:
             code=Clip.from_json(d["code"]),
             stdout=Clip.from_json(d["stdout"]),
             stderr=Clip.from_json(d["stderr"]),
-            error=_clip(d["error"]),
+            error=read_clip(d["error"]),
             status=d["status"],
             duration_ms=d["duration_ms"],
             chars_cut=d["chars_cut"],
-            answer=_clip(d["answer"]),
+            answer=read_clip(d["answer"]),
             ready=d["ready"],
             subcalls=tuple(SubcallView.from_json(s) for s in d["subcalls"]),
         )
@@ -451,10 +388,10 @@ class Transcript:
     def to_json(self) -> dict[str, Any]:
         return {
             "node": self.node.to_json(),
-            "query": _opt_clip(self.query),
+            "query": clip_json(self.query),
             "context": None if self.context is None else self.context.to_json(),
             "iterations": [i.to_json() for i in self.iterations],
-            "answer": _opt_clip(self.answer),
+            "answer": clip_json(self.answer),
             "totals": self.totals.to_json(),
         }
 
@@ -463,9 +400,9 @@ class Transcript:
         context = d["context"]
         return cls(
             node=NodeView.from_json(d["node"]),
-            query=_clip(d["query"]),
+            query=read_clip(d["query"]),
             context=None if context is None else ContextView.from_json(context),
             iterations=tuple(Iteration.from_json(i) for i in d["iterations"]),
-            answer=_clip(d["answer"]),
+            answer=read_clip(d["answer"]),
             totals=Totals.from_json(d["totals"]),
         )

@@ -7,7 +7,8 @@ import textwrap
 from decimal import Decimal
 
 from orchestrator.protocol.prompts import SHOWN_NAMES
-from orchestrator.transcripts.model import CellView, Clip, Iteration, SubcallView, Transcript
+from orchestrator.transcripts.clips import Clip
+from orchestrator.transcripts.model import CellView, Iteration, SubcallView, Transcript
 
 INDENT = "    "
 

@@ -25,16 +25,9 @@ from orchestrator.runs.start import root_input
 from orchestrator.store.models import Node, Step
 from orchestrator.store.steps import list_steps
 from orchestrator.store.transcripts import child_nodes, children_first_steps, node_row
+from orchestrator.transcripts.clips import FULL
 from orchestrator.transcripts.load import TranscriptError, build
-from orchestrator.transcripts.model import (
-    FULL,
-    CellView,
-    Iteration,
-    Reply,
-    SubcallView,
-    Transcript,
-    UnrecordedCell,
-)
+from orchestrator.transcripts.model import CellView, Iteration, Reply, SubcallView, Transcript, UnrecordedCell
 from orchestrator.vocabulary import NodeKind, Status, StepKind
 from orchestrator.workflows.types import NodeInput, root_id
 

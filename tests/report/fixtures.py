@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from orchestrator.runs.inspect import RunSummary, TreeRow
+from orchestrator.transcripts.clips import Cut
 from orchestrator.transcripts.model import (
     CellView,
-    Cut,
     Iteration,
     NodeView,
     Reply,

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.report.document import embed_json, render_html, report_data
-from orchestrator.transcripts.model import DEFAULT_CUT_CHARS, FULL, Cut
+from orchestrator.transcripts.clips import DEFAULT_CUT_CHARS, FULL, Cut
 from tests.report.fixtures import HOSTILE, synthetic
 
 NOW = datetime(2026, 11, 26, 13, 0, tzinfo=UTC)

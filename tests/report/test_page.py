@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from orchestrator.report.document import render_html, report_data
-from orchestrator.transcripts.model import Cut
+from orchestrator.transcripts.clips import Cut
 from tests.report.cdp import Page, browser_page
 from tests.report.fixtures import HOSTILE, synthetic
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from orchestrator.transcripts.clips import Clip, Cut
 from orchestrator.transcripts.model import (
     CellView,
-    Clip,
     ContextView,
-    Cut,
     Iteration,
     NodeView,
     Reply,

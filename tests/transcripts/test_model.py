@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from orchestrator.transcripts.model import FULL, Clip, Cut, Transcript
+from orchestrator.transcripts.clips import FULL, Clip, Cut
+from orchestrator.transcripts.model import Transcript
 from orchestrator.transcripts.render import render
 from tests.transcripts.sample import LONG_STDOUT, sample
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from orchestrator.store.models import Node, Step
-from orchestrator.transcripts.model import FULL
+from orchestrator.transcripts.clips import FULL
 from orchestrator.transcripts.rlm_jsonl import _iteration
 from tests.reference.rlm_jsonl import file_problems, line_problems
 from tests.transcripts.sample import sample
