@@ -19,6 +19,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 import sandbox
+from orchestrator.activities.logctx import expected
 from orchestrator.workflows.common import DEADLINE_PASSED
 
 log = structlog.get_logger(__name__)
@@ -33,11 +34,10 @@ WATCH_EVERY_S = 0.25
 
 
 def deadline_error(when: str) -> ApplicationError:
-    return ApplicationError(
+    return expected(
         f"the run's deadline passed {when}; the node ends timed_out (rlm resume RUN --deadline S "
         "gives it more time)",
         type=DEADLINE_PASSED,
-        non_retryable=True,
     )
 
 

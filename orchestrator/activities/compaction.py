@@ -48,7 +48,12 @@ def window_of(model: str, limits: Limits) -> int | None:
         return window
     if model not in _unknown_windows:
         _unknown_windows.add(model)
-        log.warning("compaction.window_unknown", model=model, hint="set Limits.context_window")
+        log.warning(
+            "compaction.window_unknown",
+            model=model,
+            hint="no compaction for this model; give its window with --context-window TOKENS "
+            "(Limits.context_window)",
+        )
     return None
 
 

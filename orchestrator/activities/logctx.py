@@ -3,14 +3,20 @@
 One worker interceptor binds them (``orchestrator.logs.bind_node``) from the activity's input before
 the activity runs, so no activity repeats it. Each activity runs in its own asyncio task or thread
 with a copied context: the binding ends with the activity.
+
+The same interceptor logs an expected failure (an ``ApplicationError`` made by ``expected``: a model
+call refused, an unknown price, the run's deadline) as one ``activity.failed`` event. Temporal's SDK
+logs those at debug level only; every other failure it logs as a warning with its traceback.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import structlog
 from temporalio import activity
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
@@ -19,6 +25,21 @@ from temporalio.worker import (
 
 from orchestrator.logs import bind_node
 from orchestrator.workflows.types import NodeEvent, RunSpec
+
+log = structlog.get_logger(__name__)
+
+
+def expected(
+    message: str, *, type: str, non_retryable: bool = True, next_retry_delay: timedelta | None = None
+) -> ApplicationError:
+    """A failure the engine expects and explains in ``message`` (see the module's docstring)."""
+    return ApplicationError(
+        message,
+        type=type,
+        non_retryable=non_retryable,
+        next_retry_delay=next_retry_delay,
+        category=ApplicationErrorCategory.BENIGN,
+    )
 
 
 def node_of(arg: object) -> tuple[str, str, str] | None:
@@ -39,7 +60,18 @@ class _Inbound(ActivityInboundInterceptor):
         if ids is not None:
             bind_node(*ids)
         structlog.contextvars.bind_contextvars(activity=activity.info().activity_type)
-        return await self.next.execute_activity(input)
+        try:
+            return await self.next.execute_activity(input)
+        except ApplicationError as exc:
+            if exc.category == ApplicationErrorCategory.BENIGN:
+                log.warning(
+                    "activity.failed",
+                    type=exc.type,
+                    retryable=not exc.non_retryable,
+                    attempt=activity.info().attempt,
+                    message=exc.message,
+                )
+            raise
 
 
 class LogContext(Interceptor):

@@ -26,6 +26,7 @@ from temporalio.exceptions import ApplicationError
 from orchestrator.activities import compaction, texts
 from orchestrator.activities.context import context_info, local_context
 from orchestrator.activities.deps import Deps
+from orchestrator.activities.logctx import expected
 from orchestrator.llm.complete import (
     CompletionRequest,
     CompletionResult,
@@ -102,7 +103,7 @@ def node_limits(node: NodeInput) -> NodeLimits:
 
 def model_error(exc: ModelCallError) -> ApplicationError:
     delay = timedelta(seconds=exc.retry_after_s) if exc.retry_after_s else None
-    return ApplicationError(
+    return expected(
         f"model call failed ({exc.kind}): {exc.message}",
         type=f"ModelCallError.{exc.kind}",
         non_retryable=not exc.retryable,
@@ -111,7 +112,7 @@ def model_error(exc: ModelCallError) -> ApplicationError:
 
 
 def price_error(exc: UnknownModelPrice) -> ApplicationError:
-    return ApplicationError(str(exc), type="UnknownModelPrice", non_retryable=True)
+    return expected(str(exc), type="UnknownModelPrice")
 
 
 class ModelActivities:
@@ -291,11 +292,10 @@ class ModelActivities:
             result = await self._call(inp.node.node_id, inp.node.run, inp.node.model, prep)
         except ApplicationError as exc:
             if prep.compacted and exc.type == "ModelCallError.context_window":
-                raise ApplicationError(
+                raise expected(
                     f"{exc.message} (even after compacting iterations 1..{prep.compacted} into a summary; "
                     "give the node a model with a larger context window or lower output_chars)",
                     type=exc.type,
-                    non_retryable=True,
                 ) from exc
             raise
         step = await asyncio.to_thread(self._generate_record, inp, prep, result)

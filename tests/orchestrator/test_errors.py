@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+import structlog
+import structlog.testing
 
 from orchestrator.store import list_steps
 from orchestrator.workflows.types import root_id
@@ -31,6 +34,46 @@ async def test_unknown_model_price_fails_the_node_naming_the_fix(harness: Harnes
     assert "no price known for model 'openai/durable-rlm-no-such-model'" in reason
     assert "rlm price set" in reason
     assert out.summary.cost == 0
+
+
+NO_PRICE = "durable-rlm-no-such-price"
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_an_expected_failure_is_one_event_without_a_traceback(harness: Harness, context: Path) -> None:
+    # An unknown price is the user's to fix, and the run's reason says how: the worker's log gets one
+    # ``activity.failed`` event for it, not Temporal's warning with a traceback.
+    sdk = logging.getLogger("temporalio.activity")
+    handler, level = _Records(), sdk.level
+    sdk.addHandler(handler)
+    sdk.setLevel(logging.DEBUG)
+    try:
+        with structlog.testing.capture_logs() as events:
+            out = await harness.run(
+                "What is the magic number?", context, model="openai/durable-rlm-no-such-price"
+            )
+    finally:
+        sdk.removeHandler(handler)
+        sdk.setLevel(level)
+
+    assert out.result.status == "failed"
+    # capture_logs keeps no bound context: the model in the message tells this run's failure apart.
+    failed = [e for e in events if e["event"] == "activity.failed" and NO_PRICE in e["message"]]
+    assert len(failed) == 1, failed
+    assert failed[0]["log_level"] == "warning"
+    assert failed[0]["type"] == "UnknownModelPrice" and failed[0]["retryable"] is False
+    assert f"no price known for model 'openai/{NO_PRICE}'" in failed[0]["message"]
+    mine = [r for r in handler.records if root_id(out.run_id) in str(getattr(r, "__dict__", {}))]
+    assert mine, "Temporal's SDK logged nothing for the failed activity"
+    assert all(r.levelno == logging.DEBUG for r in mine), [(r.levelname, r.getMessage()) for r in mine]
 
 
 async def test_scripted_auth_error_is_not_retried(harness: Harness, context: Path) -> None:
