@@ -7,8 +7,9 @@ them at each call. Activities run in their own asyncio task or worker thread wit
 so a binding never leaks from one activity into another.
 
 Records of the stdlib ``logging`` module (Temporal's core, forwarded by ``connection.temporal_runtime``,
-litellm, httpx, ...) go to the same stream through structlog's ``ProcessorFormatter``: stdout carries
-results only. ``results_stdout()`` guards a command's work against libraries that print to stdout.
+litellm, httpx, ...) and Python warnings go to the same stream through structlog's ``ProcessorFormatter``:
+stdout carries results only. ``results_stdout()`` guards a command's work against libraries that print
+to stdout.
 """
 
 from __future__ import annotations
@@ -108,6 +109,9 @@ def _route_stdlib(sink: TextIO, renderer: structlog.typing.Processor, level: int
     for old in [h for h in root.handlers if isinstance(h, _StdlibHandler)]:
         root.removeHandler(old)
     root.addHandler(handler)
+    # Python warnings (the SDK's about a workflow that ended with an Update running, a library's
+    # deprecation) go the same way, one JSON line each, instead of raw text among the JSON lines.
+    logging.captureWarnings(True)
     # Libraries' info lines (one per HTTP request, per worker poll) would drown the engine's events.
     root.setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
     logging.getLogger(CORE_LOGGER).setLevel(core_level)
