@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import structlog
 from temporalio.client import WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.workflow import UpdateMethodMultiParam
 
 import sandbox
 from orchestrator.activities import texts
@@ -50,6 +51,9 @@ Blocking = Callable[[Callable[[], T]], Awaitable[T]]
 UPDATE_LIMIT = "limit on the total number of distinct updates"
 # Prompts of one batch ride inline in the Update while they are this small in total; beyond, blobs.
 BATCH_INLINE_CHARS = 32_000
+# The SDK types an update handler decorated with options as returning its coroutine, not what the
+# coroutine returns; the Update's result is the SubcallReply.
+SUBCALL = cast("UpdateMethodMultiParam[[Any, SubcallBatch], SubcallReply]", RLMNode.subcall)
 
 
 def updates_exhausted(server_message: str) -> str:
@@ -119,7 +123,7 @@ class SubcallBridge:
 
     async def _ask(self, batch: SubcallBatch, uid: str) -> SubcallReply:
         try:
-            reply: SubcallReply = await self._handle.execute_update(RLMNode.subcall, batch, id=uid)
+            reply: SubcallReply = await self._handle.execute_update(SUBCALL, batch, id=uid)
         except RPCError as exc:
             if exc.status == RPCStatusCode.FAILED_PRECONDITION and UPDATE_LIMIT in exc.message:
                 # Retrying the cell would be refused the same way: the model must change course.

@@ -81,7 +81,9 @@ class RLMNode:
     def state(self) -> NodeState:
         return self._state
 
-    @workflow.update
+    # A node that ends (abort, deadline) while a cell's sub-call waits ends that cell too: its caller,
+    # the cell's step, is being stopped and expects the error; the SDK need not warn about it.
+    @workflow.update(unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
     async def subcall(self, batch: SubcallBatch) -> SubcallReply:
         return await self._subcalls.handle(batch)
 
