@@ -71,7 +71,8 @@ async def test_an_expected_failure_is_one_event_without_a_traceback(harness: Har
     assert failed[0]["log_level"] == "warning"
     assert failed[0]["type"] == "UnknownModelPrice" and failed[0]["retryable"] is False
     assert f"no price known for model 'openai/{NO_PRICE}'" in failed[0]["message"]
-    mine = [r for r in handler.records if root_id(out.run_id) in str(getattr(r, "__dict__", {}))]
+    root = root_id(out.run_id)
+    mine = [r for r in handler.records if getattr(r, "temporal_activity", {}).get("workflow_id") == root]
     assert mine, "Temporal's SDK logged nothing for the failed activity"
     assert all(r.levelno == logging.DEBUG for r in mine), [(r.levelname, r.getMessage()) for r in mine]
 
