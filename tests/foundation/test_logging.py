@@ -49,7 +49,7 @@ def test_a_python_warning_is_one_json_line_of_the_log_stream() -> None:
     finally:
         structlog.reset_defaults()
         logging.captureWarnings(False)
-        for handler in [h for h in root.handlers if h.stream is stream]:  # type: ignore[attr-defined]
+        for handler in [h for h in root.handlers if getattr(h, "stream", None) is stream]:
             root.removeHandler(handler)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1, lines
