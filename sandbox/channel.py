@@ -1,13 +1,18 @@
-"""Waiting on the host's end of the control channel, in a way that the session's ``close()`` on another
-thread always ends within ``CLOSED_CHECK_S``."""
+"""The host's end of the control channel: the socket a runtime connects to, and waits on the connection
+that the session's ``close()`` on another thread always ends within ``CLOSED_CHECK_S``."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import select
+import shutil
 import socket
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from .runtime import wire
 from .runtime.wire import Wait
@@ -16,6 +21,27 @@ from .runtime.wire import Wait
 # session this often, so that a wake-up that never comes costs this much, not the cell's whole timeout
 # (seen once: a cell closed from another thread kept its thread until the cell's 60 s timeout).
 CLOSED_CHECK_S = 0.25
+
+
+@contextlib.contextmanager
+def control_socket() -> Iterator[tuple[socket.socket, Path]]:
+    """A listening unix socket for one runtime to connect to, in a directory of its own that goes with
+    it: once the runtime is connected nothing of the session is left on the host's disk, so a process
+    killed later leaks no directory (only one killed while a runtime connects does)."""
+    directory = Path(tempfile.mkdtemp(prefix="rlm-sandbox-"))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        # Private to this host user; the runtime runs as another (unprivileged) user and reaches the
+        # socket through its bind mount only.
+        os.chmod(directory, 0o700)
+        path = directory / "ctl.sock"
+        listener.bind(str(path))
+        os.chmod(path, 0o666)  # noqa: S103
+        listener.listen(1)
+        yield listener, path
+    finally:
+        listener.close()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def readable(conn: socket.socket, timeout_s: float) -> bool:

@@ -18,17 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import shutil
-import socket
-import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import docker
 import docker.errors
@@ -90,8 +85,6 @@ class SandboxPool:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._client: docker.DockerClient | None = None
-        self._dir: Path | None = None
-        self._boots = 0
         self._pooled = 0  # containers that became ready, taken or not
         self._last_take = -math.inf
 
@@ -111,17 +104,15 @@ class SandboxPool:
                 # Sessions then start their own containers and say what is wrong with the engine.
                 log.warning("sandbox.pool_unavailable", error=str(exc)[:300])
                 return
-            self._dir = Path(tempfile.mkdtemp(prefix="rlm-sandbox-pool-"))
-            os.chmod(self._dir, 0o700)
             self._thread = threading.Thread(
                 target=self._fill,
-                args=(self._client, self.image, self._dir),
+                args=(self._client, self.image),
                 name="sandbox-pool",
                 daemon=True,
             )
             self._thread.start()
 
-    def _fill(self, client: docker.DockerClient, image: str, directory: Path) -> None:
+    def _fill(self, client: docker.DockerClient, image: str) -> None:
         while True:
             with self._changed:
                 while not self._closed and (len(self._ready) >= self.size or self._filled_for_good()):
@@ -132,7 +123,7 @@ class SandboxPool:
                 if self._closed:
                     return
             try:
-                ready = self._boot(client, image, directory)
+                ready = self._boot(client, image)
             except Exception as exc:
                 log.warning("sandbox.pool_start_failed", error=str(exc)[:300], retry_s=RETRY_AFTER_S)
                 with self._changed:
@@ -150,16 +141,10 @@ class SandboxPool:
     def _filled_for_good(self) -> bool:
         return not self.refill and self._pooled >= self.size
 
-    def _boot(self, client: docker.DockerClient, image: str, directory: Path) -> _Ready:
+    def _boot(self, client: docker.DockerClient, image: str) -> _Ready:
         began = time.monotonic()
-        self._boots += 1
-        path = directory / f"ctl-{self._boots}.sock"
         launcher = docker_backend.DockerLauncher(client, image, None, self.limits, self.labels)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            listener.bind(str(path))
-            os.chmod(path, 0o666)  # noqa: S103 - the runtime's user; the 0700 directory keeps others out
-            listener.listen(1)
+        with channel.control_socket() as (listener, path):
             runtime = launcher.launch(path)
             try:
                 timeout = self.limits.start_timeout_s
@@ -167,9 +152,6 @@ class SandboxPool:
             except BaseException:
                 runtime.kill()
                 raise
-        finally:
-            listener.close()
-            path.unlink(missing_ok=True)
         return _Ready(Started(runtime, conn), runtime.ident, round((time.monotonic() - began) * 1000, 1))
 
     # ---- taking ----------------------------------------------------------------------------------
@@ -230,8 +212,6 @@ class SandboxPool:
         if self._thread is not None:
             # A container starting now is removed by the refill thread once its start returns.
             self._thread.join(self.limits.start_timeout_s)
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
         if self._client is not None:
             self._client.close()
 

@@ -8,10 +8,7 @@ and, for one cell's messages, in ``cell.py``.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import socket
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -118,10 +115,6 @@ class Session:
         self._limits = limits
         self._started = started
         self._context = context
-        # Private to this host user: only the runtime, through its bind mount, reaches the socket.
-        self._dir = Path(tempfile.mkdtemp(prefix="rlm-sandbox-"))
-        os.chmod(self._dir, 0o700)
-        self._starts = 0
         self._runtime: Runtime | None = None
         self._conn: socket.socket | None = None
         self._last_snapshot: bytes | None = None
@@ -164,7 +157,6 @@ class Session:
     def _start(self) -> None:
         self._check_open()
         started = time.monotonic()
-        self._starts += 1
         backend = self._launcher.init_message()
         stream: streaming.StreamedContext | None = None
         if self._started is not None:
@@ -219,20 +211,11 @@ class Session:
             raise SandboxClosed("the session was closed while its runtime was starting")
 
     def _launch(self, started: float) -> Runtime:
-        path = self._dir / f"ctl-{self._starts}.sock"
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            listener.bind(str(path))
-            # The runtime runs as another (unprivileged) user; the 0700 directory keeps other host users out.
-            os.chmod(path, 0o666)  # noqa: S103
-            listener.listen(1)
+        with channel.control_socket() as (listener, path):
             runtime = self._launcher.launch(path)
             self._adopt(runtime)
             deadline = started + self._limits.start_timeout_s
             self._conn = accept(listener, runtime, deadline, self._limits.start_timeout_s)
-        finally:
-            listener.close()
-            path.unlink(missing_ok=True)
         return runtime
 
     def _stop_runtime(self) -> None:
@@ -267,7 +250,6 @@ class Session:
                 self._stop_runtime()
             finally:
                 self._launcher.close()
-                shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> Session:
         return self

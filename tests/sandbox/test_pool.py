@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
@@ -257,3 +260,35 @@ def test_a_pool_without_refill_fills_once_and_boots_nothing_after_a_take(
         pool.close()
         reap(labels={"worker": worker, "store": STORE})
         reap(labels={"run": run_label})
+
+
+def test_a_filled_pool_and_its_sessions_keep_no_directory_on_the_host(
+    sandbox_image: str, worker: str, run_label: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker killed with SIGKILL cleans nothing up: once its runtimes are connected, nothing of the
+    # pool or of a session may be left on the host's disk to leak.
+    made: list[str] = []
+    mkdtemp = tempfile.mkdtemp
+
+    def recording(*args: Any, **kwargs: Any) -> str:
+        made.append(path := mkdtemp(*args, **kwargs))
+        return path
+
+    monkeypatch.setattr(tempfile, "mkdtemp", recording)
+    pool = SandboxPool(2, limits=LIMITS, labels={"worker": worker, "store": STORE}, image=sandbox_image)
+    pool.start()
+    try:
+        _wait_until(lambda: pool.ready_count() == 2)
+        labels = {"run": run_label, "node": "n", "worker": worker, "store": STORE}
+        with open_session(
+            context_path=None, limits=LIMITS, labels=labels, image=sandbox_image, pool=pool
+        ) as s:
+            # A killed runtime is replaced by a launched one: its socket's directory goes too.
+            lost = s.execute("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", no_subcalls)
+            assert lost.status == "crashed"
+            assert s.execute("print(1)", no_subcalls).stdout == "1\n"
+            assert [p for p in made if os.path.exists(p)] == []
+            assert len(made) >= 3  # two pooled boots and the replacement
+    finally:
+        pool.close()
+        reap(labels={"worker": worker, "store": STORE})
