@@ -126,6 +126,9 @@ def test_close_from_another_thread_abandons_a_running_cell(
     assert cid not in [c.id for c in docker_client.containers.list(all=True)]
 
 
+SLOW_KILL_S = 8.0
+
+
 def test_close_ends_a_running_cell_even_without_its_wake_up(
     open_process: OpenSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -136,7 +139,7 @@ def test_close_ends_a_running_cell_even_without_its_wake_up(
     kill = ProcessRuntime.kill
 
     def slow_kill(runtime: ProcessRuntime) -> None:
-        time.sleep(8)
+        time.sleep(SLOW_KILL_S)
         kill(runtime)
 
     monkeypatch.setattr(ProcessRuntime, "kill", slow_kill)
@@ -146,7 +149,9 @@ def test_close_ends_a_running_cell_even_without_its_wake_up(
     began = time.monotonic()
     with pytest.raises(SandboxClosed, match="closed while the cell was running"):
         session.execute("while True:\n    pass", no_subcalls)
-    assert time.monotonic() - began < 0.5 + 4 * CLOSED_CHECK_S + 1
+    # About 0.5 s + CLOSED_CHECK_S; without the check it is the kill's SLOW_KILL_S. Half of that leaves
+    # a loaded machine room without letting the old behaviour pass.
+    assert time.monotonic() - began < max(SLOW_KILL_S / 2, 0.5 + 4 * CLOSED_CHECK_S)
     closer.join()
 
 
