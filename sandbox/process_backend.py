@@ -4,12 +4,18 @@ NOT A SECURITY BOUNDARY. The code runs as the calling user, with that user's fil
 processes within reach; only memory (RLIMIT_AS), file size (RLIMIT_FSIZE) and the per-cell timeout are
 capped, and there is no pids or CPU cap. Use it for development and tests of trusted code only; the
 ``docker`` backend is the default and the only one for LLM-written code in production.
+
+Each runtime works in a temporary directory named after its host's pid. A host killed before it could
+remove its directories leaves them behind (its runtimes die with it); the first launch of the next host
+removes every such directory of the same user whose host is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,11 +23,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from .api import CellStatus, SandboxLimits
 from .bootstrap import runtime_command
 from .cell import ExitReason
 
+log = structlog.get_logger("sandbox")
+
 _RUNTIME_PARENT = str(Path(__file__).resolve().parent)
+WORKDIR_PREFIX = "rlm-process-sandbox-"
 
 
 class ProcessRuntime:
@@ -70,7 +81,8 @@ class ProcessLauncher:
         """Nothing to release: each runtime owns its process and working directory."""
 
     def launch(self, socket_path: Path) -> ProcessRuntime:
-        workdir = tempfile.TemporaryDirectory(prefix="rlm-process-sandbox-")
+        _sweep_once()
+        workdir = tempfile.TemporaryDirectory(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-")
         env = {"PATH": os.defpath, "HOME": workdir.name, "TMPDIR": workdir.name, "LANG": "C.UTF-8"}
         process = subprocess.Popen(
             runtime_command(sys.executable, _RUNTIME_PARENT, "runtime", str(socket_path)),
@@ -82,3 +94,48 @@ class ProcessLauncher:
             start_new_session=True,
         )
         return ProcessRuntime(process, workdir)
+
+
+def sweep_workdirs(parent: Path | None = None) -> int:
+    """Remove the runtimes' working directories whose host process is gone; returns how many.
+
+    Only directories of this user, named by this backend with a host pid, are looked at; a directory
+    whose host is alive (or whose pid is now another process's) stays.
+    """
+    removed = 0
+    uid = os.getuid()
+    with os.scandir(parent or tempfile.gettempdir()) as entries:
+        for entry in entries:
+            host = _host_pid(entry.name)
+            if host is None or _alive(host):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_dir(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_uid == uid:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                    removed += 1
+    return removed
+
+
+@functools.cache
+def _sweep_once() -> int:
+    removed = sweep_workdirs()
+    if removed:
+        log.info("sandbox.workdirs_swept", count=removed)
+    return removed
+
+
+def _host_pid(name: str) -> int | None:
+    pid, dash, _ = name.removeprefix(WORKDIR_PREFIX).partition("-")
+    if not name.startswith(WORKDIR_PREFIX) or not dash or not pid.isdigit() or int(pid) <= 0:
+        return None
+    return int(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -9,13 +9,14 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import docker
 import pytest
 
 from sandbox import SandboxClosed, SandboxLimits, open_session, reap
 from sandbox.channel import CLOSED_CHECK_S
-from sandbox.process_backend import ProcessRuntime
+from sandbox.process_backend import WORKDIR_PREFIX, ProcessRuntime
 from tests.sandbox.helpers import OpenSession, no_subcalls
 
 
@@ -175,34 +176,62 @@ def test_a_session_works_on_descriptor_numbers_past_1024(open_process: OpenSessi
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_process_runtime_exits_when_its_host_dies() -> None:
+HOST = (
+    "from sandbox import open_session\n"
+    "s = open_session(backend='process', context_path=None)\n"
+    "r = s.execute('import os; print(os.getcwd())', lambda r: [])\n"
+    "print('RUNTIME', s.runtime_id, r.stdout.strip(), flush=True)\n"
+    "s.execute('while True:\\n    pass', lambda r: [])\n"
+)
+
+
+def _killed_host(tmp: Path) -> tuple[int, Path]:
+    """A host that opened a process session in ``tmp`` and was killed while its cell ran: the runtime's
+    pid and working directory."""
+    env = {**os.environ, "TMPDIR": str(tmp)}
     host = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from sandbox import open_session\n"
-            "s = open_session(backend='process', context_path=None)\n"
-            "print('PID', s.runtime_id, flush=True)\n"
-            "s.execute('while True:\\n    pass', lambda r: [])\n",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+        [sys.executable, "-c", HOST], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
     )
     assert host.stdout is not None
     line = host.stdout.readline()
-    while not line.startswith("PID "):  # structlog writes its events to stdout too
+    while line and not line.startswith("RUNTIME "):  # structlog writes its events to stdout too
         line = host.stdout.readline()
-    runtime_pid = int(line.split()[1])
+    assert line, "the host ended before its first cell ran"
+    _, pid, workdir = line.split()
     time.sleep(0.5)
     host.kill()
     host.wait()
-    deadline = time.monotonic() + 10
+    return int(pid), Path(workdir)
+
+
+def _gone(pid: int, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         try:
-            os.kill(runtime_pid, 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
-            return
+            return True
         time.sleep(0.1)
-    os.kill(runtime_pid, 9)
-    raise AssertionError("the process runtime outlived its host")
+    return False
+
+
+def test_process_runtime_exits_when_its_host_dies(tmp_path: Path) -> None:
+    runtime_pid, _ = _killed_host(tmp_path)
+    if not _gone(runtime_pid, within_s=10):
+        os.kill(runtime_pid, 9)
+        raise AssertionError("the process runtime outlived its host")
+
+
+def test_a_killed_hosts_workdirs_go_at_the_next_hosts_first_launch(tmp_path: Path) -> None:
+    runtime_pid, left = _killed_host(tmp_path)
+    assert _gone(runtime_pid, within_s=10)
+    assert left.parent == tmp_path and left.name.startswith(WORKDIR_PREFIX) and left.is_dir()
+    alive = tmp_path / f"{WORKDIR_PREFIX}{os.getpid()}-keep"  # a live host's directory stays
+    alive.mkdir()
+    other = tmp_path / f"{WORKDIR_PREFIX}notapid"  # not named by the backend: not touched
+    other.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    code = "from sandbox import open_session\nopen_session(backend='process', context_path=None).close()\n"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=60)
+    assert not left.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])
