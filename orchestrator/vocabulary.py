@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# The sandbox's wire protocol owns the sub-call kinds (llm: a leaf, rlm: an RLM node, note: a session's
+# remember); ``sandbox.api`` is dependency-free like this module.
+from sandbox.api import SubcallKind as SubcallKind
+
 
 class Status(StrEnum):
     """Statuses shared by runs and nodes."""
@@ -43,11 +47,6 @@ class StepKind(StrEnum):
     CELL = "cell"  # one code block ran in the sandbox
     LEAF = "leaf"  # a leaf's single completion
     COMPACT = "compact"  # older iterations summarised to keep the next prompt inside the window
-
-
-class SubcallKind(StrEnum):
-    LLM = "llm"  # llm_query[_batched]: a leaf
-    RLM = "rlm"  # rlm_query[_batched]: a recursive RLM node
 
 
 class LeafMode(StrEnum):

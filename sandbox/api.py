@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
-from typing import Literal, Protocol
+from typing import Protocol
 
 
 class CellStatus(StrEnum):
@@ -19,11 +19,12 @@ class CellStatus(StrEnum):
     CRASHED = "crashed"  # the runtime died or broke the protocol
 
 
-SubcallKindName = Literal["llm", "rlm", "note"]
-# A session turn's ``remember(text)``: answered by the host itself (it stores the note), never a model.
-NOTE: SubcallKindName = "note"
-# The orchestrator's SubcallKind spells "llm" and "rlm"; this package stays free of orchestrator imports.
-SUBCALL_KINDS: tuple[SubcallKindName, ...] = ("llm", "rlm", NOTE)
+class SubcallKind(StrEnum):
+    """What a cell's call asks the host for; the runtime sends these strings."""
+
+    LLM = "llm"  # llm_query[_batched]: a single model call per prompt
+    RLM = "rlm"  # rlm_query[_batched]: a recursive RLM call per prompt
+    NOTE = "note"  # a session turn's remember(text): the host stores the note, no model is asked
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class SandboxLimits:
 
 @dataclass(frozen=True)
 class SubcallRequest:
-    kind: SubcallKindName  # llm_query[_batched] -> "llm", rlm_query[_batched] -> "rlm", remember -> "note"
+    kind: SubcallKind
     prompts: list[str]  # a single llm_query is a batch of one
     model: str | None
     seq: int  # 1-based, counts sub-call requests within the current cell

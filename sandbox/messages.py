@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .api import SUBCALL_KINDS, Answer, CellStatus, SubcallRequest
+from .api import Answer, CellStatus, SubcallKind, SubcallRequest
 
 
 class Malformed(ValueError):
@@ -130,12 +130,12 @@ def _subcall(message: dict[str, Any]) -> SubcallRequest:
     prompts = message.get("prompts")
     if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
         raise ValueError("a sub-call's prompts must be a list of strings")
-    if kind not in SUBCALL_KINDS:
-        raise ValueError(f"a sub-call's kind must be one of {', '.join(SUBCALL_KINDS)}")
+    if kind not in list(SubcallKind):
+        raise ValueError(f"a sub-call's kind must be one of {', '.join(SubcallKind)}")
     model = message.get("model")
     seq = message.get("seq")
     return SubcallRequest(
-        kind=kind,
+        kind=SubcallKind(kind),
         prompts=prompts,
         model=model if isinstance(model, str) else None,
         seq=seq if isinstance(seq, int) else 0,

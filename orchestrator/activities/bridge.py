@@ -8,7 +8,7 @@ as ``SubcallRefused`` (the cell then raises ``SubcallError``): the node's limits
 limit, a single call whose child failed. A batched call instead gets every answer that exists and
 the workflow's ``failed_item`` marker in place of each failed child.
 
-``remember(text)`` arrives the same way (a request of kind ``sandbox.NOTE``, one prompt) and never
+``remember(text)`` arrives the same way (a request of kind ``SubcallKind.NOTE``, one prompt) and never
 reaches the workflow: the note goes to the store, whose unique key (node, iteration, cell, call) is
 the idempotency record, so a cell that runs again keeps its notes once.
 """
@@ -80,13 +80,13 @@ class SubcallBridge:
         retried."""
         inp = self._inp
         uid = update_id(inp.node.node_id, inp.iteration, inp.index, req.seq)
-        if req.kind == sandbox.NOTE:
+        if req.kind == SubcallKind.NOTE:
             return await self._remember(req.prompts, uid)
         batch = SubcallBatch(
             iteration=inp.iteration,
             index=inp.index,
             seq=req.seq,
-            kind=SubcallKind(req.kind),
+            kind=req.kind,
             prompts=await self._pack(req.prompts),
             model=req.model,
             titles=[p.strip().split("\n", 1)[0][:MEMO_CHARS] for p in req.prompts],

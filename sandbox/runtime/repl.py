@@ -142,7 +142,7 @@ class Runtime:
         def remember(text: str) -> None:
             if not isinstance(text, str):
                 raise TypeError(f"remember takes the note as a string, got a {type(text).__name__}")
-            # A request of kind "note" (sandbox.api.NOTE; the runtime imports nothing of the host's package):
+            # A request of kind "note" (SubcallKind.NOTE; the runtime imports nothing of the host's package):
             # the host keeps the note and answers with one empty string.
             self._subcall("note", [text], None, "remember", counted=False)
 

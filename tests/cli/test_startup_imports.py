@@ -38,6 +38,13 @@ def test_importing_the_cli_loads_no_engine_module() -> None:
     assert _heavy_loaded_after("import orchestrator.cli") == []
 
 
+def test_the_shared_vocabulary_loads_no_engine_module() -> None:
+    """The sub-call kinds come from the sandbox package, whose Docker side loads on first use only."""
+    code = "import orchestrator.vocabulary\nimport sandbox\nassert sandbox.SubcallKind.NOTE == 'note'"
+    assert _heavy_loaded_after(code) == []
+    assert _heavy_loaded_after("from sandbox import open_session") == ["docker"]
+
+
 def test_help_and_version_run_without_the_engine() -> None:
     """The whole command (root callback, logging set-up, Typer's help) stays clear of the engine too."""
     code = (
