@@ -35,13 +35,13 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from temporalio import workflow
+from dispatch_scenario import dispatch
+from figures import CpuMeter
 from temporalio.client import Client
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from orchestrator.devstack import FAST_DISPATCH, SQLITE_PRAGMAS, DevServer, DevServerConfig
 from orchestrator.runs import RunRequest, run_summary, run_tree, start_run
@@ -59,34 +59,6 @@ def words(path: Path, count: int) -> tuple[Path, int]:
     tokens = [vocab[(i * 7919 + i // 3) % len(vocab)] for i in range(count)]
     path.write_text(" ".join(tokens))
     return path, tokens.count("ERROR")
-
-
-class CpuMeter:
-    """CPU seconds of this process (the worker) and of the dev server process, between two readings."""
-
-    def __init__(self, server_pid: int | None) -> None:
-        self.server_pid = server_pid
-        self.started = self.read()
-
-    def read(self) -> tuple[float, float]:
-        server = 0.0
-        if self.server_pid is not None:
-            # /proc/<pid>/stat: utime and stime are fields 14 and 15, after the "(comm)" field.
-            fields = Path(f"/proc/{self.server_pid}/stat").read_text().rsplit(")", 1)[1].split()
-            server = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return time.process_time(), server
-
-    def per_call_ms(self, calls: int) -> dict[str, float]:
-        worker, server = self.read()
-        return {
-            "worker_cpu_ms_per_subcall": round((worker - self.started[0]) * 1000 / calls, 1),
-            "server_cpu_ms_per_subcall": round((server - self.started[1]) * 1000 / calls, 1),
-        }
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def run_one(client: Any, sessions: Any, settings: Settings, req: RunRequest) -> tuple[str, float]:
@@ -225,90 +197,6 @@ async def tree(
         "nodes": summary.nodes,
         "answer_ok": summary.answer == str(expected),
         "run_wall_s": round(wall, 2),
-    }
-
-
-@workflow.defn(name="BenchNoop")
-class BenchNoop:
-    @workflow.run
-    async def run(self, x: int) -> int:
-        return x
-
-
-@dataclass
-class ChildTimes:
-    by_workflow_clock: list[float]  # workflow.time(): the recorded task times, what really passed
-    by_perf_counter: list[float]  # the process clock inside workflow code: replay time when uncached
-
-
-@workflow.defn(name="BenchParent")
-class BenchParent:
-    def __init__(self) -> None:
-        self.children = False
-        self.done = False
-
-    @workflow.run
-    async def run(self, n: int) -> ChildTimes:
-        times = ChildTimes([], [])
-        # The Updates are timed first, alone: children started meanwhile would slow them down.
-        await workflow.wait_condition(lambda: self.children)
-        for i in range(n):
-            started, counter = workflow.time(), time.perf_counter()
-            await workflow.execute_child_workflow(BenchNoop.run, i, id=f"{workflow.info().workflow_id}/{i}")
-            times.by_workflow_clock.append((workflow.time() - started) * 1000)
-            times.by_perf_counter.append((time.perf_counter() - counter) * 1000)
-        await workflow.wait_condition(lambda: self.done)
-        return times
-
-    @workflow.update
-    async def noop(self, x: int) -> int:
-        return x
-
-    @workflow.signal
-    def start_children(self) -> None:
-        self.children = True
-
-    @workflow.signal
-    def finish(self) -> None:
-        self.done = True
-
-
-async def dispatch(tmp: Path, fast: bool, cached: bool, n: int = 60) -> dict[str, Any]:
-    name = f"dispatch-{'fast' if fast else 'default'}-{'cached' if cached else 'uncached'}"
-    config = DevServerConfig(
-        data_dir=tmp / name,
-        ui=False,
-        dynamic_config=dict(FAST_DISPATCH) if fast else {},
-        sqlite_pragmas=SQLITE_PRAGMAS if fast else (),
-    )
-    with DevServer(config) as server:
-        client = await Client.connect(server.address)
-        # Unsandboxed: these two workflows live in this script, and the uncached case reads the
-        # process clock inside workflow code on purpose (see ChildTimes).
-        async with Worker(
-            client,
-            task_queue="bench-dispatch",
-            workflows=[BenchParent, BenchNoop],
-            workflow_runner=UnsandboxedWorkflowRunner(),
-            max_cached_workflows=1000 if cached else 0,
-        ):
-            handle = await client.start_workflow(
-                BenchParent.run, n, id="bench-parent", task_queue="bench-dispatch"
-            )
-            updates = []
-            for i in range(n):
-                t = time.perf_counter()
-                await handle.execute_update(BenchParent.noop, i)
-                updates.append((time.perf_counter() - t) * 1000)
-            await handle.signal(BenchParent.start_children)
-            await handle.signal(BenchParent.finish)
-            children = await handle.result()
-    return {
-        "update_ms_p50": round(pct(updates, 0.5), 1),
-        "update_ms_p95": round(pct(updates, 0.95), 1),
-        "child_ms_p50": round(pct(children.by_workflow_clock, 0.5), 1),
-        "child_ms_p95": round(pct(children.by_workflow_clock, 0.95), 1),
-        "child_ms_p50_by_perf_counter_in_workflow": round(pct(children.by_perf_counter, 0.5), 1),
     }
 
 
