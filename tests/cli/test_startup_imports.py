@@ -4,11 +4,15 @@ its own modules at its top, the engine inside the commands that need it (issue 1
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import orchestrator.cli
+import sandbox
 
 HEAVY = (
     "sqlalchemy",
@@ -43,6 +47,15 @@ def test_the_shared_vocabulary_loads_no_engine_module() -> None:
     code = "import orchestrator.vocabulary\nimport sandbox\nassert sandbox.SubcallKind.NOTE == 'note'"
     assert _heavy_loaded_after(code) == []
     assert _heavy_loaded_after("from sandbox import open_session") == ["docker"]
+
+
+def test_the_engine_is_compiled_by_its_set_up() -> None:
+    """ops/setup.sh compiles the editable install: with PYTHONDONTWRITEBYTECODE set, nothing else would,
+    and every command would compile the CLI and the engine again at its start."""
+    for module in (orchestrator.cli, sandbox):
+        assert module.__file__ is not None
+        compiled = Path(importlib.util.cache_from_source(module.__file__))
+        assert compiled.is_file(), f"{compiled} is missing: run ops/setup.sh"
 
 
 def test_help_and_version_run_without_the_engine() -> None:
