@@ -9,11 +9,16 @@ costs a second, not a debootstrap:
   tag and every runtime file, so the image is rebuilt exactly when something that goes into it changes.
 
 The Debian mirror is read from the machine's apt sources (or ``RLM_DEBIAN_MIRROR``); none is written here.
-``python -m sandbox.imagebuild`` builds what is missing and prints the image reference.
+``python -m sandbox.imagebuild`` builds what is missing and prints the image reference; with ``--prune``
+it also removes this project's older sandbox images that no container uses. Each source change that
+reaches the runtime makes a new image, and nothing removes the old ones by itself: a worker of an older
+version still running on the same engine starts its containers from its own image, so pruning is the
+operator's call once every worker there runs the current version.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import io
 import os
@@ -259,9 +264,48 @@ def ensure_image(client: docker.DockerClient | None = None) -> str:
     return built.image_ref
 
 
-def main() -> int:
+def prune_images(
+    client: docker.DockerClient,
+    keep: ImagePlan,
+    repositories: tuple[str, ...] = (IMAGE_REPOSITORY, BASE_REPOSITORY),
+) -> list[str]:
+    """Remove the images of ``repositories`` (final images first, then their bases) other than ``keep``'s
+    that no container, running or stopped, was created from; returns the removed tags."""
+    used = {container.attrs.get("Image") for container in client.containers.list(all=True)}
+    kept = {keep.image_ref, keep.base_ref}
+    removed: list[str] = []
+    for repository in repositories:
+        for image in client.images.list(name=repository):
+            if image.id in used or kept & set(image.tags):
+                continue
+            for tag in image.tags:
+                try:
+                    client.images.remove(tag)
+                except docker.errors.APIError as exc:  # a container created meanwhile, a child image
+                    _say(f"kept {tag}: {exc.explanation or exc}")
+                    continue
+                removed.append(tag)
+    return removed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sandbox.imagebuild",
+        description="Build the sandbox image of the current sources if it is missing; print its reference.",
+    )
+    parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="also remove older sandbox images that no container uses (once every worker on this "
+        "Docker engine runs the current version)",
+    )
+    args = parser.parse_args(argv)
     try:
-        ref = ensure_image()
+        client = docker.from_env()
+        ref = ensure_image(client)
+        if args.prune:
+            for tag in prune_images(client, plan()):
+                _say(f"removed {tag}")
     except ImageBuildError as exc:
         _say(f"error: {exc}")
         return 1
