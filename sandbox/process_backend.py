@@ -96,7 +96,7 @@ class ProcessLauncher:
         return ProcessRuntime(process, workdir)
 
 
-def sweep_workdirs(parent: Path | None = None) -> int:
+def sweep_workdirs() -> int:
     """Remove the runtimes' working directories whose host process is gone; returns how many.
 
     Only directories of this user, named by this backend with a host pid, are looked at; a directory
@@ -104,7 +104,7 @@ def sweep_workdirs(parent: Path | None = None) -> int:
     """
     removed = 0
     uid = os.getuid()
-    with os.scandir(parent or tempfile.gettempdir()) as entries:
+    with os.scandir(tempfile.gettempdir()) as entries:
         for entry in entries:
             host = _host_pid(entry.name)
             if host is None or _alive(host):
