@@ -14,8 +14,10 @@ PG_PASSWORD=${RLM_PG_PASSWORD:-rlm}
 PG_DATABASES=${RLM_PG_DATABASES:-"rlm rlm_test"}
 # docker-compose validates ops/compose.yaml in the tests (offline: `config` only). haproxy and openssl
 # put the dev server behind TLS (mTLS, API key) in tests/foundation/test_tls.py; stunnel cannot serve
-# there: it offers no ALPN, and the SDK's gRPC client requires "h2" to be negotiated.
-SYSTEM_PACKAGES=(docker.io docker-compose postgresql debootstrap python3-venv ca-certificates haproxy openssl)
+# there: it offers no ALPN, and the SDK's gRPC client requires "h2" to be negotiated. chromium opens
+# `rlm report`'s page headless in tests/report and tests/cli/test_report.py.
+SYSTEM_PACKAGES=(docker.io docker-compose postgresql debootstrap python3-venv ca-certificates haproxy openssl
+  chromium)
 
 STEP="start"
 say() { printf '[setup] %s\n' "$*"; }

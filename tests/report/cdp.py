@@ -38,7 +38,7 @@ def chromium() -> str:
         found = shutil.which(name)
         if found:
             return found
-    pytest.fail("chromium is not installed (ops/setup.sh does not install it; `apt-get install chromium`)")
+    pytest.fail("chromium is not installed; run ops/setup.sh (or `apt-get install chromium`)")
 
 
 class Page:
