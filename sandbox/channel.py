@@ -9,11 +9,11 @@ import os
 import select
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from . import hostdirs
 from .runtime import wire
 from .runtime.wire import Wait
 
@@ -26,9 +26,9 @@ CLOSED_CHECK_S = 0.25
 @contextlib.contextmanager
 def control_socket() -> Iterator[tuple[socket.socket, Path]]:
     """A listening unix socket for one runtime to connect to, in a directory of its own that goes with
-    it: once the runtime is connected nothing of the session is left on the host's disk, so a process
-    killed later leaks no directory (only one killed while a runtime connects does)."""
-    directory = Path(tempfile.mkdtemp(prefix="rlm-sandbox-"))
+    it: once the runtime is connected nothing of the session is left on the host's disk. A process
+    killed while a runtime connects leaves the directory to the next host (``hostdirs``)."""
+    directory = hostdirs.make(hostdirs.CONTROL)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         # Private to this host user; the runtime runs as another (unprivileged) user and reaches the

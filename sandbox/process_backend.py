@@ -5,38 +5,31 @@ processes within reach; only memory (RLIMIT_AS), file size (RLIMIT_FSIZE) and th
 capped, and there is no pids or CPU cap. Use it for development and tests of trusted code only; the
 ``docker`` backend is the default and the only one for LLM-written code in production.
 
-Each runtime works in a temporary directory named after its host's pid. A host killed before it could
-remove its directories leaves them behind (its runtimes die with it); the first launch of the next host
-removes every such directory of the same user whose host is gone.
+Each runtime works in a temporary directory of its own (``hostdirs.WORKDIR``), removed with it; one that a
+killed host left behind goes at the next host's first launch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import structlog
-
+from . import hostdirs
 from .api import CellStatus, SandboxLimits
 from .bootstrap import runtime_command
 from .cell import ExitReason
 
-log = structlog.get_logger("sandbox")
-
 _RUNTIME_PARENT = str(Path(__file__).resolve().parent)
-WORKDIR_PREFIX = "rlm-process-sandbox-"
 
 
 class ProcessRuntime:
-    def __init__(self, process: subprocess.Popen[bytes], workdir: tempfile.TemporaryDirectory[str]) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], workdir: Path) -> None:
         self._process = process
         self._workdir = workdir
         self.ident = str(process.pid)
@@ -56,7 +49,7 @@ class ProcessRuntime:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self._process.pid, signal.SIGKILL)
         self._process.wait()
-        self._workdir.cleanup()
+        shutil.rmtree(self._workdir, ignore_errors=True)
 
 
 class ProcessLauncher:
@@ -81,61 +74,19 @@ class ProcessLauncher:
         """Nothing to release: each runtime owns its process and working directory."""
 
     def launch(self, socket_path: Path) -> ProcessRuntime:
-        _sweep_once()
-        workdir = tempfile.TemporaryDirectory(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-")
-        env = {"PATH": os.defpath, "HOME": workdir.name, "TMPDIR": workdir.name, "LANG": "C.UTF-8"}
-        process = subprocess.Popen(
-            runtime_command(sys.executable, _RUNTIME_PARENT, "runtime", str(socket_path)),
-            cwd=workdir.name,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        workdir = hostdirs.make(hostdirs.WORKDIR)
+        env = {"PATH": os.defpath, "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8"}
+        try:
+            process = subprocess.Popen(
+                runtime_command(sys.executable, _RUNTIME_PARENT, "runtime", str(socket_path)),
+                cwd=workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
         return ProcessRuntime(process, workdir)
-
-
-def sweep_workdirs() -> int:
-    """Remove the runtimes' working directories whose host process is gone; returns how many.
-
-    Only directories of this user, named by this backend with a host pid, are looked at; a directory
-    whose host is alive (or whose pid is now another process's) stays.
-    """
-    removed = 0
-    uid = os.getuid()
-    with os.scandir(tempfile.gettempdir()) as entries:
-        for entry in entries:
-            host = _host_pid(entry.name)
-            if host is None or _alive(host):
-                continue
-            with contextlib.suppress(OSError):
-                if entry.is_dir(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_uid == uid:
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                    removed += 1
-    return removed
-
-
-@functools.cache
-def _sweep_once() -> int:
-    removed = sweep_workdirs()
-    if removed:
-        log.info("sandbox.workdirs_swept", count=removed)
-    return removed
-
-
-def _host_pid(name: str) -> int | None:
-    pid, dash, _ = name.removeprefix(WORKDIR_PREFIX).partition("-")
-    if not name.startswith(WORKDIR_PREFIX) or not dash or not pid.isdigit() or int(pid) <= 0:
-        return None
-    return int(pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True

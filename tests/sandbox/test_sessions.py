@@ -16,7 +16,8 @@ import pytest
 
 from sandbox import SandboxClosed, SandboxLimits, open_session, reap
 from sandbox.channel import CLOSED_CHECK_S
-from sandbox.process_backend import WORKDIR_PREFIX, ProcessRuntime
+from sandbox.hostdirs import WORKDIR
+from sandbox.process_backend import ProcessRuntime
 from tests.sandbox.helpers import OpenSession, no_subcalls
 
 
@@ -225,13 +226,9 @@ def test_process_runtime_exits_when_its_host_dies(tmp_path: Path) -> None:
 def test_a_killed_hosts_workdirs_go_at_the_next_hosts_first_launch(tmp_path: Path) -> None:
     runtime_pid, left = _killed_host(tmp_path)
     assert _gone(runtime_pid, within_s=10)
-    assert left.parent == tmp_path and left.name.startswith(WORKDIR_PREFIX) and left.is_dir()
-    alive = tmp_path / f"{WORKDIR_PREFIX}{os.getpid()}-keep"  # a live host's directory stays
-    alive.mkdir()
-    other = tmp_path / f"{WORKDIR_PREFIX}notapid"  # not named by the backend: not touched
-    other.mkdir()
+    assert left.parent == tmp_path and left.name.startswith(WORKDIR) and left.is_dir()
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     code = "from sandbox import open_session\nopen_session(backend='process', context_path=None).close()\n"
     subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=60)
     assert not left.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])
+    assert list(tmp_path.iterdir()) == []  # the second host removed its own on close
