@@ -129,6 +129,8 @@ async def browser_page() -> AsyncIterator[Page]:
         profile = Path(tmp)
         proc = subprocess.Popen(
             [chromium(), *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            # Its singleton socket's directory, which a killed browser leaves, goes with the profile.
+            env={**os.environ, "TMPDIR": tmp},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
