@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import hostdirs
+from .api import SandboxError
 from .runtime import wire
 from .runtime.wire import Wait
 
@@ -21,6 +22,8 @@ from .runtime.wire import Wait
 # session this often, so that a wake-up that never comes costs this much, not the cell's whole timeout
 # (seen once: a cell closed from another thread kept its thread until the cell's 60 s timeout).
 CLOSED_CHECK_S = 0.25
+# sun_path holds 108 bytes, the last a terminating zero.
+SOCKET_PATH_BYTES = 107
 
 
 @contextlib.contextmanager
@@ -35,6 +38,11 @@ def control_socket() -> Iterator[tuple[socket.socket, Path]]:
         # socket through its bind mount only.
         os.chmod(directory, 0o700)
         path = directory / "ctl.sock"
+        if len(os.fsencode(path)) > SOCKET_PATH_BYTES:
+            raise SandboxError(
+                f"the control socket's path {path} is longer than the {SOCKET_PATH_BYTES} bytes a unix "
+                "socket address holds; set TMPDIR to a shorter directory"
+            )
         listener.bind(str(path))
         os.chmod(path, 0o666)  # noqa: S103
         listener.listen(1)

@@ -2,11 +2,12 @@
 host left behind.
 
 A runtime's control socket (until the runtime connects) and a ``process``-backend runtime's working
-directory live in directories named ``<kind><pid namespace>-<host pid>-<random>`` in the temporary
-directory; the host removes them itself. A host killed first cannot, so the first directory a process
-makes removes every directory of either kind, of this user, whose host is gone. Only hosts of the same
-pid namespace are judged: workers in containers that share a ``TMPDIR`` each have their own, where the
-same pid names another process.
+directory live in directories ``<kind><random>`` of the temporary directory, each holding a ``.host``
+file with its host's pid namespace and pid; the host removes them itself. A host killed first cannot, so
+the first directory a process makes removes every directory of either kind, of this user, whose host is
+gone. Only hosts of the same pid namespace are judged: workers in containers that share a ``TMPDIR`` each
+have their own, where the same pid names another process. The owner is a file, not part of the name,
+because the control socket's path must stay within the 107 bytes a unix socket address holds.
 """
 
 from __future__ import annotations
@@ -25,14 +26,17 @@ log = structlog.get_logger("sandbox")
 CONTROL = "rlm-sandbox-"
 WORKDIR = "rlm-process-sandbox-"
 _KINDS = (CONTROL, WORKDIR)
-# Written where the pid namespace cannot be read: such directories are never judged.
+HOST_FILE = ".host"
+# Where the pid namespace cannot be read, no directory is judged.
 _UNKNOWN_NAMESPACE = "unknown"
 
 
 def make(kind: str) -> Path:
     """A new directory of ``kind`` (``CONTROL`` or ``WORKDIR``), private to this user."""
     _sweep_once()
-    return Path(tempfile.mkdtemp(prefix=f"{kind}{namespace()}-{os.getpid()}-"))
+    directory = Path(tempfile.mkdtemp(prefix=kind))
+    (directory / HOST_FILE).write_text(f"{namespace()} {os.getpid()}\n")
+    return directory
 
 
 def sweep() -> int:
@@ -44,13 +48,17 @@ def sweep() -> int:
     uid = os.getuid()
     with os.scandir(tempfile.gettempdir()) as entries:
         for entry in entries:
-            host = _host(entry.name)
-            if host is None or host[0] != mine or _alive(host[1]):
+            if not entry.name.startswith(_KINDS):
                 continue
             with contextlib.suppress(OSError):
-                if entry.is_dir(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_uid == uid:
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                    removed += 1
+                if not entry.is_dir(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                host = _host(Path(entry.path) / HOST_FILE)
+                # No file yet: its host is between making the directory and writing it.
+                if host is None or host[0] != mine or _alive(host[1]):
+                    continue
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed += 1
     return removed
 
 
@@ -70,14 +78,15 @@ def _sweep_once() -> None:
         log.info("sandbox.host_dirs_swept", count=removed)
 
 
-def _host(name: str) -> tuple[str, int] | None:
-    """The pid namespace and pid of the host that made the directory ``name``, if one of ours made it."""
-    for kind in _KINDS:
-        if name.startswith(kind):
-            parts = name.removeprefix(kind).split("-")
-            if len(parts) == 3 and parts[1].isdigit() and int(parts[1]) > 0:
-                return parts[0], int(parts[1])
-    return None
+def _host(path: Path) -> tuple[str, int] | None:
+    """The pid namespace and pid a ``.host`` file names, if it is one."""
+    try:
+        ns, pid = path.read_text().split()
+    except (OSError, ValueError):
+        return None
+    if not pid.isdigit() or int(pid) <= 0:
+        return None
+    return ns, int(pid)
 
 
 def _alive(pid: int) -> bool:

@@ -10,34 +10,40 @@ from pathlib import Path
 
 from sandbox import hostdirs
 
-MAKE = "from sandbox import hostdirs\nprint(hostdirs.make(hostdirs.{kind}))"
+MAKE = "from sandbox import hostdirs\nprint(hostdirs.make(hostdirs.CONTROL), hostdirs.make(hostdirs.WORKDIR))"
 
 
-def _host(tmp: Path, kind: str) -> Path:
-    """The directory of ``kind`` that a host process made in ``tmp`` before it died without removing it."""
+def _host(tmp: Path) -> tuple[Path, Path]:
+    """The directories (one of each kind) that a host process made in ``tmp`` before it died without
+    removing them."""
     env = {**os.environ, "TMPDIR": str(tmp)}
-    out = subprocess.run(
-        [sys.executable, "-c", MAKE.format(kind=kind)], env=env, capture_output=True, text=True, check=True
-    ).stdout
-    return Path(out.strip().splitlines()[-1])
+    out = subprocess.run([sys.executable, "-c", MAKE], env=env, capture_output=True, text=True, check=True)
+    control, workdir = out.stdout.strip().splitlines()[-1].split()
+    return Path(control), Path(workdir)
+
+
+def _directory(path: Path, host: str | None) -> Path:
+    path.mkdir()
+    if host is not None:
+        (path / hostdirs.HOST_FILE).write_text(host)
+    return path
 
 
 def test_a_gone_hosts_directories_go_and_no_other(tmp_path: Path) -> None:
-    control, workdir = _host(tmp_path, "CONTROL"), _host(tmp_path, "WORKDIR")
+    control, workdir = _host(tmp_path)
     assert control.name.startswith(hostdirs.CONTROL) and workdir.name.startswith(hostdirs.WORKDIR)
-    dead_pid = int(control.name.split("-")[-2])
-    ns = hostdirs.namespace()
+    ns, dead_pid = (control / hostdirs.HOST_FILE).read_text().split()
+    assert ns == hostdirs.namespace()
     kept = [
-        tmp_path / f"{hostdirs.CONTROL}{ns}-{os.getpid()}-live",  # a live host's
-        tmp_path / f"{hostdirs.CONTROL}4026500000-{dead_pid}-other",  # another pid namespace's
-        tmp_path / f"{hostdirs.WORKDIR}unknown-{dead_pid}-unjudged",  # written where no namespace showed
-        tmp_path / "rlm-sandbox-notours",  # not a name this package makes
+        _directory(tmp_path / f"{hostdirs.CONTROL}live", f"{ns} {os.getpid()}"),  # a live host's
+        _directory(tmp_path / f"{hostdirs.CONTROL}other", f"4026500000 {dead_pid}"),  # another namespace's
+        _directory(tmp_path / f"{hostdirs.WORKDIR}unjudged", f"unknown {dead_pid}"),  # no namespace showed
+        _directory(tmp_path / f"{hostdirs.CONTROL}new", None),  # its host has not written the file yet
+        _directory(tmp_path / "rlm-notours", f"{ns} {dead_pid}"),  # not a name this package makes
     ]
-    for path in kept:
-        path.mkdir()
 
-    # The next host's first directory sweeps; the directory it makes is its own (and it dies too).
-    survivor = _host(tmp_path, "CONTROL")
+    # The next host's first directory sweeps; the directories it makes are its own (and it dies too).
+    survivors = _host(tmp_path)
 
     assert not control.exists() and not workdir.exists()
-    assert sorted(tmp_path.iterdir()) == sorted([*kept, survivor])
+    assert sorted(tmp_path.iterdir()) == sorted([*kept, *survivors])

@@ -7,6 +7,7 @@ import resource
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from sandbox import SandboxClosed, SandboxLimits, open_session, reap
+from sandbox import SandboxClosed, SandboxError, SandboxLimits, open_session, reap
 from sandbox.channel import CLOSED_CHECK_S
 from sandbox.hostdirs import WORKDIR
 from sandbox.process_backend import ProcessRuntime
@@ -155,6 +156,17 @@ def test_close_ends_a_running_cell_even_without_its_wake_up(
     # a loaded machine room without letting the old behaviour pass.
     assert time.monotonic() - began < max(SLOW_KILL_S / 2, 0.5 + 4 * CLOSED_CHECK_S)
     closer.join()
+
+
+def test_a_temporary_directory_too_deep_for_a_socket_is_one_clear_error(
+    open_process: OpenSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = tmp_path / ("d" * 90)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    with pytest.raises(SandboxError, match=r"longer than the 107 bytes .* set TMPDIR to a shorter directory"):
+        open_process()
+    assert list(deep.iterdir()) == []  # the socket's directory went with the error
 
 
 def test_a_session_works_on_descriptor_numbers_past_1024(open_process: OpenSession) -> None:
