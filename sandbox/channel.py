@@ -31,12 +31,11 @@ def control_socket() -> Iterator[tuple[socket.socket, Path]]:
     """A listening unix socket for one runtime to connect to, in a directory of its own that goes with
     it: once the runtime is connected nothing of the session is left on the host's disk. A process
     killed while a runtime connects leaves the directory to the next host (``hostdirs``)."""
+    # Private to this host user (``mkdtemp`` makes it 0700); the runtime runs as another (unprivileged)
+    # user and reaches the socket through its bind mount only.
     directory = hostdirs.make(hostdirs.CONTROL)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        # Private to this host user; the runtime runs as another (unprivileged) user and reaches the
-        # socket through its bind mount only.
-        os.chmod(directory, 0o700)
         path = directory / "ctl.sock"
         if len(os.fsencode(path)) > SOCKET_PATH_BYTES:
             raise SandboxError(
