@@ -26,6 +26,7 @@ from pathlib import Path
 import structlog
 
 from orchestrator.errors import RlmError
+from sandbox.pids import alive
 
 log = structlog.get_logger(__name__)
 
@@ -142,27 +143,6 @@ def probe(directory: Path, wait_s: float) -> Holder | None:
         claimed.release()
         return None
     return claimed
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs; a zombie (killed, not yet reaped by its parent) counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        stat = ""
-    # The state follows the parenthesised command name, which may itself hold spaces or parentheses.
-    state = stat.rsplit(")", 1)[-1].split()[:1]
-    if state == ["Z"]:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def stop_orphan(holder: Holder) -> None:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import structlog
 
+from sandbox.pids import alive
+
 log = structlog.get_logger("sandbox")
 
 CONTROL = "rlm-sandbox-"
@@ -55,7 +57,7 @@ def sweep() -> int:
                     continue
                 host = _host(Path(entry.path) / HOST_FILE)
                 # No file yet: its host is between making the directory and writing it.
-                if host is None or host[0] != mine or _alive(host[1]):
+                if host is None or host[0] != mine or alive(host[1]):
                     continue
                 shutil.rmtree(entry.path, ignore_errors=True)
                 removed += 1
@@ -87,13 +89,3 @@ def _host(path: Path) -> tuple[str, int] | None:
     if not pid.isdigit() or int(pid) <= 0:
         return None
     return ns, int(pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True

@@ -35,7 +35,7 @@ def _no_orphaned_sandboxes() -> Iterator[None]:
     yield
     import docker
 
-    from orchestrator.devlock import alive
+    from sandbox.pids import alive
 
     try:
         client = docker.from_env()

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.devlock import DataDirBusy, DataDirLock, Holder, alive, claim, read_holder
+from orchestrator.devlock import DataDirBusy, DataDirLock, Holder, claim, read_holder
 from orchestrator.devstack import DevServer, DevServerConfig
+from sandbox.pids import alive
 from tests.orchestrator.harness import word_context
 
 RLM = str(Path(sys.executable).parent / "rlm")

@@ -6,9 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
+from pytest import MonkeyPatch
+
 from sandbox import hostdirs
+from sandbox.pids import alive
 
 MAKE = "from sandbox import hostdirs\nprint(hostdirs.make(hostdirs.CONTROL), hostdirs.make(hostdirs.WORKDIR))"
 
@@ -47,3 +52,33 @@ def test_a_gone_hosts_directories_go_and_no_other(tmp_path: Path) -> None:
 
     assert not control.exists() and not workdir.exists()
     assert sorted(tmp_path.iterdir()) == sorted([*kept, *survivors])
+
+
+def test_a_killed_host_not_yet_reaped_counts_as_gone(tmp_path: Path, monkeypatch: MonkeyPatch) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    waits = "import time\n" + MAKE + "\nimport sys; sys.stdout.flush(); time.sleep(600)"
+    host = subprocess.Popen([sys.executable, "-c", waits], stdout=subprocess.PIPE, text=True)
+    try:
+        assert host.stdout is not None
+        made = [Path(p) for p in host.stdout.readline().split()]
+        assert len(made) == 2 and all(p.parent == tmp_path for p in made)
+        assert hostdirs.sweep() == 0  # the host runs
+        host.kill()
+        _wait_for_zombie(host.pid)
+        assert not alive(host.pid)
+
+        assert hostdirs.sweep() == 2
+        assert not any(p.exists() for p in made)
+    finally:
+        host.kill()
+        host.wait()
+
+
+def _wait_for_zombie(pid: int) -> None:
+    stat = Path(f"/proc/{pid}/stat")
+    for _ in range(500):
+        if stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z":
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not become a zombie")
