@@ -46,6 +46,7 @@ from orchestrator.activities.model import ModelActivities
 from orchestrator.activities.records import RecordActivities
 from orchestrator.activities.session import SessionActivities
 from orchestrator.connection import TemporalTarget, connect
+from orchestrator.errors import RlmError
 from orchestrator.llm.complete import ModelGate, prepare_model
 from orchestrator.settings import Settings
 from orchestrator.store import make_engine, make_session_factory, store_scope
@@ -101,6 +102,15 @@ class WorkerOptions:
 STOP_BOUND_S = 8.0
 
 
+class SandboxUnavailable(RlmError):
+    """The worker's sandbox backend cannot start a sandbox (no Docker engine, no image): it takes no work."""
+
+    def __init__(self, backend: str, reason: str) -> None:
+        super().__init__(f"this worker cannot start sandboxes: {reason}")
+        self.backend = backend
+        self.reason = reason
+
+
 class WorkerStopping(RuntimeError):
     """The worker gave up on its activities while stopping; they run again on another worker."""
 
@@ -134,6 +144,8 @@ async def running_worker(
     log.debug("worker.starting", worker_id=worker_id)  # with worker.started: the start's cost in the log
     for model in {settings.model, settings.sub_model}:
         prepare_model(model)
+    if settings.sandbox_backend == "docker":
+        await _check_sandbox(settings.sandbox_backend)
     engine = make_engine(settings.database_url)
     store_sessions = make_session_factory(engine)
     lease = WorkerLease(
@@ -219,6 +231,15 @@ async def running_worker(
             activations.shutdown(wait=False, cancel_futures=True)
             engine.dispose()
             log.info("worker.stopped", worker_id=worker_id)
+
+
+async def _check_sandbox(backend: str) -> None:
+    """Refuse to serve without the engine or the image: every cell picked up would fail and be retried
+    until its run's deadline, while the operator who started this worker is here to fix it now."""
+    try:
+        await in_thread(sandbox.check_ready)
+    except sandbox.SandboxError as exc:
+        raise SandboxUnavailable(backend, str(exc)) from None
 
 
 async def _stop_worker(worker: Worker, bound_s: float) -> None:

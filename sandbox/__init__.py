@@ -5,7 +5,7 @@ This package never imports ``orchestrator``: sub-calls are answered by a host-si
 
 Importing the package loads only ``sandbox.api`` (standard library only), so deterministic code such as
 the workflows may use its types; the Docker client and the host side of a session load on first use of
-``open_session``, ``reap``, ``sweep``, ``SandboxPool`` or ``Session``.
+``open_session``, ``check_ready``, ``reap``, ``sweep``, ``SandboxPool`` or ``Session``.
 """
 
 from __future__ import annotations
@@ -30,11 +30,12 @@ from .api import (
 )
 
 if TYPE_CHECKING:
-    from .factory import open_session, reap, sweep
+    from .factory import check_ready, open_session, reap, sweep
     from .pool import SandboxPool
     from .session import Session
 else:
     _ON_FIRST_USE = {
+        "check_ready": "factory",
         "open_session": "factory",
         "reap": "factory",
         "sweep": "factory",
@@ -67,6 +68,7 @@ __all__ = [
     "SubcallKind",
     "SubcallRefused",
     "SubcallRequest",
+    "check_ready",
     "open_session",
     "reap",
     "sweep",

@@ -1,4 +1,4 @@
-"""``open_session``, ``reap`` and ``sweep``: the entry points that pick and drive a backend."""
+"""``open_session``, ``check_ready``, ``reap`` and ``sweep``: the entry points that drive a backend."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ def _docker_client() -> docker.DockerClient:
         client.ping()
     except docker.errors.DockerException as exc:
         raise SandboxError(
-            f"cannot reach the Docker engine ({exc}); start it (ops/setup.sh) or use backend='process' "
-            "for trusted code in development"
+            f"cannot reach the Docker engine ({exc}); start it (ops/setup.sh does), or for trusted code in "
+            "development only use the process backend (RLM_SANDBOX_BACKEND=process for a worker)"
         ) from None
     return client
 
@@ -67,6 +67,31 @@ def open_session(
     launcher = docker_backend.DockerLauncher(_docker_client(), image, context_path, limits, labels)
     started = pool.take(image, limits, labels) if pool is not None else None
     return Session(launcher, limits, started=started, context=context_path)
+
+
+def check_ready(image: str | None = None) -> str:
+    """The sandbox image (``image``, else the one built from the current runtime sources), once the Docker
+    engine answered and holds it; else a ``SandboxError`` saying which is missing and how to fix it.
+
+    A worker asks before it takes work: without the engine or the image every cell it picked up would
+    fail and be retried until its run's deadline."""
+    if image is None:
+        from .imagebuild import image_ref
+
+        image = image_ref()
+    client = _docker_client()
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise SandboxError(
+            f"sandbox image {image} is missing on the Docker engine; build it with "
+            "`python -m sandbox.imagebuild` (ops/setup.sh does)"
+        ) from None
+    except docker.errors.DockerException as exc:
+        raise SandboxError(f"the Docker engine could not look up sandbox image {image}: {exc}") from None
+    finally:
+        client.close()
+    return image
 
 
 def reap(*, labels: Mapping[str, str] | None = None, older_than_s: float | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +55,25 @@ def test_the_first_cell_of_rlm_run_takes_the_container_its_worker_started_ahead(
         assert client.containers.list(all=True, filters={"label": f"{MARKER}.worker={worker}"}) == []
     finally:
         client.close()
+
+
+def test_rlm_run_without_a_docker_engine_is_one_error_line_and_stores_no_run(tmp_path: Path) -> None:
+    context, _ = word_context(tmp_path / "c.txt", 200)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "RLM_"))}
+    env.update(RLM_DATA_DIR=str(tmp_path / "data"), DOCKER_HOST=f"unix://{tmp_path / 'no-engine.sock'}")
+    done = subprocess.run(
+        [RLM, "run", "How many times does the word 'ERROR' appear?", "--context", str(context)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert done.stdout == ""
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("{")]
+    assert len(errors) == 1, done.stderr[-3000:]
+    assert errors[0].startswith("error: this worker cannot start sandboxes: cannot reach the Docker engine")
+    assert "RLM_SANDBOX_BACKEND=process" in errors[0]
+    # Refused before the run was submitted: nothing stored, nothing for a later worker to pick up.
+    with sqlite3.connect(tmp_path / "data" / "rlm.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM runs").fetchone()[0] == 0

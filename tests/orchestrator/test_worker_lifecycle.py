@@ -24,8 +24,15 @@ import sandbox
 from orchestrator.settings import Settings
 from orchestrator.store import create_tenant, list_nodes, live_workers, renew_lease, store_scope
 from orchestrator.store.models import LedgerEntry, utcnow
-from orchestrator.worker import WorkerOptions, WorkerStopping, _FencedSessions, running_worker
+from orchestrator.worker import (
+    SandboxUnavailable,
+    WorkerOptions,
+    WorkerStopping,
+    _FencedSessions,
+    running_worker,
+)
 from orchestrator.workflows.types import Limits
+from sandbox import imagebuild
 from sandbox.docker_backend import CREATED_AT, MARKER, MARKER_VALUE, containers
 from tests.orchestrator.harness import Harness, word_context
 from tests.orchestrator.workers import OPENAI_MODEL, WorkerProcess, closed_port, leaf_endpoint, run_containers
@@ -120,6 +127,24 @@ async def test_a_worker_sweeps_dead_workers_sandboxes_and_spares_live_ones_then_
     assert run_containers(run_id) == []
     assert set(_containers(run=tag)) == {alive, other_store, no_worker}
     await handle.terminate("test done")
+
+
+async def test_a_worker_without_its_sandbox_image_refuses_to_start_and_holds_nothing(
+    client: Client, other_queue: Settings, sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Sources changed and the image was not built again: every cell would fail and be retried until
+    # its run's deadline, so the worker must not poll at all.
+    monkeypatch.setattr(imagebuild, "image_ref", lambda: "durable-rlm-sandbox:never-built-for-a-test")
+    with sessions() as s:
+        leased_before = live_workers(s)
+    with pytest.raises(
+        SandboxUnavailable, match=r"sandbox image durable-rlm-sandbox:never-built-for-a-test is missing"
+    ):
+        async with running_worker(client, other_queue, worker_id="w-no-image"):
+            pytest.fail("the worker started without its sandbox image")
+    with sessions() as s:
+        assert live_workers(s) == leased_before
+    assert _containers(worker="w-no-image") == {}
 
 
 async def test_live_workers_sandboxes_survive_each_others_sweeps(
