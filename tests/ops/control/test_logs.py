@@ -1,4 +1,5 @@
-"""A worker subprocess logs JSON lines to stderr (not a terminal), activity events bound to their node."""
+"""A worker subprocess logs JSON lines to stderr (not a terminal), activity events bound to their node, and
+what it imported in the background once it served."""
 
 from __future__ import annotations
 
@@ -48,6 +49,9 @@ async def test_worker_logs_json_with_run_node_and_tenant(
     ours = [e for e in events if e.get("activity") in ("generate", "execute", "record_node")]
     names = {e["event"] for e in ours}
     assert {"generate.finished", "cell.finished", "node.status"} <= names
+    # What the OpenAI client would import on its first request, imported once the worker served.
+    (preimported,) = [e for e in events if e["event"] == "worker.preimported"]
+    assert preimported["modules"] == ["openai.resources"]
     for event in ours:
         assert (event["run_id"], event["node_id"], event["tenant"]) == (run_id, handle.id, "default"), event
 
