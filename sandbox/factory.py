@@ -18,11 +18,15 @@ from .session import Session
 log = structlog.get_logger("sandbox")
 
 Backend = Literal["docker", "process"]
+# An engine that takes longer than this to answer a ping or an image lookup is not one to start serving on.
+CHECK_TIMEOUT_S = 15
 
 
-def _docker_client() -> docker.DockerClient:
+def _docker_client(timeout_s: int | None = None) -> docker.DockerClient:
+    """A client of the engine ``DOCKER_HOST`` names, once it answered (each call bounded by ``timeout_s``,
+    else the client's 60 s)."""
     try:
-        client = docker.from_env()
+        client = docker.from_env() if timeout_s is None else docker.from_env(timeout=timeout_s)
         client.ping()
     except docker.errors.DockerException as exc:
         raise SandboxError(
@@ -69,9 +73,10 @@ def open_session(
     return Session(launcher, limits, started=started, context=context_path)
 
 
-def check_ready(image: str | None = None) -> str:
+def check_ready(image: str | None = None, timeout_s: int = CHECK_TIMEOUT_S) -> str:
     """The sandbox image (``image``, else the one built from the current runtime sources), once the Docker
-    engine answered and holds it; else a ``SandboxError`` saying which is missing and how to fix it.
+    engine answered and holds it; else a ``SandboxError`` saying which is missing and how to fix it. An
+    engine that does not answer within ``timeout_s`` counts as unreachable.
 
     A worker asks before it takes work: without the engine or the image every cell it picked up would
     fail and be retried until its run's deadline."""
@@ -79,7 +84,7 @@ def check_ready(image: str | None = None) -> str:
         from .imagebuild import image_ref
 
         image = image_ref()
-    client = _docker_client()
+    client = _docker_client(timeout_s)
     try:
         client.images.get(image)
     except docker.errors.ImageNotFound:

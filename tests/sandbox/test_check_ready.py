@@ -3,6 +3,8 @@ ready; a missing image or an engine that does not answer is one error saying how
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -31,3 +33,18 @@ def test_an_engine_that_does_not_answer_says_so(monkeypatch: pytest.MonkeyPatch,
         sandbox.SandboxError, match=r"cannot reach the Docker engine .*RLM_SANDBOX_BACKEND=process"
     ):
         sandbox.check_ready()
+
+
+def test_an_engine_that_hangs_is_unreachable_within_the_bound(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A socket that accepts connections and never answers, as a wedged engine does.
+    path = tmp_path / "hung-engine.sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))
+        listener.listen(16)
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+        started = time.monotonic()
+        with pytest.raises(sandbox.SandboxError, match=r"cannot reach the Docker engine .*timed out"):
+            sandbox.check_ready(timeout_s=1)
+        assert time.monotonic() - started < 10
