@@ -115,8 +115,9 @@ def submit(
     progress_every: ProgressEvery = PROGRESS_EVERY_S,
     quiet: Quiet = False,
 ) -> None:
-    """Start a run once per --run-id (idempotent); with --detach return at once, else wait like `rlm wait`
-    (with its progress on stderr)."""
+    """Start a run once per --run-id (idempotent), then wait for it like `rlm wait`.
+
+    With --detach it returns at once; otherwise it waits as `rlm wait` does, with its progress on stderr."""
     from orchestrator.runs import LostContact
     from orchestrator.settings import load_settings
 
@@ -189,10 +190,12 @@ def wait(
     progress_every: ProgressEvery = PROGRESS_EVERY_S,
     quiet: Quiet = False,
 ) -> None:
-    """Block until the run ends or needs an operator, with progress on stderr (a live view on a terminal,
-    else a line every --progress-every seconds). Exit: 0 answered, 1 usage error, 2 failed,
-    3 paused (for budget or by an operator), 4 deadline passed, 5 aborted, 6 still running at --timeout,
-    7 the store did not answer for --reconnect-for (the run goes on), 130 interrupted (Ctrl-C)."""
+    """Block until the run ends or needs an operator; its exit code says which.
+
+    Progress goes to stderr: a live view on a terminal, else a line every --progress-every seconds.
+    Exit: 0 answered, 1 usage error, 2 failed, 3 paused (for budget or by an operator), 4 deadline
+    passed, 5 aborted, 6 still running at --timeout, 7 the store did not answer for --reconnect-for
+    (the run goes on), 130 interrupted (Ctrl-C)."""
     from orchestrator.runs import LostContact, settled
     from orchestrator.settings import load_settings
 

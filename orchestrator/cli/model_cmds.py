@@ -32,8 +32,10 @@ def serve(
         typer.Option(help="Policy for model names that name none (e.g. an unchanged client's gpt-4o)."),
     ] = None,
 ) -> None:
-    """Serve the scripted model at POST /v1/chat/completions until interrupted; the model name picks
-    the policy (search, mapreduce, leaf?latency_ms=200, ...). Prints the base URL on stdout."""
+    """Serve the scripted model on an OpenAI-compatible endpoint until interrupted.
+
+    It answers POST /v1/chat/completions; the model name picks the policy (search, mapreduce,
+    leaf?latency_ms=200, ...). Prints the base URL on stdout."""
     from orchestrator.logs import configure_logging
 
     if not 0 <= port <= 65535:

@@ -31,8 +31,9 @@ def register(app: typer.Typer) -> None:
 
 
 def worker() -> None:
-    """Run a worker against TEMPORAL_ADDRESS (any cluster; else the running `rlm dev` of the data
-    directory) until SIGINT or SIGTERM."""
+    """Run a worker until SIGINT or SIGTERM.
+
+    It serves TEMPORAL_ADDRESS (any cluster), else the running `rlm dev` of the data directory."""
     import asyncio
 
     from orchestrator.logs import configure_logging, results_stdout
@@ -59,8 +60,9 @@ def worker() -> None:
 
 
 def dev() -> None:
-    """Run the embedded Temporal dev server (with its Web UI) and a worker in the foreground; the other
-    rlm commands of the same data directory use this server."""
+    """Run a local Temporal server, its Web UI and a worker in the foreground.
+
+    The other rlm commands of the same data directory use this server."""
     import asyncio
 
     from orchestrator.logs import configure_logging, results_stdout

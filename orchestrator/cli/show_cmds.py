@@ -36,8 +36,10 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="The transcript as one JSON document.")] = False,
     tenant: TenantOption = None,
 ) -> None:
-    """A node's transcript: its query and context, each iteration's reply, cells (code, output, errors,
-    sub-calls with their prompts and answers), the answer, spend and tokens, and why it ended."""
+    """Print a node's transcript: replies, cells, sub-calls, the answer and why it ended.
+
+    In full: its query and context, each iteration's reply, cells (code, output, errors, sub-calls with
+    their prompts and answers), the answer, spend and tokens, and why it ended."""
     from orchestrator.cli.common import cli_errors, fail, open_store
     from orchestrator.settings import load_settings
     from orchestrator.transcripts.clips import FULL, Cut
@@ -71,9 +73,10 @@ def export(
     ] = None,
     tenant: TenantOption = None,
 ) -> None:
-    """The run's root trajectory as JSON lines of the reference RLM implementation's logger (rlms 0.1.3:
-    a metadata line, then one line per iteration with its code blocks and their sub-calls), which its
-    visualizer opens."""
+    """Write the root's trajectory in the reference implementation's JSON-lines format.
+
+    That is the format of the logger of rlms 0.1.3: a metadata line, then one line per iteration with
+    its code blocks and their sub-calls. The reference's visualizer opens it."""
     from orchestrator.cli.common import cli_errors, fail, open_store
     from orchestrator.settings import load_settings
     from orchestrator.transcripts.rlm_jsonl import export_lines

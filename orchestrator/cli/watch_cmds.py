@@ -37,9 +37,11 @@ def watch(
     progress_every: ProgressEvery = PROGRESS_EVERY_S,
     quiet: Quiet = False,
 ) -> None:
-    """Show the run's progress on stderr until it ends (through pauses), then its outcome. stdout stays
-    empty. Exit as `rlm wait` for a run that ended: 0 answered, 2 failed, 4 deadline passed, 5 aborted;
-    1 unknown run or bad input, 7 the store did not answer for --reconnect-for, 130 interrupted (Ctrl-C)."""
+    """Show the run's progress on stderr until it ends, through pauses, then its outcome.
+
+    stdout stays empty. Exit as `rlm wait` for a run that ended: 0 answered, 2 failed, 4 deadline
+    passed, 5 aborted; 1 unknown run or bad input, 7 the store did not answer for --reconnect-for, 130
+    interrupted (Ctrl-C)."""
     from orchestrator.runs import LostContact, settled
     from orchestrator.settings import load_settings
     from orchestrator.store.transcripts import run_exists
