@@ -16,6 +16,7 @@ import typer
 from orchestrator.cli import (
     control_cmds,
     job_cmds,
+    list_cmds,
     model_cmds,
     prune_cmds,
     report_cmds,
@@ -62,6 +63,7 @@ app.add_typer(store_cmds.db_app, name="db")
 app.add_typer(store_cmds.tenant_app, name="tenant")
 app.add_typer(store_cmds.price_app, name="price")
 run_cmds.register(app)
+list_cmds.register(app)
 session_cmds.register(app)
 control_cmds.register(app)
 job_cmds.register(app)

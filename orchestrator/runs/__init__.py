@@ -25,7 +25,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from orchestrator.runs.inspect import RunSummary, TreeRow, run_summary, run_tree, tree_key
+    from orchestrator.runs.inspect import (
+        RunListing,
+        RunSummary,
+        TreeRow,
+        recent_runs,
+        run_summary,
+        run_tree,
+        tree_key,
+    )
     from orchestrator.runs.request import (
         DEFAULT_TENANT,
         MAX_DEADLINE_S,
@@ -63,8 +71,10 @@ if TYPE_CHECKING:
     )
 
 _HOMES = {
+    "RunListing": "orchestrator.runs.inspect",
     "RunSummary": "orchestrator.runs.inspect",
     "TreeRow": "orchestrator.runs.inspect",
+    "recent_runs": "orchestrator.runs.inspect",
     "run_summary": "orchestrator.runs.inspect",
     "run_tree": "orchestrator.runs.inspect",
     "tree_key": "orchestrator.runs.inspect",
@@ -119,6 +129,7 @@ __all__ = [
     "Registered",
     "RunError",
     "RunInput",
+    "RunListing",
     "RunRecord",
     "RunRequest",
     "RunSummary",
@@ -131,6 +142,7 @@ __all__ = [
     "new_run_id",
     "prepare_run",
     "read_summary",
+    "recent_runs",
     "register_run",
     "root_input",
     "run_config",

@@ -1,14 +1,15 @@
-"""What the store says about a run: its summary (``rlm status``, the line after ``rlm run``) and its
-tree of nodes (``rlm tree``)."""
+"""What the store says about a run: its summary (``rlm status``, the line after ``rlm run``), its tree of
+nodes (``rlm tree``), and the newest runs (``rlm runs``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.store import get_run, get_text, list_nodes, run_usage
+from orchestrator.store import get_run, get_text, list_nodes, list_runs, run_usage
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,47 @@ def tree_key(node_id: str) -> tuple[int, ...]:
     """Sort ``run/0.10`` after ``run/0.9``: numeric path order."""
     path = node_id.rsplit("/", 1)[-1]
     return tuple(int(p) for p in path.split(".") if p.isdigit())
+
+
+@dataclass(frozen=True)
+class RunListing:
+    run_id: str
+    tenant: str
+    status: str
+    cost: Decimal
+    started_at: datetime
+    wall_s: float | None  # None while it runs
+    query_preview: str | None
+    error: str | None
+
+
+def recent_runs(
+    sessions: sessionmaker[Session],
+    *,
+    tenant: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    limit: int = 20,
+    preview_chars: int = 60,
+) -> list[RunListing]:
+    """The newest runs first (``rlm runs``); the filters as ``orchestrator.store.list_runs`` takes them."""
+    listed: list[RunListing] = []
+    with sessions() as session:
+        for run, tenant_name in list_runs(session, tenant=tenant, status=status, since=since, limit=limit):
+            query = get_text(session, run.query_ref) if run.query_ref else None
+            if query is not None:
+                line = " ".join(query.split())
+                query = line if len(line) <= preview_chars else line[: preview_chars - 1] + "…"
+            listed.append(
+                RunListing(
+                    run_id=run.run_id,
+                    tenant=tenant_name,
+                    status=run.status,
+                    cost=run.spent,
+                    started_at=run.created_at,
+                    wall_s=(run.finished_at - run.created_at).total_seconds() if run.finished_at else None,
+                    query_preview=query,
+                    error=run.error,
+                )
+            )
+    return listed

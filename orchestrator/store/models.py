@@ -172,7 +172,8 @@ class Run(BudgetScope, Base):
     deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
     budget_nanos: Mapped[int | None] = mapped_column(BigInteger)
     error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Indexed: `rlm runs` lists the newest first.
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     # Set by `rlm prune`: the run's steps, snapshots and context are gone; its summary and ledger stay.

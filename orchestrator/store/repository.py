@@ -153,6 +153,29 @@ def get_run(session: Session, run_id: str) -> Run:
     return run
 
 
+def list_runs(
+    session: Session,
+    *,
+    tenant: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    limit: int = 20,
+) -> list[tuple[Run, str]]:
+    """The newest runs first, each with its tenant's name: of ``tenant`` (which must exist), in ``status``,
+    started at or after ``since``; at most ``limit``."""
+    if limit < 1:
+        raise InvalidValue(f"the limit must be 1 or more, got {limit}")
+    stmt = select(Run, Tenant.name).join(Tenant, Tenant.id == Run.tenant_id)
+    if tenant is not None:
+        stmt = stmt.where(Run.tenant_id == get_tenant(session, tenant).id)
+    if status is not None:
+        stmt = stmt.where(Run.status == validate.status(status))
+    if since is not None:
+        stmt = stmt.where(Run.created_at >= since)
+    stmt = stmt.order_by(Run.created_at.desc(), Run.run_id.desc()).limit(limit)
+    return [(found, name) for found, name in session.execute(stmt)]
+
+
 def set_run_status(session: Session, run_id: str, status: str, *, error: str | None = None) -> Run:
     """Set the status; a final status (e.g. completed, failed) stamps ``finished_at``."""
     value = validate.status(status)

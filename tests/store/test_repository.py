@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.store import (
@@ -25,6 +25,7 @@ from orchestrator.store import (
     get_tenant,
     latest_snapshot,
     list_nodes,
+    list_runs,
     list_steps,
     list_tenants,
     put_blob,
@@ -38,7 +39,7 @@ from orchestrator.store import (
     upsert_node,
     write_step,
 )
-from orchestrator.store.models import Step
+from orchestrator.store.models import Run, Step
 from tests.store.conftest import seed
 
 D = Decimal
@@ -123,6 +124,44 @@ def test_run_status(sessions: sessionmaker[Session]) -> None:
             set_run_status(s, "run-1", "weird")
         with pytest.raises(NotFound):
             set_run_status(s, "nope", "running")
+
+
+def test_list_runs_newest_first_by_tenant_status_and_start(sessions: sessionmaker[Session]) -> None:
+    start = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+    with sessions.begin() as s:
+        create_tenant(s, "acme", D("5"))
+        create_tenant(s, "other", D("5"))
+        for i, (tenant, status) in enumerate(
+            [("acme", "completed"), ("other", "running"), ("acme", "failed"), ("acme", "running")]
+        ):
+            create_run(s, f"run-{i}", tenant=tenant)
+            set_run_status(s, f"run-{i}", status)
+            # Started an hour apart, in id order; the newest is run-3.
+            s.execute(
+                update(Run).where(Run.run_id == f"run-{i}").values(created_at=start + timedelta(hours=i))
+            )
+    with sessions() as s:
+
+        def listed(**filters: object) -> list[tuple[str, str, str]]:
+            return [(run.run_id, tenant, run.status) for run, tenant in list_runs(s, **filters)]  # type: ignore[arg-type]
+
+        assert listed() == [
+            ("run-3", "acme", "running"),
+            ("run-2", "acme", "failed"),
+            ("run-1", "other", "running"),
+            ("run-0", "acme", "completed"),
+        ]
+        assert [r for r, _, _ in listed(tenant="acme")] == ["run-3", "run-2", "run-0"]
+        assert [r for r, _, _ in listed(status="running")] == ["run-3", "run-1"]
+        assert [r for r, _, _ in listed(tenant="acme", status="running")] == ["run-3"]
+        assert [r for r, _, _ in listed(since=start + timedelta(hours=2))] == ["run-3", "run-2"]
+        assert [r for r, _, _ in listed(limit=2)] == ["run-3", "run-2"]
+        with pytest.raises(UnknownTenant):
+            listed(tenant="nobody")
+        with pytest.raises(InvalidValue, match="not known"):
+            listed(status="weird")
+        with pytest.raises(InvalidValue, match="limit must be 1 or more"):
+            listed(limit=0)
 
 
 def test_nodes_tree(sessions: sessionmaker[Session]) -> None:
