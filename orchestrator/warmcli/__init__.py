@@ -5,8 +5,8 @@ commands of its data directory run in processes forked from it (``client`` hands
 # Short-lived client commands; the servers (`dev`, `worker`, `model serve`) and the rest run in the
 # process they were started in.
 HANDED = frozenset(
-    {"run", "submit", "wait", "watch", "ask", "status", "tree", "show", "export", "report", "pause",
-     "resume", "abort", "stuck"}
+    {"run", "submit", "wait", "watch", "ask", "status", "runs", "tree", "show", "export", "report",
+     "pause", "resume", "abort", "stuck"}
 )  # fmt: skip
 # RLM_WARM_CLI=0: `rlm dev` starts no warm process, and a command never hands itself over.
 DISABLE = "RLM_WARM_CLI"

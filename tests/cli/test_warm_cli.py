@@ -172,6 +172,7 @@ def test_a_run_is_handed_to_the_warm_process_and_answers_as_in_its_own(
     "argv",
     [
         ("status", "no-such-run"),
+        ("runs", "--status", "nope"),
         ("tree", "no-such-run", "--json"),
         ("run", "a question", "--context", "missing.txt"),
         ("run", "a question", "--context", "words.txt", "--max-depth", "-1"),
