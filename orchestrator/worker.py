@@ -150,8 +150,8 @@ async def running_worker(
     log.debug("worker.starting", worker_id=worker_id)  # with worker.started: the start's cost in the log
     for model in {settings.model, settings.sub_model}:
         prepare_model(model)
-    if settings.sandbox_backend == "docker":
-        await _check_sandbox(settings.sandbox_backend)
+    # The image the check found is the pool's: it is not looked up twice.
+    image = await _checked_image(settings.sandbox_backend) if settings.sandbox_backend == "docker" else None
     engine = make_engine(settings.database_url)
     store_sessions = make_session_factory(engine)
     lease = WorkerLease(
@@ -174,6 +174,7 @@ async def running_worker(
         pool_size if settings.sandbox_backend == "docker" else 0,
         limits=options.sandbox_limits,
         labels=lease.labels,
+        image=image,
         refill=options.sandbox_pool_refill,
     )
     cache = SessionCache(options.session_capacity)
@@ -239,11 +240,12 @@ async def running_worker(
             log.info("worker.stopped", worker_id=worker_id)
 
 
-async def _check_sandbox(backend: str) -> None:
-    """Refuse to serve without the engine or the image: every cell picked up would fail and be retried
-    until its run's deadline, while the operator who started this worker is here to fix it now."""
+async def _checked_image(backend: str) -> str:
+    """The sandbox image, present on a reachable engine. Refuse to serve without either: every cell
+    picked up would fail and be retried until its run's deadline, while the operator who started this
+    worker is here to fix it now."""
     try:
-        await in_thread(sandbox.check_ready)
+        return await in_thread(sandbox.check_ready)
     except sandbox.SandboxError as exc:
         raise SandboxUnavailable(backend, str(exc)) from None
 

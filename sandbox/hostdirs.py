@@ -21,7 +21,7 @@ from pathlib import Path
 
 import structlog
 
-from sandbox.pids import alive
+from .pids import alive
 
 log = structlog.get_logger("sandbox")
 

@@ -10,6 +10,7 @@ from decimal import Decimal
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.store import get_run, get_text, list_nodes, list_runs, run_usage
+from orchestrator.store.models import Run
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ def run_summary(sessions: sessionmaker[Session], run_id: str) -> RunSummary:
         root = next((n for n in nodes if n.parent_id is None), None)
         answer = get_text(session, root.answer_ref) if root is not None and root.answer_ref else None
         usage = run_usage(session, run_id)
-        wall = (run.finished_at - run.created_at).total_seconds() if run.finished_at else None
+        wall = _wall_s(run)
         return RunSummary(
             run_id=run_id,
             status=run.status,
@@ -64,10 +65,7 @@ def run_tree(sessions: sessionmaker[Session], run_id: str, preview_chars: int = 
     with sessions() as session:
         get_run(session, run_id)
         for node in list_nodes(session, run_id):
-            preview = None
-            if node.answer_ref:
-                text = get_text(session, node.answer_ref)
-                preview = text if len(text) <= preview_chars else text[: preview_chars - 1] + "…"
+            preview = _clip(get_text(session, node.answer_ref), preview_chars) if node.answer_ref else None
             rows.append(
                 TreeRow(
                     node_id=node.node_id,
@@ -115,10 +113,12 @@ def recent_runs(
     listed: list[RunListing] = []
     with sessions() as session:
         for run, tenant_name in list_runs(session, tenant=tenant, status=status, since=since, limit=limit):
-            query = get_text(session, run.query_ref) if run.query_ref else None
-            if query is not None:
-                line = " ".join(query.split())
-                query = line if len(line) <= preview_chars else line[: preview_chars - 1] + "…"
+            # One line: a query's line breaks would break the table's row.
+            query = (
+                _clip(" ".join(get_text(session, run.query_ref).split()), preview_chars)
+                if run.query_ref
+                else None
+            )
             listed.append(
                 RunListing(
                     run_id=run.run_id,
@@ -126,9 +126,18 @@ def recent_runs(
                     status=run.status,
                     cost=run.spent,
                     started_at=run.created_at,
-                    wall_s=(run.finished_at - run.created_at).total_seconds() if run.finished_at else None,
+                    wall_s=_wall_s(run),
                     query_preview=query,
                     error=run.error,
                 )
             )
     return listed
+
+
+def _wall_s(run: Run) -> float | None:
+    """From the run's row to its end; None while it runs."""
+    return (run.finished_at - run.created_at).total_seconds() if run.finished_at else None
+
+
+def _clip(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[: chars - 1] + "…"

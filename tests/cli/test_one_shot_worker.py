@@ -18,27 +18,33 @@ from tests.orchestrator.harness import word_context
 RLM = str(Path(sys.executable).parent / "rlm")
 
 
+def _rlm_run(tmp_path: Path, context: Path, query: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``rlm run`` with its embedded server and its own worker, on a data directory under ``tmp_path``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "RLM_"))}
+    return subprocess.run(
+        [RLM, "run", query, "--context", str(context)],
+        env={**clean, "RLM_DATA_DIR": str(tmp_path / "data"), **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
 def _events(stderr: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
 
 
 def test_the_first_cell_of_rlm_run_takes_the_container_its_worker_started_ahead(tmp_path: Path) -> None:
     context, expected = word_context(tmp_path / "c.txt", 2_000)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "RLM_"))}
     # Each model reply takes longer than a container boot here: the pooled one is up before the first
     # cell, and a refill after the take would be up (and logged) while the cell waits on its sub-calls.
-    env.update(
-        RLM_DATA_DIR=str(tmp_path / "data"),
+    done = _rlm_run(
+        tmp_path,
+        context,
+        "How many times does the word 'ERROR' appear? Use 2 chunks.",
         RLM_MODEL="scripted/mapreduce?latency_ms=3000",
         RLM_SUB_MODEL="scripted/leaf?latency_ms=3000",
         RLM_LOG_LEVEL="info",
-    )
-    done = subprocess.run(
-        [RLM, "run", "How many times does the word 'ERROR' appear? Use 2 chunks.", "--context", str(context)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout == f"{expected}\n"
@@ -59,15 +65,8 @@ def test_the_first_cell_of_rlm_run_takes_the_container_its_worker_started_ahead(
 
 def test_rlm_run_without_a_docker_engine_is_one_error_line_and_stores_no_run(tmp_path: Path) -> None:
     context, _ = word_context(tmp_path / "c.txt", 200)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "RLM_"))}
-    env.update(RLM_DATA_DIR=str(tmp_path / "data"), DOCKER_HOST=f"unix://{tmp_path / 'no-engine.sock'}")
-    done = subprocess.run(
-        [RLM, "run", "How many times does the word 'ERROR' appear?", "--context", str(context)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    no_engine = f"unix://{tmp_path / 'no-engine.sock'}"
+    done = _rlm_run(tmp_path, context, "How many times does the word 'ERROR' appear?", DOCKER_HOST=no_engine)
     assert done.returncode == 1, done.stderr[-3000:]
     assert done.stdout == ""
     errors = [line for line in done.stderr.splitlines() if not line.startswith("{")]
