@@ -17,6 +17,7 @@ import typer
 
 from orchestrator.cli.common import cli_errors, exit_now, open_store, shared_temporal
 from orchestrator.cli.common import usd as usd_amount  # `rlm budget raise` has a parameter named usd
+from orchestrator.cli.output import JsonOpt
 
 if TYPE_CHECKING:  # the engine is imported by the commands that run, not by `rlm --help`
     from orchestrator.connection import TemporalTarget
@@ -26,7 +27,6 @@ if TYPE_CHECKING:  # the engine is imported by the commands that run, not by `rl
 
 budget_app = typer.Typer(no_args_is_help=True, help="Budgets: raise a tenant's or a run's.")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
 TargetArg = Annotated[str, typer.Argument(help="A run id, or a node id like RUN/0.3.1.")]
 
 

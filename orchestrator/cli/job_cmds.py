@@ -24,7 +24,7 @@ from orchestrator.cli.common import (
     shared_temporal,
     temporal_errors,
 )
-from orchestrator.cli.output import emit_json
+from orchestrator.cli.output import JsonOpt, emit_json
 from orchestrator.cli.progress_view import (
     PROGRESS_EVERY_S,
     ProgressEvery,
@@ -63,7 +63,6 @@ if TYPE_CHECKING:  # the engine is imported by the commands that use it, not for
 
 schedule_app = typer.Typer(no_args_is_help=True, help="Temporal Schedules that start runs.")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
 
 # The default of --reconnect-for; orchestrator.runs.RECONNECT_S, which a signature must not import.
 RECONNECT_S = 300.0

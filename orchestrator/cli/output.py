@@ -13,11 +13,15 @@ import sys
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
+
+# The ``--json`` switch of a command that prints one document (commands whose JSON is a list or a
+# transcript say so in their own help).
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
 
 
 def _default(value: Any) -> Any:

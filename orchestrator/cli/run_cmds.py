@@ -36,7 +36,7 @@ from orchestrator.cli.common import (
     worker_unless_served,
 )
 from orchestrator.cli.job_cmds import RECONNECT_S, interrupted
-from orchestrator.cli.output import PipeSafeConsole, emit_json
+from orchestrator.cli.output import JsonOpt, PipeSafeConsole, emit_json
 from orchestrator.cli.progress_view import (
     PROGRESS_EVERY_S,
     ProgressEvery,
@@ -250,7 +250,7 @@ async def _run(
 
 def status(
     run_id: Annotated[str, typer.Argument(help="The run id.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show a run's status, cost, tokens and node count (from the store)."""
     from orchestrator.runs import run_summary

@@ -25,7 +25,7 @@ from orchestrator.cli.common import (
     usd,
     worker_unless_served,
 )
-from orchestrator.cli.output import emit_json
+from orchestrator.cli.output import JsonOpt, emit_json
 from orchestrator.cli.progress_view import (
     PROGRESS_EVERY_S,
     ProgressEvery,
@@ -58,7 +58,6 @@ session_app = typer.Typer(
 
 Name = Annotated[str, typer.Argument(help="The session's name (letters, digits, '.', '_', ':' or '-').")]
 TenantOpt = Annotated[str, typer.Option(help="The tenant the session belongs to.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
 PREVIEW_CHARS = 60
 
 

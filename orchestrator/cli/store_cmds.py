@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from orchestrator.cli.common import fail, first_line
-from orchestrator.cli.output import emit_json
+from orchestrator.cli.output import JsonOpt, emit_json
 from orchestrator.errors import RlmError
 
 if TYPE_CHECKING:  # the store is imported by the commands that run, not by `rlm --help`
@@ -197,7 +197,7 @@ def tenant_set_budget(
 @tenant_app.command("show")
 def tenant_show(
     name: Annotated[str | None, typer.Argument(help="Tenant name; all tenants when omitted.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show limit, spent, reserved and remaining USD of one tenant or of all."""
     from orchestrator.store import list_tenants, tenant_usage
@@ -246,7 +246,7 @@ def price_set(
 @price_app.command("show")
 def price_show(
     model: Annotated[str, typer.Argument(help="litellm model string.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show the price used for MODEL and where it comes from (registered, file or litellm)."""
     from orchestrator.store import format_usd, price_for
