@@ -26,6 +26,10 @@ async def test_worker_logs_json_with_run_node_and_tenant(
     worker = await asyncio.create_subprocess_exec(
         RLM, "worker", env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
+    assert worker.stderr is not None
+    err: list[str] = []
+    imported = asyncio.Event()
+    reading = asyncio.create_task(_read_lines(worker.stderr, err, "worker.preimported", imported))
     try:
         path = tmp_path / "c.txt"
         path.write_text("the magic number is 4242")
@@ -38,12 +42,15 @@ async def test_worker_logs_json_with_run_node_and_tenant(
         )
         result = await asyncio.wait_for(handle.result(), 90)
         assert result.status == "completed"
+        # The imports run on a thread once the worker serves; a fast run can end before they do.
+        await asyncio.wait_for(imported.wait(), 60)
     finally:
         worker.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(worker.communicate(), 60)
+        await asyncio.wait_for(worker.wait(), 60)
+        await reading
     run_id = handle.id.rsplit("/", 1)[0]
 
-    lines = [line for line in err.decode().splitlines() if line.strip().startswith("{")]
+    lines = [line for line in err if line.strip().startswith("{")]
     events = [json.loads(line) for line in lines]
     assert events and all("event" in e and "timestamp" in e and "level" in e for e in events)
     ours = [e for e in events if e.get("activity") in ("generate", "execute", "record_node")]
@@ -54,6 +61,17 @@ async def test_worker_logs_json_with_run_node_and_tenant(
     assert preimported["modules"] == ["openai.resources"]
     for event in ours:
         assert (event["run_id"], event["node_id"], event["tenant"]) == (run_id, handle.id, "default"), event
+
+
+async def _read_lines(
+    stream: asyncio.StreamReader, into: list[str], wanted: str, seen: asyncio.Event
+) -> None:
+    """Collect the lines of ``stream`` until its end, setting ``seen`` once a line names ``wanted``."""
+    async for raw in stream:
+        line = raw.decode()
+        into.append(line)
+        if wanted in line:
+            seen.set()
 
 
 def test_log_level_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
