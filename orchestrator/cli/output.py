@@ -28,7 +28,10 @@ def _default(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     if isinstance(value, Decimal):
-        return str(value)
+        # Loaded by then: only commands that read the store print amounts.
+        from orchestrator.store import format_usd
+
+        return format_usd(value)
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Enum):

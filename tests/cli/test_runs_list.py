@@ -46,8 +46,11 @@ def _store(data_dir: Path) -> None:
                 query = put_text(s, f"Question {i}:\nhow many ERROR lines?  ")
                 create_run(s, run_id, tenant=tenant, query_ref=query)
                 set_run_status(s, run_id, status, error="model call failed" if status == "failed" else None)
+                spent = 944_000 if run_id == "r-old" else 0  # $0.000944
                 s.execute(
-                    update(Run).where(Run.run_id == run_id).values(created_at=start + timedelta(hours=i))
+                    update(Run)
+                    .where(Run.run_id == run_id)
+                    .values(created_at=start + timedelta(hours=i), spent_nanos=spent)
                 )
     finally:
         engine.dispose()
@@ -78,6 +81,8 @@ def test_runs_are_listed_newest_first_with_their_filters(tmp_path: Path) -> None
         ("r-old", "acme", "completed"),
     ]
     assert listed[1]["error"] == "model call failed"
+    # Money as plain decimal text, as everywhere else: not "0E-9" or "0.000944000".
+    assert [r["cost"] for r in listed] == ["0", "0", "0.000944"]
     assert listed[0]["wall_s"] is None and listed[2]["wall_s"] is not None
 
     def ids(*args: str) -> list[str]:
