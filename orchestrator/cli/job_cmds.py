@@ -237,6 +237,7 @@ def print_outcome(s: RunSummary, outcome: WaitOutcome, as_json: bool, err: bool 
                 "answer": s.answer,
                 "error": s.error,
                 "cost_usd": format_usd(s.cost),
+                "reserved_usd": format_usd(s.reserved),
                 "prompt_tokens": s.prompt_tokens,
                 "completion_tokens": s.completion_tokens,
                 "nodes": s.nodes,

@@ -70,7 +70,7 @@ if TYPE_CHECKING:  # the engine is imported by the commands that use it, not for
     from sqlalchemy.orm import Session, sessionmaker
 
     from orchestrator.connection import TemporalTarget
-    from orchestrator.runs import RunInput
+    from orchestrator.runs import RunInput, RunSummary
     from orchestrator.settings import Settings
 
 console = PipeSafeConsole()
@@ -195,7 +195,6 @@ async def _run(
 
     from orchestrator.connection import connect
     from orchestrator.runs import Patience, read_summary, submit_run
-    from orchestrator.store import format_usd
     from orchestrator.targets import temporal_target
     from orchestrator.vocabulary import Status
     from orchestrator.workflows.types import root_id
@@ -231,11 +230,12 @@ async def _run(
                     )
             except WorkflowFailureError as exc:
                 typer.echo(f"error: the root workflow failed: {first_line(exc.cause or exc)}", err=True)
-        summary = await read_summary(sessions, patience)
+            # Before this process's worker stops: the calls it had in flight settle on it.
+            summary = await read_summary(sessions, patience)
     wall = time.monotonic() - started
     typer.echo(summary.answer if summary.answer is not None else "(no answer)", file=out)
     typer.echo(
-        f"status {summary.status} | cost ${format_usd(summary.cost)} | tokens {summary.prompt_tokens} in / "
+        f"status {summary.status} | cost {cost_text(summary)} | tokens {summary.prompt_tokens} in / "
         f"{summary.completion_tokens} out | nodes {summary.nodes} | wall {wall:.1f} s"
         + (f" | {link}" if link else ""),
         err=True,
@@ -243,6 +243,14 @@ async def _run(
     if summary.error:
         typer.echo(f"reason: {summary.error}", err=True)
     return 0 if summary.status == Status.COMPLETED else 1
+
+
+def cost_text(summary: RunSummary) -> str:
+    """``$spent``, and what calls in flight still hold when the summary was read before they settled."""
+    from orchestrator.store import format_usd
+
+    held = f" (+ ${format_usd(summary.reserved)} reserved by calls in flight)" if summary.reserved else ""
+    return f"${format_usd(summary.cost)}{held}"
 
 
 # --- rlm status / tree -------------------------------------------------------------------------
@@ -255,7 +263,7 @@ def status(
     """Show a run's status, cost, tokens and node count (from the store)."""
     from orchestrator.runs import run_summary
     from orchestrator.settings import load_settings
-    from orchestrator.store import format_usd, list_nodes
+    from orchestrator.store import list_nodes
     from orchestrator.vocabulary import Status
 
     with cli_errors():
@@ -271,10 +279,8 @@ def status(
         emit_json({**dataclasses.asdict(s), "paused_nodes": paused})
         return
     typer.echo(f"run {s.run_id}: {s.status}")
-    typer.echo(
-        f"  cost ${format_usd(s.cost)} | tokens {s.prompt_tokens} in / {s.completion_tokens} out"
-        f" | nodes {s.nodes}"
-    )
+    tokens = f"{s.prompt_tokens} in / {s.completion_tokens} out"
+    typer.echo(f"  cost {cost_text(s)} | tokens {tokens} | nodes {s.nodes}")
     if s.wall_s is not None:
         typer.echo(f"  wall {s.wall_s:.1f} s")
     if paused:

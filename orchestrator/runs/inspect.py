@@ -20,6 +20,7 @@ class RunSummary:
     answer: str | None
     error: str | None
     cost: Decimal
+    reserved: Decimal  # held by calls in flight; 0 once every call has settled
     prompt_tokens: int
     completion_tokens: int
     nodes: int
@@ -40,6 +41,7 @@ def run_summary(sessions: sessionmaker[Session], run_id: str) -> RunSummary:
             answer=answer,
             error=run.error,
             cost=usage.spent,
+            reserved=usage.reserved,
             prompt_tokens=sum(n.prompt_tokens for n in nodes),
             completion_tokens=sum(n.completion_tokens for n in nodes),
             nodes=len(nodes),

@@ -22,7 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from orchestrator.runs.inspect import RunSummary, run_summary
 from orchestrator.store import get_run, list_nodes
-from orchestrator.vocabulary import PAUSED_STATUSES, Status
+from orchestrator.vocabulary import FINAL_STATUSES, PAUSED_STATUSES, Status
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -42,6 +42,11 @@ class ExitCode(IntEnum):
 
 
 RECONNECT_S = 300.0
+# The calls an ended run had in flight (leaves cancelled with their parent by an abort, a failure or the
+# deadline) settle a moment after its root ends: its summary waits up to this long for them, so that the
+# cost it shows is the final one.
+SETTLE_S = 10.0
+SETTLE_POLL_S = 0.1
 # What a call meets while a server restarts, fails over, sheds load or loses a connection ("something
 # went wrong, please retry"); the SDK's own retries of a call give up after about 10 s.
 TRANSIENT_RPC = frozenset(
@@ -133,9 +138,19 @@ async def settled(
     return outcome, await read_summary(sessions, Patience(run_id, reconnect_s))
 
 
-async def read_summary(sessions: sessionmaker[Session], patience: Patience) -> RunSummary:
-    """The run's summary, read through the store's transient errors."""
-    return await patience.call("the store", lambda: asyncio.to_thread(run_summary, sessions, patience.run_id))
+async def read_summary(
+    sessions: sessionmaker[Session], patience: Patience, settle_s: float = SETTLE_S
+) -> RunSummary:
+    """The run's summary, read through the store's transient errors. An ended run's once its calls in
+    flight have settled, or after ``settle_s`` with what they still hold (``reserved``)."""
+    end = time.monotonic() + settle_s
+    while True:
+        summary = await patience.call(
+            "the store", lambda: asyncio.to_thread(run_summary, sessions, patience.run_id)
+        )
+        if not summary.reserved or summary.status not in FINAL_STATUSES or time.monotonic() >= end:
+            return summary
+        await asyncio.sleep(SETTLE_POLL_S)
 
 
 def transient(exc: BaseException) -> bool:

@@ -184,6 +184,7 @@ def synthetic(
         answer=output,
         error=None,
         cost=Decimal("0.012"),
+        reserved=Decimal(0),
         prompt_tokens=120 * len(rows),
         completion_tokens=30 * len(rows),
         nodes=len(rows),
