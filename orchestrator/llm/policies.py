@@ -47,6 +47,7 @@ from orchestrator.protocol.prompts import (
     read_limits,
     read_query,
 )
+from orchestrator.protocol.session_prompt import question_of
 
 RLM_POLICIES = ("search", "mapreduce", "recurse", "leaf", "loop", "spin", "partial", "code", "long")
 DEFAULT_CHUNKS = 10
@@ -85,7 +86,9 @@ class View:
 def view_of(messages: Sequence[ChatMessage]) -> View:
     limits = read_limits(messages[0].content) if messages and messages[0].role == "system" else None
     users = [m.content for m in messages if m.role == "user"]
-    query = (read_query(users[0]) if users else None) or ""
+    # A session turn's paragraph about its REPL (`history`, `notes`) is not part of what it asks: the
+    # scripted model reads the question alone, as a language model would.
+    query = question_of((read_query(users[0]) if users else None) or "")
     last_user = users[-1] if users else ""
     # A compacted conversation counts the summarised iterations too.
     compacted = max((n for n in map(read_compacted, users[1:]) if n is not None), default=0)

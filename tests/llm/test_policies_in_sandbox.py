@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from orchestrator.protocol.prompts import NodeLimits
+from orchestrator.protocol.session_prompt import turn_paragraph
 from sandbox import SandboxLimits
 from tests.llm.driver import Sessions, Tree, run_node
 
@@ -53,6 +54,22 @@ def test_search_finds_the_needle_in_ten_million_characters(tmp_path: Path, sessi
     assert (outcome.forced, outcome.iterations, tree.leaves) == (False, 1, 0)
     # The model never saw the context's text: only its length.
     assert tree.prompt_tokens < 2_000
+
+
+def test_search_answers_a_session_turns_question_alone(tmp_path: Path, sessions: Sessions) -> None:
+    # The paragraph names `history` and `notes` in backquotes, which the policy would take for the words
+    # to search.
+    query = "What is the magic number?" + turn_paragraph("notes", turn=2, notes=1)
+    outcome = run_node(
+        sessions,
+        Tree(),
+        model="scripted/search",
+        sub_model="scripted/leaf",
+        query=query,
+        context_path=write(tmp_path, haystack(50_000, seed=4, needle="the magic number is 31337.")),
+        limits=NodeLimits(),
+    )
+    assert outcome.answer == "31337"
 
 
 def test_search_with_a_regex_from_the_query(tmp_path: Path, sessions: Sessions) -> None:
