@@ -141,8 +141,8 @@ async def settled(
 async def read_summary(
     sessions: sessionmaker[Session], patience: Patience, settle_s: float = SETTLE_S
 ) -> RunSummary:
-    """The run's summary, read through the store's transient errors. An ended run's once its calls in
-    flight have settled, or after ``settle_s`` with what they still hold (``reserved``)."""
+    """The run's summary, read through the store's transient errors. Of an ended run, read once the calls
+    it had in flight have settled, or after ``settle_s``: then ``reserved`` is what they still hold."""
     end = time.monotonic() + settle_s
     while True:
         summary = await patience.call(

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.store import get_run, list_nodes
 from orchestrator.store.errors import NotFound
+from orchestrator.vocabulary import NodeKind, Status
 from tests.ops.control.helpers import RLM, eventually, rlm
 from tests.orchestrator.harness import Harness, word_context
 
@@ -31,7 +32,7 @@ def _leaves_in_flight(sessions: sessionmaker[Session], run_id: str) -> int:
                 return 0
         except NotFound:
             return 0
-        return sum(1 for n in list_nodes(s, run_id) if n.kind == "leaf" and n.status == "running")
+        return sum(1 for n in list_nodes(s, run_id) if n.kind == NodeKind.LEAF and n.status == Status.RUNNING)
 
 
 @pytest.mark.parametrize("own_worker", [False, True], ids=["serving-worker", "own-worker"])
@@ -56,6 +57,9 @@ async def test_the_summary_of_an_aborted_run_counts_the_calls_it_cut_short(
     try:
 
         async def calling() -> bool | None:
+            if proc.returncode is not None:
+                _, early = await proc.communicate()
+                raise AssertionError(f"rlm run ended before the abort: {early.decode()}")
             return True if _leaves_in_flight(sessions, run_id) >= IN_FLIGHT else None
 
         await eventually(calling, f"{IN_FLIGHT} leaves calling their model", timeout_s=60)
@@ -71,10 +75,11 @@ async def test_the_summary_of_an_aborted_run_counts_the_calls_it_cut_short(
 
     with sessions() as s:
         run = get_run(s, run_id)
-        cut_short = [n for n in list_nodes(s, run_id) if n.kind == "leaf" and n.status == "aborted"]
+        leaves = [n for n in list_nodes(s, run_id) if n.kind == NodeKind.LEAF]
+        cut_short = [n for n in leaves if n.status == Status.ABORTED]
         assert run.reserved_nanos == 0
         assert Decimal(printed.group(1)) == run.spent
-    assert len(cut_short) >= IN_FLIGHT  # their calls are billed, and in the printed cost
+    assert len(cut_short) >= IN_FLIGHT  # the abort came while they were calling
 
     code, out, err = await rlm(env, "wait", run_id, "--json")
     assert code == 5, err  # aborted
