@@ -111,9 +111,8 @@ STOP_BOUND_S = 8.0
 class SandboxUnavailable(RlmError):
     """The worker's sandbox backend cannot start a sandbox (no Docker engine, no image): it takes no work."""
 
-    def __init__(self, backend: str, reason: str) -> None:
+    def __init__(self, reason: str) -> None:
         super().__init__(f"this worker cannot start sandboxes: {reason}")
-        self.backend = backend
         self.reason = reason
 
 
@@ -151,7 +150,7 @@ async def running_worker(
     for model in {settings.model, settings.sub_model}:
         prepare_model(model)
     # The image the check found is the pool's: it is not looked up twice.
-    image = await _checked_image(settings.sandbox_backend) if settings.sandbox_backend == "docker" else None
+    image = await _checked_image() if settings.sandbox_backend == "docker" else None
     engine = make_engine(settings.database_url)
     store_sessions = make_session_factory(engine)
     lease = WorkerLease(
@@ -240,14 +239,14 @@ async def running_worker(
             log.info("worker.stopped", worker_id=worker_id)
 
 
-async def _checked_image(backend: str) -> str:
+async def _checked_image() -> str:
     """The sandbox image, present on a reachable engine. Refuse to serve without either: every cell
     picked up would fail and be retried until its run's deadline, while the operator who started this
     worker is here to fix it now."""
     try:
         return await in_thread(sandbox.check_ready)
     except sandbox.SandboxError as exc:
-        raise SandboxUnavailable(backend, str(exc)) from None
+        raise SandboxUnavailable(str(exc)) from None
 
 
 async def _stop_worker(worker: Worker, bound_s: float) -> None:
