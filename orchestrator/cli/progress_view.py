@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 PROGRESS_EVERY_S = 30.0
 REFRESH_S = 1.0  # store reads behind the live view
 TICK_S = 0.25  # redraws, so the clock moves between reads
+PAUSE_CHECK_S = 5.0  # store reads behind the pause notes of a wait without progress
 
 ProgressEvery = Annotated[
     float,
@@ -43,7 +44,14 @@ ProgressEvery = Annotated[
         "live view); 0: no progress at all.",
     ),
 ]
-Quiet = Annotated[bool, typer.Option("--quiet", help="No progress on stderr (the summary still comes).")]
+Quiet = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        help="No progress on stderr (the summary still comes; a pause that waits for an operator is "
+        "said once).",
+    ),
+]
 
 
 def progress_every_s(seconds: float, quiet: bool) -> float:
@@ -66,17 +74,26 @@ class _View(Protocol):
 
 @contextlib.asynccontextmanager
 async def showing_progress(
-    sessions: sessionmaker[Session], run_id: str, every_s: float
+    sessions: sessionmaker[Session], run_id: str, every_s: float, through_pauses: bool = False
 ) -> AsyncIterator[None]:
     """Progress on stderr while the body waits (``every_s`` 0: none); the view is gone (terminal
-    restored) when it leaves, however it leaves (the run ended, Ctrl-C, an error)."""
-    if every_s == 0:
+    restored) when it leaves, however it leaves (the run ended, Ctrl-C, an error).
+
+    ``through_pauses``: the body waits through operator and budget pauses (``rlm run``, ``rlm watch``).
+    Without progress, each pause is still said once: a job would otherwise block until the run's
+    deadline with nothing on screen."""
+    if every_s == 0 and not through_pauses:
         yield
         return
     from orchestrator.runs.progress import ProgressReader
 
-    view: _View = _LiveView(run_id) if sys.stderr.isatty() else _PlainLines(run_id)
-    read_every = REFRESH_S if isinstance(view, _LiveView) else every_s
+    view: _View
+    if every_s == 0:
+        view, read_every = _PauseNotes(run_id), PAUSE_CHECK_S
+    elif sys.stderr.isatty():
+        view, read_every = _LiveView(run_id), REFRESH_S
+    else:
+        view, read_every = _PlainLines(run_id), every_s
     task = asyncio.create_task(_follow(ProgressReader(sessions, run_id), view, read_every))
     try:
         yield
@@ -221,18 +238,22 @@ class _LiveView:
         return grid
 
 
-class _PlainLines:
+class _PauseNotes:
+    """No progress: one line when the run starts to wait for an operator, again after each resume."""
+
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
+        self.noted = False
 
     def fresh(self, snap: ProgressSnapshot | None) -> None:
-        if snap is None:
-            self._say(f"progress run {self.run_id} · not in the store yet")
-        else:
-            self._say(plain_line(snap, _now()))
+        if snap is None or not snap.nodes_paused:
+            self.noted = False
+        elif not self.noted:
+            self.noted = True
+            _say(pause_note(snap))
 
     def failed(self, exc: Exception) -> None:
-        self._say(f"progress run {self.run_id} · no answer from the store ({first_line(exc)}); retrying")
+        pass  # the wait's own patience reports a store that stops answering
 
     def tick(self) -> None:
         pass
@@ -240,6 +261,38 @@ class _PlainLines:
     def close(self) -> None:
         pass
 
-    def _say(self, line: str) -> None:
-        with contextlib.suppress(OSError, ValueError):  # a closed stderr must not end the wait
-            typer.echo(line, err=True)
+
+def pause_note(snap: ProgressSnapshot) -> str:
+    """What waits for an operator, and what the operator can do."""
+    paused = [f"{doing.label} {doing.text}" for doing in snap.doing if doing.paused]
+    what = "; ".join(paused) if paused else f"{snap.nodes_paused} paused nodes"
+    run = snap.run_id
+    return (
+        f"run {run} waits for an operator: {what}. `rlm resume {run}` (after `rlm budget raise` for a "
+        f"budget), or `rlm abort {run}`; this command waits until the run ends"
+    )
+
+
+def _say(line: str) -> None:
+    with contextlib.suppress(OSError, ValueError):  # a closed stderr must not end the wait
+        typer.echo(line, err=True)
+
+
+class _PlainLines:
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def fresh(self, snap: ProgressSnapshot | None) -> None:
+        if snap is None:
+            _say(f"progress run {self.run_id} · not in the store yet")
+        else:
+            _say(plain_line(snap, _now()))
+
+    def failed(self, exc: Exception) -> None:
+        _say(f"progress run {self.run_id} · no answer from the store ({first_line(exc)}); retrying")
+
+    def tick(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -224,7 +224,7 @@ async def _run(
             try:
                 # Until the root closes, through operator pauses (`rlm wait` returns at a pause). A fresh
                 # handle per attempt: after a dropped connection the wait resumes where it was.
-                async with showing_progress(sessions, done.run_id, progress):
+                async with showing_progress(sessions, done.run_id, progress, through_pauses=True):
                     await patience.call(
                         f"Temporal at {target.address}", lambda: client.get_workflow_handle(root).result()
                     )

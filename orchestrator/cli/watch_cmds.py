@@ -59,7 +59,7 @@ def watch(
                     )
 
             async def go() -> tuple[WaitOutcome, RunSummary]:
-                async with showing_progress(sessions, run_id, progress):
+                async with showing_progress(sessions, run_id, progress, through_pauses=True):
                     return await settled(sessions, run_id, None, reconnect_for, through_pauses=True)
 
             outcome, summary = asyncio.run(go())

@@ -19,17 +19,19 @@ from orchestrator.store.models import utcnow
 from orchestrator.store.money import from_nanos
 from orchestrator.store.progress import FocusNode, focus_nodes, node_counts, run_figures
 from orchestrator.store.steps import find_step
-from orchestrator.vocabulary import FINAL_STATUSES, NodeKind, Status, StepKind
+from orchestrator.vocabulary import FINAL_STATUSES, PAUSED_STATUSES, NodeKind, Status, StepKind
 
 _RUNNING = frozenset({Status.PENDING, Status.RUNNING})
 
 
 @dataclass(frozen=True)
 class Doing:
-    """What one node is doing now, in words: ``label`` names it (``root`` or its id)."""
+    """What one node is doing now, in words: ``label`` names it (``root`` or its id); ``paused``: it
+    waits for an operator."""
 
     label: str
     text: str
+    paused: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,8 @@ class ProgressReader:
                 return None
             counts = node_counts(session, self.run_id)
             doing = tuple(
-                Doing(_label(n), self._doing(session, n)) for n in focus_nodes(session, self.run_id)
+                Doing(_label(n), self._doing(session, n), n.status in PAUSED_STATUSES)
+                for n in focus_nodes(session, self.run_id)
             )
         by_status: dict[str, int] = {}
         for (status, _), count in counts.items():

@@ -224,3 +224,34 @@ async def test_progress_skips_frames_through_a_store_outage_and_the_wait_goes_on
     assert failed, text
     assert any("| sub-calls " in line for line in lines[failed[-1] + 1 :]), text  # frames came back
     assert "Traceback" not in text
+
+
+async def test_rlm_run_quiet_says_once_that_the_run_waits_for_a_budget(
+    cli_env: dict[str, str], words: tuple[Path, int]
+) -> None:
+    path, expected = words
+    run_id = f"held-{uuid.uuid4().hex[:8]}"
+    proc = await asyncio.create_subprocess_exec(
+        RLM, "run", QUERY, "--context", str(path), "--model", "scripted/mapreduce", "--budget-usd", "0.001",
+        "--no-worker", "--run-id", run_id, "--quiet",
+        env=cli_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen = ""
+    while "waits for an operator" not in seen:  # without the note, --quiet blocks in silence
+        line = await asyncio.wait_for(proc.stderr.readline(), 60)
+        assert line, f"rlm run ended before its pause was said: {seen}"
+        seen += line.decode()
+    note = seen.splitlines()[-1]
+    assert note.startswith(f"run {run_id} waits for an operator: "), note
+    assert "paused: budget" in note and f"`rlm resume {run_id}`" in note, note
+
+    raised = await rlm(cli_env, "budget", "raise", "--run", run_id, "0.5")
+    resumed = await rlm(cli_env, "resume", run_id)
+    assert raised.code == 0 and resumed.code == 0, (raised.err, resumed.err)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    text = seen + err.decode()
+    assert proc.returncode == 0, text
+    assert out.decode() == f"{expected}\n"
+    assert text.count("waits for an operator") == 1, text
+    assert not _progress_lines(text), text
