@@ -16,7 +16,6 @@ import re
 import select
 import signal
 import struct
-import sys
 import termios
 import threading
 import uuid
@@ -31,19 +30,7 @@ from tests.orchestrator.harness import Harness
 
 QUERY = "How many times does the word 'ERROR' appear? Use 4 chunks."
 SLOW = ("--model", "scripted/mapreduce?latency_ms=1000", "--sub-model", "scripted/mapreduce?latency_ms=4000")
-# `rlm watch` through an app of its own until the `rlm` app registers it.
-WATCH = (
-    sys.executable,
-    "-c",
-    "import typer\n"
-    "from orchestrator.cli import watch_cmds\n"
-    "from orchestrator.logs import configure_logging\n"
-    "app = typer.Typer()\n"
-    "app.callback()(lambda: configure_logging('warning'))\n"
-    "watch_cmds.register(app)\n"
-    "app()\n",
-    "watch",
-)
+WATCH = (RLM, "watch")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 SHOW_CURSOR = "\x1b[?25h"
 
