@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -52,9 +53,15 @@ def _request_body(conn: socket.socket, data: bytes) -> dict[str, Any]:
     return value
 
 
+@functools.cache
+def served_install() -> str:
+    """The install this process imported its code from: taken once, when it starts (``preload``)."""
+    return install()
+
+
 def refusal(request: dict[str, Any], fds: list[int]) -> str | None:
     """Why this request must run in the client's own process, if it must."""
-    if request.get("install") != install():
+    if request.get("install") != served_install():
         return "another interpreter or install of durable-rlm"
     if len(fds) != 3:
         return "no stdin, stdout and stderr"

@@ -34,7 +34,7 @@ import structlog
 from orchestrator.parent_death import ends_with_parent
 from orchestrator.warmcli import DISABLE
 from orchestrator.warmcli.client import address, peer_uid
-from orchestrator.warmcli.request import Request, parsed, read_request, refusal
+from orchestrator.warmcli.request import Request, parsed, read_request, refusal, served_install
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +75,7 @@ class Child:
 
 
 def preload() -> None:
+    served_install()  # the source this process runs: a request from an install changed since goes elsewhere
     for name in PRELOAD:
         try:
             importlib.import_module(name)

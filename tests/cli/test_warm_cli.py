@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator import warmcli
 from orchestrator.warmcli.client import LENGTH, address
 from tests.cli.test_datadir_lock import COUNT, RLM, _env, _ready_holder
 from tests.cli.test_progress import ANSI, _on_pty
@@ -263,6 +264,26 @@ def test_bad_requests_are_refused_and_the_warm_process_keeps_serving(dev: Dev) -
     before = dev.handed()
     status = _rlm(dev.env, "status", "no-such-run")
     assert status.returncode == 1 and dev.handed() == before + 1
+
+
+def test_an_install_changed_since_the_warm_process_started_runs_its_commands_itself(dev: Dev) -> None:
+    # An upgrade or an edit while `rlm dev` runs: its warm process still runs the code it imported.
+    source = Path(warmcli.__file__)
+    before = source.stat()
+    handed = dev.handed()
+    try:
+        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+        status = _rlm(dev.env, "status", "no-such-run")
+        assert status.returncode == 1 and "does not exist" in status.stderr
+        assert dev.handed() == handed  # ran in its own process
+        assert any(
+            e["reason"] == "another interpreter or install of durable-rlm"
+            for e in dev.events("warmcli.refused")
+        )
+    finally:
+        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert _rlm(dev.env, "status", "no-such-run").returncode == 1
+    assert dev.handed() == handed + 1  # the source as it was: handed again
 
 
 def test_rlm_dev_stops_its_warm_process_and_the_commands_in_it(
