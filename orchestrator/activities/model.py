@@ -24,6 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from orchestrator.activities import compaction, texts
+from orchestrator.activities.cell_watch import deadline_error
 from orchestrator.activities.context import context_info, local_context
 from orchestrator.activities.deps import Deps
 from orchestrator.activities.logctx import expected
@@ -40,12 +41,13 @@ from orchestrator.protocol.parse import forced_final_answer, parse_reply
 from orchestrator.protocol.prompts import ChatMessage, NodeLimits, child_query, leaf_messages
 from orchestrator.store import (
     BudgetExhausted,
+    InvalidValue,
     ModelPrice,
     UnknownModelPrice,
+    checked_amount,
     cost_of,
     find_step,
     finish_node,
-    get_reservation,
     note_attempt,
     price_for,
     record_step,
@@ -55,9 +57,9 @@ from orchestrator.store import (
     upsert_node,
     write_step,
 )
-from orchestrator.store.ledger import ReservationState
 from orchestrator.store.models import Step
 from orchestrator.vocabulary import NodeKind, Outcome, Status, StepKind
+from orchestrator.workflows.common import MODEL_RETRY
 from orchestrator.workflows.types import (
     INLINE_CHARS,
     GenerateInput,
@@ -101,6 +103,19 @@ def node_limits(node: NodeInput) -> NodeLimits:
     )
 
 
+def retry_fits(exc: ModelCallError, run: RunSpec) -> bool:
+    """Whether Temporal's next attempt of a retryable failure would start before the run's deadline
+    (after the provider's retry-after, else ``MODEL_RETRY``'s backoff for this attempt)."""
+    policy = MODEL_RETRY
+    backoff = policy.initial_interval.total_seconds() * policy.backoff_coefficient ** (
+        activity.info().attempt - 1
+    )
+    if policy.maximum_interval is not None:
+        backoff = min(backoff, policy.maximum_interval.total_seconds())
+    delay = exc.retry_after_s if exc.retry_after_s else backoff
+    return time.time() + delay < run.deadline_epoch_s
+
+
 def model_error(exc: ModelCallError) -> ApplicationError:
     delay = timedelta(seconds=exc.retry_after_s) if exc.retry_after_s else None
     return expected(
@@ -137,17 +152,27 @@ class ModelActivities:
             raise price_error(exc) from exc
         worst = cost_of(price, count_prompt_tokens(model, messages), run.limits.max_tokens)
         try:
-            rid = reserve(session, run_id=run.run_id, tenant=run.tenant, amount=worst, key=key)
-            if activity.info().attempt > 1 and get_reservation(session, rid).state != ReservationState.OPEN:
-                # An earlier attempt's call failed for good and released it; this is a new call.
-                attempt_key = f"{key}/attempt-{activity.info().attempt}"
-                rid = reserve(session, run_id=run.run_id, tenant=run.tenant, amount=worst, key=attempt_key)
+            checked_amount(worst)
+        except InvalidValue as exc:
+            # No retry can make it fit: the price or --max-tokens is out of all proportion.
+            raise expected(
+                f"the call's worst case cannot be reserved: {exc}; check the model's price "
+                f"(`rlm price show {model}`) and the run's --max-tokens ({run.limits.max_tokens})",
+                type="ReservationTooLarge",
+            ) from exc
+        try:
+            # A closed reservation of this step's key was an attempt (or, restarted, a run of the node)
+            # whose call ended without a recorded answer: this call reserves anew.
+            rid = reserve(session, run_id=run.run_id, tenant=run.tenant, amount=worst, key=key, renew=True)
         except BudgetExhausted as exc:
             log.info("budget.refused", run_id=run.run_id, key=key, message=str(exc))
             return _Prepared(messages, None, str(exc), price)
         return _Prepared(messages, rid, None, price)
 
     async def _call(self, node_id: str, run: RunSpec, model: str, prep: _Prepared) -> CompletionResult:
+        if time.time() >= run.deadline_epoch_s:
+            await self._release(prep)
+            raise deadline_error("before the model call started")
         try:
             async with self.gate.slot(model):
                 req = CompletionRequest(
@@ -158,10 +183,15 @@ class ModelActivities:
                 )
                 return await complete(req)
         except ModelCallError as exc:
-            if not exc.retryable and prep.reservation is not None:
-                await asyncio.to_thread(release, self.deps.sessions, prep.reservation)
-            elif exc.retryable:
+            # A retry that could only start after the run's deadline is not made: the node ends
+            # timed_out now, instead of Temporal trying again past it.
+            too_late = exc.retryable and not retry_fits(exc, run)
+            if too_late or not exc.retryable:
+                await self._release(prep)
+            else:
                 await asyncio.to_thread(self._note_attempt, node_id, f"{exc.kind}: {exc.message}")
+            if too_late:
+                raise deadline_error(f"before the model call could be retried ({exc.kind})") from exc
             raise model_error(exc) from exc
         except asyncio.CancelledError:
             # Abandoned (`rlm abort`, the deadline): no answer will be used, so nothing is charged and
@@ -169,6 +199,11 @@ class ModelActivities:
             if prep.reservation is not None:
                 await asyncio.shield(asyncio.to_thread(release, self.deps.sessions, prep.reservation))
             raise
+
+    async def _release(self, prep: _Prepared) -> None:
+        """The call will not be made again under this reservation: its hold goes back to the budgets."""
+        if prep.reservation is not None:
+            await asyncio.to_thread(release, self.deps.sessions, prep.reservation)
 
     def _note_attempt(self, node_id: str, error: str) -> None:
         with self.deps.sessions.begin() as session:

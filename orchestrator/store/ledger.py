@@ -32,8 +32,8 @@ from enum import StrEnum
 from typing import Any, TypeVar, cast
 
 import structlog
-from sqlalchemy import Row, Table, bindparam, func, or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Row, Table, bindparam, exists, func, or_, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from orchestrator.store import validate
 from orchestrator.store._sql import insert_ignore, rowcount, run
@@ -47,6 +47,8 @@ SessionSource = Session | sessionmaker[Session]
 T = TypeVar("T")
 
 KEY_MAX = 255
+# Room kept in a key for its renewals' suffix (``~N``).
+RENEWAL_CHARS = 8
 
 # Every model call runs these: built once and executed with parameters, they skip SQLAlchemy's
 # per-call statement construction (see _sql.py).
@@ -168,17 +170,27 @@ class Reservation:
     actual: Decimal | None  # the settled cost
 
 
-def reserve(source: SessionSource, *, run_id: str, tenant: str, amount: Decimal, key: str) -> str:
+def checked_amount(amount: Decimal) -> int:
+    """``amount`` in nanodollars, if the ledger can hold it; else ``InvalidValue`` saying why."""
+    return validate.nanos(amount, "reservation amount")
+
+
+def reserve(
+    source: SessionSource, *, run_id: str, tenant: str, amount: Decimal, key: str, renew: bool = False
+) -> str:
     """Hold ``amount`` USD against the run's, its session's (a turn) and the tenant's budget; returns the
     reservation id.
 
     ``key`` makes it idempotent: the same key returns the same reservation (open, settled or
-    released) without holding money twice. Raises ``BudgetExhausted`` naming the budget that
-    lacks head-room; nothing is written then, so a retry after a budget raise can succeed.
+    released) without holding money twice. ``renew``: a closed reservation of the key belongs to a
+    call that is over (a model call reserves again only when no answer of it was recorded), so this
+    is a new call: it reserves under the key's next renewal (``KEY~2``, ``KEY~3``, ...) instead.
+    Raises ``BudgetExhausted`` naming the budget that lacks head-room; nothing is written then, so a
+    retry after a budget raise can succeed.
     """
-    nanos = validate.nanos(amount, "reservation amount")
-    validate.text_id(key, "idempotency key", KEY_MAX)
-    reservation_id = _atomic(source, lambda s: _reserve(s, run_id, tenant, nanos, key))
+    nanos = checked_amount(amount)
+    validate.text_id(key, "idempotency key", KEY_MAX - RENEWAL_CHARS if renew else KEY_MAX)
+    reservation_id = _atomic(source, lambda s: _reserve(s, run_id, tenant, nanos, key, renew))
     log.debug(
         "ledger.reserved", run_id=run_id, tenant=tenant, amount=str(amount), reservation_id=reservation_id
     )
@@ -196,7 +208,12 @@ def _existing_for_key(session: Session, key: str, run_id: str) -> str | None:
     return str(row.reservation_id)
 
 
-def _reserve(session: Session, run_id: str, tenant: str, nanos: int, key: str) -> str:
+def _renewal(key: str) -> str:
+    base, sep, count = key.rpartition("~")
+    return f"{base}~{int(count) + 1}" if sep and count.isdigit() else f"{key}~2"
+
+
+def _reserve(session: Session, run_id: str, tenant: str, nanos: int, key: str, renew: bool) -> str:
     row = run(session, _RUN_TENANT, {"run_id": run_id}).one_or_none()
     if row is None:
         raise NotFound("run", run_id)
@@ -219,6 +236,8 @@ def _reserve(session: Session, run_id: str, tenant: str, nanos: int, key: str) -
         winner = _existing_for_key(session, key, run_id)
         if winner is None:
             raise NotFound("reservation for key", key)
+        if renew and _closing_entry(session, winner) is not None:
+            return _reserve(session, run_id, tenant, nanos, _renewal(key), renew)
         return winner
 
     if row.session_id is not None:
@@ -289,6 +308,32 @@ def release(source: SessionSource, reservation_id: str) -> None:
     """Free a reservation whose call never happened. A no-op if it was settled or released already."""
     _in_transaction(source, lambda s: _close(s, reservation_id, LedgerKind.RELEASE, 0))
     log.debug("ledger.released", reservation_id=reservation_id)
+
+
+def release_open(source: SessionSource, *, run_id: str, key_prefix: str) -> int:
+    """Release the run's open reservations whose key starts with ``key_prefix``; returns how many.
+
+    A node that ended holds nothing: a call of it that was waiting for a retry when the node ended
+    (its deadline, an abort) kept its reservation for that retry, and no retry will come."""
+
+    def go(session: Session) -> int:
+        opening, closing = aliased(LedgerEntry), aliased(LedgerEntry)
+        still_open = session.scalars(
+            select(opening.reservation_id).where(
+                opening.run_id == run_id,
+                opening.phase == 0,
+                opening.idempotency_key.startswith(key_prefix, autoescape=True),
+                ~exists().where(closing.reservation_id == opening.reservation_id, closing.phase == 1),
+            )
+        ).all()
+        for reservation_id in still_open:
+            _close(session, reservation_id, LedgerKind.RELEASE, 0)
+        return len(still_open)
+
+    released = _in_transaction(source, go)
+    if released:
+        log.info("ledger.released_open", run_id=run_id, key_prefix=key_prefix, count=released)
+    return released
 
 
 def _entry(session: Session, reservation_id: str, phase: int) -> _EntryRow | None:

@@ -10,16 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import astuple
 from datetime import UTC
+from decimal import Decimal
 from pathlib import Path
 
 import docker
+import pytest
 from temporalio.api.enums.v1 import EventType
 
-from orchestrator.store import list_nodes, list_steps
+from orchestrator.store import create_tenant, ledger_sums, list_nodes, list_steps, run_usage, tenant_usage
+from orchestrator.vocabulary import LeafMode
 from orchestrator.workflows.types import Limits
 from sandbox.docker_backend import containers
-from tests.orchestrator.harness import Harness
+from tests.orchestrator.harness import Harness, word_context
 
 # Each child's context (and query) is the prompt: a one-line program for the child's first cell.
 COMPLETES = "r = rlm_query_batched(['FINAL(1)', 'FINAL(2)'])\nprint(r)\nFINAL('+'.join(r))"
@@ -134,3 +138,38 @@ async def test_the_deadline_ends_blocked_cells_timed_out_with_no_retry_and_no_co
         ]
         assert [e.activity_task_started_event_attributes.attempt for e in starts] == [1], node
         assert starts[0].event_time.ToDatetime(UTC).timestamp() < deadline
+
+
+@pytest.mark.parametrize("leaf_mode", list(LeafMode))
+async def test_the_deadline_ends_leaves_on_a_slow_model_soon_and_their_holds_go_back(
+    harness: Harness, tmp_path: Path, leaf_mode: LeafMode
+) -> None:
+    # The leaves' model answers after the deadline: their calls time out, and a retry could only start
+    # after it. The run used to end ~20 s late, its leaves' reservations held for good.
+    path, _ = word_context(tmp_path / "w.txt", 400)
+    tenant = f"holds-{leaf_mode}"
+    with harness.sessions.begin() as s:
+        create_tenant(s, tenant, Decimal(10))
+    deadline_s = 4.0
+    handle = await harness.start(
+        "How many times does the word 'ERROR' appear? Use 2 chunks.",
+        path,
+        model="scripted/mapreduce",
+        sub_model="scripted/leaf?latency_ms=8000",
+        deadline_s=deadline_s,
+        tenant=tenant,
+        limits=Limits(heartbeat_timeout_s=10, leaf_mode=leaf_mode),
+    )
+    run_id = handle.id.rsplit("/", 1)[0]
+    deadline = (await handle.describe()).start_time.timestamp() + deadline_s
+    out = await asyncio.wait_for(harness.finish(handle), 60)
+    ended = time.time()
+
+    assert out.result.status == "timed_out", out.result.error
+    assert _statuses(harness, run_id) == {"0": "timed_out", "0.1": "timed_out", "0.2": "timed_out"}
+    assert ended < deadline + 5, ended - deadline
+    with harness.sessions() as s:
+        assert run_usage(s, run_id).reserved == 0
+        usage = tenant_usage(s, tenant)
+        assert usage.reserved == 0 and usage.spent == out.summary.cost
+        assert (usage.spent, usage.reserved) == astuple(ledger_sums(s, tenant=tenant))

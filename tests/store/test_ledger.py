@@ -22,6 +22,7 @@ from orchestrator.store import (
     get_run,
     ledger_sums,
     release,
+    release_open,
     reserve,
     run_usage,
     set_run_budget,
@@ -364,4 +365,64 @@ def test_raising_budget_while_refusing_lets_next_through(sessions: sessionmaker[
     with sessions.begin() as s:
         set_run_budget(s, "run-1", D("0.30"))
     reserve(sessions, run_id="run-1", tenant="acme", amount=D("0.05"), key="next")
+    _assert_totals_match_ledger(sessions, "acme", ["run-1"])
+
+
+def test_renew_reserves_again_once_the_keys_reservation_was_released(sessions: sessionmaker[Session]) -> None:
+    seed(sessions, budget="1")
+    first = reserve(
+        sessions, run_id="run-1", tenant="acme", amount=D("0.2"), key="r/0/1/generate", renew=True
+    )
+    # Open: a retried attempt gets the same reservation.
+    assert (
+        reserve(sessions, run_id="run-1", tenant="acme", amount=D("0.2"), key="r/0/1/generate", renew=True)
+        == first
+    )
+    release(sessions, first)
+    second = reserve(
+        sessions, run_id="run-1", tenant="acme", amount=D("0.2"), key="r/0/1/generate", renew=True
+    )
+    release(sessions, second)
+    third = reserve(
+        sessions, run_id="run-1", tenant="acme", amount=D("0.2"), key="r/0/1/generate", renew=True
+    )
+    with sessions() as s:
+        keys = [get_reservation(s, rid).key for rid in (first, second, third)]
+        assert keys == ["r/0/1/generate", "r/0/1/generate~2", "r/0/1/generate~3"]
+        assert get_reservation(s, third).state == "open"
+        assert tenant_usage(s, "acme").reserved == D("0.2")
+    # Without renew the key keeps answering with its first reservation, as a retry of that call.
+    assert reserve(sessions, run_id="run-1", tenant="acme", amount=D("0.2"), key="r/0/1/generate") == first
+    _assert_totals_match_ledger(sessions, "acme", ["run-1"])
+
+
+def test_release_open_frees_what_a_node_still_holds_and_nothing_else(sessions: sessionmaker[Session]) -> None:
+    seed(sessions, budget="1")
+
+    def hold(key: str) -> str:
+        return reserve(sessions, run_id="run-1", tenant="acme", amount=D("0.1"), key=key, renew=True)
+
+    waiting, renewed, paid = (
+        hold("run-1/0/2/generate"),
+        hold("run-1/0/3/generate"),
+        hold("run-1/0/1/generate"),
+    )
+    release(sessions, renewed)
+    renewed = hold("run-1/0/3/generate")  # key~2
+    settle(sessions, paid, D("0.05"))
+    child, sibling_run = hold("run-1/0.1/leaf"), hold("run-1/0_x/leaf")
+
+    assert release_open(sessions, run_id="run-1", key_prefix="run-1/0/") == 2
+    with sessions() as s:
+        states = {rid: get_reservation(s, rid).state for rid in (waiting, renewed, paid, child, sibling_run)}
+        usage = tenant_usage(s, "acme")
+    assert states == {
+        waiting: "released",
+        renewed: "released",
+        paid: "settled",
+        child: "open",
+        sibling_run: "open",
+    }
+    assert (usage.spent, usage.reserved) == (D("0.05"), D("0.2"))
+    assert release_open(sessions, run_id="run-1", key_prefix="run-1/0/") == 0  # nothing left: a no-op
     _assert_totals_match_ledger(sessions, "acme", ["run-1"])
