@@ -25,6 +25,10 @@ from orchestrator.workflows.types import Limits
 DEFAULT_TENANT = "default"
 # The one cap of a run's --deadline; past a year, a scheduled job is the better tool.
 MAX_DEADLINE_S = 365 * 24 * 3600.0
+# Past these a value is a typo, not a setting: no model writes a million tokens in one reply, and a
+# worker runs far fewer calls at once than 10,000 (its model gate and thread pool bound them).
+MAX_TOKENS = 1_000_000
+MAX_CONCURRENCY = 10_000
 CONTEXT_KINDS = corpus.KINDS
 
 
@@ -89,6 +93,12 @@ def checked_input(req: RunRequest, limits: ContextLimits | None = None) -> RunIn
             f"--deadline {req.deadline_s:g} is out of range; give the seconds the whole tree may take, "
             f"more than 0 and at most {MAX_DEADLINE_S:.0f} (one year)"
         )
+    for option, value, most in (
+        ("--max-tokens", req.limits.max_tokens, MAX_TOKENS),
+        ("--concurrency", req.limits.max_concurrency, MAX_CONCURRENCY),
+    ):
+        if value > most:
+            raise RunError(f"{option} {value} is out of range; give at most {most}")
     paths = req.context_paths
     if not paths:
         raise RunError(f"no context was given; pass --context PATH to {CONTEXT_KINDS}")

@@ -3,8 +3,14 @@ the ``generate`` activity's own preparation (before any call) fails as a final m
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
+from orchestrator.runs import RunError, RunRequest, checked_input
+from orchestrator.store import set_price
+from orchestrator.workflows.types import Limits
 from tests.llm.engine.conftest import root_attempts
 from tests.orchestrator.harness import Harness
 
@@ -22,3 +28,32 @@ async def test_a_malformed_scripted_model_fails_at_once(harness: Harness, tmp_pa
     assert "latency_ms" in (out.result.error or "")
     assert out.summary.cost == 0
     assert await root_attempts(harness, out.run_id) == [1]  # the one generate, never retried
+
+
+async def test_a_call_too_dear_to_reserve_fails_at_once(harness: Harness, tmp_path: Path) -> None:
+    # A worst case no ledger can hold (a trillion USD a token overflows its nanodollar totals) used to
+    # be retried every minute until the deadline, the run shown running all the while.
+    context = tmp_path / "c.txt"
+    context.write_text("the magic number is 77")
+    model = "scripted/search?latency_ms=1"
+    with harness.sessions.begin() as s:
+        set_price(s, model, Decimal(10**12), Decimal(1))
+
+    out = await harness.run("What is the magic number?", context, model=model, deadline_s=60.0)
+
+    assert (out.result.status, out.summary.status) == ("failed", "failed")
+    assert "the call's worst case cannot be reserved" in (out.result.error or ""), out.result.error
+    assert f"`rlm price show {model}`" in (out.result.error or "")
+    assert out.summary.cost == 0 and out.summary.reserved == 0
+    assert await root_attempts(harness, out.run_id) == [1]
+
+
+def test_a_run_asking_for_absurd_limits_is_refused_before_it_starts(tmp_path: Path) -> None:
+    context = tmp_path / "c.txt"
+    context.write_text("x")
+    for limits, option in (
+        (Limits(max_tokens=10**20), "--max-tokens"),
+        (Limits(max_concurrency=10**8), "--concurrency"),
+    ):
+        with pytest.raises(RunError, match=f"^{option} [0-9]+ is out of range; give at most "):
+            checked_input(RunRequest(query="q", context_path=(context,), limits=limits))
