@@ -17,6 +17,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+
+# Typer 0.29 (pinned) parses with its own copy of Click, whose classes only it exports; the `click`
+# package's are other classes, never raised here.
+from typer._click import Context
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
 # The ``--json`` switch of a command that prints one document (commands whose JSON is a list or a
@@ -62,14 +67,43 @@ def reader_gone() -> int:
 
 class PipeSafeGroup(TyperGroup):
     """The top command group: a write to a closed stdout (``rlm tree RUN | head -1``) ends the command
-    quietly with ``PIPE_CLOSED``, as Unix tools end, instead of with an ``error:`` line or a traceback."""
+    quietly with ``PIPE_CLOSED``, as Unix tools end, instead of with an ``error:`` line or a traceback.
 
-    def invoke(self, ctx: Any) -> Any:
+    It also turns Click's usage errors (an unknown option, a missing argument, a value Typer cannot
+    convert) into the one ``error:`` line and exit code 1 of every other bad input: Click would print a
+    boxed message and exit 2, which `rlm wait` and `rlm submit` use for "the run failed". The root's own
+    options are parsed in ``make_context``, every sub-command's inside ``invoke``."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Context | None = None, **extra: Any
+    ) -> Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except UsageError as exc:
+            raise usage_failure(exc) from None
+
+    def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
         except BrokenPipeError:
             # Every context was left on the way here; no normal interpreter exit (see run_cmds._exit_now).
             os._exit(reader_gone())
+        except UsageError as exc:
+            raise usage_failure(exc) from None
+
+
+def usage_failure(exc: UsageError) -> typer.Exit:
+    """``error: WHAT CLICK SAID; see `rlm CMD --help``` (the caller raises the returned exit, code 1).
+
+    A group called without a sub-command (``rlm db``) has already shown its help: only the exit code
+    changes there."""
+    if isinstance(exc, NoArgsIsHelpError):
+        return typer.Exit(1)
+    from orchestrator.cli.common import fail  # common imports this module
+
+    said = " ".join(line.strip() for line in exc.format_message().splitlines() if line.strip())
+    command = exc.ctx.command_path if exc.ctx is not None else "rlm"
+    return fail(f"{said.rstrip('.')}; see `{command} --help`")
 
 
 class PipeSafeConsole(Console):

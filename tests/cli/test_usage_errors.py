@@ -1,0 +1,64 @@
+"""A command line Click cannot parse (an unknown option, a missing argument, a value of the wrong type) and
+a value out of range end like every other bad input: one ``error:`` line on stderr that says what was
+wrong and where the help is, nothing on stdout, exit code 1 (never 2, which `rlm wait` and `rlm submit`
+use for "the run failed"), no traceback. ``--help`` still prints the help and exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.ops.jobs.cli import Done, rlm
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """A fresh data directory with its SQLite store, no Temporal, no warm CLI."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "RLM_"))}
+    env.update({"RLM_DATA_DIR": str(tmp_path / "data"), "RLM_WARM_CLI": "0"})
+    return env
+
+
+def _one_error_line(done: Done) -> str:
+    assert done.out == "", done.out
+    assert "Traceback" not in done.err, done.err
+    lines = done.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.err
+    assert done.code == 1, (done.code, done.err)
+    return lines[0]
+
+
+# (arguments, the command whose help the line points at, what the line must say)
+USAGE = [
+    (["wait", "first-1", "--timeout", "5x"], "rlm wait", r"Invalid value for '--timeout': .*number"),
+    (["wait"], "rlm wait", r"Missing argument 'run_id'"),
+    (["run", "q", "--deadline", "5x"], "rlm run", r"Invalid value for '--deadline'"),
+    (["report", "RUN"], "rlm report", r"Missing option '--output' / '-o'"),
+    (["runs", "--jsn"], "rlm runs", r"No such option: --jsn"),
+    (["runs", "extra"], "rlm runs", r"Got unexpected extra argument"),
+    (["tenant", "show", "--bogus"], "rlm tenant show", r"No such option: --bogus"),
+    (["bogus"], "rlm", r"No such command 'bogus'"),
+    (["--bogus"], "rlm", r"No such option: --bogus"),
+]
+
+
+async def test_a_command_line_click_refuses_is_one_error_line_and_exit_1(env: dict[str, str]) -> None:
+    done = await asyncio.gather(*(rlm(env, *args) for args, _, _ in USAGE))
+    for (args, command, said), result in zip(USAGE, done, strict=True):
+        line = _one_error_line(result)
+        assert re.fullmatch(rf"error: {said}.*; see `{command} --help`", line), (args, line)
+
+
+async def test_help_is_unchanged_and_a_bare_group_shows_its_help(env: dict[str, str]) -> None:
+    helps = await asyncio.gather(
+        rlm(env, "--help"), rlm(env, "wait", "--help"), rlm(env, "budget", "raise", "--help")
+    )
+    for done in helps:
+        assert done.code == 0 and "Usage: rlm" in done.out and done.err == "", done
+    bare = await rlm(env, "db")
+    # Its help is what the operator needs; the exit code says the command did nothing.
+    assert bare.code == 1 and "Usage: rlm db" in bare.out and "Traceback" not in bare.err, bare
