@@ -115,7 +115,8 @@ def open_store(settings: Settings) -> tuple[Engine, sessionmaker[Session]]:
     return engine, make_session_factory(engine)
 
 
-def usd(raw: str | None, what: str) -> Decimal | None:
+def usd(raw: str | None, what: str, *, positive: bool = False) -> Decimal | None:
+    """``raw`` as USD; ``positive``: more than 0 (an amount to add), else 0 or more (a budget)."""
     if raw is None:
         return None
     from orchestrator.runs import RunError
@@ -124,9 +125,26 @@ def usd(raw: str | None, what: str) -> Decimal | None:
         value = Decimal(raw)
     except InvalidOperation:
         raise RunError(f"{what} {raw!r} is not a number; give USD like 0.50") from None
-    if not value.is_finite() or value < 0:
-        raise RunError(f"{what} {raw!r} must be a non-negative amount of USD")
+    if not value.is_finite() or value < 0 or (positive and value == 0):
+        kind = "more than 0 USD" if positive else "a non-negative amount of USD"
+        raise RunError(f"{what} {raw!r} must be {kind}, e.g. 5 or 0.50")
     return value
+
+
+# The longest duration an option takes (--since, --older-than, --idle): longer ones reach back past
+# every date the store can hold, and past what datetime arithmetic represents (an OverflowError).
+MAX_DURATION_S = 100 * 365 * 86_400
+
+
+def duration_s(text: str, option: str) -> float:
+    """The seconds of ``option``'s duration (90s, 10m, 2h, 30d, 2w), at most ``MAX_DURATION_S``."""
+    from orchestrator.durations import parse_duration
+    from orchestrator.runs import RunError
+
+    seconds = parse_duration(text)  # a DurationError is an RlmError: its own one line
+    if seconds > MAX_DURATION_S:
+        raise RunError(f"{option} {text} is too long; give at most {MAX_DURATION_S // 86_400}d (100 years)")
+    return seconds
 
 
 def check_reconnect(reconnect_for: float) -> float:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from orchestrator.cli.common import cli_errors, exit_now, open_store, shared_temporal
+from orchestrator.cli.common import cli_errors, duration_s, exit_now, open_store, shared_temporal
 from orchestrator.cli.common import usd as usd_amount  # `rlm budget raise` has a parameter named usd
 from orchestrator.cli.output import JsonOpt
 
@@ -26,6 +26,9 @@ if TYPE_CHECKING:  # the engine is imported by the commands that run, not by `rl
     from orchestrator.stuck import StuckNode
 
 budget_app = typer.Typer(no_args_is_help=True, help="Budgets: raise a tenant's or a run's.")
+
+# --attempts' largest value: checked before it reaches SQL, whose integers a larger one overflows.
+MAX_ATTEMPTS = 1_000_000
 
 TargetArg = Annotated[str, typer.Argument(help="A run id, or a node id like RUN/0.3.1.")]
 
@@ -156,7 +159,8 @@ def abort_cmd(
     exit_now(1 if report.still_running else 0)
 
 
-@budget_app.command("raise")
+# A negative amount ("-1") must reach the amount's own check instead of being taken for an unknown option.
+@budget_app.command("raise", context_settings={"ignore_unknown_options": True})
 def budget_raise_cmd(
     usd: Annotated[str, typer.Argument(help="USD to add to the budget, e.g. 5 or 0.50.")],
     tenant: Annotated[str | None, typer.Option(help="Raise this tenant's budget.")] = None,
@@ -170,7 +174,7 @@ def budget_raise_cmd(
     from orchestrator.store import format_usd
 
     with cli_errors():
-        amount = usd_amount(usd, "amount") or Decimal(0)
+        amount = usd_amount(usd, "amount", positive=True) or Decimal(0)
         engine, sessions = open_store(load_settings())
         try:
             done = raise_budget(sessions, amount, tenant=tenant, run=run)
@@ -204,17 +208,17 @@ def stuck_cmd(
     """List running nodes with no progress for --idle or an activity retrying past --attempts."""
     import asyncio
 
-    from orchestrator.durations import DurationError, parse_duration
+    from orchestrator.durations import DurationError
     from orchestrator.runs import RunError
     from orchestrator.stuck import stuck
 
     with cli_errors():
         try:
-            idle_s = parse_duration(idle)
+            idle_s = duration_s(idle, "--idle")
         except DurationError as exc:
             raise RunError(f"--idle: {exc}") from None
-        if attempts < 1:
-            raise RunError(f"--attempts {attempts} must be >= 1")
+        if not 1 <= attempts <= MAX_ATTEMPTS:
+            raise RunError(f"--attempts {attempts} must be from 1 to {MAX_ATTEMPTS}")
         temporal = _temporal()
         found: list[StuckNode] = asyncio.run(
             _with_client(

@@ -12,6 +12,8 @@ import typer
 
 from orchestrator.cli.output import emit_json
 
+MAX_LIMIT = 100_000  # more runs than a terminal or a script reads at once
+
 
 def register(app: typer.Typer) -> None:
     app.command("runs")(runs_cmd)
@@ -25,19 +27,20 @@ def runs_cmd(
     since: Annotated[
         str | None, typer.Option(help="Only runs started within this long (90s, 10m, 2h, 30d, 2w).")
     ] = None,
-    limit: Annotated[int, typer.Option(help="At most this many runs.")] = 20,
+    limit: Annotated[int, typer.Option(help=f"At most this many runs (1 to {MAX_LIMIT}).")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list instead of text.")] = False,
 ) -> None:
     """List the newest runs: tenant, status, spend, start, wall time and query.
 
     Read from the store, newest first. `rlm status RUN`, `rlm tree RUN` and `rlm show RUN` go into one."""
-    from orchestrator.cli.common import cli_errors, open_store
-    from orchestrator.durations import parse_duration
-    from orchestrator.runs import recent_runs
+    from orchestrator.cli.common import cli_errors, duration_s, open_store
+    from orchestrator.runs import RunError, recent_runs
     from orchestrator.settings import load_settings
 
     with cli_errors():
-        after = None if since is None else datetime.now(UTC) - timedelta(seconds=parse_duration(since))
+        if not 1 <= limit <= MAX_LIMIT:  # checked here: past SQL's integers the store would overflow
+            raise RunError(f"--limit {limit} must be from 1 to {MAX_LIMIT}")
+        after = None if since is None else datetime.now(UTC) - timedelta(seconds=duration_s(since, "--since"))
         engine, sessions = open_store(load_settings())
         try:
             rows = recent_runs(sessions, tenant=tenant, status=status, since=after, limit=limit)

@@ -31,13 +31,12 @@ def prune_cmd(
 
     Never touches a running or paused run. What a pruned run keeps: its status, answer, nodes, spend
     and ledger entries. A pruned run cannot be restarted."""
-    from orchestrator.cli.common import cli_errors, open_store
-    from orchestrator.durations import parse_duration
+    from orchestrator.cli.common import cli_errors, duration_s, open_store
     from orchestrator.retention import prune
     from orchestrator.settings import load_settings
 
     with cli_errors():
-        seconds = parse_duration(older_than)
+        seconds = duration_s(older_than, "--older-than")
         engine, sessions = open_store(load_settings())
         try:
             report = prune(sessions, older_than_s=seconds, tenant=tenant, dry_run=dry_run)

@@ -74,6 +74,22 @@ def _engine(settings: Settings) -> Iterator[Engine]:
 
 
 @contextmanager
+def _migrating(settings: Settings) -> Iterator[Engine]:
+    """``_engine``, with alembic's refusals (an unknown revision, a downgrade target above the current
+    one) as one ``error:`` line: the operator typed a wrong revision."""
+    from alembic.util import CommandError
+
+    with _engine(settings) as engine:
+        try:
+            yield engine
+        except CommandError as exc:
+            raise fail(
+                f"{first_line(exc)}; `rlm db current` shows the current and newest revision "
+                "('base' is before the first, 'head' the newest)"
+            ) from None
+
+
+@contextmanager
 def _sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
     from orchestrator.store import make_session_factory, prepare_schema
 
@@ -100,7 +116,7 @@ def db_upgrade(
     from orchestrator.store import current_revision, safe_url, upgrade
 
     settings = _settings()
-    with _engine(settings) as engine:
+    with _migrating(settings) as engine:
         upgrade(engine, revision)
         typer.echo(f"database {safe_url(engine.url)} is at revision {current_revision(engine)}")
 
@@ -129,7 +145,7 @@ def db_downgrade(
     from orchestrator.store import current_revision, downgrade, safe_url
 
     settings = _settings()
-    with _engine(settings) as engine:
+    with _migrating(settings) as engine:
         downgrade(engine, revision)
         typer.echo(f"database {safe_url(engine.url)} is at revision {current_revision(engine) or 'base'}")
 

@@ -106,7 +106,10 @@ def test_a_bad_filter_is_one_error_line(tmp_path: Path) -> None:
         (["--status", "done"], "status 'done' is not known; use one of: pending, running"),
         (["--tenant", "initech"], "tenant 'initech' does not exist; create it with `rlm tenant create"),
         (["--since", "yesterday"], "'yesterday' is not a duration; use e.g. 90s"),
-        (["--limit", "0"], "the limit must be 1 or more, got 0"),
+        (["--limit", "0"], "--limit 0 must be from 1 to 100000"),
+        # Past SQL's integers: checked before the query (it overflowed there).
+        (["--limit", "99999999999999999999"], "--limit 99999999999999999999 must be from 1 to 100000"),
+        (["--since", "99999999999d"], "--since 99999999999d is too long; give at most 36500d (100 years)"),
     ]:
         done = _rlm(data, *args)
         assert done.returncode == 1, args

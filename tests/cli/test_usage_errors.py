@@ -62,3 +62,27 @@ async def test_help_is_unchanged_and_a_bare_group_shows_its_help(env: dict[str, 
     bare = await rlm(env, "db")
     # Its help is what the operator needs; the exit code says the command did nothing.
     assert bare.code == 1 and "Usage: rlm db" in bare.out and "Traceback" not in bare.err, bare
+
+
+async def test_values_out_of_range_are_one_error_line(env: dict[str, str]) -> None:
+    huge = "99999999999999999999"
+    cases = [
+        (["prune", "--older-than", "99999999999d", "--dry-run"], r"--older-than 99999999999d is too long; "
+         r"give at most 36500d \(100 years\)"),
+        (["prune", "--older-than", "99999999999", "--dry-run"], r"--older-than 99999999999 is too long"),
+        (["stuck", "--attempts", huge], rf"--attempts {huge} must be from 1 to 1000000"),
+        (["stuck", "--attempts", "0"], r"--attempts 0 must be from 1 to 1000000"),
+        (["stuck", "--idle", "99999999999d"], r"--idle 99999999999d is too long"),
+        (["budget", "raise", "--run", "r1", "-1"], r"amount '-1' must be more than 0 USD, e.g. 5 or 0.50"),
+        (["budget", "raise", "--run", "r1", "0"], r"amount '0' must be more than 0 USD"),
+        (["db", "downgrade", "bogusrev"], r"Can't locate revision identified by 'bogusrev'; `rlm db current` "
+         r"shows the current and newest revision .*"),
+        (["db", "upgrade", "--revision", "bogusrev"], r"Can't locate revision identified by 'bogusrev'; .*"),
+    ]  # fmt: skip
+    done = await asyncio.gather(*(rlm(env, *args) for args, _ in cases))
+    for (args, said), result in zip(cases, done, strict=True):
+        line = _one_error_line(result)
+        assert re.match(f"error: {said}", line), (args, line)
+    # The longest duration itself is fine.
+    kept = await rlm(env, "prune", "--older-than", "36500d", "--dry-run")
+    assert kept.code == 0 and kept.out.startswith("would remove 0 steps"), kept
