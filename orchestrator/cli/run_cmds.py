@@ -233,7 +233,8 @@ async def _run(
             # Before this process's worker stops: the calls it had in flight settle on it.
             summary = await read_summary(sessions, patience)
     wall = time.monotonic() - started
-    typer.echo(summary.answer if summary.answer is not None else "(no answer)", file=out)
+    if summary.answer is not None:  # stdout carries the answer alone: none, nothing (stderr says why)
+        typer.echo(summary.answer, file=out)
     typer.echo(
         f"status {summary.status} | cost {cost_text(summary)} | tokens {summary.prompt_tokens} in / "
         f"{summary.completion_tokens} out | nodes {summary.nodes} | wall {wall:.1f} s"

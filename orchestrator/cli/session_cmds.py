@@ -311,7 +311,8 @@ def _print(result: dict[str, Any], as_json: bool, detach: bool, out: Any) -> int
     elif detach:
         typer.echo(result["run_id"], file=out)
     else:
-        typer.echo(result["answer"] if result["answer"] is not None else "(no answer)", file=out)
+        if result["answer"] is not None:  # stdout carries the answer alone: none, nothing (stderr says why)
+            typer.echo(result["answer"], file=out)
         typer.echo(f"turn {result['turn']} {result['status']}", err=True)
         if result["error"]:
             typer.echo(f"reason: {result['error']}", err=True)
