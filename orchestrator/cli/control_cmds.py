@@ -79,16 +79,28 @@ def pause_cmd(target: TargetArg, as_json: JsonOpt = False) -> None:
     import asyncio
 
     from orchestrator.control import pause
+    from orchestrator.store import get_node, get_run
+    from orchestrator.vocabulary import FINAL_STATUSES
 
     with cli_errors():
         tgt = _target(target)
         temporal = _temporal()
-        nodes: list[str] = asyncio.run(_with_client(temporal, lambda c, s: pause(c, s, tgt)))
-    _emit(
-        as_json,
-        {"target": str(tgt), "paused": nodes},
-        f"pausing {len(nodes)} node(s) of {tgt} after their current step; `rlm resume {tgt}` lets them go on",
-    )
+
+        async def op(client: Any, sessions: Any) -> tuple[list[str], str]:
+            nodes = await pause(client, sessions, tgt)
+            with sessions() as session:  # read after the signals: a run that ended meanwhile says so
+                row = get_run(session, tgt.run_id) if tgt.node_id is None else get_node(session, tgt.node_id)
+                return nodes, str(row.status)
+
+        nodes, status = asyncio.run(_with_client(temporal, op))
+    if not nodes and status in FINAL_STATUSES:
+        # Nothing to hold and nothing `rlm resume` would let go on: say so instead of "pausing 0 nodes".
+        what = "run" if tgt.node_id is None else "node"
+        text = f"{what} {tgt} has ended ({status}); nothing was paused"
+    else:
+        text = f"pausing {len(nodes)} node(s) of {tgt} after their current step; "
+        text += f"`rlm resume {tgt}` lets them go on"
+    _emit(as_json, {"target": str(tgt), "paused": nodes, "status": status}, text)
     exit_now(0)
 
 
@@ -183,8 +195,8 @@ def budget_raise_cmd(
         finally:
             engine.dispose()
     text = f"{done.scope} {done.name}: budget ${format_usd(done.before)} -> ${format_usd(done.after)}"
-    if done.scope == "run":
-        text += f"; resume it with `rlm resume {done.name}`"
+    if done.paused:  # only paused nodes wait for `rlm resume`; a tenant's raise lists none
+        text += f"; {len(done.paused)} paused node(s): resume them with `rlm resume {done.name}`"
     _emit(
         as_json,
         {
