@@ -264,10 +264,17 @@ def price_show(
     model: Annotated[str, typer.Argument(help="litellm model string.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Show the price used for MODEL and where it comes from (registered, file or litellm)."""
+    """Show the price a run is billed for MODEL and where it comes from (registered, file, litellm...)."""
+    from orchestrator.llm.complete import ModelCallError, prepare_model
     from orchestrator.store import format_usd, price_for
 
     settings = _settings()
+    try:
+        # What the worker does before it prices a call (ModelActivities._reserve): a scripted model's
+        # price exists once its provider is registered in this process.
+        prepare_model(model)
+    except ModelCallError as exc:
+        raise fail(first_line(exc)) from None
     with _sessions(settings) as sessions, _errors(settings), sessions() as session:
         price = price_for(session, model, prices_file=settings.prices_file)
     if as_json:
@@ -282,5 +289,24 @@ def price_show(
         return
     typer.echo(
         f"{model}: input {format_usd(price.input_per_token)} USD/token, "
-        f"output {format_usd(price.output_per_token)} USD/token ({price.source})"
+        f"output {format_usd(price.output_per_token)} USD/token ({_source_text(model, price.source)})"
     )
+
+
+def _source_text(model: str, source: str) -> str:
+    """Where ``rlm price show``'s price comes from, in words (``ModelPrice.source``)."""
+    if source == "scripted":
+        from orchestrator.llm.scripted import parse_model
+
+        # Valid by now: prepare_model parsed it.
+        own = sorted({"price_in", "price_out"} & parse_model(model).raw.keys())
+        if not own:
+            return "the scripted models' default price"
+        return f"the model string's {'/'.join(own)}" + (
+            "" if len(own) == 2 else ", else the scripted default"
+        )
+    return {
+        "registered": "registered with `rlm price set`",
+        "file": "from the prices file, RLM_PRICES_FILE",
+        "litellm": "from litellm's price map",
+    }.get(source, source)

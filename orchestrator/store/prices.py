@@ -40,7 +40,9 @@ _REGISTERED = select(_PRICES.c.input_per_token, _PRICES.c.output_per_token).wher
 class ModelPrice:
     input_per_token: Decimal
     output_per_token: Decimal
-    source: str = "registered"  # "registered" (database), "file" or "litellm"
+    # "registered" (database), "file", "litellm" (its bundled map), or "scripted": the scripted provider's
+    # entry in that map (its default price, or the model string's price_in/price_out)
+    source: str = "registered"
 
 
 def cost_of(price: ModelPrice, prompt_tokens: int, completion_tokens: int) -> Decimal:
@@ -166,5 +168,5 @@ def litellm_price(model: str) -> ModelPrice | None:
     return ModelPrice(
         parse_price(input_cost, f"litellm input price of {model}"),
         parse_price(output_cost, f"litellm output price of {model}"),
-        "litellm",
+        "scripted" if entry.get("litellm_provider") == "scripted" else "litellm",
     )

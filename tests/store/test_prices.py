@@ -26,6 +26,16 @@ def test_litellm_map_with_and_without_provider_prefix(sessions: sessionmaker[Ses
             assert price.output_per_token == D(repr(entry["output_cost_per_token"]))
 
 
+def test_a_scripted_models_price_says_it_is_the_scripted_one(sessions: sessionmaker[Session]) -> None:
+    from orchestrator.llm.complete import prepare_model
+
+    model = "scripted/leaf?price_in=0.5"
+    prepare_model(model)  # as the worker does before it prices a call
+    with sessions() as s:
+        assert price_for(s, model) == ModelPrice(D("5E-7"), D("0.000002"), "scripted")
+        assert price_for(s, "scripted/search") == ModelPrice(D("2.5E-7"), D("0.000002"), "scripted")
+
+
 def test_unknown_model_says_how_to_register(sessions: sessionmaker[Session]) -> None:
     with sessions() as s, pytest.raises(UnknownModelPrice) as info:
         price_for(s, "acme/secret-model")
