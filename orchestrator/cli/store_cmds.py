@@ -122,14 +122,16 @@ def db_upgrade(
 
 
 @db_app.command("current")
-def db_current() -> None:
+def db_current(as_json: JsonOpt = False) -> None:
     """Show the database's schema revision and whether it is the newest."""
     from orchestrator.store import current_revision, head_revision
 
     settings = _settings()
     with _engine(settings) as engine:
         current, head = current_revision(engine), head_revision()
-        if current == head:
+        if as_json:  # current is null before the first `rlm db upgrade`
+            emit_json({"current": current, "head": head, "at_head": current == head})
+        elif current == head:
             typer.echo(f"{current} (head)")
         elif current is None:
             typer.echo(f"none (head is {head}; run `rlm db upgrade`)")

@@ -21,6 +21,19 @@ def env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+async def test_db_current_json_is_one_document(env: dict[str, str]) -> None:
+    text, doc = await asyncio.gather(rlm(env, "db", "current"), rlm(env, "db", "current", "--json"))
+    assert doc.code == 0 and doc.err == "", doc
+    current = json.loads(doc.out)
+    assert set(current) == {"current", "head", "at_head"}
+    # `rlm db current` migrates nothing; whatever the store is at, both forms say the same.
+    assert current["at_head"] is (current["current"] == current["head"])
+    head = current["head"]
+    assert text.out.startswith(
+        f"{head} (head)" if current["at_head"] else f"{current['current'] or 'none'} ("
+    )
+
+
 async def test_price_show_gives_the_price_a_run_is_billed_at(env: dict[str, str]) -> None:
     cases = {
         "scripted/search": ("0.00000025", "0.000002", "scripted", "the scripted models' default price"),
