@@ -93,14 +93,17 @@ def pause_cmd(target: TargetArg, as_json: JsonOpt = False) -> None:
                 return nodes, str(row.status)
 
         nodes, status = asyncio.run(_with_client(temporal, op))
+    data: dict[str, Any] = {"target": str(tgt), "paused": nodes}
     if not nodes and status in FINAL_STATUSES:
         # Nothing to hold and nothing `rlm resume` would let go on: say so instead of "pausing 0 nodes".
+        # JSON: an "ended" key next to the usual two, which stay as they are for a target that runs.
+        data["ended"] = status
         what = "run" if tgt.node_id is None else "node"
         text = f"{what} {tgt} has ended ({status}); nothing was paused"
     else:
         text = f"pausing {len(nodes)} node(s) of {tgt} after their current step; "
         text += f"`rlm resume {tgt}` lets them go on"
-    _emit(as_json, {"target": str(tgt), "paused": nodes, "status": status}, text)
+    _emit(as_json, data, text)
     exit_now(0)
 
 

@@ -50,7 +50,7 @@ async def test_pause_and_budget_raise_of_an_ended_run(
         rlm(cli_env, "pause", f"{run_id}/0"),
     )
     assert text.code == 0 and text.out == f"run {run_id} has ended (completed); nothing was paused\n", text
-    assert doc.code == 0 and json.loads(doc.out) == {"target": run_id, "paused": [], "status": "completed"}
+    assert doc.code == 0 and json.loads(doc.out) == {"target": run_id, "paused": [], "ended": "completed"}
     assert node.code == 0 and node.out == f"node {run_id}/0 has ended (completed); nothing was paused\n", node
 
     raised = await rlm(cli_env, "budget", "raise", "--run", run_id, "1")
