@@ -36,6 +36,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from orchestrator.store.money import format_usd
 from orchestrator.transcripts.clips import Clip, clip_json, read_clip
 
 
@@ -56,7 +57,7 @@ def _parse_time(value: str | None) -> datetime | None:
 
 
 def _money(value: Decimal) -> str:
-    return format(value, "f")
+    return format_usd(value)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ def sample(cut: Cut) -> Transcript:
             prompt=cut.previewed(f"Count ERROR in chunk {n}\n" + "word " * 100),
             answer=cut.previewed(str(n * 7)),
             status="completed",
-            cost=Decimal("0.00025"),
+            cost=Decimal("0.000250000"),  # as the store gives it: nine places
             error=None,
             duration_ms=80 + n,
         )
