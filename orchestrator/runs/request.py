@@ -29,6 +29,9 @@ MAX_DEADLINE_S = 365 * 24 * 3600.0
 # worker runs far fewer calls at once than 10,000 (its model gate and thread pool bound them).
 MAX_TOKENS = 1_000_000
 MAX_CONCURRENCY = 10_000
+MAX_DEPTH = 1_000
+MAX_COUNT = 1_000_000_000  # iterations, sub-calls
+MAX_CONTEXT_WINDOW = 100_000_000
 CONTEXT_KINDS = corpus.KINDS
 
 
@@ -94,8 +97,12 @@ def checked_input(req: RunRequest, limits: ContextLimits | None = None) -> RunIn
             f"more than 0 and at most {MAX_DEADLINE_S:.0f} (one year)"
         )
     for option, value, most in (
+        ("--max-depth", req.limits.max_depth, MAX_DEPTH),
+        ("--max-iterations", req.limits.max_iterations, MAX_COUNT),
+        ("--max-subcalls", req.limits.max_subcalls, MAX_COUNT),
         ("--max-tokens", req.limits.max_tokens, MAX_TOKENS),
         ("--concurrency", req.limits.max_concurrency, MAX_CONCURRENCY),
+        ("--context-window", req.limits.context_window, MAX_CONTEXT_WINDOW),
     ):
         if value > most:
             raise RunError(f"{option} {value} is out of range; give at most {most}")

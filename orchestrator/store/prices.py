@@ -54,6 +54,12 @@ def cost_of(price: ModelPrice, prompt_tokens: int, completion_tokens: int) -> De
         return price.input_per_token * prompt_tokens + price.output_per_token * completion_tokens
 
 
+# A token at more than this is a typo (the dearest models cost about 1e-4 USD a token); such a price
+# would also make a call's worst case overflow the ledger.
+MAX_PRICE_PER_TOKEN = Decimal(1000)
+PRICE_CHARS = 64  # DecimalText's column
+
+
 def parse_price(value: object, what: str) -> Decimal:
     """A per-token price from text or a number; floats go through their shortest repr (no binary noise)."""
     if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
@@ -64,6 +70,16 @@ def parse_price(value: object, what: str) -> Decimal:
         raise InvalidValue(f"{what} {value!r} is not a number; give USD per token, e.g. 1.5e-7") from None
     if not price.is_finite() or price < 0:
         raise InvalidValue(f"{what} {value!r} must be a finite number >= 0 (USD per token)")
+    if price > MAX_PRICE_PER_TOKEN:
+        raise InvalidValue(
+            f"{what} {value!r} is more than {MAX_PRICE_PER_TOKEN} USD per token; give USD per token, "
+            "e.g. 1.5e-7 for $0.15 per million"
+        )
+    if len(format(price, "f")) > PRICE_CHARS:
+        raise InvalidValue(
+            f"{what} {value!r} has more digits than a stored price keeps ({PRICE_CHARS} characters as "
+            "plain decimal text); round it"
+        )
     return price
 
 

@@ -90,3 +90,10 @@ def test_bad_registered_prices_are_refused(sessions: sessionmaker[Session]) -> N
         for bad in (D(-1), "abc", D("Infinity")):
             with pytest.raises(InvalidValue):
                 set_price(s, "m", bad, D(0))  # type: ignore[arg-type]
+        # Past any real price, or past what the column keeps: refused, not stored (PostgreSQL refused
+        # the 400-digit text with a DataError; SQLite kept it, and every call of the model then failed).
+        with pytest.raises(InvalidValue, match=r"is more than 1000 USD per token"):
+            set_price(s, "m", D("1e400"), D(0))
+        with pytest.raises(InvalidValue, match=r"has more digits than a stored price keeps \(64 characters"):
+            set_price(s, "m", D(0), D("1e-70"))
+        assert set_price(s, "m", D(1000), D("1.5e-7")).input_per_token == D(1000)

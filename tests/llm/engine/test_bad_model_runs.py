@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.runs import RunError, RunRequest, checked_input
-from orchestrator.store import set_price
+from orchestrator.store.models import ModelPriceRow
 from orchestrator.workflows.types import Limits
 from tests.llm.engine.conftest import root_attempts
 from tests.orchestrator.harness import Harness
@@ -32,12 +32,13 @@ async def test_a_malformed_scripted_model_fails_at_once(harness: Harness, tmp_pa
 
 async def test_a_call_too_dear_to_reserve_fails_at_once(harness: Harness, tmp_path: Path) -> None:
     # A worst case no ledger can hold (a trillion USD a token overflows its nanodollar totals) used to
-    # be retried every minute until the deadline, the run shown running all the while.
+    # be retried every minute until the deadline, the run shown running all the while. `rlm price set`
+    # refuses such a price now; this one reaches the store another way.
     context = tmp_path / "c.txt"
     context.write_text("the magic number is 77")
     model = "scripted/search?latency_ms=1"
     with harness.sessions.begin() as s:
-        set_price(s, model, Decimal(10**12), Decimal(1))
+        s.add(ModelPriceRow(model=model, input_per_token=Decimal(10**12), output_per_token=Decimal(1)))
 
     out = await harness.run("What is the magic number?", context, model=model, deadline_s=60.0)
 
@@ -52,8 +53,12 @@ def test_a_run_asking_for_absurd_limits_is_refused_before_it_starts(tmp_path: Pa
     context = tmp_path / "c.txt"
     context.write_text("x")
     for limits, option in (
+        (Limits(max_depth=10**20), "--max-depth"),
+        (Limits(max_iterations=10**20), "--max-iterations"),
+        (Limits(max_subcalls=10**20), "--max-subcalls"),
         (Limits(max_tokens=10**20), "--max-tokens"),
         (Limits(max_concurrency=10**8), "--concurrency"),
+        (Limits(context_window=10**20), "--context-window"),
     ):
         with pytest.raises(RunError, match=f"^{option} [0-9]+ is out of range; give at most "):
             checked_input(RunRequest(query="q", context_path=(context,), limits=limits))
