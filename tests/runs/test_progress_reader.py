@@ -60,7 +60,7 @@ def test_a_tree_in_progress(sessions: sessionmaker[Session]) -> None:
     assert snap.tenant_reserved == Decimal("0.125")
     assert snap.doing == (
         Doing("root", "iteration 2: running cell 2 of 2, waiting on 2 sub-calls"),
-        Doing(f"{ROOT}.2", f"paused: budget ({SPENT})"),
+        Doing(f"{ROOT}.2", f"paused: budget ({SPENT})", paused=True),
     )
     line = plain_line(snap, datetime.now(UTC))
     assert line.startswith(f"progress run {RUN} · pending · ")

@@ -85,7 +85,7 @@ def test_tenant_commands(db_url: str) -> None:
 def test_price_commands(db_url: str, tmp_path: Path) -> None:
     assert rlm(db_url, "db", "upgrade").exit_code == 0
     shown = rlm(db_url, "price", "show", "openai/gpt-5-mini")
-    assert shown.exit_code == 0 and shown.stdout.strip().endswith("(litellm)")
+    assert shown.exit_code == 0 and shown.stdout.strip().endswith("(from litellm's price map)")
     assert_one_line_error(rlm(db_url, "price", "show", "acme/nothing"), "rlm price set acme/nothing")
     assert_one_line_error(
         rlm(db_url, "price", "set", "m", "--input", "-1", "--output", "1e-7"), "input price"
@@ -97,12 +97,14 @@ def test_price_commands(db_url: str, tmp_path: Path) -> None:
     assert ok.exit_code == 0, ok.output
     shown = rlm(db_url, "price", "show", "acme/nothing")
     assert shown.stdout.strip() == (
-        "acme/nothing: input 0.00000015 USD/token, output 0.0000006 USD/token (registered)"
+        "acme/nothing: input 0.00000015 USD/token, output 0.0000006 USD/token "
+        "(registered with `rlm price set`)"
     )
     prices = tmp_path / "prices.json"
     prices.write_text('{"file/model": {"input_per_token": "1e-6", "output_per_token": "2e-6"}}')
     from_file = rlm(db_url, "price", "show", "file/model", RLM_PRICES_FILE=str(prices))
-    assert from_file.exit_code == 0 and from_file.stdout.strip().endswith("(file)")
+    assert from_file.exit_code == 0
+    assert from_file.stdout.strip().endswith("(from the prices file, RLM_PRICES_FILE)")
 
 
 @pytest.mark.parametrize(
