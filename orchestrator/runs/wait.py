@@ -22,6 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from orchestrator.runs.inspect import RunSummary, run_summary
 from orchestrator.store import get_run, list_nodes
+from orchestrator.store.progress import node_counts
 from orchestrator.vocabulary import FINAL_STATUSES, PAUSED_STATUSES, Status
 
 log = structlog.get_logger(__name__)
@@ -142,15 +143,25 @@ async def read_summary(
     sessions: sessionmaker[Session], patience: Patience, settle_s: float = SETTLE_S
 ) -> RunSummary:
     """The run's summary, read through the store's transient errors. Of an ended run, read once the calls
-    it had in flight have settled, or after ``settle_s``: then ``reserved`` is what they still hold."""
+    it had in flight have settled and every node has recorded its end, or after ``settle_s``: then
+    ``reserved`` is what they still hold. `rlm run` reads it before its own worker stops, so that worker
+    finishes the nodes an abort cut short (a node left running on a queue nobody serves stays so)."""
     end = time.monotonic() + settle_s
     while True:
         summary = await patience.call(
             "the store", lambda: asyncio.to_thread(run_summary, sessions, patience.run_id)
         )
-        if not summary.reserved or summary.status not in FINAL_STATUSES or time.monotonic() >= end:
+        if summary.status not in FINAL_STATUSES or time.monotonic() >= end:
+            return summary
+        if not summary.reserved and not await asyncio.to_thread(_open_nodes, sessions, patience.run_id):
             return summary
         await asyncio.sleep(SETTLE_POLL_S)
+
+
+def _open_nodes(sessions: sessionmaker[Session], run_id: str) -> int:
+    with sessions() as session:
+        counts = node_counts(session, run_id)
+    return sum(count for (status, _), count in counts.items() if status not in FINAL_STATUSES)
 
 
 def transient(exc: BaseException) -> bool:

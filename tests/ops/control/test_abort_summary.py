@@ -63,8 +63,8 @@ async def test_the_summary_of_an_aborted_run_counts_the_calls_it_cut_short(
             return True if _leaves_in_flight(sessions, run_id) >= IN_FLIGHT else None
 
         await eventually(calling, f"{IN_FLIGHT} leaves calling their model", timeout_s=60)
-        code, _, err = await rlm(env, "abort", run_id)
-        assert code == 0, err
+        code, out, err = await rlm(env, "abort", run_id)
+        assert code == 0, (out, err)
         _, raw_err = await asyncio.wait_for(proc.communicate(), 60)
     finally:
         if proc.returncode is None:
