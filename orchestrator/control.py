@@ -37,6 +37,7 @@ from orchestrator.vocabulary import FINAL_STATUSES, PAUSED_STATUSES, NodeKind
 from orchestrator.workflows.types import root_id
 
 log = structlog.get_logger(__name__)
+CLOSE_POLL_S = 0.2
 
 _NODE_PATH = re.compile(r"0(\.[1-9][0-9]*)*")
 
@@ -192,11 +193,33 @@ async def abort(
         todo = sorted(set(running) - cancelled)
         results = await asyncio.gather(*(_cancel(client, wid) for wid in todo))
         cancelled.update(wid for wid, ok in zip(todo, results, strict=True) if ok)
-        still = [wid for wid in running if await _is_running(client, wid)]
+        still = await _still_running(client, running)
         if not still or loop.time() >= end:
             break
         await asyncio.sleep(0.5)
     return AbortReport(sorted(cancelled), sorted(still), _remove_containers(sessions, target))
+
+
+async def until_closed(
+    client: Client, sessions: sessionmaker[Session], target: Target, wait_s: float
+) -> list[str]:
+    """Wait until no workflow under ``target`` runs in Temporal, at most ``wait_s``; what still runs then.
+
+    A node records its end in the store a step before its workflow closes: a worker that stops on the
+    store's word may leave that workflow open, on a queue nobody serves once it is ``rlm run``'s own."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + wait_s
+    while True:
+        still = await _still_running(client, await live_nodes(client, sessions, target))
+        if not still or loop.time() >= end:
+            return still
+        await asyncio.sleep(CLOSE_POLL_S)
+
+
+async def _still_running(client: Client, workflow_ids: Iterable[str]) -> list[str]:
+    ids = sorted(workflow_ids)
+    running = await asyncio.gather(*(_is_running(client, wid) for wid in ids))
+    return [wid for wid, yes in zip(ids, running, strict=True) if yes]
 
 
 async def _cancel(client: Client, workflow_id: str) -> bool:

@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     from orchestrator.settings import Settings
 
 
+# How long `rlm run`'s own worker stays for the workflows of its ended run still closing.
+OWN_WORKER_CLOSE_S = 30.0
+
+
 def fail(message: str) -> typer.Exit:
     """Print ``error: MESSAGE`` to stderr; the caller raises the returned exit (code 1)."""
     typer.echo(f"error: {message}", err=True)
@@ -196,9 +200,10 @@ async def worker_unless_served(
     sessions: sessionmaker[Session],
     settings: Settings,
     wanted: bool | None,
-) -> None:
+) -> bool:
     """Run a worker in this process for the rest of ``stack``: when ``wanted``, or (None) when no live
-    worker of this store already serves the task queue (``orchestrator.runs.serving``)."""
+    worker of this store already serves the task queue (``orchestrator.runs.serving``). True: it does;
+    then ``finish_on_own_worker`` before ``stack`` closes."""
     from orchestrator.runs.serving import serving_worker
 
     if wanted is None:
@@ -214,3 +219,20 @@ async def worker_unless_served(
         # worker stops with the run, so a container booted after the first cell would go unused.
         one_shot = WorkerOptions(sandbox_pool=min(1, settings.sandbox_pool), sandbox_pool_refill=False)
         await stack.enter_async_context(running_worker(client, settings, one_shot))
+    return wanted
+
+
+async def finish_on_own_worker(client: Client, sessions: sessionmaker[Session], run_id: str) -> None:
+    """Keep this process's worker until every workflow of the ended run has closed: the leaves an abort,
+    a failure or the deadline cut short end a moment after the root, and on a queue only this worker
+    serves, a workflow left open stays so."""
+    from orchestrator.control import Target, until_closed
+
+    left = await until_closed(client, sessions, Target(run_id, None), OWN_WORKER_CLOSE_S)
+    if left:
+        typer.echo(
+            f"warning: {len(left)} workflow(s) of run {run_id} still open after {OWN_WORKER_CLOSE_S:g} s "
+            f"({', '.join(left[:3])}{', ...' if len(left) > 3 else ''}): a worker on this task queue "
+            "(`rlm dev` or `rlm worker`) ends them",
+            err=True,
+        )

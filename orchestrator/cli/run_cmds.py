@@ -28,6 +28,7 @@ from orchestrator.cli.common import (
     check_reconnect,
     cli_errors,
     exit_now,
+    finish_on_own_worker,
     first_line,
     load_worker_modules,
     lost_contact,
@@ -210,8 +211,9 @@ async def _run(
     with temporal_target(settings, while_booting=preload) as target:
         client = await connect(target)
         async with contextlib.AsyncExitStack() as stack:
-            if not detach:
-                await worker_unless_served(stack, client, sessions, settings, local_worker)
+            own_worker = not detach and await worker_unless_served(
+                stack, client, sessions, settings, local_worker
+            )
             # The submission of `rlm submit`, refusing an existing run id: `rlm run` answers its own query.
             done = await submit_run(client, sessions, request, settings.task_queue, fresh=True)
             root = root_id(done.run_id)
@@ -231,6 +233,8 @@ async def _run(
             except WorkflowFailureError as exc:
                 typer.echo(f"error: the root workflow failed: {first_line(exc.cause or exc)}", err=True)
             # Before this process's worker stops: the calls it had in flight settle on it.
+            if own_worker:
+                await finish_on_own_worker(client, sessions, done.run_id)
             summary = await read_summary(sessions, patience)
     wall = time.monotonic() - started
     if summary.answer is not None:  # stdout carries the answer alone: none, nothing (stderr says why)

@@ -19,6 +19,7 @@ import typer
 from orchestrator.cli.common import (
     cli_errors,
     exit_now,
+    finish_on_own_worker,
     load_worker_modules,
     open_store,
     temporal_errors,
@@ -287,14 +288,15 @@ async def _ask(
     with temporal_target(settings, while_booting=None if detach else load_worker_modules) as target:
         client = await connect(target)
         async with contextlib.AsyncExitStack() as stack:
-            if not detach:
-                await worker_unless_served(stack, client, sessions, settings, None)
+            own_worker = not detach and await worker_unless_served(stack, client, sessions, settings, None)
             reply = await ask_session(client, sessions, tenant, name, question, settings.task_queue)
             typer.echo(f"session {name}: turn {reply.turn} is run {reply.run_id}", err=True)
             if detach:
                 return {"turn": reply.turn, "run_id": reply.run_id}
             async with showing_progress(sessions, reply.run_id, progress):
                 outcome, summary = await settled(sessions, reply.run_id, None)
+            if own_worker:
+                await finish_on_own_worker(client, sessions, reply.run_id)
     return {
         "turn": reply.turn,
         "run_id": reply.run_id,

@@ -144,8 +144,7 @@ async def read_summary(
 ) -> RunSummary:
     """The run's summary, read through the store's transient errors. Of an ended run, read once the calls
     it had in flight have settled and every node has recorded its end, or after ``settle_s``: then
-    ``reserved`` is what they still hold. `rlm run` reads it before its own worker stops, so that worker
-    finishes the nodes an abort cut short (a node left running on a queue nobody serves stays so)."""
+    ``reserved`` is what they still hold."""
     end = time.monotonic() + settle_s
     while True:
         summary = await patience.call(

@@ -64,12 +64,17 @@ async def test_the_summary_of_an_aborted_run_counts_the_calls_it_cut_short(
 
         await eventually(calling, f"{IN_FLIGHT} leaves calling their model", timeout_s=60)
         code, out, err = await rlm(env, "abort", run_id)
-        assert code == 0, (out, err)
+        if code != 0:
+            if proc.returncode is None:
+                proc.kill()
+            _, run_err = await proc.communicate()
+            raise AssertionError(f"rlm abort: {out} {err}\nrlm run's stderr:\n{run_err.decode()}")
         _, raw_err = await asyncio.wait_for(proc.communicate(), 60)
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+    assert "still open" not in raw_err.decode()  # its own worker stayed until they closed
     printed = re.search(r"^status aborted \| cost \$([0-9.]+) \|", raw_err.decode(), re.M)
     assert printed is not None, raw_err.decode()
 
