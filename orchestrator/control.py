@@ -25,6 +25,7 @@ from orchestrator.errors import RlmError
 from orchestrator.ids import quoted
 from orchestrator.runs.restart import NODE_TYPES, restart
 from orchestrator.store import (
+    end_node,
     get_node,
     get_run,
     get_tenant,
@@ -33,7 +34,7 @@ from orchestrator.store import (
     set_tenant_budget,
 )
 from orchestrator.store.errors import NotFound
-from orchestrator.vocabulary import FINAL_STATUSES, PAUSED_STATUSES, NodeKind
+from orchestrator.vocabulary import FINAL_STATUSES, PAUSED_STATUSES, NodeKind, Status
 from orchestrator.workflows.types import root_id
 
 log = structlog.get_logger(__name__)
@@ -176,6 +177,9 @@ class AbortReport:
     cancelled: list[str]
     still_running: list[str]  # empty unless the wait ran out
     containers_removed: int | None  # None: no Docker engine reachable from here
+    # Nodes the store showed open although their workflows had closed (terminated outside the
+    # engine): recorded aborted here, their holds released.
+    settled: list[str]
 
 
 async def abort(
@@ -197,7 +201,29 @@ async def abort(
         if not still or loop.time() >= end:
             break
         await asyncio.sleep(0.5)
-    return AbortReport(sorted(cancelled), sorted(still), _remove_containers(sessions, target))
+    settled = [] if still else _record_ended(sessions, target)
+    return AbortReport(sorted(cancelled), sorted(still), _remove_containers(sessions, target), settled)
+
+
+def _record_ended(sessions: sessionmaker[Session], target: Target) -> list[str]:
+    """Once nothing under ``target`` runs, a node the store still shows open will record no end of its
+    own: its workflow, or its inline leaf's parent, closed without one. Record it aborted."""
+    reason = "aborted by an operator after its workflow had ended without recording it (terminated?)"
+    with sessions.begin() as session:
+        open_nodes = [
+            n
+            for n in list_nodes(session, target.run_id)
+            if n.status not in FINAL_STATUSES and target.covers(n.node_id)
+        ]
+        for node in open_nodes:
+            end_node(
+                session, run_id=target.run_id, node_id=node.node_id, status=Status.ABORTED,
+                root=node.kind == NodeKind.ROOT, error=reason,
+            )  # fmt: skip
+    ids = sorted(n.node_id for n in open_nodes)
+    if ids:
+        log.warning("abort.recorded_ended_nodes", run_id=target.run_id, nodes=ids)
+    return ids
 
 
 async def until_closed(

@@ -9,7 +9,7 @@ from temporalio import activity
 
 from orchestrator.activities import texts
 from orchestrator.activities.deps import Deps
-from orchestrator.store import finish_node, release_open, set_node_status, set_run_status, upsert_node
+from orchestrator.store import end_node, set_node_status, set_run_status, upsert_node
 from orchestrator.vocabulary import FINAL_STATUSES, NodeKind
 from orchestrator.workflows.types import NodeEvent
 
@@ -30,15 +30,17 @@ class RecordActivities:
                 depth=event.depth,
                 parent_id=event.parent_id,
             )
+            root = event.kind == NodeKind.ROOT
             if event.status in FINAL_STATUSES:
                 answer = texts.blob_ref(session, event.answer) if event.answer is not None else None
-                finish_node(session, event.node_id, status=event.status, answer_ref=answer, error=event.error)
-                # A call that waited for a retry when the node ended kept its hold for that retry.
-                release_open(session, run_id=event.run_id, key_prefix=f"{event.node_id}/")
+                end_node(
+                    session, run_id=event.run_id, node_id=event.node_id, status=event.status, root=root,
+                    answer_ref=answer, error=event.error,
+                )  # fmt: skip
             else:
                 set_node_status(session, event.node_id, event.status, error=event.error)
-            if event.kind == NodeKind.ROOT:
-                set_run_status(session, event.run_id, event.status, error=event.error)
+                if root:
+                    set_run_status(session, event.run_id, event.status, error=event.error)
         log.info("node.status", node_id=event.node_id, status=event.status, error=event.error)
 
     @activity.defn(name="record_node")

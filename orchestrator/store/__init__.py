@@ -15,6 +15,7 @@ transaction when given a ``sessionmaker`` (see ``ledger``).
 """
 
 from orchestrator.store.blobs import blob_exists, get_blob, get_text, iter_blob, put_blob, put_text
+from orchestrator.store.endings import end_node
 from orchestrator.store.engine import make_engine, make_session_factory, safe_url
 from orchestrator.store.errors import (
     AlreadyExists,
@@ -121,6 +122,7 @@ __all__ = [
     "current_revision",
     "downgrade",
     "drop_lease",
+    "end_node",
     "find_step",
     "finish_node",
     "format_usd",
