@@ -191,13 +191,12 @@ async def abort(
     loop = asyncio.get_running_loop()
     end = loop.time() + wait_s
     cancelled: set[str] = set()
-    running: dict[str, str] = {}
     while True:
-        running = await live_nodes(client, sessions, target)
-        todo = sorted(set(running) - cancelled)
+        # Only what runs is cancelled: the server accepts a cancel of a closed workflow without a word.
+        still = await _still_running(client, await live_nodes(client, sessions, target))
+        todo = [wid for wid in still if wid not in cancelled]
         results = await asyncio.gather(*(_cancel(client, wid) for wid in todo))
         cancelled.update(wid for wid, ok in zip(todo, results, strict=True) if ok)
-        still = await _still_running(client, running)
         if not still or loop.time() >= end:
             break
         await asyncio.sleep(0.5)
