@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -221,27 +221,36 @@ def wait(
     raise typer.Exit(int(outcome.code))
 
 
+def summary_json(s: RunSummary) -> dict[str, Any]:
+    """A run's summary as ``rlm wait --json`` and ``rlm status --json`` both print it: one set of keys,
+    so a script reads either."""
+    from orchestrator.store import format_usd
+
+    return {
+        "run_id": s.run_id,
+        "status": s.status,
+        "answer": s.answer,
+        "error": s.error,
+        "cost_usd": format_usd(s.cost),
+        "reserved_usd": format_usd(s.reserved),
+        "prompt_tokens": s.prompt_tokens,
+        "completion_tokens": s.completion_tokens,
+        "nodes": s.nodes,
+        "wall_s": s.wall_s,
+    }
+
+
 def print_outcome(s: RunSummary, outcome: WaitOutcome, as_json: bool, err: bool = False) -> None:
     """``rlm wait``'s report of how the run ended, on stdout (``rlm watch``: on stderr, ``err``)."""
     from orchestrator.runs import ExitCode
-    from orchestrator.store import format_usd
 
     if as_json:
         emit_json(
             {
-                "run_id": s.run_id,
-                "status": s.status,
+                **summary_json(s),
                 "exit_code": int(outcome.code),
                 "outcome": outcome.code.name.lower(),
                 "paused_nodes": outcome.paused,
-                "answer": s.answer,
-                "error": s.error,
-                "cost_usd": format_usd(s.cost),
-                "reserved_usd": format_usd(s.reserved),
-                "prompt_tokens": s.prompt_tokens,
-                "completion_tokens": s.completion_tokens,
-                "nodes": s.nodes,
-                "wall_s": s.wall_s,
             }
         )
         return

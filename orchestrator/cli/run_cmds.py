@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import signal
 import threading
 import time
@@ -36,7 +35,7 @@ from orchestrator.cli.common import (
     temporal_errors,
     worker_unless_served,
 )
-from orchestrator.cli.job_cmds import RECONNECT_S, interrupted
+from orchestrator.cli.job_cmds import RECONNECT_S, interrupted, summary_json
 from orchestrator.cli.output import JsonOpt, PipeSafeConsole, emit_json
 from orchestrator.cli.progress_view import (
     PROGRESS_EVERY_S,
@@ -281,7 +280,7 @@ def status(
         finally:
             engine.dispose()
     if as_json:
-        emit_json({**dataclasses.asdict(s), "paused_nodes": paused})
+        emit_json({**summary_json(s), "paused_nodes": paused})
         return
     typer.echo(f"run {s.run_id}: {s.status}")
     tokens = f"{s.prompt_tokens} in / {s.completion_tokens} out"

@@ -79,14 +79,14 @@ async def test_submit_detach_then_wait_then_resubmit_reports_the_same_run(
     assert status.code == 0, status.err
     s = status.json()
     assert s["run_id"] == run_id and s["status"] == "completed" and s["answer"] == str(expected)
-    assert s["nodes"] == 5 and Decimal(s["cost"]) > 0 and s["paused_nodes"] == []
+    assert s["nodes"] == 5 and Decimal(s["cost_usd"]) > 0 and s["paused_nodes"] == []
 
     assert tree.code == 0, tree.err
     rows = tree.json()
     assert [r["node_id"] for r in rows] == [f"{run_id}/0"] + [f"{run_id}/0.{i}" for i in range(1, 5)]
     assert rows[0]["kind"] == "root" and rows[0]["parent_id"] is None
     assert all(r["status"] == "completed" for r in rows)
-    assert sum(Decimal(r["cost"]) for r in rows) == Decimal(s["cost"])
+    assert sum(Decimal(r["cost"]) for r in rows) == Decimal(s["cost_usd"])
 
     assert text.code == 0 and f"run {run_id}: completed (exit 0: answered)" in text.out
     assert f"answer: {expected}" in text.out
