@@ -2,7 +2,8 @@
 
 A run id becomes part of every node's workflow id (``<run>/0.3.1``, so a ``/`` would make the tree
 path ambiguous), the ``RlmRunId`` search attribute, container labels and file names; a tenant name
-becomes ``RlmTenant``. Both are checked where they enter (``RunRequest``, ``rlm tenant create``).
+becomes ``RlmTenant``. Both are checked where they enter (``RunRequest``, ``rlm tenant create``), and
+the command line checks every run or node id it is given (``check_target``) before looking it up.
 ``:`` is allowed because a schedule's runs are named ``<schedule>-<fire time>``
 (``nightly-2026-11-21T02:00:00Z``).
 
@@ -19,15 +20,21 @@ from orchestrator.errors import RlmError
 
 MAX_CHARS = 128
 RULE = f"1-{MAX_CHARS} characters: letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
+TARGET_RULE = (
+    "a run id, or a node id: the run id, '/', then the node's path in the tree, e.g. 0 (the root), "
+    "0.3 (its third sub-call), 0.3.1"
+)
 _ALLOWED = re.compile(r"[A-Za-z0-9._:-]")
 _VALID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:-]{{0,{MAX_CHARS - 1}}}")
+# The root is 0; its i-th sub-call appends .i (from 1).
+_NODE_PATH = re.compile(r"0(\.[1-9][0-9]*)*")
 
 
 class BadId(RlmError):
-    """A run id or tenant name breaks the rule; the message names the first bad character."""
+    """A run id, a target (a run or node id) or a tenant name breaks its rule; the message says where."""
 
-    def __init__(self, what: str, value: str, problem: str) -> None:
-        super().__init__(f"{what} {value!r} {problem}; a {what} is {RULE}")
+    def __init__(self, what: str, value: str, problem: str, rule: str = RULE) -> None:
+        super().__init__(f"{what} {value!r} {problem}; a {what} is {rule}")
         self.what = what
         self.value = value
         self.problem = problem
@@ -49,6 +56,15 @@ def _check(what: str, value: str) -> str:
 def check_run_id(value: str) -> str:
     """``value`` when it is a valid run id, else ``BadId``."""
     return _check("run id", value)
+
+
+def check_target(value: str) -> str:
+    """``value`` when it is a run id or a node id (``RUN/0.3.1``), else ``BadId``."""
+    run_id, slash, path = value.partition("/")
+    check_run_id(run_id)
+    if slash and not _NODE_PATH.fullmatch(path):
+        raise BadId("target", value, f"is not a node id: {path!r} after the '/' is no tree path", TARGET_RULE)
+    return value
 
 
 def check_tenant(value: str) -> str:

@@ -15,14 +15,15 @@ import importlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from orchestrator.cli.output import reader_gone
 from orchestrator.errors import RlmError
+from orchestrator.ids import BadId, check_run_id, check_target
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -117,6 +118,30 @@ def open_store(settings: Settings) -> tuple[Engine, sessionmaker[Session]]:
     prepare_schema(engine)
     structlog.get_logger(__name__).info("store.checked", ms=round((time.monotonic() - started) * 1000))
     return engine, make_session_factory(engine)
+
+
+def _checked_id(check: Callable[[str], str], value: str | None) -> str | None:
+    try:
+        return None if value is None else check(value)
+    except BadId as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def run_id_param(value: str | None) -> str | None:
+    """The Typer callback of every parameter that names a run: a malformed id is refused as such while
+    the command line is parsed (one ``error:`` line), instead of being looked up and called missing."""
+    return _checked_id(check_run_id, value)
+
+
+def target_param(value: str | None) -> str | None:
+    """``run_id_param`` for a parameter that takes a run id or a node id (``RUN/0.3.1``)."""
+    return _checked_id(check_target, value)
+
+
+RunIdArg = Annotated[str, typer.Argument(help="The run id.", callback=run_id_param)]
+TargetArg = Annotated[
+    str, typer.Argument(help="A run id, or a node id like RUN/0.3.1.", callback=target_param)
+]
 
 
 def usd(raw: str | None, what: str, *, positive: bool = False) -> Decimal | None:

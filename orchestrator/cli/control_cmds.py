@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from orchestrator.cli.common import cli_errors, duration_s, exit_now, open_store, shared_temporal
+from orchestrator.cli.common import (
+    TargetArg,
+    cli_errors,
+    duration_s,
+    exit_now,
+    open_store,
+    run_id_param,
+    shared_temporal,
+)
 from orchestrator.cli.common import usd as usd_amount  # `rlm budget raise` has a parameter named usd
 from orchestrator.cli.output import JsonOpt
 
@@ -29,8 +37,6 @@ budget_app = typer.Typer(no_args_is_help=True, help="Budgets: raise a tenant's o
 
 # --attempts' largest value: checked before it reaches SQL, whose integers a larger one overflows.
 MAX_ATTEMPTS = 1_000_000
-
-TargetArg = Annotated[str, typer.Argument(help="A run id, or a node id like RUN/0.3.1.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -179,7 +185,9 @@ def abort_cmd(
 def budget_raise_cmd(
     usd: Annotated[str, typer.Argument(help="USD to add to the budget, e.g. 5 or 0.50.")],
     tenant: Annotated[str | None, typer.Option(help="Raise this tenant's budget.")] = None,
-    run: Annotated[str | None, typer.Option(help="Raise this run's own budget.")] = None,
+    run: Annotated[
+        str | None, typer.Option(help="Raise this run's own budget.", callback=run_id_param)
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Add USD to a tenant's or a run's budget; then `rlm resume RUN` lets paused nodes go on."""
@@ -216,7 +224,7 @@ def budget_raise_cmd(
 def stuck_cmd(
     idle: Annotated[str, typer.Option(help="No progress for this long (90s, 10m, 2h, 1d).")] = "10m",
     attempts: Annotated[int, typer.Option(help="An activity on this attempt or later.")] = 3,
-    run: Annotated[str | None, typer.Option(help="Only this run.")] = None,
+    run: Annotated[str | None, typer.Option(help="Only this run.", callback=run_id_param)] = None,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from orchestrator.cli.common import (
+    RunIdArg,
     check_reconnect,
     cli_errors,
     exit_now,
@@ -182,7 +183,7 @@ def _check_timeout(timeout: float | None) -> None:
 
 
 def wait(
-    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    run_id: RunIdArg,
     timeout: Timeout = None,
     reconnect_for: Reconnect = RECONNECT_S,
     as_json: JsonOpt = False,

@@ -11,13 +11,15 @@ from typing import Annotated
 
 import typer
 
+from orchestrator.cli.common import RunIdArg
+
 
 def register(app: typer.Typer) -> None:
     app.command("report")(report)
 
 
 def report(
-    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    run_id: RunIdArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")],
     full: Annotated[
         bool, typer.Option("--full", help="Embed every text whole instead of cutting long ones.")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, TextIO
 import typer
 
 from orchestrator.cli.common import (
+    RunIdArg,
     check_reconnect,
     cli_errors,
     exit_now,
@@ -261,7 +262,7 @@ def cost_text(summary: RunSummary) -> str:
 
 
 def status(
-    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    run_id: RunIdArg,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a run's status, cost, tokens and node count (from the store)."""
@@ -296,7 +297,7 @@ def status(
 
 
 def tree(
-    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    run_id: RunIdArg,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the nodes as one JSON list (tree order) instead.")
     ] = False,

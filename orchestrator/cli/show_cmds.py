@@ -15,6 +15,8 @@ from typing import Annotated
 
 import typer
 
+from orchestrator.cli.common import RunIdArg, target_param
+
 FORMATS = ("rlm-jsonl",)
 
 TenantOption = Annotated[
@@ -28,7 +30,9 @@ def register(app: typer.Typer) -> None:
 
 
 def show(
-    node: Annotated[str, typer.Argument(help="A node id (run/0.3), or a run id for its root.")],
+    node: Annotated[
+        str, typer.Argument(help="A node id (run/0.3), or a run id for its root.", callback=target_param)
+    ],
     iteration: Annotated[int | None, typer.Option(help="Only this iteration (1-based).")] = None,
     full: Annotated[
         bool, typer.Option("--full", help="Print every text whole instead of cutting it.")
@@ -66,7 +70,7 @@ def show(
 
 
 def export(
-    run: Annotated[str, typer.Argument(help="The run id.")],
+    run: RunIdArg,
     fmt: Annotated[str, typer.Option("--format", help="Output format: rlm-jsonl.")] = "rlm-jsonl",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="The file to write (default: stdout).")

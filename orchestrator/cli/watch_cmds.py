@@ -8,11 +8,11 @@ the answer go to stderr, so ``rlm watch`` beside ``rlm run`` never prints an ans
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import typer
 
-from orchestrator.cli.common import check_reconnect, cli_errors, fail, lost_contact, open_store
+from orchestrator.cli.common import RunIdArg, check_reconnect, cli_errors, fail, lost_contact, open_store
 from orchestrator.cli.job_cmds import RECONNECT_S, interrupted, print_outcome
 from orchestrator.cli.progress_view import (
     PROGRESS_EVERY_S,
@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
 
 
 def watch(
-    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    run_id: RunIdArg,
     reconnect_for: Reconnect = RECONNECT_S,
     progress_every: ProgressEvery = PROGRESS_EVERY_S,
     quiet: Quiet = False,

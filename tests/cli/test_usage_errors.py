@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.ids import RULE, TARGET_RULE
 from tests.ops.jobs.cli import Done, rlm
 
 
@@ -86,3 +87,56 @@ async def test_values_out_of_range_are_one_error_line(env: dict[str, str]) -> No
     # The longest duration itself is fine.
     kept = await rlm(env, "prune", "--older-than", "36500d", "--dry-run")
     assert kept.code == 0 and kept.out.startswith("would remove 0 steps"), kept
+
+
+# Each command that names a run (or a run or node: TARGETS), with MALFORMED where the id goes.
+RUNS = [
+    ["status", "MALFORMED"],
+    ["tree", "MALFORMED"],
+    ["wait", "MALFORMED"],
+    ["watch", "MALFORMED"],
+    ["export", "MALFORMED"],
+    ["report", "MALFORMED", "-o", "report.html"],
+    ["budget", "raise", "--run", "MALFORMED", "1"],
+    ["stuck", "--run", "MALFORMED"],
+]
+TARGETS = [["show", "MALFORMED"], ["pause", "MALFORMED"], ["resume", "MALFORMED"], ["abort", "MALFORMED"]]
+
+
+def _with(value: str, commands: list[list[str]], said: str) -> list[tuple[list[str], str]]:
+    return [([part.replace("MALFORMED", value) for part in args], said) for args in commands]
+
+
+async def test_a_malformed_run_or_node_id_is_refused_as_such(env: dict[str, str]) -> None:
+    """Refused while the command line is parsed, saying what an id may hold: not looked up and reported
+    missing (nor, for the commands that need Temporal, first sent to look for a server)."""
+    run_rule, target_rule = f"; a run id is {RULE}", f"; a target is {TARGET_RULE}"
+    cases = [
+        *_with("a b", RUNS + TARGETS, "run id 'a b' has ' ' at position 2" + run_rule),
+        *_with('x"y', RUNS + TARGETS, """run id 'x"y' has '"' at position 2""" + run_rule),
+        *_with("", RUNS + TARGETS, "run id '' is empty" + run_rule),
+        *_with("RUN//x", RUNS, "run id 'RUN//x' has '/' at position 4" + run_rule),
+        *_with(
+            "RUN//x",
+            TARGETS,
+            "target 'RUN//x' is not a node id: '/x' after the '/' is no tree path" + target_rule,
+        ),
+        *_with(
+            "RUN/1.2",
+            TARGETS,
+            "target 'RUN/1.2' is not a node id: '1.2' after the '/' is no tree path" + target_rule,
+        ),
+        *_with(
+            "RUN/", TARGETS, "target 'RUN/' is not a node id: '' after the '/' is no tree path" + target_rule
+        ),
+    ]
+    for start in range(0, len(cases), 16):  # a few at a time: each is a Python process
+        batch = cases[start : start + 16]
+        done = await asyncio.gather(*(rlm(env, *args) for args, _ in batch))
+        for (args, said), result in zip(batch, done, strict=True):
+            line = _one_error_line(result)
+            pattern = rf"error: Invalid value for '[-\w]+': {re.escape(said)}; see `rlm [a-z ]+ --help`"
+            assert re.fullmatch(pattern, line), (args, line)
+    # A well-formed id that no run has is still looked up, and reported missing.
+    unknown = await rlm(env, "status", "no-such-run")
+    assert _one_error_line(unknown) == "error: run 'no-such-run' does not exist"
