@@ -16,7 +16,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from orchestrator.control import describe
 from orchestrator.ids import quoted
-from orchestrator.store import get_node, list_steps, retrying_nodes
+from orchestrator.store import get_node, get_run, list_steps, retrying_nodes
 from orchestrator.store.errors import NotFound
 from orchestrator.vocabulary import PAUSED_STATUSES, Status
 
@@ -43,7 +43,10 @@ async def stuck(
 
     Progress is the node's last recorded step or status change in the store (its start when it has
     none); attempts come from Temporal's pending activities, with the last failure as the reason, and
-    from the store for leaf calls (local activities, which Temporal does not list as pending)."""
+    from the store for leaf calls (local activities, which Temporal does not list as pending). An unknown
+    ``run_id`` is ``NotFound``: a mistyped id would otherwise look like a run with nothing stuck."""
+    if run_id is not None:
+        _check_run(sessions, run_id)
     query = 'ExecutionStatus = "Running" AND WorkflowType IN ("RLMNode", "Leaf")'
     if run_id is not None:
         query += f" AND RlmRunId = {quoted(run_id)}"
@@ -73,6 +76,14 @@ async def stuck(
             run = wf.id.rsplit("/", 1)[0]
             found.append(StuckNode(wf.id, run, status, round(idle, 1), "; ".join(reasons)))
     return sorted(_with_retrying_calls(sessions, found, attempts, run_id, tenant), key=lambda s: s.node_id)
+
+
+def _check_run(sessions: sessionmaker[Session], run_id: str) -> None:
+    with sessions() as session:
+        try:
+            get_run(session, run_id)
+        except NotFound:
+            raise NotFound("run", run_id, "check the id with `rlm runs`") from None
 
 
 def _with_retrying_calls(
