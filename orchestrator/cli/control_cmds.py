@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -135,10 +134,10 @@ def resume_cmd(
 
     with cli_errors():
         tgt = _target(target)
-        temporal = _temporal()
         budget = usd_amount(budget_usd, "--budget-usd")
         if deadline is not None and deadline <= 0:
             raise RunError(f"--deadline {deadline} must be > 0 seconds")
+        temporal = _temporal()
 
         async def op(client: Any, sessions: Any) -> ResumeReport:
             if budget is not None:
@@ -197,7 +196,7 @@ def budget_raise_cmd(
     from orchestrator.store import format_usd
 
     with cli_errors():
-        amount = usd_amount(usd, "amount", positive=True) or Decimal(0)
+        amount = usd_amount(usd, "amount", positive=True)
         engine, sessions = open_store(load_settings())
         try:
             done = raise_budget(sessions, amount, tenant=tenant, run=run)

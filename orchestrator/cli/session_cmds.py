@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -189,7 +188,7 @@ def budget(
         added = usd(amount, "USD")
         engine, sessions = open_store(settings)
         try:
-            before, after, paused = raise_budget(sessions, tenant, name, added or Decimal(0))
+            before, after, paused = raise_budget(sessions, tenant, name, added)
         finally:
             engine.dispose()
     if as_json:

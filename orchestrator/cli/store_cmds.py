@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orchestrator.cli.common import fail, first_line
+from orchestrator.cli.common import fail, first_line, usd
 from orchestrator.cli.output import JsonOpt, emit_json
 from orchestrator.errors import RlmError
 
@@ -99,10 +99,8 @@ def _sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
 
 
 def _budget(text: str) -> Decimal:
-    from orchestrator.store import parse_usd
-
     with _errors():
-        return parse_usd(text, "budget")
+        return usd(text, "budget")
 
 
 # --- rlm db ----------------------------------------------------------------------------------------

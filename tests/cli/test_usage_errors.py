@@ -140,3 +140,38 @@ async def test_a_malformed_run_or_node_id_is_refused_as_such(env: dict[str, str]
     # A well-formed id that no run has is still looked up, and reported missing.
     unknown = await rlm(env, "status", "no-such-run")
     assert _one_error_line(unknown) == "error: run 'no-such-run' does not exist"
+
+
+async def test_usd_amounts_finer_than_the_ledger_keeps_are_refused(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """The ledger keeps whole nano-USD and would round a finer amount up: refused, never rounded."""
+    refused = "(the ledger would round it up, so it is refused)"
+    nano = "0.000000001"
+    below = f"is below {nano} USD, the smallest amount the ledger keeps {refused}; give at least {nano}"
+    finer = (
+        f"has more than 9 decimal places, finer than the ledger's {nano} USD {refused}; round it to 9 places"
+    )
+    run = ["run", "q", "--context", str(tmp_path / "nowhere.txt")]  # the amount is checked before the context
+    cases = [
+        ([*run, "--budget-usd", "1e-30", "--no-worker"], f"--budget-usd '1e-30' {below}"),
+        ([*run, "--budget-usd", "0.1234567891"], f"--budget-usd '0.1234567891' {finer}"),
+        (["budget", "raise", "--run", "r1", "1e-30"], f"amount '1e-30' {below}"),
+        (["budget", "raise", "--tenant", "t1", "0.0000000015"], f"amount '0.0000000015' {finer}"),
+        (["resume", "r1", "--budget-usd", "0.0000000001"], f"--budget-usd '0.0000000001' {below}"),
+        (["tenant", "create", "t1", "--budget-usd", "1e-30"], f"budget '1e-30' {below}"),
+        (["tenant", "set-budget", "t1", "2.0000000001"], f"budget '2.0000000001' {finer}"),
+        (["session", "create", "s1", "--budget-usd", "1e-30"], f"--budget-usd '1e-30' {below}"),
+        (["session", "budget", "s1", "0.5000000005"], f"USD '0.5000000005' {finer}"),
+        (
+            ["budget", "raise", "--run", "r1", "1e20"],
+            "amount 1E+20 USD is too large (maximum 9223372036.854775807 USD)",
+        ),
+    ]
+    done = await asyncio.gather(*(rlm(env, *args) for args, _ in cases))
+    for (args, said), result in zip(cases, done, strict=True):
+        assert _one_error_line(result) == f"error: {said}", args
+    # One nano-USD itself, and 9 decimal places, pass the check (the store then looks for the run).
+    for amount in (nano, "1.123456789", "1e-9"):
+        kept = await rlm(env, "budget", "raise", "--run", "r1", amount)
+        assert _one_error_line(kept) == "error: no run 'r1'; check the id with `rlm status RUN`", amount
