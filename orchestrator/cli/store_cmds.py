@@ -310,3 +310,32 @@ def _source_text(model: str, source: str) -> str:
         "file": "from the prices file, RLM_PRICES_FILE",
         "litellm": "from litellm's price map",
     }.get(source, source)
+
+
+@price_app.command("delete")
+def price_delete(
+    model: Annotated[str, typer.Argument(help="litellm model string, as given to `rlm price set`.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete a price registered with `rlm price set`; runs then use the prices file's or litellm's."""
+    from orchestrator.store import format_usd
+    from orchestrator.store.prices import delete_price
+
+    settings = _settings()
+    with _sessions(settings) as sessions, _errors(settings), sessions.begin() as session:
+        price = delete_price(session, model)
+    if as_json:
+        emit_json(
+            {
+                "model": model,
+                "deleted": True,
+                "input_usd_per_token": format_usd(price.input_per_token),
+                "output_usd_per_token": format_usd(price.output_per_token),
+            }
+        )
+        return
+    typer.echo(
+        f"{model}: deleted the registered price (input {format_usd(price.input_per_token)} USD/token, "
+        f"output {format_usd(price.output_per_token)} USD/token); `rlm price show {model}` shows the one "
+        "runs use now"
+    )

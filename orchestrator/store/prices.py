@@ -19,12 +19,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from orchestrator.store import validate
 from orchestrator.store._sql import run, upsert
-from orchestrator.store.errors import InvalidValue, UnknownModelPrice
+from orchestrator.store.errors import InvalidValue, NotFound, UnknownModelPrice
 from orchestrator.store.models import ModelPriceRow, utcnow
 
 MODEL_MAX = 255
@@ -33,6 +33,11 @@ _PRICES = cast(Table, ModelPriceRow.__table__)
 # Every model call looks its price up: built once, executed with parameters (see _sql.py).
 _REGISTERED = select(_PRICES.c.input_per_token, _PRICES.c.output_per_token).where(
     _PRICES.c.model == bindparam("model")
+)
+_UNREGISTER = (
+    delete(_PRICES)
+    .where(_PRICES.c.model == bindparam("model"))
+    .returning(_PRICES.c.input_per_token, _PRICES.c.output_per_token)
 )
 
 
@@ -103,6 +108,19 @@ def set_price(
     update = {k: v for k, v in values.items() if k != "model"}
     upsert(session, ModelPriceRow, values, ["model"], update)
     return price
+
+
+def delete_price(session: Session, model: str) -> ModelPrice:
+    """Remove a model's registered price and return it; its runs are then priced from the prices file or
+    litellm's map. ``NotFound`` when none is registered. Does not commit."""
+    row = run(session, _UNREGISTER, {"model": model}).one_or_none()
+    if row is None:
+        raise NotFound(
+            "registered price for model",
+            model,
+            f"check the name: `rlm price show {model}` says where its price comes from",
+        )
+    return ModelPrice(row.input_per_token, row.output_per_token, "registered")
 
 
 def price_for(session: Session, model: str, *, prices_file: Path | None = None) -> ModelPrice:

@@ -1,11 +1,12 @@
-"""``rlm db current --json`` and ``rlm price show``: the price a run is billed at, and where it comes from,
-scripted models included."""
+"""``rlm db current --json``, ``rlm price show``: the price a run is billed at, and where it comes from,
+scripted models included; ``rlm price delete``: back to the price of the next source."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,47 @@ async def test_price_show_refuses_what_a_run_could_not_price(env: dict[str, str]
         lines = done.err.strip().splitlines()
         assert done.code == 1 and done.out == "" and len(lines) == 1, done
         assert lines[0].startswith("error: ") and said in lines[0], lines
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_price_delete_removes_a_registered_price(
+    env: dict[str, str], backend: str, request: pytest.FixtureRequest
+) -> None:
+    if backend == "postgresql":
+        request.getfixturevalue("engine")  # migrates the session's PostgreSQL schema
+        env = {**env, "RLM_DATABASE_URL": str(request.getfixturevalue("pg_schema_url"))}
+    mine = f"acme/model-{uuid.uuid4().hex[:8]}"  # no other source prices it
+    listed = "openai/gpt-5-mini"  # litellm's map does
+    for model in (mine, listed):
+        done = await rlm(env, "price", "set", model, "--input", "1e-7", "--output", "2e-7")
+        assert done.code == 0, done.err
+
+    deleted = await rlm(env, "price", "delete", mine)
+    assert (deleted.code, deleted.err) == (0, ""), deleted
+    assert deleted.out == (
+        f"{mine}: deleted the registered price (input 0.0000001 USD/token, output 0.0000002 USD/token); "
+        f"`rlm price show {mine}` shows the one runs use now\n"
+    )
+    as_json = await rlm(env, "price", "delete", listed, "--json")
+    assert (as_json.code, as_json.err) == (0, ""), as_json
+    assert as_json.json() == {
+        "model": listed,
+        "deleted": True,
+        "input_usd_per_token": "0.0000001",
+        "output_usd_per_token": "0.0000002",
+    }
+
+    # Gone: the model is priced from the next source again, or not at all.
+    shown, unknown = await asyncio.gather(rlm(env, "price", "show", listed), rlm(env, "price", "show", mine))
+    assert shown.code == 0 and shown.out.endswith("(from litellm's price map)\n"), shown
+    assert unknown.code == 1 and f"no price known for model '{mine}'" in unknown.err, unknown
+
+    # Nothing registered (any more, or ever): one line, nothing on stdout, exit 1.
+    for model in (mine, "scripted/search"):
+        again = await rlm(env, "price", "delete", model, "--json")
+        lines = again.err.strip().splitlines()
+        assert (again.code, again.out, len(lines)) == (1, "", 1), again
+        assert lines[0] == (
+            f"error: registered price for model '{model}' does not exist; check the name: "
+            f"`rlm price show {model}` says where its price comes from"
+        )
