@@ -35,7 +35,7 @@ class RecordActivities:
                 answer = texts.blob_ref(session, event.answer) if event.answer is not None else None
                 end_node(
                     session, run_id=event.run_id, node_id=event.node_id, status=event.status, root=root,
-                    answer_ref=answer, error=event.error,
+                    answer_ref=answer, error=event.error, release_holds=event.release_holds,
                 )  # fmt: skip
             else:
                 set_node_status(session, event.node_id, event.status, error=event.error)

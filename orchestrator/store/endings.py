@@ -23,13 +23,15 @@ def end_node(
     root: bool,
     answer_ref: str | None = None,
     error: str | None = None,
+    release_holds: bool = True,
 ) -> None:
     if status not in FINAL_STATUSES:
         raise InvalidValue(
             f"a node ends with a final status ({', '.join(sorted(FINAL_STATUSES))}), got {status!r}"
         )
     finish_node(session, node_id, status=status, answer_ref=answer_ref, error=error)
-    # A call that waited for a retry when the node ended kept its hold for that retry.
-    release_open(session, run_id=run_id, key_prefix=f"{node_id}/")
+    if release_holds:
+        # A call that waited for a retry when the node ended kept its hold for that retry.
+        release_open(session, run_id=run_id, key_prefix=f"{node_id}/")
     if root:
         set_run_status(session, run_id, status, error=error)

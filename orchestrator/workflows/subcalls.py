@@ -24,7 +24,12 @@ from decimal import Decimal
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ChildWorkflowError, FailureError, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ChildWorkflowError,
+    FailureError,
+    TerminatedError,
+    WorkflowAlreadyStartedError,
+)
 from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
 from orchestrator.vocabulary import LeafMode, NodeKind, Status, SubcallKind
@@ -35,6 +40,7 @@ from orchestrator.workflows.operator import OperatorSignals, Released, await_ope
 from orchestrator.workflows.types import (
     ChildState,
     LeafInput,
+    NodeEvent,
     NodeInput,
     NodeResult,
     NodeState,
@@ -157,8 +163,9 @@ class Subcalls:
         memo = common.memo(title)
         summary = memo["query"]
         attributes = common.search_attributes(run, depth, Status.RUNNING)
+        as_node = batch.kind == SubcallKind.RLM and depth <= run.limits.max_depth
         try:
-            if batch.kind == SubcallKind.RLM and depth <= run.limits.max_depth:
+            if as_node:
                 node = NodeInput(
                     run=run, node_id=cid, parent_id=inp.node_id, depth=depth, kind=NodeKind.RLM,
                     model=model, context=prompt,
@@ -191,12 +198,29 @@ class Subcalls:
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
             )
         except ChildWorkflowError as err:
+            if isinstance(err.cause, TerminatedError):
+                return await self._terminated(cid, depth, NodeKind.RLM if as_node else NodeKind.LEAF)
             return NodeResult(
                 node_id=cid,
                 status=Status.FAILED,
                 answer=None,
                 error=f"sub-call {cid} failed: {err.cause or err}",
             )
+
+    async def _terminated(self, cid: str, depth: int, kind: NodeKind) -> NodeResult:
+        """A child terminated in Temporal ran no code to record its end: its parent records it, so the
+        store does not show it running for good (its own children are cancelled and record theirs).
+
+        Its holds stay: a model call it had in flight runs on in the worker and settles what it cost
+        (a leaf's then records the node completed, which it did, though its answer reached nobody)."""
+        inp = self._inp
+        why = f"sub-call {cid} was terminated in Temporal (`temporal workflow terminate`)"
+        event = NodeEvent(
+            run_id=inp.run.run_id, node_id=cid, parent_id=inp.node_id, depth=depth, kind=kind,
+            status=Status.ABORTED, tenant=inp.run.tenant, error=why, release_holds=False,
+        )  # fmt: skip
+        await common.record(event)
+        return NodeResult(node_id=cid, status=Status.ABORTED, answer=None, error=why)
 
     async def _unless_paused(self, cid: str) -> NodeResult | None:
         """While a pause is requested no child starts: wait for ``resume`` (None: start it now).

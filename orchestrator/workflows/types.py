@@ -220,6 +220,9 @@ class NodeEvent:
     tenant: str  # for the activity's log context
     answer: Text | None = None
     error: str | None = None
+    # A final status releases what the node's calls still hold, unless a call may yet settle: a node
+    # terminated in Temporal, whose end its parent records, can have one running on as an orphan.
+    release_holds: bool = True
 
 
 # What a batched sub-call returns in place of an item whose child ended without an answer; the system

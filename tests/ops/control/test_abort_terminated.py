@@ -1,19 +1,23 @@
-"""``rlm abort`` of a run whose workflows were ended outside the engine (``temporal workflow
-terminate``, a lost server history) brings the store to the end Temporal already reached: every node
-the store still shows running is recorded ``aborted``, the run too, and what they held goes back to the
-budgets. Before, such a run stayed ``running`` in the store for good and ``rlm wait`` never returned.
+"""Workflows ended outside the engine (``temporal workflow terminate``) leave the store consistent.
+
+A terminated sub-call runs no code to record its end: its parent records it ``aborted`` and goes on.
+``rlm abort`` of a run whose root was terminated records every node the store still shows running as
+``aborted``, the run too, and what they held goes back to the budgets. Before, such nodes and runs
+stayed ``running`` in the store for good, and ``rlm wait`` of such a run never returned.
 
 Real dev server, store, Docker sandbox and an in-process worker; the model is scripted."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from orchestrator.control import abort, parse_target
 from orchestrator.store import get_run, list_nodes
 from orchestrator.vocabulary import FINAL_STATUSES, Status
 from orchestrator.workflows import RLMNode
-from tests.ops.control.helpers import eventually
+from tests.ops.control.billing import assert_billed_once
+from tests.ops.control.helpers import eventually, node_status, replay_all
 from tests.orchestrator.harness import Harness, word_context
 
 
@@ -48,3 +52,40 @@ async def test_abort_of_a_terminated_run_records_its_end_and_releases_its_holds(
         assert run.status == Status.ABORTED and run.reserved_nanos == 0
         assert all(status in FINAL_STATUSES for status in nodes.values()), nodes
         assert nodes[handle.id] == Status.ABORTED
+
+
+async def test_a_sub_call_terminated_in_temporal_is_recorded_aborted_by_its_parent(
+    harness: Harness, tmp_path: Path
+) -> None:
+    path, expected = word_context(tmp_path / "w.txt", 1_500)
+    handle = await harness.start(
+        "How many times does the word 'ERROR' appear? Use 3 chunks.",
+        path,
+        model="scripted/mapreduce?parallel=0",
+        sub_model="scripted/leaf?latency_ms=3000",
+    )
+    run_id = handle.id.rsplit("/", 1)[0]
+    leaf = f"{handle.id}.1"
+
+    async def leaf_running() -> bool | None:
+        return True if node_status(harness.sessions, leaf) == Status.RUNNING else None
+
+    await eventually(leaf_running, "the first sub-call")
+    await harness.client.get_workflow_handle(leaf).terminate("test: ended outside the engine")
+
+    out = await asyncio.wait_for(harness.finish(handle), 90)
+    # The cell saw the sub-call fail; the model went on with other chunks and answered.
+    assert out.result.status == Status.COMPLETED and out.summary.answer == str(expected)
+    with harness.sessions() as s:
+        nodes = {n.node_id: n for n in list_nodes(s, run_id)}
+        assert get_run(s, run_id).reserved_nanos == 0
+    assert all(n.status in FINAL_STATUSES for n in nodes.values()), nodes
+    # Recorded aborted by the parent, unless the call the leaf had in flight then came back: it ran on
+    # in the worker, was paid for, and recorded the leaf completed.
+    terminated = nodes[leaf]
+    if terminated.status == Status.ABORTED:
+        assert "terminated in Temporal" in (terminated.error or "")
+    else:
+        assert terminated.status == Status.COMPLETED, terminated.status
+    assert_billed_once(harness.sessions, run_id)  # every call paid once, nothing charged twice
+    assert await replay_all(harness.client, [handle.id]) == {}
