@@ -11,7 +11,6 @@ eventually consistent and the store lags the workflow by a step.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -22,7 +21,7 @@ from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExec
 from temporalio.service import RPCError, RPCStatusCode
 
 from orchestrator.errors import RlmError
-from orchestrator.ids import quoted
+from orchestrator.ids import check_target, quoted
 from orchestrator.runs.restart import NODE_TYPES, restart
 from orchestrator.store import (
     end_node,
@@ -39,8 +38,6 @@ from orchestrator.workflows.types import root_id
 
 log = structlog.get_logger(__name__)
 CLOSE_POLL_S = 0.2
-
-_NODE_PATH = re.compile(r"0(\.[1-9][0-9]*)*")
 
 
 class ControlError(RlmError):
@@ -64,19 +61,10 @@ class Target:
 
 
 def parse_target(text: str) -> Target:
-    """``RUN`` or ``RUN/0.3.1``; anything else is a one-line error."""
-    text = text.strip()
-    if not text:
-        raise ControlError("give a run id (e.g. run-20261121-101500-ab12cd) or a node id (RUN/0.3.1)")
-    if "/" not in text:
-        return Target(text, None)
-    run_id, _, path = text.partition("/")
-    if not run_id or not _NODE_PATH.fullmatch(path):
-        raise ControlError(
-            f"{text!r} is not a node id; a node id is the run id, '/', then the tree path, "
-            f"e.g. {run_id or 'RUN'}/0.3.1"
-        )
-    return Target(run_id, text)
+    """``RUN`` or ``RUN/0.3.1``; anything else is a one-line ``BadId`` (the rule: ``ids.check_target``)."""
+    text = check_target(text.strip())
+    run_id, slash, _ = text.partition("/")
+    return Target(run_id, text if slash else None)
 
 
 # --- finding the nodes of a target ----------------------------------------------------------------

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, NoReturn, overload
 
 import typer
@@ -151,41 +151,12 @@ def usd(raw: None, what: str, *, positive: bool = False) -> None: ...
 @overload
 def usd(raw: str | None, what: str, *, positive: bool = False) -> Decimal | None: ...
 def usd(raw: str | None, what: str, *, positive: bool = False) -> Decimal | None:
-    """``raw`` as USD; ``positive``: more than 0 (an amount to add), else 0 or more (a budget)."""
+    """``raw`` as USD (``store.money.parse_usd``); ``positive``: more than 0, else 0 or more."""
     if raw is None:
         return None
-    from orchestrator.runs import RunError
+    from orchestrator.store.money import parse_usd
 
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise RunError(f"{what} {raw!r} is not a number; give USD like 0.50") from None
-    if not value.is_finite() or value < 0 or (positive and value == 0):
-        kind = "more than 0 USD" if positive else "a non-negative amount of USD"
-        raise RunError(f"{what} {raw!r} must be {kind}, e.g. 5 or 0.50")
-    return _whole_nanos(value, raw, what)
-
-
-def _whole_nanos(value: Decimal, raw: str, what: str) -> Decimal:
-    """``value`` when the ledger keeps it exactly. The ledger holds whole nano-USD and rounds anything
-    finer up, so a budget of 1e-30 would silently become 0.000000001: refused, never rounded."""
-    from orchestrator.runs import RunError
-    from orchestrator.store.money import format_usd, from_nanos, to_nanos
-
-    nanos = to_nanos(value, what)  # one that the ledger cannot hold at all is an AmountError
-    if from_nanos(nanos) == value:
-        return value
-    smallest = format_usd(from_nanos(1))
-    refused = "the ledger would round it up, so it is refused"
-    if nanos == 1:
-        raise RunError(
-            f"{what} {raw!r} is below {smallest} USD, the smallest amount the ledger keeps ({refused}); "
-            f"give at least {smallest}"
-        )
-    raise RunError(
-        f"{what} {raw!r} has more than 9 decimal places, finer than the ledger's {smallest} USD "
-        f"({refused}); round it to 9 places"
-    )
+    return parse_usd(raw, what, positive=positive)
 
 
 # The longest duration an option takes (--since, --older-than, --idle): longer ones reach back past

@@ -70,13 +70,9 @@ async def _with_client(temporal: tuple[Settings, TemporalTarget], op: Any) -> An
 
 
 def _target(raw: str) -> Target:
-    from orchestrator.control import ControlError, parse_target
-    from orchestrator.runs import RunError
+    from orchestrator.control import parse_target
 
-    try:
-        return parse_target(raw)
-    except ControlError as exc:
-        raise RunError(str(exc)) from None
+    return parse_target(raw)
 
 
 def pause_cmd(target: TargetArg, as_json: JsonOpt = False) -> None:

@@ -47,19 +47,31 @@ def from_nanos(nanos: int) -> Decimal:
     return Decimal(nanos).scaleb(-9)
 
 
-def parse_usd(text: str, what: str = "amount") -> Decimal:
-    """Parse a user-typed USD amount exactly; the error message says what was wrong."""
+def parse_usd(text: str, what: str = "amount", *, positive: bool = False) -> Decimal:
+    """Parse a user-typed USD amount exactly; ``positive``: more than 0 (an amount to add), else 0 or
+    more (a budget). The ledger holds whole nano-USD and rounds anything finer up, so a budget of 1e-30
+    would silently become 0.000000001: an amount it cannot keep exactly is refused, never rounded."""
     try:
         value = Decimal(text.strip())
     except InvalidOperation:
-        raise AmountError(f"{what} {text!r} is not a number; give a USD amount such as 12.50") from None
-    if not value.is_finite():
-        raise AmountError(f"{what} {text!r} is not a finite number; give a USD amount such as 12.50")
-    if value < 0:
-        raise AmountError(f"{what} {text!r} is negative; give an amount >= 0")
-    if value != from_nanos(to_nanos(value, what)):
-        raise AmountError(f"{what} {text!r} has more than 9 decimal places; round it to whole nano-dollars")
-    return value
+        raise AmountError(f"{what} {text!r} is not a number; give USD like 0.50") from None
+    if not value.is_finite() or value < 0 or (positive and value == 0):
+        kind = "more than 0 USD" if positive else "a non-negative amount of USD"
+        raise AmountError(f"{what} {text!r} must be {kind}, e.g. 5 or 0.50")
+    nanos = to_nanos(value, what)  # one the ledger cannot hold at all is refused here
+    if from_nanos(nanos) == value:
+        return value
+    smallest = format_usd(from_nanos(1))
+    refused = "the ledger would round it up, so it is refused"
+    if nanos == 1:
+        raise AmountError(
+            f"{what} {text!r} is below {smallest} USD, the smallest amount the ledger keeps ({refused}); "
+            f"give at least {smallest}"
+        )
+    raise AmountError(
+        f"{what} {text!r} has more than 9 decimal places, finer than the ledger's {smallest} USD "
+        f"({refused}); round it to 9 places"
+    )
 
 
 def format_usd(amount: Decimal) -> str:

@@ -24,7 +24,13 @@ def test_nanos_roundtrip_and_round_up() -> None:
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("-1", "negative"), ("abc", "not a number"), ("inf", "finite"), ("0.0000000001", "9 decimal places")],
+    [
+        ("-1", "non-negative"),
+        ("abc", "not a number"),
+        ("inf", "non-negative"),
+        ("0.0000000001", "below 0.000000001 USD"),
+        ("1.0000000001", "9 decimal places"),
+    ],
 )
 def test_parse_usd_refuses_bad_input(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
