@@ -16,9 +16,14 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from orchestrator.control import describe
 from orchestrator.ids import quoted
-from orchestrator.store import get_node, get_run, list_steps, retrying_nodes
+from orchestrator.store import get_node, get_run, get_tenant, list_runs, list_steps, retrying_nodes
 from orchestrator.store.errors import NotFound
 from orchestrator.vocabulary import PAUSED_STATUSES, Status
+from orchestrator.workflows.types import root_id
+
+# The statuses of a run that is still going; a run in one of them needs its root workflow running.
+GOING = (Status.RUNNING, *sorted(PAUSED_STATUSES))
+MAX_RUNS = 10_000
 
 
 @dataclass(frozen=True)
@@ -43,10 +48,10 @@ async def stuck(
 
     Progress is the node's last recorded step or status change in the store (its start when it has
     none); attempts come from Temporal's pending activities, with the last failure as the reason, and
-    from the store for leaf calls (local activities, which Temporal does not list as pending). An unknown
-    ``run_id`` is ``NotFound``: a mistyped id would otherwise look like a run with nothing stuck."""
-    if run_id is not None:
-        _check_run(sessions, run_id)
+    from the store for leaf calls (local activities, which Temporal does not list as pending). Runs the
+    store shows going whose root workflow has closed are listed too. An unknown ``run_id`` is
+    ``NotFound``, an unknown ``tenant`` ``UnknownTenant``."""
+    _check_filters(sessions, run_id, tenant)
     query = 'ExecutionStatus = "Running" AND WorkflowType IN ("RLMNode", "Leaf")'
     if run_id is not None:
         query += f" AND RlmRunId = {quoted(run_id)}"
@@ -75,15 +80,61 @@ async def stuck(
         if reasons:
             run = wf.id.rsplit("/", 1)[0]
             found.append(StuckNode(wf.id, run, status, round(idle, 1), "; ".join(reasons)))
+    found += await _closed_roots(client, sessions, run_id, tenant)
     return sorted(_with_retrying_calls(sessions, found, attempts, run_id, tenant), key=lambda s: s.node_id)
 
 
-def _check_run(sessions: sessionmaker[Session], run_id: str) -> None:
+async def _closed_roots(
+    client: Client, sessions: sessionmaker[Session], run_id: str | None, tenant: str | None
+) -> list[StuckNode]:
+    """Runs the store shows going whose root workflow Temporal has closed (terminated outside the
+    engine) or does not have (its history deleted, or another server): nothing will ever end them."""
     with sessions() as session:
-        try:
-            get_run(session, run_id)
-        except NotFound:
-            raise NotFound("run", run_id, "check the id with `rlm runs`") from None
+        if run_id is not None:
+            going = [get_run(session, run_id)]
+        else:
+            going = [
+                run
+                for status in GOING
+                for run, _ in list_runs(session, tenant=tenant, status=status, limit=MAX_RUNS)
+            ]
+    now = datetime.now(UTC)
+    found: list[StuckNode] = []
+    for run in going:
+        if run.status not in GOING:
+            continue
+        root = root_id(run.run_id)
+        desc = await describe(client, root)
+        if desc is not None and desc.status == WorkflowExecutionStatus.RUNNING:
+            continue
+        rid = run.run_id
+        if desc is None:
+            why = (
+                f"the store shows it {run.status} but Temporal has no workflow {root}: check TEMPORAL_ADDRESS"
+            )
+            why += f"; `rlm abort {rid}` records its end"
+        else:
+            why = f"the store shows it {run.status} but its workflow is {_closed(desc.status)} in Temporal"
+            why += f": `rlm abort {rid}` records its end, `rlm resume {rid}` starts it again"
+        idle = round((now - run.updated_at).total_seconds(), 1)
+        found.append(StuckNode(root, rid, run.status, idle, why))
+    return found
+
+
+def _closed(status: WorkflowExecutionStatus | None) -> str:
+    return status.name.lower().replace("_", " ") if status is not None else "closed"
+
+
+def _check_filters(sessions: sessionmaker[Session], run_id: str | None, tenant: str | None) -> None:
+    """A mistyped run id or tenant would otherwise look like one with nothing stuck."""
+    with sessions() as session:
+        if tenant is not None:
+            get_tenant(session, tenant)  # UnknownTenant says how to see the tenants
+        if run_id is not None:
+            try:
+                get_run(session, run_id)
+            except NotFound:
+                raise NotFound("run", run_id, "check the id with `rlm runs`") from None
 
 
 def _with_retrying_calls(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from orchestrator.control import abort, parse_target
 from orchestrator.store import get_run, list_nodes
+from orchestrator.stuck import stuck
 from orchestrator.vocabulary import FINAL_STATUSES, Status
 from orchestrator.workflows import RLMNode
 from tests.ops.control.billing import assert_billed_once
@@ -41,6 +42,12 @@ async def test_abort_of_a_terminated_run_records_its_end_and_releases_its_holds(
     await handle.terminate("test: ended outside the engine")
     with harness.sessions() as s:
         assert get_run(s, run_id).status == Status.RUNNING  # nothing recorded the termination
+    # `rlm stuck` points at it: nothing would ever end it.
+    (listed,) = await stuck(harness.client, harness.sessions, idle_s=3600, attempts=99, run_id=run_id)
+    assert listed.node_id == handle.id
+    assert (
+        "its workflow is terminated in Temporal" in listed.reason and f"rlm abort {run_id}" in listed.reason
+    )
 
     report = await abort(harness.client, harness.sessions, parse_target(run_id), wait_s=30)
 
@@ -52,6 +59,7 @@ async def test_abort_of_a_terminated_run_records_its_end_and_releases_its_holds(
         assert run.status == Status.ABORTED and run.reserved_nanos == 0
         assert all(status in FINAL_STATUSES for status in nodes.values()), nodes
         assert nodes[handle.id] == Status.ABORTED
+    assert await stuck(harness.client, harness.sessions, idle_s=3600, attempts=99, run_id=run_id) == []
 
 
 async def test_a_sub_call_terminated_in_temporal_is_recorded_aborted_by_its_parent(

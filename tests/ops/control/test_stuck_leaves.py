@@ -4,12 +4,14 @@ parent), which Temporal's pending-activity view does not show; the store keeps t
 from __future__ import annotations
 
 import warnings
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from temporalio.workflow import UnfinishedUpdateHandlersWarning
 
 from orchestrator.control import abort, parse_target
+from orchestrator.store import UnknownTenant, create_tenant
 from orchestrator.stuck import StuckNode, stuck
 from orchestrator.vocabulary import LeafMode
 from orchestrator.workflows.types import Limits
@@ -43,7 +45,13 @@ async def test_stuck_lists_leaf_calls_retrying_past_the_attempt_count(
         assert "server: " in node.reason
     # A higher bar lists nothing yet; another tenant's view never sees this run.
     assert await stuck(harness.client, harness.sessions, idle_s=3600, attempts=50, run_id=run_id) == []
-    assert await stuck(harness.client, harness.sessions, idle_s=3600, attempts=3, tenant="nobody") == []
+    with harness.sessions.begin() as s:
+        create_tenant(s, f"other-{run_id}", Decimal(1))
+    assert (
+        await stuck(harness.client, harness.sessions, idle_s=3600, attempts=3, tenant=f"other-{run_id}") == []
+    )
+    with pytest.raises(UnknownTenant):  # a mistyped tenant is not one with nothing stuck
+        await stuck(harness.client, harness.sessions, idle_s=3600, attempts=3, tenant="nobody")
 
     with warnings.catch_warnings(record=True) as warned:
         warnings.simplefilter("always")
