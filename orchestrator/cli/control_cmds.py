@@ -167,6 +167,8 @@ def abort_cmd(
         temporal = _temporal()
         report: AbortReport = asyncio.run(_with_client(temporal, lambda c, s: abort(c, s, tgt, wait)))
     text = f"aborted {len(report.cancelled)} workflow(s) of {tgt}"
+    if report.settled:
+        text += f"; recorded the end of {len(report.settled)} node(s) whose workflows had closed without one"
     if report.containers_removed is not None:
         text += f"; removed {report.containers_removed} leftover container(s)"
     if report.still_running:

@@ -12,18 +12,17 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from orchestrator.control import abort, parse_target
 from orchestrator.store import get_run, list_nodes
 from orchestrator.stuck import stuck
 from orchestrator.vocabulary import FINAL_STATUSES, Status
 from orchestrator.workflows import RLMNode
 from tests.ops.control.billing import assert_billed_once
-from tests.ops.control.helpers import eventually, node_status, replay_all
+from tests.ops.control.helpers import eventually, node_status, replay_all, rlm_json
 from tests.orchestrator.harness import Harness, word_context
 
 
 async def test_abort_of_a_terminated_run_records_its_end_and_releases_its_holds(
-    harness: Harness, tmp_path: Path
+    harness: Harness, rlm_env: dict[str, str], tmp_path: Path
 ) -> None:
     path, _ = word_context(tmp_path / "w.txt", 2_000)
     handle = await harness.start(
@@ -49,10 +48,10 @@ async def test_abort_of_a_terminated_run_records_its_end_and_releases_its_holds(
         "its workflow is terminated in Temporal" in listed.reason and f"rlm abort {run_id}" in listed.reason
     )
 
-    report = await abort(harness.client, harness.sessions, parse_target(run_id), wait_s=30)
+    report = await rlm_json(rlm_env, "abort", run_id, "--wait", "30")
 
-    assert report.still_running == []
-    assert handle.id in report.settled and handle.id not in report.cancelled  # it had closed already
+    assert report["still_running"] == []
+    assert handle.id in report["settled"] and handle.id not in report["cancelled"]  # it had closed already
     with harness.sessions() as s:
         run = get_run(s, run_id)
         nodes = {n.node_id: n.status for n in list_nodes(s, run_id)}
