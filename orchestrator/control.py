@@ -29,6 +29,7 @@ from orchestrator.store import (
     get_run,
     get_tenant,
     list_nodes,
+    release_open,
     set_run_budget,
     set_tenant_budget,
 )
@@ -168,6 +169,8 @@ class AbortReport:
     # Nodes the store showed open although their workflows had closed (terminated outside the
     # engine): recorded aborted here, their holds released.
     settled: list[str]
+    # Reservations of the ended run that no call would ever close (a whole-run target only).
+    holds_released: int
 
 
 async def abort(
@@ -188,13 +191,16 @@ async def abort(
         if not still or loop.time() >= end:
             break
         await asyncio.sleep(0.5)
-    settled = [] if still else _record_ended(sessions, target)
-    return AbortReport(sorted(cancelled), sorted(still), _remove_containers(sessions, target), settled)
+    settled, released = ([], 0) if still else _record_ended(sessions, target)
+    containers = _remove_containers(sessions, target)
+    return AbortReport(sorted(cancelled), sorted(still), containers, settled, released)
 
 
-def _record_ended(sessions: sessionmaker[Session], target: Target) -> list[str]:
+def _record_ended(sessions: sessionmaker[Session], target: Target) -> tuple[list[str], int]:
     """Once nothing under ``target`` runs, a node the store still shows open will record no end of its
-    own: its workflow, or its inline leaf's parent, closed without one. Record it aborted."""
+    own: its workflow, or its inline leaf's parent, closed without one. Record it aborted. Of a whole
+    run, release what is still reserved then: no call of it will ever settle or release it (holds an
+    earlier version leaked). Returns those nodes and how many reservations were released."""
     reason = "aborted by an operator after its workflow had ended without recording it (terminated?)"
     with sessions.begin() as session:
         open_nodes = [
@@ -207,10 +213,11 @@ def _record_ended(sessions: sessionmaker[Session], target: Target) -> list[str]:
                 session, run_id=target.run_id, node_id=node.node_id, status=Status.ABORTED,
                 root=node.kind == NodeKind.ROOT, error=reason,
             )  # fmt: skip
+        released = 0 if target.node_id else release_open(session, run_id=target.run_id, key_prefix="")
     ids = sorted(n.node_id for n in open_nodes)
-    if ids:
-        log.warning("abort.recorded_ended_nodes", run_id=target.run_id, nodes=ids)
-    return ids
+    if ids or released:
+        log.warning("abort.recorded_ended_nodes", run_id=target.run_id, nodes=ids, holds_released=released)
+    return ids, released
 
 
 async def until_closed(

@@ -169,6 +169,8 @@ def abort_cmd(
     text = f"aborted {len(report.cancelled)} workflow(s) of {tgt}"
     if report.settled:
         text += f"; recorded the end of {len(report.settled)} node(s) whose workflows had closed without one"
+    if report.holds_released:
+        text += f"; released {report.holds_released} reservation(s) no call would close"
     if report.containers_removed is not None:
         text += f"; removed {report.containers_removed} leftover container(s)"
     if report.still_running:

@@ -269,7 +269,7 @@ def status(
     from orchestrator.runs import run_summary
     from orchestrator.settings import load_settings
     from orchestrator.store import list_nodes
-    from orchestrator.vocabulary import Status
+    from orchestrator.vocabulary import FINAL_STATUSES, Status
 
     with cli_errors():
         settings = load_settings()
@@ -288,6 +288,10 @@ def status(
     typer.echo(f"  cost {cost_text(s)} | tokens {tokens} | nodes {s.nodes}")
     if s.wall_s is not None:
         typer.echo(f"  wall {s.wall_s:.1f} s")
+    if s.reserved and s.status in FINAL_STATUSES:
+        typer.echo(
+            f"  still reserved after the run ended: `rlm abort {run_id}` releases what no call will close"
+        )
     if paused:
         typer.echo(f"  paused for budget: {', '.join(paused)} (raise the budget, then `rlm resume {run_id}`)")
     if s.error:

@@ -10,14 +10,16 @@ Real dev server, store, Docker sandbox and an in-process worker; the model is sc
 from __future__ import annotations
 
 import asyncio
+import uuid
+from decimal import Decimal
 from pathlib import Path
 
-from orchestrator.store import get_run, list_nodes
+from orchestrator.store import create_run, create_tenant, get_run, get_tenant, list_nodes, reserve
 from orchestrator.stuck import stuck
 from orchestrator.vocabulary import FINAL_STATUSES, Status
 from orchestrator.workflows import RLMNode
 from tests.ops.control.billing import assert_billed_once
-from tests.ops.control.helpers import eventually, node_status, replay_all, rlm_json
+from tests.ops.control.helpers import eventually, node_status, replay_all, rlm, rlm_json
 from tests.orchestrator.harness import Harness, word_context
 
 
@@ -96,3 +98,28 @@ async def test_a_sub_call_terminated_in_temporal_is_recorded_aborted_by_its_pare
         assert terminated.status == Status.COMPLETED, terminated.status
     assert_billed_once(harness.sessions, run_id)  # every call paid once, nothing charged twice
     assert await replay_all(harness.client, [handle.id]) == {}
+
+
+async def test_abort_of_an_ended_run_releases_the_holds_no_call_will_close(
+    harness: Harness, rlm_env: dict[str, str]
+) -> None:
+    run_id = f"t-{uuid.uuid4().hex[:10]}"
+    tenant = f"leak-{run_id}"
+    with harness.sessions.begin() as s:
+        create_tenant(s, tenant, Decimal(10))
+        create_run(s, run_id, tenant=tenant, status=Status.COMPLETED)
+    # What an earlier version leaked: a hold of a call that ended without settling or releasing it.
+    key = f"{run_id}/0/1/gen"
+    reserve(harness.sessions, run_id=run_id, tenant=tenant, amount=Decimal("0.25"), key=key)
+    code, out, _ = await rlm(rlm_env, "status", run_id)
+    assert code == 0 and f"`rlm abort {run_id}` releases" in out
+
+    report = await rlm_json(rlm_env, "abort", run_id)
+
+    assert (report["holds_released"], report["cancelled"], report["still_running"]) == (1, [], [])
+    with harness.sessions() as s:
+        run = get_run(s, run_id)
+        assert (run.status, run.reserved_nanos, run.spent) == (Status.COMPLETED, 0, Decimal(0))
+        assert get_tenant(s, tenant).reserved_nanos == 0
+    code, out, _ = await rlm(rlm_env, "status", run_id)
+    assert code == 0 and "still reserved" not in out
