@@ -269,7 +269,7 @@ def status(
     from orchestrator.runs import run_summary
     from orchestrator.settings import load_settings
     from orchestrator.store import list_nodes
-    from orchestrator.vocabulary import FINAL_STATUSES, Status
+    from orchestrator.vocabulary import FINAL_STATUSES, PAUSED_STATUSES, Status
 
     with cli_errors():
         settings = load_settings()
@@ -277,11 +277,14 @@ def status(
         try:
             s = run_summary(sessions, run_id)
             with sessions() as session:
-                paused = [n.node_id for n in list_nodes(session, run_id) if n.status == Status.PAUSED_BUDGET]
+                # As `rlm wait --json` lists them: every node waiting for an operator, whatever the pause.
+                paused = {
+                    n.node_id: n.status for n in list_nodes(session, run_id) if n.status in PAUSED_STATUSES
+                }
         finally:
             engine.dispose()
     if as_json:
-        emit_json({**summary_json(s), "paused_nodes": paused})
+        emit_json({**summary_json(s), "paused_nodes": list(paused)})
         return
     typer.echo(f"run {s.run_id}: {s.status}")
     tokens = f"{s.prompt_tokens} in / {s.completion_tokens} out"
@@ -292,8 +295,16 @@ def status(
         typer.echo(
             f"  still reserved after the run ended: `rlm abort {run_id}` releases what no call will close"
         )
-    if paused:
-        typer.echo(f"  paused for budget: {', '.join(paused)} (raise the budget, then `rlm resume {run_id}`)")
+    for_budget = [node for node, status in paused.items() if status == Status.PAUSED_BUDGET]
+    by_operator = [node for node, status in paused.items() if status == Status.PAUSED]
+    if for_budget:
+        typer.echo(
+            f"  paused for budget: {', '.join(for_budget)} (raise the budget, then `rlm resume {run_id}`)"
+        )
+    if by_operator:
+        typer.echo(
+            f"  paused by an operator: {', '.join(by_operator)} (`rlm resume {run_id}` lets them go on)"
+        )
     if s.error:
         typer.echo(f"  reason: {s.error}")
     if s.answer is not None:

@@ -63,6 +63,10 @@ async def test_pause_after_the_current_step_then_resume_finishes(
     assert "paused: waiting for `rlm resume`" in stuck["stuck"][0]["reason"]
     code, _, err = await rlm(rlm_env, "stuck", "--idle", "soon", "--run", run_id)
     assert code == 1 and err.strip().splitlines()[-1].startswith("error: --idle: 'soon' is not a duration")
+    # `rlm status` names the node an operator paused, as `rlm wait --json` does.
+    assert (await rlm_json(rlm_env, "status", run_id))["paused_nodes"] == [handle.id]
+    code, out, _ = await rlm(rlm_env, "status", run_id)
+    assert code == 0 and f"paused by an operator: {handle.id} (`rlm resume {run_id}`" in out
 
     resumed = await rlm_json(rlm_env, "resume", run_id)
     assert resumed["signalled"] == [handle.id] and resumed["restarted"] is None
