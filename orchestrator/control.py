@@ -39,6 +39,7 @@ from orchestrator.workflows.types import root_id
 
 log = structlog.get_logger(__name__)
 CLOSE_POLL_S = 0.2
+RUNNING = WorkflowExecutionStatus.RUNNING
 
 
 class ControlError(RlmError):
@@ -191,33 +192,69 @@ async def abort(
         if not still or loop.time() >= end:
             break
         await asyncio.sleep(0.5)
-    settled, released = ([], 0) if still else _record_ended(sessions, target)
+    settled, released = ([], 0) if still else await _record_ended(client, sessions, target)
     containers = _remove_containers(sessions, target)
     return AbortReport(sorted(cancelled), sorted(still), containers, settled, released)
 
 
-def _record_ended(sessions: sessionmaker[Session], target: Target) -> tuple[list[str], int]:
-    """Once nothing under ``target`` runs, a node the store still shows open will record no end of its
-    own: its workflow, or its inline leaf's parent, closed without one. Record it aborted. Of a whole
-    run, release what is still reserved then: no call of it will ever settle or release it (holds an
-    earlier version leaked). Returns those nodes and how many reservations were released."""
-    reason = "aborted by an operator after its workflow had ended without recording it (terminated?)"
-    with sessions.begin() as session:
-        open_nodes = [
-            n
+async def _record_ended(
+    client: Client, sessions: sessionmaker[Session], target: Target
+) -> tuple[list[str], int]:
+    """Once nothing under ``target`` runs: record aborted each node the store shows open whose workflow
+    Temporal has closed without its end being recorded (terminated), so no code ever will. Of a whole
+    run that has ended, release what it still reserves: no call of it will settle or release that
+    (holds an earlier version leaked). Returns the nodes recorded and how many reservations were released.
+
+    Only a workflow Temporal has, closed, counts: one it does not have may run on another server (a
+    mistyped ``TEMPORAL_ADDRESS``), and an inline leaf's workflow is its parent's, which records it."""
+    with sessions() as session:
+        open_ids = [
+            n.node_id
             for n in list_nodes(session, target.run_id)
             if n.status not in FINAL_STATUSES and target.covers(n.node_id)
         ]
-        for node in open_nodes:
+    seen: dict[str, WorkflowExecutionStatus | None] = {}
+    closed = [i for i in open_ids if await _owner_status(client, i, seen) not in (None, RUNNING)]
+    root_running = await _owner_status(client, target.top, seen) == RUNNING
+    reason = "aborted by an operator after its workflow had ended without recording it (terminated?)"
+    with sessions.begin() as session:
+        nodes = {n.node_id: n for n in list_nodes(session, target.run_id)}
+        ended = [nodes[i] for i in closed if i in nodes and nodes[i].status not in FINAL_STATUSES]
+        for node in ended:
             end_node(
                 session, run_id=target.run_id, node_id=node.node_id, status=Status.ABORTED,
                 root=node.kind == NodeKind.ROOT, error=reason,
             )  # fmt: skip
-        released = 0 if target.node_id else release_open(session, run_id=target.run_id, key_prefix="")
-    ids = sorted(n.node_id for n in open_nodes)
+        # The run's own record says it ended: true on whichever server it ran.
+        ended_run = (
+            target.node_id is None
+            and not root_running
+            and get_run(session, target.run_id).status in FINAL_STATUSES
+        )
+        released = release_open(session, run_id=target.run_id, key_prefix="") if ended_run else 0
+    ids = sorted(n.node_id for n in ended)
     if ids or released:
         log.warning("abort.recorded_ended_nodes", run_id=target.run_id, nodes=ids, holds_released=released)
     return ids, released
+
+
+async def _owner_status(
+    client: Client, node_id: str, seen: dict[str, WorkflowExecutionStatus | None]
+) -> WorkflowExecutionStatus | None:
+    """The status of the workflow that records ``node_id``'s end: its own, else (an inline leaf) its
+    nearest ancestor's; None when Temporal has none of them."""
+    workflow_id = node_id
+    while True:
+        if workflow_id not in seen:
+            desc = await describe(client, workflow_id)
+            seen[workflow_id] = None if desc is None else desc.status
+        status = seen[workflow_id]
+        if status is not None:
+            return status
+        run_id, _, path = workflow_id.partition("/")
+        if "." not in path:
+            return None
+        workflow_id = f"{run_id}/{path.rpartition('.')[0]}"
 
 
 async def until_closed(

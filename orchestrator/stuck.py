@@ -112,7 +112,6 @@ async def _closed_roots(
             why = (
                 f"the store shows it {run.status} but Temporal has no workflow {root}: check TEMPORAL_ADDRESS"
             )
-            why += f"; `rlm abort {rid}` records its end"
         else:
             why = f"the store shows it {run.status} but its workflow is {_closed(desc.status)} in Temporal"
             why += f": `rlm abort {rid}` records its end, `rlm resume {rid}` starts it again"

@@ -14,10 +14,12 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
+from orchestrator.control import abort, parse_target
 from orchestrator.store import create_run, create_tenant, get_run, get_tenant, list_nodes, reserve
 from orchestrator.stuck import stuck
-from orchestrator.vocabulary import FINAL_STATUSES, Status
+from orchestrator.vocabulary import FINAL_STATUSES, LeafMode, Status
 from orchestrator.workflows import RLMNode
+from orchestrator.workflows.types import Limits
 from tests.ops.control.billing import assert_billed_once
 from tests.ops.control.helpers import eventually, node_status, replay_all, rlm, rlm_json
 from tests.orchestrator.harness import Harness, word_context
@@ -123,3 +125,32 @@ async def test_abort_of_an_ended_run_releases_the_holds_no_call_will_close(
         assert get_tenant(s, tenant).reserved_nanos == 0
     code, out, _ = await rlm(rlm_env, "status", run_id)
     assert code == 0 and "still reserved" not in out
+
+
+async def test_abort_of_an_inline_leaf_whose_parent_runs_records_nothing(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """An inline leaf has no workflow: its end is its running parent's to record, and the call it has
+    in flight will settle, so `abort` of it must neither record it nor release its hold."""
+    path, expected = word_context(tmp_path / "w.txt", 1_500)
+    handle = await harness.start(
+        "How many times does the word 'ERROR' appear? Use 3 chunks.",
+        path,
+        model="scripted/mapreduce?parallel=0",
+        sub_model="scripted/leaf?latency_ms=3000",
+        limits=Limits(leaf_mode=LeafMode.INLINE, heartbeat_timeout_s=10),
+    )
+    run_id = handle.id.rsplit("/", 1)[0]
+    leaf = f"{handle.id}.1"
+
+    async def leaf_running() -> bool | None:
+        return True if node_status(harness.sessions, leaf) == Status.RUNNING else None
+
+    await eventually(leaf_running, "the first sub-call")
+    report = await abort(harness.client, harness.sessions, parse_target(leaf), wait_s=5)
+    assert (report.cancelled, report.still_running, report.settled, report.holds_released) == ([], [], [], 0)
+
+    out = await asyncio.wait_for(harness.finish(handle), 90)
+    assert out.result.status == Status.COMPLETED and out.summary.answer == str(expected)
+    assert node_status(harness.sessions, leaf) == Status.COMPLETED
+    assert_billed_once(harness.sessions, run_id)
