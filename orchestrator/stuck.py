@@ -91,7 +91,9 @@ async def _closed_roots(
     engine) or does not have (its history deleted, or another server): nothing will ever end them."""
     with sessions() as session:
         if run_id is not None:
-            going = [get_run(session, run_id)]
+            run = get_run(session, run_id)
+            mine = tenant is None or run.tenant_id == get_tenant(session, tenant).id
+            going = [run] if mine and run.status in GOING else []
         else:
             going = [
                 run
@@ -101,12 +103,13 @@ async def _closed_roots(
     now = datetime.now(UTC)
     found: list[StuckNode] = []
     for run in going:
-        if run.status not in GOING:
-            continue
         root = root_id(run.run_id)
         desc = await describe(client, root)
         if desc is not None and desc.status == WorkflowExecutionStatus.RUNNING:
             continue
+        with sessions() as session:
+            if get_run(session, run.run_id).status not in GOING:
+                continue  # it ended while we looked: its root recorded the end, then closed
         rid = run.run_id
         if desc is None:
             why = (

@@ -51,6 +51,12 @@ async def test_abort_of_a_terminated_run_records_its_end_and_releases_its_holds(
     assert (
         "its workflow is terminated in Temporal" in listed.reason and f"rlm abort {run_id}" in listed.reason
     )
+    other = f"other-{run_id}"
+    with harness.sessions.begin() as s:
+        create_tenant(s, other, Decimal(1))
+    # Another tenant's view does not see it, even naming the run.
+    mine = await stuck(harness.client, harness.sessions, idle_s=3600, attempts=9, run_id=run_id, tenant=other)
+    assert mine == []
 
     report = await rlm_json(rlm_env, "abort", run_id, "--wait", "30")
 
