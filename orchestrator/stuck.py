@@ -59,10 +59,12 @@ async def stuck(
         query += f" AND RlmTenant = {quoted(tenant)}"
     now = datetime.now(UTC)
     found: list[StuckNode] = []
+    running: set[str] = set()
     async for wf in client.list_workflows(query):
         desc = await describe(client, wf.id)
         if desc is None or desc.status != WorkflowExecutionStatus.RUNNING:
             continue
+        running.add(wf.id)
         raw = desc.raw_description
         reasons: list[str] = []
         for act in raw.pending_activities:
@@ -80,15 +82,20 @@ async def stuck(
         if reasons:
             run = wf.id.rsplit("/", 1)[0]
             found.append(StuckNode(wf.id, run, status, round(idle, 1), "; ".join(reasons)))
-    found += await _closed_roots(client, sessions, run_id, tenant)
+    found += await _closed_roots(client, sessions, run_id, tenant, running)
     return sorted(_with_retrying_calls(sessions, found, attempts, run_id, tenant), key=lambda s: s.node_id)
 
 
 async def _closed_roots(
-    client: Client, sessions: sessionmaker[Session], run_id: str | None, tenant: str | None
+    client: Client,
+    sessions: sessionmaker[Session],
+    run_id: str | None,
+    tenant: str | None,
+    running: set[str],
 ) -> list[StuckNode]:
     """Runs the store shows going whose root workflow Temporal has closed (terminated outside the
-    engine) or does not have (its history deleted, or another server): nothing will ever end them."""
+    engine) or does not have (its history deleted, or another server): nothing will ever end them.
+    ``running``: workflows just described running, not asked about again."""
     with sessions() as session:
         if run_id is not None:
             run = get_run(session, run_id)
@@ -104,6 +111,8 @@ async def _closed_roots(
     found: list[StuckNode] = []
     for run in going:
         root = root_id(run.run_id)
+        if root in running:
+            continue
         desc = await describe(client, root)
         if desc is not None and desc.status == WorkflowExecutionStatus.RUNNING:
             continue
