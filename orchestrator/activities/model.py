@@ -196,8 +196,7 @@ class ModelActivities:
         except asyncio.CancelledError:
             # Abandoned (`rlm abort`, the deadline): no answer will be used, so nothing is charged and
             # the held amount goes back to the budgets instead of staying reserved for good.
-            if prep.reservation is not None:
-                await asyncio.shield(asyncio.to_thread(release, self.deps.sessions, prep.reservation))
+            await asyncio.shield(self._release(prep))
             raise
 
     async def _release(self, prep: _Prepared) -> None:
