@@ -154,7 +154,7 @@ async def _submit(
 ) -> int:
     """``waits``: (timeout, reconnect-for, progress every; 0: no progress)."""
     from orchestrator.connection import connect
-    from orchestrator.runs import ExitCode, settled, submit_run
+    from orchestrator.runs import ExitCode, RootProbe, settled, submit_run
 
     client = await connect(target)
     done = await submit_run(client, sessions, req, settings.task_queue)
@@ -170,7 +170,8 @@ async def _submit(
         return int(ExitCode.ANSWERED)
     timeout, reconnect_for, progress = waits
     async with showing_progress(sessions, done.run_id, progress):
-        outcome, summary = await settled(sessions, done.run_id, timeout, reconnect_for)
+        probe = RootProbe(settings, done.run_id, client)
+        outcome, summary = await settled(sessions, done.run_id, timeout, reconnect_for, probe=probe)
     print_outcome(summary, outcome, as_json)
     return int(outcome.code)
 
@@ -195,8 +196,9 @@ def wait(
     Progress goes to stderr: a live view on a terminal, else a line every --progress-every seconds.
     Exit: 0 answered, 1 usage error, 2 failed, 3 paused (for budget or by an operator), 4 deadline
     passed, 5 aborted, 6 still running at --timeout, 7 the store did not answer for --reconnect-for
-    (the run goes on), 130 interrupted (Ctrl-C)."""
-    from orchestrator.runs import LostContact, settled
+    (the run goes on), 8 its workflow was ended in Temporal outside the engine (resume or abort it), 130
+    interrupted (Ctrl-C)."""
+    from orchestrator.runs import LostContact, RootProbe, settled
     from orchestrator.settings import load_settings
 
     with cli_errors():
@@ -208,7 +210,8 @@ def wait(
 
         async def go() -> tuple[WaitOutcome, RunSummary]:
             async with showing_progress(sessions, run_id, progress):
-                return await settled(sessions, run_id, timeout, reconnect_for)
+                probe = RootProbe(settings, run_id)
+                return await settled(sessions, run_id, timeout, reconnect_for, probe=probe)
 
         try:
             outcome, summary = asyncio.run(go())
@@ -252,6 +255,7 @@ def print_outcome(s: RunSummary, outcome: WaitOutcome, as_json: bool, err: bool 
                 "exit_code": int(outcome.code),
                 "outcome": outcome.code.name.lower(),
                 "paused_nodes": outcome.paused,
+                "stopped_reason": outcome.reason,
             }
         )
         return
@@ -261,6 +265,8 @@ def print_outcome(s: RunSummary, outcome: WaitOutcome, as_json: bool, err: bool 
             f"  paused: {', '.join(outcome.paused)} (raise the budget or resume, then `rlm wait` again)",
             err=err,
         )
+    if outcome.reason:
+        typer.echo(f"  stopped: {outcome.reason}", err=err)
     if s.error:
         typer.echo(f"  reason: {s.error}", err=err)
     if s.answer is not None and outcome.code == ExitCode.ANSWERED:

@@ -40,9 +40,9 @@ def watch(
     """Show the run's progress on stderr until it ends, through pauses, then its outcome.
 
     stdout stays empty. Exit as `rlm wait` for a run that ended: 0 answered, 2 failed, 4 deadline
-    passed, 5 aborted; 1 unknown run or bad input, 7 the store did not answer for --reconnect-for, 130
-    interrupted (Ctrl-C)."""
-    from orchestrator.runs import LostContact, settled
+    passed, 5 aborted; 1 unknown run or bad input, 7 the store did not answer for --reconnect-for, 8 its
+    workflow was ended in Temporal outside the engine (resume or abort it), 130 interrupted (Ctrl-C)."""
+    from orchestrator.runs import LostContact, RootProbe, settled
     from orchestrator.settings import load_settings
     from orchestrator.store.transcripts import run_exists
 
@@ -60,7 +60,10 @@ def watch(
 
             async def go() -> tuple[WaitOutcome, RunSummary]:
                 async with showing_progress(sessions, run_id, progress, through_pauses=True):
-                    return await settled(sessions, run_id, None, reconnect_for, through_pauses=True)
+                    probe = RootProbe(settings, run_id)
+                    return await settled(
+                        sessions, run_id, None, reconnect_for, through_pauses=True, probe=probe
+                    )
 
             outcome, summary = asyncio.run(go())
         except LostContact as exc:

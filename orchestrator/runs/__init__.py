@@ -11,7 +11,8 @@ The route of a run's start, the same for ``rlm run``, ``rlm submit``, a schedule
    its own id). ``submit_run`` is 1-3; a schedule stores the inputs when it is created and its
    ``launch`` activity registers each fire.
 
-``wait`` holds ``rlm wait``'s outcome and exit codes and the patience with transient errors;
+``wait`` holds ``rlm wait``'s outcome and exit codes and the patience with transient errors, and
+``root_probe`` its look at Temporal for a root ended outside the engine;
 ``inspect`` the summary and the tree; ``restart`` the restart of an ended node.
 
 The names below load with their module on first use (PEP 562), so that a command needing one part (a
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
         checked_input,
         new_run_id,
     )
+    from orchestrator.runs.root_probe import RootProbe
     from orchestrator.runs.start import (
         Registered,
         RunRecord,
@@ -86,6 +88,7 @@ _HOMES = {
     "checked": "orchestrator.runs.request",
     "checked_input": "orchestrator.runs.request",
     "new_run_id": "orchestrator.runs.request",
+    "RootProbe": "orchestrator.runs.root_probe",
     "Registered": "orchestrator.runs.start",
     "RunRecord": "orchestrator.runs.start",
     "Submitted": "orchestrator.runs.start",
@@ -127,6 +130,7 @@ __all__ = [
     "LostContact",
     "Patience",
     "Registered",
+    "RootProbe",
     "RunError",
     "RunInput",
     "RunListing",

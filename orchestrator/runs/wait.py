@@ -21,9 +21,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.service import RPCError, RPCStatusCode
 
 from orchestrator.runs.inspect import RunSummary, run_summary
+from orchestrator.runs.root_probe import RootProbe
 from orchestrator.store import get_run, list_nodes
 from orchestrator.store.progress import node_counts
 from orchestrator.vocabulary import FINAL_STATUSES, PAUSED_STATUSES, Status
+from orchestrator.workflows.types import root_id
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -40,6 +42,9 @@ class ExitCode(IntEnum):
     ABORTED = 5
     STILL_RUNNING = 6  # --timeout ran out while the run was still going
     LOST_CONTACT = 7  # Temporal or the store did not answer for --reconnect-for; the run goes on
+    # Temporal closed the run's root (terminated, timed out) without the engine recording its end: the
+    # store shows the run going, and nothing will move it until an operator resumes or aborts it.
+    STOPPED = 8
 
 
 RECONNECT_S = 300.0
@@ -76,6 +81,7 @@ class WaitOutcome:
     status: str
     code: ExitCode
     paused: list[str]
+    reason: str | None = None  # why an operator must act (``STOPPED``)
 
 
 def wait_outcome(
@@ -108,21 +114,46 @@ async def wait_for_run(
     poll_s: float = 0.5,
     reconnect_s: float = RECONNECT_S,
     through_pauses: bool = False,
+    probe: RootProbe | None = None,
 ) -> WaitOutcome:
     """Block until the run ends or needs an operator; ``STILL_RUNNING`` when ``timeout_s`` runs out,
-    ``LostContact`` when the store does not answer for ``reconnect_s``."""
+    ``LostContact`` when the store does not answer for ``reconnect_s``, ``STOPPED`` when ``probe`` finds
+    the run's root closed in Temporal while the store still shows the run going."""
     patience = Patience(run_id, reconnect_s)
     end = None if timeout_s is None else time.monotonic() + timeout_s
-    while True:
-        outcome = await patience.call(
+
+    async def read() -> WaitOutcome | None:
+        return await patience.call(
             "the store", lambda: asyncio.to_thread(wait_outcome, sessions, run_id, through_pauses)
         )
+
+    async def status() -> str:
+        return await patience.call("the store", lambda: asyncio.to_thread(run_status, sessions, run_id))
+
+    while True:
+        outcome = await read()
         if outcome is not None:
             return outcome
+        how = None if probe is None else await probe.closed()
+        if how is not None:
+            # Read again: a root records its end, then closes, so a close seen first may be an ordinary end.
+            outcome = await read()
+            if outcome is None:
+                outcome = _stopped(run_id, await status(), how)
+            return outcome
         if end is not None and time.monotonic() >= end:
-            status = await patience.call("the store", lambda: asyncio.to_thread(run_status, sessions, run_id))
-            return WaitOutcome(run_id, status, ExitCode.STILL_RUNNING, [])
+            return WaitOutcome(run_id, await status(), ExitCode.STILL_RUNNING, [])
         await asyncio.sleep(poll_s if end is None else max(0.0, min(poll_s, end - time.monotonic())))
+
+
+def _stopped(run_id: str, status: str, how: str) -> WaitOutcome:
+    root = root_id(run_id)
+    reason = (
+        f"its workflow {root} is {how} in Temporal but the store shows the run {status}: `rlm resume "
+        f"{run_id}` starts it again from its last completed step, `rlm abort {run_id}` records its end"
+    )
+    log.warning("wait.root_closed", run_id=run_id, workflow_id=root, temporal_status=how)
+    return WaitOutcome(run_id, status, ExitCode.STOPPED, [], reason)
 
 
 async def settled(
@@ -131,10 +162,11 @@ async def settled(
     timeout_s: float | None,
     reconnect_s: float = RECONNECT_S,
     through_pauses: bool = False,
+    probe: RootProbe | None = None,
 ) -> tuple[WaitOutcome, RunSummary]:
     """``rlm wait``: the outcome (see ``wait_for_run``) and the run's summary."""
     outcome = await wait_for_run(
-        sessions, run_id, timeout_s, reconnect_s=reconnect_s, through_pauses=through_pauses
+        sessions, run_id, timeout_s, reconnect_s=reconnect_s, through_pauses=through_pauses, probe=probe
     )
     return outcome, await read_summary(sessions, Patience(run_id, reconnect_s))
 

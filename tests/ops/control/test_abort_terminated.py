@@ -3,13 +3,15 @@
 A terminated sub-call runs no code to record its end: its parent records it ``aborted`` and goes on.
 ``rlm abort`` of a run whose root was terminated records every node the store still shows running as
 ``aborted``, the run too, and what they held goes back to the budgets. Before, such nodes and runs
-stayed ``running`` in the store for good, and ``rlm wait`` of such a run never returned.
+stayed ``running`` in the store for good, and ``rlm wait`` of such a run never returned; now it asks
+Temporal now and then and exits 8 (``stopped``) with what an operator can do.
 
 Real dev server, store, Docker sandbox and an in-process worker; the model is scripted."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 from temporalio.client import WorkflowHandle
 
 from orchestrator.control import abort, parse_target
+from orchestrator.runs import ExitCode
 from orchestrator.store import create_run, create_tenant, get_run, get_tenant, list_nodes, reserve
 from orchestrator.stuck import stuck
 from orchestrator.vocabulary import FINAL_STATUSES, LeafMode, Status
@@ -59,6 +62,15 @@ async def test_abort_of_a_terminated_run_records_its_end_and_releases_its_holds(
     # Another tenant's view does not see it, even naming the run.
     mine = await stuck(harness.client, harness.sessions, idle_s=3600, attempts=9, run_id=run_id, tenant=other)
     assert mine == []
+    # `rlm wait` does not wait for ever on it: it asks Temporal and says what an operator can do.
+    code, out, err = await rlm(rlm_env, "wait", run_id, "--json", timeout_s=60)
+    waited = json.loads(out)
+    assert code == ExitCode.STOPPED and waited["outcome"] == "stopped", err
+    assert waited["status"] == Status.RUNNING and "is terminated in Temporal" in waited["stopped_reason"]
+    assert (
+        f"rlm resume {run_id}" in waited["stopped_reason"]
+        and f"rlm abort {run_id}" in waited["stopped_reason"]
+    )
 
     report = await rlm_json(rlm_env, "abort", run_id, "--wait", "30")
 
@@ -71,6 +83,8 @@ async def test_abort_of_a_terminated_run_records_its_end_and_releases_its_holds(
         assert all(status in FINAL_STATUSES for status in nodes.values()), nodes
         assert nodes[handle.id] == Status.ABORTED
     assert await stuck(harness.client, harness.sessions, idle_s=3600, attempts=99, run_id=run_id) == []
+    code, out, err = await rlm(rlm_env, "wait", run_id)
+    assert code == ExitCode.ABORTED and "aborted (exit 5: aborted)" in out, err
 
 
 async def test_a_sub_call_terminated_in_temporal_is_recorded_aborted_by_its_parent(
