@@ -175,10 +175,16 @@ class AbortReport:
 
 
 async def abort(
-    client: Client, sessions: sessionmaker[Session], target: Target, wait_s: float = 60.0
+    client: Client,
+    sessions: sessionmaker[Session],
+    target: Target,
+    wait_s: float = 60.0,
+    include_missing: bool = False,
 ) -> AbortReport:
     """Cancel every running workflow under ``target``, wait until none runs, remove leftover sandbox
-    containers of those nodes (the nodes remove their own; this catches a worker that died)."""
+    containers of those nodes (the nodes remove their own; this catches a worker that died).
+    ``include_missing``: also record the end of open nodes whose workflows Temporal does not have at all
+    (see ``_record_ended``)."""
     _require_run(sessions, target)
     loop = asyncio.get_running_loop()
     end = loop.time() + wait_s
@@ -192,13 +198,13 @@ async def abort(
         if not still or loop.time() >= end:
             break
         await asyncio.sleep(0.5)
-    settled, released = ([], 0) if still else await _record_ended(client, sessions, target)
+    settled, released = ([], 0) if still else await _record_ended(client, sessions, target, include_missing)
     containers = _remove_containers(sessions, target)
     return AbortReport(sorted(cancelled), sorted(still), containers, settled, released)
 
 
 async def _record_ended(
-    client: Client, sessions: sessionmaker[Session], target: Target
+    client: Client, sessions: sessionmaker[Session], target: Target, include_missing: bool
 ) -> tuple[list[str], int]:
     """Once nothing under ``target`` runs: record aborted each node the store shows open whose workflow
     Temporal has closed without its end being recorded (terminated), so no code ever will. Of a whole
@@ -206,7 +212,8 @@ async def _record_ended(
     (holds an earlier version leaked). Returns the nodes recorded and how many reservations were released.
 
     Only a workflow Temporal has, closed, counts: one it does not have may run on another server (a
-    mistyped ``TEMPORAL_ADDRESS``), and an inline leaf's workflow is its parent's, which records it."""
+    mistyped ``TEMPORAL_ADDRESS``), unless ``include_missing`` (the operator knows its history is gone:
+    retention, a lost server). An inline leaf's workflow is its parent's, which records it."""
     with sessions() as session:
         open_ids = [
             n.node_id
@@ -214,9 +221,12 @@ async def _record_ended(
             if n.status not in FINAL_STATUSES and target.covers(n.node_id)
         ]
     seen: dict[str, WorkflowExecutionStatus | None] = {}
-    closed = [i for i in open_ids if await _owner_status(client, i, seen) not in (None, RUNNING)]
+    kept = (RUNNING,) if include_missing else (None, RUNNING)
+    closed = [i for i in open_ids if await _owner_status(client, i, seen) not in kept]
     root_running = await _owner_status(client, target.top, seen) == RUNNING
     reason = "aborted by an operator after its workflow had ended without recording it (terminated?)"
+    if include_missing:
+        reason = "aborted by an operator after its workflow had ended or vanished without recording it"
     with sessions.begin() as session:
         nodes = {n.node_id: n for n in list_nodes(session, target.run_id)}
         ended = [nodes[i] for i in closed if i in nodes and nodes[i].status not in FINAL_STATUSES]

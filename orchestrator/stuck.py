@@ -122,7 +122,9 @@ async def _closed_roots(
         rid = run.run_id
         if desc is None:
             why = (
-                f"the store shows it {run.status} but Temporal has no workflow {root}: check TEMPORAL_ADDRESS"
+                f"the store shows it {run.status} but Temporal has no workflow {root}: check "
+                f"TEMPORAL_ADDRESS; if its history is gone, `rlm abort {rid} --include-missing` "
+                "records its end"
             )
         else:
             why = f"the store shows it {run.status} but its workflow is {_closed(desc.status)} in Temporal"

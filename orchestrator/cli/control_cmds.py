@@ -155,6 +155,14 @@ def resume_cmd(
 def abort_cmd(
     target: TargetArg,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the subtree to stop.")] = 60.0,
+    include_missing: Annotated[
+        bool,
+        typer.Option(
+            "--include-missing",
+            help="Also end the nodes whose workflows this Temporal server does not have at all (history "
+            "deleted, server data lost). Check TEMPORAL_ADDRESS first: on another server they may still run.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Cancel a run or a node's subtree: every workflow in it ends aborted, its containers are removed."""
@@ -165,7 +173,9 @@ def abort_cmd(
     with cli_errors():
         tgt = _target(target)
         temporal = _temporal()
-        report: AbortReport = asyncio.run(_with_client(temporal, lambda c, s: abort(c, s, tgt, wait)))
+        report: AbortReport = asyncio.run(
+            _with_client(temporal, lambda c, s: abort(c, s, tgt, wait, include_missing))
+        )
     text = f"aborted {len(report.cancelled)} workflow(s) of {tgt}"
     if report.settled:
         text += f"; recorded the end of {len(report.settled)} node(s) whose workflows had closed without one"

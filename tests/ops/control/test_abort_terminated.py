@@ -20,9 +20,17 @@ from temporalio.client import WorkflowHandle
 
 from orchestrator.control import abort, parse_target
 from orchestrator.runs import ExitCode
-from orchestrator.store import create_run, create_tenant, get_run, get_tenant, list_nodes, reserve
+from orchestrator.store import (
+    create_run,
+    create_tenant,
+    get_run,
+    get_tenant,
+    list_nodes,
+    reserve,
+    upsert_node,
+)
 from orchestrator.stuck import stuck
-from orchestrator.vocabulary import FINAL_STATUSES, LeafMode, Status
+from orchestrator.vocabulary import FINAL_STATUSES, LeafMode, NodeKind, Status
 from orchestrator.workflows import RLMNode
 from orchestrator.workflows.types import Limits, NodeResult
 from tests.ops.control.billing import assert_billed_once
@@ -135,6 +143,41 @@ async def test_abort_of_an_ended_run_releases_the_holds_no_call_will_close(
         assert get_tenant(s, tenant).reserved_nanos == 0
     code, out, _ = await rlm(rlm_env, "status", run_id)
     assert code == 0 and "still reserved" not in out
+
+
+async def test_a_run_temporal_does_not_have_is_ended_only_with_include_missing(
+    harness: Harness, rlm_env: dict[str, str]
+) -> None:
+    """Its history deleted, or the server's data lost: `abort` leaves it alone (it may run on the server
+    another TEMPORAL_ADDRESS names) until the operator says `--include-missing`; then it ends, and what
+    it held goes back to the budgets."""
+    run_id = f"t-{uuid.uuid4().hex[:10]}"
+    tenant = f"gone-{run_id}"
+    root = f"{run_id}/0"
+    with harness.sessions.begin() as s:
+        create_tenant(s, tenant, Decimal(10))
+        create_run(s, run_id, tenant=tenant, status=Status.RUNNING)
+        upsert_node(s, root, run_id=run_id, kind=NodeKind.ROOT, depth=0, status=Status.RUNNING)
+    reserve(harness.sessions, run_id=run_id, tenant=tenant, amount=Decimal("0.25"), key=f"{root}/1/gen")
+    (listed,) = await stuck(harness.client, harness.sessions, idle_s=3600, attempts=99, run_id=run_id)
+    assert f"Temporal has no workflow {root}" in listed.reason
+    assert f"`rlm abort {run_id} --include-missing`" in listed.reason
+
+    report = await rlm_json(rlm_env, "abort", run_id)
+
+    assert (report["settled"], report["holds_released"]) == ([], 0)
+    with harness.sessions() as s:
+        assert get_run(s, run_id).status == Status.RUNNING and get_run(s, run_id).reserved_nanos > 0
+
+    report = await rlm_json(rlm_env, "abort", run_id, "--include-missing")
+
+    assert (report["settled"], report["cancelled"], report["still_running"]) == ([root], [], [])
+    with harness.sessions() as s:
+        run = get_run(s, run_id)
+        assert (run.status, run.reserved_nanos) == (Status.ABORTED, 0)
+        assert node_status(harness.sessions, root) == Status.ABORTED
+        assert get_tenant(s, tenant).reserved_nanos == 0
+    assert await stuck(harness.client, harness.sessions, idle_s=3600, attempts=99, run_id=run_id) == []
 
 
 async def test_abort_of_an_inline_leaf_whose_parent_runs_records_nothing(
