@@ -78,7 +78,8 @@ class RootProbe:
             if self._misses == MISSING_WARN_AFTER:
                 log.warning(
                     "wait.root_missing", run_id=self.run_id, workflow_id=self.root,
-                    hint="Temporal has no such workflow: check TEMPORAL_ADDRESS; waiting on the store",
+                    hint=f"Temporal has no such workflow: check TEMPORAL_ADDRESS; if its history is gone, "
+                    f"`rlm abort {self.run_id} --include-missing` ends it; waiting on the store",
                 )  # fmt: skip
             return None
         self._misses = 0
