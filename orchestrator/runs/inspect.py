@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.store import get_run, get_text, list_nodes, list_runs, run_usage
+from orchestrator.store import get_run, get_text, list_nodes, list_runs, run_usage, text_head
 from orchestrator.store.models import Run
 
 
@@ -67,7 +67,7 @@ def run_tree(sessions: sessionmaker[Session], run_id: str, preview_chars: int = 
     with sessions() as session:
         get_run(session, run_id)
         for node in list_nodes(session, run_id):
-            preview = _clip(get_text(session, node.answer_ref), preview_chars) if node.answer_ref else None
+            preview = _preview(session, node.answer_ref, preview_chars) if node.answer_ref else None
             rows.append(
                 TreeRow(
                     node_id=node.node_id,
@@ -88,6 +88,11 @@ def tree_key(node_id: str) -> tuple[int, ...]:
     """Sort ``run/0.10`` after ``run/0.9``: numeric path order."""
     path = node_id.rsplit("/", 1)[-1]
     return tuple(int(p) for p in path.split(".") if p.isdigit())
+
+
+# A preview reads at most this much of a text's start (or 4 bytes a character shown, if more), never the
+# whole of a query or an answer that may be megabytes.
+PREVIEW_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -116,11 +121,7 @@ def recent_runs(
     with sessions() as session:
         for run, tenant_name in list_runs(session, tenant=tenant, status=status, since=since, limit=limit):
             # One line: a query's line breaks would break the table's row.
-            query = (
-                _clip(" ".join(get_text(session, run.query_ref).split()), preview_chars)
-                if run.query_ref
-                else None
-            )
+            query = _preview(session, run.query_ref, preview_chars, one_line=True) if run.query_ref else None
             listed.append(
                 RunListing(
                     run_id=run.run_id,
@@ -139,6 +140,12 @@ def recent_runs(
 def _wall_s(run: Run) -> float | None:
     """From the run's row to its end; None while it runs."""
     return (run.finished_at - run.created_at).total_seconds() if run.finished_at else None
+
+
+def _preview(session: Session, ref: str, chars: int, one_line: bool = False) -> str:
+    """The start of a stored text, clipped to ``chars``; ``one_line``: its whitespace folded first."""
+    text = text_head(session, ref, max(chars * 4, PREVIEW_BYTES))  # UTF-8: up to 4 bytes a character
+    return _clip(" ".join(text.split()) if one_line else text, chars)
 
 
 def _clip(text: str, chars: int) -> str:

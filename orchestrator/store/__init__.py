@@ -14,7 +14,15 @@ Repository functions take the caller's ``Session`` and never commit; the ledger 
 transaction when given a ``sessionmaker`` (see ``ledger``).
 """
 
-from orchestrator.store.blobs import blob_exists, get_blob, get_text, iter_blob, put_blob, put_text
+from orchestrator.store.blobs import (
+    blob_exists,
+    get_blob,
+    get_text,
+    iter_blob,
+    put_blob,
+    put_text,
+    text_head,
+)
 from orchestrator.store.endings import end_node
 from orchestrator.store.engine import make_engine, make_session_factory, safe_url
 from orchestrator.store.errors import (
@@ -168,6 +176,7 @@ __all__ = [
     "settle",
     "store_scope",
     "tenant_usage",
+    "text_head",
     "to_nanos",
     "upgrade",
     "upsert_node",

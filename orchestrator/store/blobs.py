@@ -6,6 +6,7 @@ Functions take the caller's ``Session`` and never commit.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import zlib
 from collections.abc import Iterator
@@ -153,3 +154,18 @@ def put_text(session: Session, text: str, *, compress: bool = True) -> str:
 
 def get_text(session: Session, sha256: str) -> str:
     return get_blob(session, sha256).decode("utf-8")
+
+
+def text_head(session: Session, sha256: str, max_bytes: int) -> str:
+    """The text at the start of a blob, from at most its first ``max_bytes`` bytes: a listing's preview
+    of a query or an answer reads (and inflates) only that much of its first chunk, whatever the text's
+    size. Not verified against the hash, which needs the whole blob; a character cut at the end is left
+    out."""
+    head = run(session, _HEAD, {"sha": sha256}).one_or_none()
+    if head is None:
+        raise NotFound("blob", sha256)
+    if head.data is None:
+        raise BlobCorrupt(sha256, f"chunk 0 of {head.chunk_count} is missing")
+    data = bytes(head.data)
+    start = zlib.decompressobj().decompress(data, max_bytes) if head.compressed else data[:max_bytes]
+    return codecs.getincrementaldecoder("utf-8")().decode(start, final=False)

@@ -9,7 +9,17 @@ import pytest
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.store import BlobCorrupt, NotFound, blobs, get_blob, get_text, iter_blob, put_blob, put_text
+from orchestrator.store import (
+    BlobCorrupt,
+    NotFound,
+    blobs,
+    get_blob,
+    get_text,
+    iter_blob,
+    put_blob,
+    put_text,
+    text_head,
+)
 from orchestrator.store.blobs import CHUNK_SIZE
 from orchestrator.store.models import Blob, BlobChunk
 
@@ -62,6 +72,37 @@ def test_text_helpers_and_uncompressed_option(sessions: sessionmaker[Session]) -
         assert blob is not None and blob.stored_size == blob.size
     with sessions() as s:
         assert get_text(s, sha) == "héllo " * 1000
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["compressed", "raw"])
+def test_the_head_of_a_big_text_is_read_from_its_first_chunk(
+    sessions: sessionmaker[Session], compress: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three chunks; the head's byte limit falls inside a three-byte character ("€" is E2 82 AC).
+    text = "ab€" + "€" * (CHUNK_SIZE // 3) + "z" * CHUNK_SIZE
+    with sessions.begin() as s:
+        sha = put_text(s, text, compress=compress)
+    inflated: list[int] = []
+    real = blobs.zlib.decompressobj
+
+    class Counting:
+        def __init__(self) -> None:
+            self._inner = real()
+
+        def decompress(self, data: bytes, max_length: int = 0) -> bytes:
+            out = self._inner.decompress(data, max_length)
+            inflated.append(len(out))
+            return out
+
+    monkeypatch.setattr(blobs.zlib, "decompressobj", Counting)
+    with sessions() as s:
+        assert text_head(s, sha, 4) == "ab"  # the cut "€" is left out, not mangled
+        assert text_head(s, sha, 5) == "ab€"
+        assert text_head(s, sha, 3000) == text[: 2 + (3000 - 2) // 3]
+        with pytest.raises(NotFound):
+            text_head(s, "0" * 64, 10)
+    # Only the bytes asked for were inflated, never the 4 MB chunk.
+    assert all(n <= 3000 for n in inflated) and (inflated != []) == compress
 
 
 def test_missing_and_corrupt_blobs_are_errors(sessions: sessionmaker[Session]) -> None:
