@@ -279,7 +279,7 @@ async def _ask(
     progress: float,
 ) -> dict[str, Any]:
     from orchestrator.connection import connect
-    from orchestrator.runs import settled
+    from orchestrator.runs import RootProbe, settled
     from orchestrator.sessions import ask as ask_session
     from orchestrator.targets import temporal_target
 
@@ -293,7 +293,8 @@ async def _ask(
             if detach:
                 return {"turn": reply.turn, "run_id": reply.run_id}
             async with showing_progress(sessions, reply.run_id, progress):
-                outcome, summary = await settled(sessions, reply.run_id, None)
+                probe = RootProbe(settings, reply.run_id, client)
+                outcome, summary = await settled(sessions, reply.run_id, None, probe=probe)
             if own_worker:
                 await finish_on_own_worker(client, sessions, reply.run_id)
     return {
