@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from temporalio.client import WorkflowHandle
+from temporalio.service import RPCError
 
 from orchestrator.control import abort, parse_target
 from orchestrator.runs import ExitCode
@@ -34,7 +35,7 @@ from orchestrator.vocabulary import FINAL_STATUSES, LeafMode, NodeKind, Status
 from orchestrator.workflows import RLMNode
 from orchestrator.workflows.types import Limits, NodeResult
 from tests.ops.control.billing import assert_billed_once
-from tests.ops.control.helpers import eventually, node_status, replay_all, rlm, rlm_json
+from tests.ops.control.helpers import RLM, eventually, node_status, replay_all, rlm, rlm_json
 from tests.orchestrator.harness import Harness, word_context
 
 
@@ -42,20 +43,37 @@ async def test_abort_of_a_terminated_run_records_its_end_and_releases_its_holds(
     harness: Harness, rlm_env: dict[str, str], tmp_path: Path
 ) -> None:
     path, _ = word_context(tmp_path / "w.txt", 2_000)
-    handle = await harness.start(
-        "How many times does the word 'ERROR' appear? Use 4 chunks.",
-        path,
-        model="scripted/mapreduce",
-        sub_model="scripted/leaf?latency_ms=3000",
-    )
-    run_id = handle.id.rsplit("/", 1)[0]
+    run_id = f"terminated-{uuid.uuid4().hex[:8]}"
+    models = ("--model", "scripted/mapreduce", "--sub-model", "scripted/leaf?latency_ms=3000")
+    query = "How many times does the word 'ERROR' appear? Use 4 chunks."
+    proc = await asyncio.create_subprocess_exec(
+        RLM, "run", query, "--context", str(path), "--run-id", run_id, *models, "--quiet",
+        env=rlm_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        handle = harness.client.get_workflow_handle(f"{run_id}/0")
 
-    async def leaves_started() -> bool | None:
-        state = await handle.query(RLMNode.state)
-        return True if state.children >= 4 else None
+        async def leaves_started() -> bool | None:
+            if proc.returncode is not None:
+                raise AssertionError(f"rlm run ended first: {(await proc.communicate())[1].decode()}")
+            try:
+                state = await handle.query(RLMNode.state)
+            except RPCError:
+                return None  # not started yet
+            return True if state.children >= 4 else None
 
-    await eventually(leaves_started, "the root's leaves", timeout_s=60)
-    await handle.terminate("test: ended outside the engine")
+        await eventually(leaves_started, "the root's leaves", timeout_s=60)
+        await handle.terminate("test: ended outside the engine")
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    # `rlm run` says what happened and what to do, with no answer on stdout.
+    assert proc.returncode == 1 and out == b"", err.decode()
+    said = err.decode()
+    assert "error: the root workflow failed" in said and "status running |" in said
+    assert f"`rlm resume {run_id}` starts it again" in said and f"`rlm abort {run_id}` records" in said
     with harness.sessions() as s:
         assert get_run(s, run_id).status == Status.RUNNING  # nothing recorded the termination
     # `rlm stuck` points at it: nothing would ever end it.
