@@ -3,8 +3,8 @@
 A root records its end in the store, then closes. One ended from outside (``temporal workflow
 terminate``, the Web UI's Terminate, a reset gone wrong) runs none of its code, so the store shows the
 run going for good, and a command that waits on the store alone would wait for ever. ``RootProbe``
-lets ``rlm wait``, ``rlm submit`` and ``rlm watch`` ask Temporal now and then; the store stays what they
-read, and a Temporal that cannot be reached only means they wait on the store alone, as before.
+lets ``rlm wait``, ``rlm submit``, ``rlm watch`` and ``rlm ask`` ask Temporal now and then; the store
+stays what they read, and a Temporal that cannot be reached only means they wait on the store alone.
 """
 
 from __future__ import annotations
