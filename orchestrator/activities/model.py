@@ -59,7 +59,7 @@ from orchestrator.store import (
 )
 from orchestrator.store.models import Step
 from orchestrator.vocabulary import NodeKind, Outcome, Status, StepKind
-from orchestrator.workflows.common import MODEL_RETRY
+from orchestrator.workflows.common import MODEL_RETRY, step_timeout_s
 from orchestrator.workflows.types import (
     INLINE_CHARS,
     GenerateInput,
@@ -72,6 +72,8 @@ from orchestrator.workflows.types import (
 )
 
 log = structlog.get_logger(__name__)
+# One model call's own timeout, the same as its step's (``GENERATE_TIMEOUT_S``, ``LEAF_CALL_TIMEOUT_S``).
+MODEL_CALL_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,7 @@ class ModelActivities:
                     model=model,
                     messages=prep.messages,
                     max_tokens=run.limits.max_tokens,
-                    timeout_s=max(1.0, min(600.0, run.deadline_epoch_s - time.time())),
+                    timeout_s=step_timeout_s(run.deadline_epoch_s - time.time(), MODEL_CALL_TIMEOUT_S),
                 )
                 return await complete(req)
         except ModelCallError as exc:

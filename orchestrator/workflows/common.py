@@ -61,17 +61,28 @@ def search_attributes(run: RunSpec, depth: int, status: Status) -> TypedSearchAt
     )
 
 
+# The shortest timeout a step gets: Temporal reads a zero timeout as none at all. Any longer floor lets a
+# step that starts just before the run's deadline run on past it by up to the floor.
+SHORTEST_TIMEOUT_S = 0.1
+
+
+def step_timeout_s(left_s: float, cap_s: float = float("inf")) -> float:
+    """A step's timeout: the smaller of ``cap_s`` and the ``left_s`` seconds before the run's deadline,
+    at least ``SHORTEST_TIMEOUT_S``."""
+    return max(SHORTEST_TIMEOUT_S, min(cap_s, left_s))
+
+
 def seconds_left(run: RunSpec) -> float:
     return run.deadline_epoch_s - workflow.now().timestamp()
 
 
 def bounded(run: RunSpec, seconds: float) -> timedelta:
-    """The smaller of ``seconds`` and the time left before the run's deadline (at least 1 s)."""
-    return timedelta(seconds=max(1.0, min(seconds, seconds_left(run))))
+    """The smaller of ``seconds`` and the time left before the run's deadline (see ``step_timeout_s``)."""
+    return timedelta(seconds=step_timeout_s(seconds_left(run), seconds))
 
 
 def until_deadline(run: RunSpec) -> timedelta:
-    return timedelta(seconds=max(1.0, seconds_left(run)))
+    return timedelta(seconds=step_timeout_s(seconds_left(run)))
 
 
 async def record(event: NodeEvent) -> None:

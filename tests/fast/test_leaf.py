@@ -1,15 +1,18 @@
 """The ``Leaf`` workflow against a stub ``leaf_call``: an answer, a failure a retry cannot fix, a budget
-hold lifted by ``resume``, and the deadline while held."""
+hold lifted by ``resume``, the deadline while held, and the call's timeouts close to the deadline."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from temporalio import activity
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from orchestrator.vocabulary import Status
 from orchestrator.workflows import Leaf
-from orchestrator.workflows.common import search_attributes
+from orchestrator.workflows.common import SHORTEST_TIMEOUT_S, search_attributes, step_timeout_s
 from orchestrator.workflows.types import LeafCallOutput, LeafInput, NodeResult, Text, child_id, root_id
 from tests.fast.stubs import (
     TASK_QUEUE,
@@ -111,3 +114,26 @@ async def test_the_deadline_ends_a_held_leaf_timed_out(env: WorkflowEnvironment,
     assert (result.status, result.answer) == (Status.TIMED_OUT, None)
     assert result.error == "paused for budget until the deadline: tenant budget exhausted"
     assert run.statuses(handle.id) == [Status.PAUSED_BUDGET, Status.TIMED_OUT]
+
+
+async def test_a_call_started_just_before_the_deadline_may_not_outlast_it(
+    env: WorkflowEnvironment, stubs: Stubs
+) -> None:
+    """Its timeouts are the time left, not a fixed floor of a second that would let it run past the
+    deadline; past the deadline, the shortest timeout Temporal takes as one (zero means none)."""
+    given: list[tuple[timedelta | None, timedelta | None]] = []
+
+    def timed(inp: LeafInput) -> LeafCallOutput:
+        info = activity.info()
+        given.append((info.start_to_close_timeout, info.schedule_to_close_timeout))
+        return echo_leaf(inp)
+
+    handle = await start_leaf(env, stubs.scenario(leaf=timed), deadline_in_s=0.8)
+    await ended(handle)
+
+    ((start_to_close, schedule_to_close),) = given
+    left = timedelta(seconds=0.8)
+    assert start_to_close is not None and start_to_close.total_seconds() >= SHORTEST_TIMEOUT_S
+    assert start_to_close <= left and schedule_to_close == start_to_close
+    # The model call inside the step is bounded the same way (``ModelActivities._call``).
+    assert (step_timeout_s(0.3, 600), step_timeout_s(-5, 600), step_timeout_s(3600, 600)) == (0.3, 0.1, 600)
