@@ -59,6 +59,8 @@ class RootProbe:
         try:
             return await asyncio.wait_for(self._ask(), PROBE_TIMEOUT_S)
         except Exception as exc:
+            # Whatever failed (connecting, TLS, a timeout, a refused call), the store still answers the
+            # wait: this look is an extra, never a reason to stop waiting.
             if not self._unreachable_said:
                 self._unreachable_said = True
                 log.warning("wait.temporal_unreachable", run_id=self.run_id, error=str(exc).split("\n")[0])
