@@ -164,6 +164,8 @@ def text_head(session: Session, sha256: str, max_bytes: int) -> str:
     head = run(session, _HEAD, {"sha": sha256}).one_or_none()
     if head is None:
         raise NotFound("blob", sha256)
+    if head.chunk_count == 0:
+        return ""  # the empty text has no chunk
     if head.data is None:
         raise BlobCorrupt(sha256, f"chunk 0 of {head.chunk_count} is missing")
     data = bytes(head.data)

@@ -101,6 +101,10 @@ def test_the_head_of_a_big_text_is_read_from_its_first_chunk(
         assert text_head(s, sha, 3000) == text[: 2 + (3000 - 2) // 3]
         with pytest.raises(NotFound):
             text_head(s, "0" * 64, 10)
+    with sessions.begin() as s:
+        empty = put_text(s, "", compress=compress)  # stored without a chunk
+    with sessions() as s:
+        assert text_head(s, empty, 10) == ""
     # Only the bytes asked for were inflated, never the 4 MB chunk.
     assert all(n <= 3000 for n in inflated) and (inflated != []) == compress
 
