@@ -10,14 +10,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.worker import Replayer
 
 from orchestrator.ids import quoted
 from orchestrator.store import get_node, list_steps
 from orchestrator.store.errors import NotFound
+from orchestrator.vocabulary import Status
 from orchestrator.workflow_runner import workflow_runner
-from orchestrator.workflows import WORKFLOWS
+from orchestrator.workflows import WORKFLOWS, RLMNode
+from orchestrator.workflows.types import Limits, NodeResult
+from tests.orchestrator.harness import Harness, word_context
 
 RLM = str(Path(sys.executable).parent / "rlm")
 T = TypeVar("T")
@@ -89,3 +92,25 @@ async def replay_all(client: Client, workflow_ids: list[str]) -> dict[str, str]:
     replayer = Replayer(workflows=WORKFLOWS, workflow_runner=workflow_runner())
     results = await replayer.replay_workflows(each(), raise_on_replay_failure=False)
     return {wid: str(err) for wid, err in results.replay_failures.items()}
+
+
+async def first_leaf_calling(
+    harness: Harness, tmp_path: Path, limits: Limits | None = None
+) -> tuple[WorkflowHandle[RLMNode, NodeResult], str, int]:
+    """A run whose root asks its sub-calls one at a time, each a 3 s model call, once the first one
+    calls: (the root's handle, the first leaf's id, the right answer)."""
+    path, expected = word_context(tmp_path / "w.txt", 1_500)
+    handle = await harness.start(
+        "How many times does the word 'ERROR' appear? Use 3 chunks.",
+        path,
+        model="scripted/mapreduce?parallel=0",
+        sub_model="scripted/leaf?latency_ms=3000",
+        limits=limits,
+    )
+    leaf = f"{handle.id}.1"
+
+    async def leaf_running() -> bool | None:
+        return True if node_status(harness.sessions, leaf) == Status.RUNNING else None
+
+    await eventually(leaf_running, "the first sub-call")
+    return handle, leaf, expected

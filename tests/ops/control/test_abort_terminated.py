@@ -16,7 +16,6 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
-from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 
 from orchestrator.control import abort, parse_target
@@ -33,9 +32,17 @@ from orchestrator.store import (
 from orchestrator.stuck import stuck
 from orchestrator.vocabulary import FINAL_STATUSES, LeafMode, NodeKind, Status
 from orchestrator.workflows import RLMNode
-from orchestrator.workflows.types import Limits, NodeResult
+from orchestrator.workflows.types import Limits
 from tests.ops.control.billing import assert_billed_once
-from tests.ops.control.helpers import RLM, eventually, node_status, replay_all, rlm, rlm_json
+from tests.ops.control.helpers import (
+    RLM,
+    eventually,
+    first_leaf_calling,
+    node_status,
+    replay_all,
+    rlm,
+    rlm_json,
+)
 from tests.orchestrator.harness import Harness, word_context
 
 
@@ -116,7 +123,7 @@ async def test_abort_of_a_terminated_run_records_its_end_and_releases_its_holds(
 async def test_a_sub_call_terminated_in_temporal_is_recorded_aborted_by_its_parent(
     harness: Harness, tmp_path: Path
 ) -> None:
-    handle, leaf, expected = await _first_leaf_calling(harness, tmp_path, Limits(heartbeat_timeout_s=10))
+    handle, leaf, expected = await first_leaf_calling(harness, tmp_path, Limits(heartbeat_timeout_s=10))
     run_id = handle.id.rsplit("/", 1)[0]
     await harness.client.get_workflow_handle(leaf).terminate("test: ended outside the engine")
 
@@ -204,7 +211,7 @@ async def test_abort_of_an_inline_leaf_whose_parent_runs_records_nothing(
     """An inline leaf has no workflow: its end is its running parent's to record, and the call it has
     in flight will settle, so `abort` of it must neither record it nor release its hold."""
     limits = Limits(leaf_mode=LeafMode.INLINE, heartbeat_timeout_s=10)
-    handle, leaf, expected = await _first_leaf_calling(harness, tmp_path, limits)
+    handle, leaf, expected = await first_leaf_calling(harness, tmp_path, limits)
     run_id = handle.id.rsplit("/", 1)[0]
     report = await abort(harness.client, harness.sessions, parse_target(leaf), wait_s=5)
     assert (report.cancelled, report.still_running, report.settled, report.holds_released) == ([], [], [], 0)
@@ -213,25 +220,3 @@ async def test_abort_of_an_inline_leaf_whose_parent_runs_records_nothing(
     assert out.result.status == Status.COMPLETED and out.summary.answer == str(expected)
     assert node_status(harness.sessions, leaf) == Status.COMPLETED
     assert_billed_once(harness.sessions, run_id)
-
-
-async def _first_leaf_calling(
-    harness: Harness, tmp_path: Path, limits: Limits
-) -> tuple[WorkflowHandle[RLMNode, NodeResult], str, int]:
-    """A run whose root asks its sub-calls one at a time, each a 3 s model call, once the first one
-    calls: (the root's handle, the first leaf's id, the right answer)."""
-    path, expected = word_context(tmp_path / "w.txt", 1_500)
-    handle = await harness.start(
-        "How many times does the word 'ERROR' appear? Use 3 chunks.",
-        path,
-        model="scripted/mapreduce?parallel=0",
-        sub_model="scripted/leaf?latency_ms=3000",
-        limits=limits,
-    )
-    leaf = f"{handle.id}.1"
-
-    async def leaf_running() -> bool | None:
-        return True if node_status(harness.sessions, leaf) == Status.RUNNING else None
-
-    await eventually(leaf_running, "the first sub-call")
-    return handle, leaf, expected

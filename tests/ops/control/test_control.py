@@ -19,6 +19,7 @@ from sandbox.docker_backend import containers
 from tests.ops.control.billing import assert_billed_once
 from tests.ops.control.helpers import (
     eventually,
+    first_leaf_calling,
     node_status,
     replay_all,
     rlm,
@@ -188,19 +189,7 @@ async def test_stuck_lists_an_activity_retrying_past_the_attempt_count(
 async def test_abort_of_one_node_fails_that_sub_call_and_the_parent_goes_on(
     harness: Harness, rlm_env: dict[str, str], tmp_path: Path
 ) -> None:
-    path, expected = word_context(tmp_path / "w.txt", 1_500)
-    handle = await harness.start(
-        "How many times does the word 'ERROR' appear? Use 3 chunks.",
-        path,
-        model="scripted/mapreduce?parallel=0",
-        sub_model="scripted/leaf?latency_ms=3000",
-    )
-    leaf = f"{handle.id}.1"
-
-    async def leaf_started() -> bool | None:
-        return True if node_status(harness.sessions, leaf) == "running" else None
-
-    await eventually(leaf_started, "the first sub-call")
+    handle, leaf, expected = await first_leaf_calling(harness, tmp_path)
     report = await abort(harness.client, harness.sessions, parse_target(leaf))
     assert report.cancelled == [leaf] and report.still_running == []
 
