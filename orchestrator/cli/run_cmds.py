@@ -196,6 +196,7 @@ async def _run(
 
     from orchestrator.connection import connect
     from orchestrator.runs import Patience, read_summary, submit_run
+    from orchestrator.runs.root_probe import resume_or_abort
     from orchestrator.targets import temporal_target
     from orchestrator.vocabulary import FINAL_STATUSES, Status
     from orchestrator.workflows.types import root_id
@@ -248,12 +249,8 @@ async def _run(
     if summary.error:
         typer.echo(f"reason: {summary.error}", err=True)
     if summary.status not in FINAL_STATUSES:  # its root closed without recording an end: terminated
-        typer.echo(
-            f"its workflow {root} closed without recording an end (terminated in Temporal?): `rlm resume "
-            f"{done.run_id}` starts it again from its last completed step, `rlm abort {done.run_id}` records "
-            "its end",
-            err=True,
-        )
+        why = f"its workflow {root} closed without recording an end (terminated in Temporal?): "
+        typer.echo(why + resume_or_abort(done.run_id), err=True)
     return 0 if summary.status == Status.COMPLETED else 1
 
 

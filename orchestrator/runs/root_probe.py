@@ -34,6 +34,14 @@ PROBE_TIMEOUT_S = 5.0
 MISSING_WARN_AFTER = 3
 
 
+def resume_or_abort(run_id: str) -> str:
+    """What an operator can do about a run whose root closed without recording an end."""
+    return (
+        f"`rlm resume {run_id}` starts it again from its last completed step, `rlm abort {run_id}` "
+        "records its end"
+    )
+
+
 class RootProbe:
     """Asks Temporal, at most every ``every_s``, whether ``run_id``'s root has closed."""
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.service import RPCError, RPCStatusCode
 
 from orchestrator.runs.inspect import RunSummary, run_summary
-from orchestrator.runs.root_probe import RootProbe
+from orchestrator.runs.root_probe import RootProbe, resume_or_abort
 from orchestrator.store import get_run, list_nodes
 from orchestrator.store.progress import node_counts
 from orchestrator.vocabulary import FINAL_STATUSES, PAUSED_STATUSES, Status
@@ -149,8 +149,8 @@ async def wait_for_run(
 def _stopped(run_id: str, status: str, how: str) -> WaitOutcome:
     root = root_id(run_id)
     reason = (
-        f"its workflow {root} is {how} in Temporal but the store shows the run {status}: `rlm resume "
-        f"{run_id}` starts it again from its last completed step, `rlm abort {run_id}` records its end"
+        f"its workflow {root} is {how} in Temporal but the store shows the run {status}: "
+        + resume_or_abort(run_id)
     )
     log.warning("wait.root_closed", run_id=run_id, workflow_id=root, temporal_status=how)
     return WaitOutcome(run_id, status, ExitCode.STOPPED, [], reason)
