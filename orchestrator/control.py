@@ -21,7 +21,7 @@ from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExec
 from temporalio.service import RPCError, RPCStatusCode
 
 from orchestrator.errors import RlmError
-from orchestrator.ids import check_target, quoted
+from orchestrator.ids import check_target, in_subtree, quoted
 from orchestrator.runs.restart import NODE_TYPES, restart
 from orchestrator.store import (
     end_node,
@@ -30,6 +30,7 @@ from orchestrator.store import (
     get_tenant,
     list_nodes,
     release_open,
+    request_abort,
     set_run_budget,
     set_tenant_budget,
 )
@@ -56,7 +57,7 @@ class Target:
         return self.node_id or root_id(self.run_id)
 
     def covers(self, workflow_id: str) -> bool:
-        return workflow_id == self.top or workflow_id.startswith(self.top + ".")
+        return in_subtree(workflow_id, self.top)
 
     def __str__(self) -> str:
         return self.node_id or self.run_id
@@ -186,6 +187,10 @@ async def abort(
     ``include_missing``: also record the end of open nodes whose workflows Temporal does not have at all
     (see ``_record_ended``)."""
     _require_run(sessions, target)
+    # First, so that workers stop the target's model calls in flight within a second (the cancel
+    # reaches a call only when it returns or at its workflow task's heartbeat, see abort_watch).
+    with sessions.begin() as session:
+        request_abort(session, target.top)
     loop = asyncio.get_running_loop()
     end = loop.time() + wait_s
     cancelled: set[str] = set()

@@ -72,6 +72,11 @@ def check_tenant(value: str) -> str:
     return _check("tenant name", value)
 
 
+def in_subtree(node_id: str, top: str) -> bool:
+    """Whether ``node_id`` is ``top`` or below it in the tree (``RUN/0.3.1`` is under ``RUN/0.3``)."""
+    return node_id == top or node_id.startswith(top + ".")
+
+
 def quoted(value: str) -> str:
     """``value`` as a string literal of a Temporal visibility query (``RlmRunId = {quoted(x)}``).
 

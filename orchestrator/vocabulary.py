@@ -61,6 +61,7 @@ class Outcome(StrEnum):
 
     OK = "ok"
     BUDGET = "budget"  # the budget refused the reservation: nothing was called or spent
+    ABORTED = "aborted"  # `rlm abort` stopped the call in flight: nothing was spent
 
 
 class SessionStatus(StrEnum):

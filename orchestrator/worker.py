@@ -229,6 +229,7 @@ async def running_worker(
         try:
             await _stop_worker(worker, options.stop_grace_s + options.stop_wait_s)
         finally:
+            await models.aborts.close()
             activity_sessions.fenced = True
             await asyncio.gather(
                 _release_sandboxes(lease, pool, cache, options.cleanup_s), lease.close(options.cleanup_s)

@@ -24,6 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from orchestrator.activities import compaction, texts
+from orchestrator.activities.abort_watch import AbortWatch, CallAborted
 from orchestrator.activities.cell_watch import deadline_error
 from orchestrator.activities.context import context_info, local_context
 from orchestrator.activities.deps import Deps
@@ -133,9 +134,10 @@ def price_error(exc: UnknownModelPrice) -> ApplicationError:
 
 
 class ModelActivities:
-    def __init__(self, deps: Deps, gate: ModelGate | None = None) -> None:
+    def __init__(self, deps: Deps, gate: ModelGate | None = None, aborts: AbortWatch | None = None) -> None:
         self.deps = deps
         self.gate = gate or ModelGate(deps.settings.model_concurrency)
+        self.aborts = aborts or AbortWatch(deps.sessions)
 
     # --- shared metering -----------------------------------------------------------------------
 
@@ -176,14 +178,11 @@ class ModelActivities:
             await self._release(prep)
             raise deadline_error("before the model call started")
         try:
-            async with self.gate.slot(model):
-                req = CompletionRequest(
-                    model=model,
-                    messages=prep.messages,
-                    max_tokens=run.limits.max_tokens,
-                    timeout_s=step_timeout_s(run.deadline_epoch_s - time.time(), MODEL_CALL_TIMEOUT_S),
-                )
-                return await complete(req)
+            return await self.aborts.call(run.run_id, node_id, self._gated(run, model, prep))
+        except CallAborted:
+            # Stopped by `rlm abort` before it returned: nothing is charged, the hold goes back.
+            await asyncio.shield(self._release(prep))
+            raise
         except ModelCallError as exc:
             # A retry that could only start after the run's deadline is not made: the node ends
             # timed_out now, instead of Temporal trying again past it.
@@ -200,6 +199,16 @@ class ModelActivities:
             # the held amount goes back to the budgets instead of staying reserved for good.
             await asyncio.shield(self._release(prep))
             raise
+
+    async def _gated(self, run: RunSpec, model: str, prep: _Prepared) -> CompletionResult:
+        async with self.gate.slot(model):
+            req = CompletionRequest(
+                model=model,
+                messages=prep.messages,
+                max_tokens=run.limits.max_tokens,
+                timeout_s=step_timeout_s(run.deadline_epoch_s - time.time(), MODEL_CALL_TIMEOUT_S),
+            )
+            return await complete(req)
 
     async def _release(self, prep: _Prepared) -> None:
         """The call will not be made again under this reservation: its hold goes back to the budgets."""
@@ -309,6 +318,12 @@ class ModelActivities:
 
     @activity.defn(name="generate")
     async def generate(self, inp: GenerateInput) -> GenerateOutput:
+        try:
+            return await self._generate(inp)
+        except CallAborted as exc:
+            return GenerateOutput(status=Outcome.ABORTED, message=str(exc))
+
+    async def _generate(self, inp: GenerateInput) -> GenerateOutput:
         started = time.monotonic()
         prep = await asyncio.to_thread(self._generate_prepare, inp)
         if isinstance(prep, _Compaction):
@@ -410,7 +425,10 @@ class ModelActivities:
         if prep.reservation is None:
             return LeafCallOutput(status=Outcome.BUDGET, message=prep.refusal)
         prepared = time.monotonic()
-        result = await self._call(inp.node_id, inp.run, inp.model, prep)
+        try:
+            result = await self._call(inp.node_id, inp.run, inp.model, prep)
+        except CallAborted as exc:
+            return LeafCallOutput(status=Outcome.ABORTED, message=str(exc))
         called = time.monotonic()
         out = await asyncio.to_thread(self._leaf_record, inp, prep, result)
         log.debug(

@@ -23,7 +23,14 @@ from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExec
 from orchestrator.activities.cell_record import CellRecord
 from orchestrator.errors import RlmError
 from orchestrator.runs.start import start_node
-from orchestrator.store import get_run, list_steps, put_text, set_node_status, set_run_status
+from orchestrator.store import (
+    clear_abort_requests,
+    get_run,
+    list_steps,
+    put_text,
+    set_node_status,
+    set_run_status,
+)
 from orchestrator.vocabulary import Status, StepKind
 from orchestrator.workflows.types import INLINE_CHARS, LeafInput, NodeInput, NodeResult, NodeState, Text
 
@@ -78,6 +85,8 @@ async def restart(
         if isinstance(inp, NodeInput):
             inp = dataclasses.replace(inp, carry=resume_state(session, inp.node_id, inp.carry))
         set_node_status(session, inp.node_id, Status.RUNNING)
+        # An earlier `rlm abort` of this node, an ancestor or a descendant would stop its new calls.
+        clear_abort_requests(session, run.run_id, inp.node_id)
         if inp.parent_id is None:
             set_run_status(session, run.run_id, Status.RUNNING)
     # Restarted under the workflow type and task queue its history started with.

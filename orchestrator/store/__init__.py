@@ -14,6 +14,7 @@ Repository functions take the caller's ``Session`` and never commit; the ledger 
 transaction when given a ``sessionmaker`` (see ``ledger``).
 """
 
+from orchestrator.store.aborts import abort_requests, clear_abort_requests, request_abort
 from orchestrator.store.blobs import (
     blob_exists,
     get_blob,
@@ -121,9 +122,11 @@ __all__ = [
     "StoreError",
     "UnknownModelPrice",
     "UnknownTenant",
+    "abort_requests",
     "blob_exists",
     "check_schema",
     "checked_amount",
+    "clear_abort_requests",
     "cost_of",
     "create_run",
     "create_tenant",
@@ -163,6 +166,7 @@ __all__ = [
     "release",
     "release_open",
     "renew_lease",
+    "request_abort",
     "reserve",
     "retrying_nodes",
     "run_usage",

@@ -27,12 +27,16 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import DateTime, TypeDecorator
 
 from orchestrator.store.money import from_nanos
 from orchestrator.vocabulary import SessionStatus, Status
+
+ABORT_INDEX = "ix_nodes_abort_requested"
+ABORT_WHERE = "abort_requested_at IS NOT NULL"
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -262,6 +266,13 @@ class Node(Base):
         CheckConstraint("depth >= 0", name="depth_nonnegative"),
         CheckConstraint("kind IN ('root', 'rlm', 'leaf')", name="kind_known"),
         CheckConstraint("cost_nanos >= 0", name="cost_nonnegative"),
+        # Workers look for abort requests every second while they call a model: a few rows, found directly.
+        Index(
+            ABORT_INDEX,
+            "run_id",
+            sqlite_where=text(ABORT_WHERE),
+            postgresql_where=text(ABORT_WHERE),
+        ),
     )
 
     node_id: Mapped[str] = mapped_column(String(NODE_ID_MAX), primary_key=True)
@@ -281,6 +292,9 @@ class Node(Base):
     # The attempt of the model call that last failed and is being retried (its error in ``error``):
     # leaf calls are local activities, which Temporal's pending-activity view does not show.
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Set by `rlm abort` on its target's top node: model calls of that subtree in flight stop within a
+    # second (``activities.abort_watch``) instead of when Temporal's cancel reaches them.
+    abort_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

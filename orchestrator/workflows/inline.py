@@ -46,6 +46,9 @@ class InlineLeaves:
                     node_id=leaf.node_id, status=Status.COMPLETED, answer=out.answer, iterations=1,
                     cost_usd=out.cost_usd,
                 )  # fmt: skip
+            if out.status == Outcome.ABORTED:
+                # The parent's own cancel follows and ends it; the cell gets this item's error meanwhile.
+                return await _end(leaf, Status.ABORTED, out.message or "aborted by an operator")
             ended = await self._budget_hold(leaf, out.message, since)
             if ended is not None:
                 return ended

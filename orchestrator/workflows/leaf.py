@@ -20,7 +20,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 from orchestrator.vocabulary import NodeKind, Outcome, Status
 from orchestrator.workflows import common, details
-from orchestrator.workflows.operator import OperatorSignals, Released, await_operator
+from orchestrator.workflows.operator import OperatorSignals, Released, await_cancel, await_operator
 from orchestrator.workflows.types import LeafCallOutput, LeafInput, NodeEvent, NodeResult, NodeState, Text
 
 # How a failed step reaches the workflow: a (remote) activity's failure is an ActivityError wrapping
@@ -76,6 +76,9 @@ class Leaf:
                 return await self._finish(inp, status, None, reason)
             if out.status == Outcome.OK:
                 return await self._finish(inp, Status.COMPLETED, out, None)
+            if out.status == Outcome.ABORTED:
+                await await_cancel(inp.run)
+                return await self._finish(inp, Status.ABORTED, None, out.message)
             self._show(Status.PAUSED_BUDGET, out.message)
             await common.record(leaf_event(inp, Status.PAUSED_BUDGET, error=out.message))
             released = await await_operator(self._signals, inp.run, resumed_after=since)

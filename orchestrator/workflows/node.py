@@ -22,7 +22,7 @@ from temporalio.exceptions import ActivityError
 from orchestrator.vocabulary import Outcome, Status
 from orchestrator.workflows import common, details, steps
 from orchestrator.workflows.leaf import classify_failure
-from orchestrator.workflows.operator import OperatorSignals, Released, await_operator
+from orchestrator.workflows.operator import OperatorSignals, Released, await_cancel, await_operator
 from orchestrator.workflows.subcalls import Subcalls
 from orchestrator.workflows.types import (
     ExecuteInput,
@@ -164,6 +164,9 @@ class RLMNode:
             if gen.status == Outcome.OK:
                 common.set_status(Status.RUNNING, common.total_cost(state))
                 return gen
+            if gen.status == Outcome.ABORTED:
+                await await_cancel(self._inp.run)
+                return await self._finish(Status.ABORTED, state.partial, gen.message)
             held = await self._hold(Status.PAUSED_BUDGET, "paused for budget", gen.message, since)
             if held is not None:
                 return held

@@ -56,7 +56,7 @@ from orchestrator.workflows.types import (
 
 Generate = Callable[[GenerateInput], GenerateOutput | Awaitable[GenerateOutput]]
 Execute = Callable[[ExecuteInput], Awaitable[ExecuteOutput]]
-LeafCall = Callable[[LeafInput], LeafCallOutput]
+LeafCall = Callable[[LeafInput], LeafCallOutput | Awaitable[LeafCallOutput]]
 
 TASK_QUEUE = f"fast-{uuid.uuid4().hex[:8]}"
 
@@ -95,6 +95,10 @@ def echo_leaf(inp: LeafInput) -> LeafCallOutput:
 
 def leaf_refused(inp: LeafInput) -> LeafCallOutput:
     return LeafCallOutput(status=Outcome.BUDGET, message="tenant budget exhausted")
+
+
+# What the worker's abort watch makes of a call it stopped (``activities.abort_watch``).
+STOPPED = "the model call of {node} was stopped: {node} was aborted by an operator"
 
 
 @dataclass
@@ -171,7 +175,8 @@ class Stubs:
     async def leaf_call(self, inp: LeafInput) -> LeafCallOutput:
         scenario = self._scenarios[inp.run.run_id]
         scenario.leaves.append(inp)
-        return scenario.leaf(inp)
+        out = scenario.leaf(inp)
+        return await out if inspect.isawaitable(out) else out
 
     @activity.defn(name=RECORD_NODE)
     async def record_node(self, event: NodeEvent) -> None:

@@ -1,5 +1,6 @@
 """The ``Leaf`` workflow against a stub ``leaf_call``: an answer, a failure a retry cannot fix, a budget
-hold lifted by ``resume``, the deadline while held, and the call's timeouts close to the deadline."""
+hold lifted by ``resume``, the deadline while held, the call's timeouts close to the deadline, and a call
+the worker stopped for an abort."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ from datetime import timedelta
 
 import pytest
 from temporalio import activity
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
 
-from orchestrator.vocabulary import Status
+from orchestrator.vocabulary import Outcome, Status
 from orchestrator.workflows import Leaf
 from orchestrator.workflows.common import SHORTEST_TIMEOUT_S, search_attributes, step_timeout_s
 from orchestrator.workflows.types import LeafCallOutput, LeafInput, NodeResult, Text, child_id, root_id
 from tests.fast.stubs import (
+    STOPPED,
     TASK_QUEUE,
     Scenario,
     Stubs,
@@ -137,3 +140,41 @@ async def test_a_call_started_just_before_the_deadline_may_not_outlast_it(
     assert start_to_close <= left and schedule_to_close == start_to_close
     # The model call inside the step is bounded the same way (``ModelActivities._call``).
     assert (step_timeout_s(0.3, 600), step_timeout_s(-5, 600), step_timeout_s(3600, 600)) == (0.3, 0.1, 600)
+
+
+async def test_a_call_stopped_for_an_abort_ends_the_leaf_cancelled_by_the_cancel_that_follows(
+    env: WorkflowEnvironment, stubs: Stubs
+) -> None:
+    """As `rlm abort` does it: the store is marked, the cancel sent; the worker stops the call, which
+    returns ``aborted`` while the cancel waits for the leaf's task to end."""
+
+    async def stopped(inp: LeafInput) -> LeafCallOutput:
+        await env.client.get_workflow_handle(inp.node_id).cancel()
+        return LeafCallOutput(status=Outcome.ABORTED, message=STOPPED.format(node=inp.node_id))
+
+    run = stubs.scenario(leaf=stopped)
+    handle = await start_leaf(env, run)
+
+    with pytest.raises(WorkflowFailureError) as failure:
+        await ended(handle)
+
+    assert isinstance(failure.value.cause, CancelledError)
+    assert run.statuses(handle.id) == [Status.ABORTED]
+    assert run.events[-1].error == "aborted by an operator (workflow cancelled)"
+    assert len(run.leaves) == 1
+
+
+async def test_a_call_stopped_for_an_abort_whose_cancel_never_comes_ends_the_leaf_aborted(
+    env: WorkflowEnvironment, stubs: Stubs
+) -> None:
+    """`rlm abort` died between marking the store and cancelling: the leaf ends itself after the grace."""
+    run = stubs.scenario(leaf=lambda inp: LeafCallOutput(status=Outcome.ABORTED, message="stopped"))
+    # The wait for the cancel ends at the deadline if that comes before the grace (see test_node).
+    handle = await start_leaf(env, run, deadline_in_s=2)
+
+    result = await ended(handle)
+
+    assert (result.status, result.answer, result.error) == (Status.ABORTED, None, "stopped")
+    assert result.cost_usd == "0"
+    assert run.statuses(handle.id) == [Status.ABORTED]
+    assert len(run.leaves) == 1

@@ -8,7 +8,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
 
-from orchestrator.vocabulary import Status
+from orchestrator.vocabulary import Outcome, Status
 from orchestrator.workflows import RLMNode
 from orchestrator.workflows.types import (
     ExecuteInput,
@@ -19,6 +19,7 @@ from orchestrator.workflows.types import (
     Text,
 )
 from tests.fast.stubs import (
+    STOPPED,
     Generate,
     Stubs,
     cell,
@@ -260,3 +261,38 @@ async def test_no_step_starts_past_the_deadline(env: WorkflowEnvironment, stubs:
     assert (result.status, result.error) == (Status.TIMED_OUT, "the run's deadline passed")
     assert run.generated == []
     assert run.statuses(handle.id) == [Status.RUNNING, Status.TIMED_OUT]
+
+
+async def test_a_model_call_stopped_for_an_abort_ends_the_node_cancelled(
+    env: WorkflowEnvironment, stubs: Stubs
+) -> None:
+    """The worker stopped the node's ``generate`` for an abort: with the cancel that follows, the node
+    ends cancelled; had the cancel never come, it ends ``aborted`` after the grace, with the reason."""
+
+    async def stopped_and_cancelled(inp: GenerateInput) -> GenerateOutput:
+        await env.client.get_workflow_handle(inp.node.node_id).cancel()
+        return GenerateOutput(status=Outcome.ABORTED, message=STOPPED.format(node=inp.node.node_id))
+
+    cancelled = stubs.scenario(generate=stopped_and_cancelled)
+    handle = await start_root(env, cancelled)
+    with pytest.raises(WorkflowFailureError) as failure:
+        await ended(handle)
+    assert isinstance(failure.value.cause, CancelledError)
+    # `generate` is a remote activity: the node takes the cancel while it runs. Its completion, coming
+    # after, can make the server refuse that task and the record runs again (it is idempotent).
+    statuses = cancelled.statuses(handle.id)
+    assert statuses[0] == Status.RUNNING and set(statuses[1:]) == {Status.ABORTED}, cancelled.events
+    assert cancelled.events[-1].error == "aborted by an operator (workflow cancelled)"
+
+
+async def test_a_model_call_stopped_for_an_abort_whose_cancel_never_comes_ends_the_node_aborted(
+    env: WorkflowEnvironment, stubs: Stubs
+) -> None:
+    alone = stubs.scenario(generate=lambda inp: GenerateOutput(status=Outcome.ABORTED, message="stopped"))
+    # The wait for the cancel ends at the deadline if that comes before the grace: a short one keeps
+    # this test off the test server's clock skipping (an earlier test's cell may still hold it).
+    handle = await start_root(env, alone, deadline_in_s=2)
+    result = await ended(handle)
+    assert (result.status, result.answer, result.error) == (Status.ABORTED, None, "stopped")
+    assert alone.statuses(handle.id) == [Status.RUNNING, Status.ABORTED]
+    assert len(alone.generated) == 1

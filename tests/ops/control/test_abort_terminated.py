@@ -26,6 +26,7 @@ from orchestrator.store import (
     get_run,
     get_tenant,
     list_nodes,
+    list_steps,
     reserve,
     upsert_node,
 )
@@ -205,18 +206,21 @@ async def test_a_run_temporal_does_not_have_is_ended_only_with_include_missing(
     assert await stuck(harness.client, harness.sessions, idle_s=3600, attempts=99, run_id=run_id) == []
 
 
-async def test_abort_of_an_inline_leaf_whose_parent_runs_records_nothing(
+async def test_abort_of_an_inline_leaf_stops_its_call_and_its_running_parent_records_it(
     harness: Harness, tmp_path: Path
 ) -> None:
-    """An inline leaf has no workflow: its end is its running parent's to record, and the call it has
-    in flight will settle, so `abort` of it must neither record it nor release its hold."""
+    """An inline leaf has no workflow to cancel: `abort` of it marks it, its worker stops its call (no
+    charge), and its running parent records it aborted and goes on, as with a cancelled ``Leaf``."""
     limits = Limits(leaf_mode=LeafMode.INLINE, heartbeat_timeout_s=10)
-    handle, leaf, expected = await first_leaf_calling(harness, tmp_path, limits)
+    handle, leaf, _ = await first_leaf_calling(harness, tmp_path, limits)
     run_id = handle.id.rsplit("/", 1)[0]
     report = await abort(harness.client, harness.sessions, parse_target(leaf), wait_s=5)
     assert (report.cancelled, report.still_running, report.settled, report.holds_released) == ([], [], [], 0)
 
     out = await asyncio.wait_for(harness.finish(handle), 90)
-    assert out.result.status == Status.COMPLETED and out.summary.answer == str(expected)
-    assert node_status(harness.sessions, leaf) == Status.COMPLETED
+    assert out.result.status == Status.COMPLETED
+    assert node_status(harness.sessions, leaf) == Status.ABORTED
+    with harness.sessions() as s:
+        assert list_steps(s, leaf) == []  # its call never came back to be recorded
+        assert get_run(s, run_id).reserved_nanos == 0
     assert_billed_once(harness.sessions, run_id)

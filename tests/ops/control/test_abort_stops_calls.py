@@ -1,0 +1,125 @@
+"""``rlm abort`` stops the model calls it finds in flight, in both leaf modes and a node's own
+``generate``: their holds go back and nothing is charged for them.
+
+Temporal's cancel alone reaches a leaf's call only when it returns or at its workflow task's heartbeat
+(about 8 s), and a ``generate`` activity not at all; so calls of ``CALL_MS`` (under those 8 s) would
+return, be recorded and be charged. The worker's abort watch stops them within a second of the store's
+mark instead (``activities.abort_watch``)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from structlog.testing import capture_logs
+
+from orchestrator.store import get_node, get_run, list_nodes, list_steps
+from orchestrator.store.errors import NotFound
+from orchestrator.store.models import LedgerEntry
+from orchestrator.vocabulary import LeafMode, NodeKind, Status
+from orchestrator.workflows.types import Limits, root_id
+from tests.ops.control.helpers import eventually, replay_all, rlm_json
+from tests.orchestrator.harness import Harness, word_context
+
+QUERY = "How many times does the word 'ERROR' appear? Use 8 chunks."
+IN_FLIGHT = 4
+CALL_MS = 6_000
+
+
+def _reserved(sessions: sessionmaker[Session], run_id: str) -> int | None:
+    with sessions() as s:
+        try:
+            return get_run(s, run_id).reserved_nanos
+        except NotFound:
+            return None
+
+
+def _leaves_calling(sessions: sessionmaker[Session], run_id: str) -> int:
+    with sessions() as s:
+        nodes = list_nodes(s, run_id)
+    return sum(1 for n in nodes if n.kind == NodeKind.LEAF and n.status == Status.RUNNING)
+
+
+@pytest.mark.parametrize("leaf_mode", [LeafMode.WORKFLOW, LeafMode.INLINE])
+async def test_abort_stops_the_leaf_calls_in_flight_and_charges_none(
+    harness: Harness, rlm_env: dict[str, str], tmp_path: Path, leaf_mode: LeafMode
+) -> None:
+    path, _ = word_context(tmp_path / "words.txt", 2_000)
+    limits = Limits(max_concurrency=IN_FLIGHT, leaf_mode=leaf_mode, heartbeat_timeout_s=10)
+    sub_model = f"scripted/leaf?latency_ms={CALL_MS}"
+    handle = await harness.start(QUERY, path, model="scripted/mapreduce", sub_model=sub_model, limits=limits)
+    run_id = handle.id.rsplit("/", 1)[0]
+
+    async def calling() -> bool | None:
+        held = _reserved(harness.sessions, run_id)
+        return True if held and _leaves_calling(harness.sessions, run_id) >= IN_FLIGHT else None
+
+    await eventually(calling, f"{IN_FLIGHT} leaves calling their model", timeout_s=60)
+    report = await rlm_json(rlm_env, "abort", run_id)
+    assert report["still_running"] == []
+
+    with harness.sessions() as s:
+        run = get_run(s, run_id)
+        leaves = [n for n in list_nodes(s, run_id) if n.kind == NodeKind.LEAF]
+        leaf_steps = [step for leaf in leaves for step in list_steps(s, leaf.node_id)]
+        root_steps = list_steps(s, root_id(run_id))
+        assert (run.status, run.reserved_nanos) == (Status.ABORTED, 0)
+        stopped = [n for n in leaves if n.status == Status.ABORTED]
+        assert len(stopped) >= IN_FLIGHT, [(n.node_id, n.status) for n in leaves]
+        assert all(n.cost == 0 for n in stopped)
+        assert leaf_steps == []  # no call came back to be recorded: each was stopped
+        # What the run spent is its root's model calls, none of the stopped ones.
+        assert run.spent == sum((step.cost for step in root_steps), Decimal(0))
+    ids = [w.id async for w in harness.client.list_workflows(f'RlmRunId = "{run_id}"')]
+    assert await replay_all(harness.client, ids) == {}
+
+
+async def test_aborting_one_node_stops_its_own_model_call_and_charges_nothing(
+    harness: Harness, rlm_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A node's ``generate`` is a remote activity that does not heartbeat: Temporal's cancel never reaches
+    it. The node's end released its hold, so the store charged nothing, but the call ran on to its end
+    at the provider, which bills it. Now the worker stops it (its log says so), and the hold goes back."""
+    path, _ = word_context(tmp_path / "words.txt", 4_000)
+    handle = await harness.start(
+        "How many times does the word 'ERROR' appear?",
+        path,
+        model="scripted/recurse",
+        sub_model=f"scripted/recurse?latency_ms={CALL_MS}",
+        limits=Limits(max_depth=1, heartbeat_timeout_s=10),
+    )
+    run_id = handle.id.rsplit("/", 1)[0]
+    child = f"{handle.id}.1"
+
+    async def child_calling() -> bool | None:
+        with harness.sessions() as s:
+            held = s.scalars(
+                select(LedgerEntry.reservation_id).where(LedgerEntry.idempotency_key == f"{child}/1/generate")
+            ).all()
+        return True if held else None
+
+    await eventually(child_calling, f"{child}'s first model call", timeout_s=60)
+    with capture_logs() as logs:
+        report = await rlm_json(rlm_env, "abort", child)
+        assert report["still_running"] == []
+        outcome = await harness.finish(handle)  # the root goes on without that sub-call's answer
+
+    stopped = [e for e in logs if e["event"] == "model_call.aborted"]
+    assert [(e["node_id"], e["marked"]) for e in stopped] == [(child, child)], logs
+
+    assert outcome.result.status == Status.COMPLETED
+    with harness.sessions() as s:
+        (reservation,) = held = s.scalars(
+            select(LedgerEntry.reservation_id).where(LedgerEntry.idempotency_key == f"{child}/1/generate")
+        ).all()
+        closing = s.scalars(
+            select(LedgerEntry.kind).where(LedgerEntry.reservation_id == reservation, LedgerEntry.phase == 1)
+        ).all()
+        node = get_node(s, child)
+        assert closing == ["release"], held  # closed unspent, not settled
+        assert (node.status, node.cost) == (Status.ABORTED, Decimal(0))
+        assert list_steps(s, child) == []  # the stopped reply was never recorded
+        assert get_run(s, run_id).reserved_nanos == 0
