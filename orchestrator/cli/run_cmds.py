@@ -269,7 +269,8 @@ def status(
     run_id: RunIdArg,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a run's status, cost, tokens and node count (from the store)."""
+    """Show a run's status, cost, tokens and node count (from the store; for a run not ended, also
+    whether Temporal still runs its root)."""
     from orchestrator.runs import run_summary
     from orchestrator.settings import load_settings
     from orchestrator.store import list_nodes
@@ -285,10 +286,15 @@ def status(
                 paused = {
                     n.node_id: n.status for n in list_nodes(session, run_id) if n.status in PAUSED_STATUSES
                 }
+            stopped = None
+            if s.status not in FINAL_STATUSES:
+                from orchestrator.runs.wait import stopped_now
+
+                stopped = asyncio.run(stopped_now(settings, sessions, run_id))
         finally:
             engine.dispose()
     if as_json:
-        emit_json({**summary_json(s), "paused_nodes": list(paused)})
+        emit_json({**summary_json(s), "paused_nodes": list(paused), "stopped_reason": stopped})
         return
     typer.echo(f"run {s.run_id}: {s.status}")
     tokens = f"{s.prompt_tokens} in / {s.completion_tokens} out"
@@ -309,6 +315,8 @@ def status(
         typer.echo(
             f"  paused by an operator: {', '.join(by_operator)} (`rlm resume {run_id}` lets them go on)"
         )
+    if stopped:
+        typer.echo(f"  stopped: {stopped}")
     if s.error:
         typer.echo(f"  reason: {s.error}")
     if s.answer is not None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -26,6 +26,9 @@ from orchestrator.store import get_run, list_nodes
 from orchestrator.store.progress import node_counts
 from orchestrator.vocabulary import FINAL_STATUSES, PAUSED_STATUSES, Status
 from orchestrator.workflows.types import root_id
+
+if TYPE_CHECKING:
+    from orchestrator.settings import Settings
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -147,13 +150,28 @@ async def wait_for_run(
 
 
 def _stopped(run_id: str, status: str, how: str) -> WaitOutcome:
-    root = root_id(run_id)
-    reason = (
-        f"its workflow {root} is {how} in Temporal but the store shows the run {status}: "
+    log.warning("wait.root_closed", run_id=run_id, workflow_id=root_id(run_id), temporal_status=how)
+    return WaitOutcome(run_id, status, ExitCode.STOPPED, [], stopped_reason(run_id, status, how))
+
+
+def stopped_reason(run_id: str, status: str, how: str) -> str:
+    """Why a run the store shows ``status`` will not move: its root closed ``how`` in Temporal."""
+    return (
+        f"its workflow {root_id(run_id)} is {how} in Temporal but the store shows the run {status}: "
         + resume_or_abort(run_id)
     )
-    log.warning("wait.root_closed", run_id=run_id, workflow_id=root, temporal_status=how)
-    return WaitOutcome(run_id, status, ExitCode.STOPPED, [], reason)
+
+
+async def stopped_now(settings: Settings, sessions: sessionmaker[Session], run_id: str) -> str | None:
+    """``rlm status`` of a run the store shows going: one look at Temporal; the reason (as ``rlm wait``
+    gives it) when the root has closed without recording an end, else None (also when Temporal cannot
+    be asked: the probe says so on stderr)."""
+    how = await RootProbe(settings, run_id, every_s=0).closed()
+    if how is None:
+        return None
+    # A root records its end, then closes: a close seen after the store was read may be an ordinary end.
+    status = await asyncio.to_thread(run_status, sessions, run_id)
+    return None if status in FINAL_STATUSES else stopped_reason(run_id, status, how)
 
 
 async def settled(

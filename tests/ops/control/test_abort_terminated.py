@@ -105,6 +105,11 @@ async def test_abort_of_a_terminated_run_records_its_end_and_releases_its_holds(
         f"rlm resume {run_id}" in waited["stopped_reason"]
         and f"rlm abort {run_id}" in waited["stopped_reason"]
     )
+    # `rlm status` says the same at once.
+    shown = await rlm_json(rlm_env, "status", run_id)
+    assert (shown["status"], shown["stopped_reason"]) == (Status.RUNNING, waited["stopped_reason"])
+    code, out, err = await rlm(rlm_env, "status", run_id)
+    assert code == 0 and f"  stopped: {waited['stopped_reason']}" in out, err
 
     report = await rlm_json(rlm_env, "abort", run_id, "--wait", "30")
 
