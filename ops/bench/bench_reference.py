@@ -41,6 +41,7 @@ from pathlib import Path
 
 from orchestrator.datadir import default_data_dir
 from orchestrator.llm.openai_server import ScriptedServer, ServerConfig
+from orchestrator.logs import configure_logging
 
 REFERENCE_PIN = "rlms==0.1.3"
 REFERENCE, WARM, COLD = "reference", "warm", "cold"
@@ -263,6 +264,7 @@ def main() -> None:
     p.add_argument("--modes", default=",".join(MODES), help="of reference, warm, cold")
     p.add_argument("--data-dir", type=Path, default=None, help="default: RLM_DATA_DIR or its default")
     args = p.parse_args()
+    configure_logging("warning")  # on stderr: stdout carries the table and the RESULT line only
     if args.quick:
         args.reps, args.tasks, args.latencies = 1, "needle_1m,count_2k", "0"
     by_name = {t.name: t for t in TASKS}

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import statistics
 import time
 
-import structlog
-
+from orchestrator.logs import configure_logging
 from sandbox import SubcallRequest, open_session
 from sandbox.imagebuild import ensure_image
 
@@ -39,7 +37,7 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=200)
     parser.add_argument("--starts", type=int, default=5)
     args = parser.parse_args()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    configure_logging("warning")  # on stderr: stdout carries the RESULT line only
     image = ensure_image() if args.backend == "docker" else None
 
     starts = []

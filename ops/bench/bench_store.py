@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import tempfile
 import time
@@ -19,11 +18,11 @@ from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
-import structlog
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.llm.complete import prepare_model
+from orchestrator.logs import configure_logging
 from orchestrator.store import (
     create_run,
     create_tenant,
@@ -142,8 +141,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ops", type=int, default=500, help="ledger pairs and step writes per backend")
     args = parser.parse_args()
-    # Per-operation debug events would dominate what is measured.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    # Per-operation debug events would dominate what is measured; stdout carries the RESULT line only.
+    configure_logging("warning")
     result: dict[str, float] = {}
     for backend in ("postgresql", "sqlite"):
         for name, value in measure(backend, args.ops).items():

@@ -298,8 +298,8 @@ def parse() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    import structlog
+    from orchestrator.logs import configure_logging
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
+    configure_logging("warning")  # on stderr: stdout carries the RESULT line only
     res = asyncio.run(main(parse()))
     print("RESULT " + json.dumps(res, sort_keys=True))

@@ -5,6 +5,8 @@ the model's price) against the run's and the tenant's budget, call litellm once 
 Temporal retries), then settle the actual cost and record the step in one transaction. The
 reservation key is the step's key, so a retried attempt reuses the reservation of the attempt that
 died instead of holding money twice, and a finished step is found in the store instead of paid again.
+A call under a node ``rlm abort`` marked is stopped in flight (``abort_watch``): its hold goes back and
+the step returns ``Outcome.ABORTED``.
 A ``generate`` whose prompt nears the model's window first records a ``compact`` step the same way
 (``orchestrator.activities.compaction``), inside the same activity, so the workflow does not change.
 """

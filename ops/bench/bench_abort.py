@@ -1,0 +1,97 @@
+"""How soon ``rlm abort`` ends a run whose leaves are calling a slow model, and what those calls cost.
+
+Starts its own ``rlm dev`` on a fresh data directory. Each repetition submits the scripted map-reduce
+over 2,000 words (8 leaves, at most 4 at once) whose leaves take ``--latency-ms`` each, waits until 4
+leaves are calling, and times ``rlm abort RUN``, which returns once no workflow of the run runs. It
+reports each abort's wall time and how many leaf calls were charged: a call shorter than a workflow
+task's heartbeat (about 8 s) shows what an abort that only cancels in Temporal lets through.
+
+Usage: ``python ops/bench/bench_abort.py [--reps 3] [--latency-ms 6000,20000]``. The last line is
+``RESULT {json}``; times are seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_reference import DevServer
+
+IN_FLIGHT = 4
+QUERY = "How many times does the word 'ERROR' appear? Use 8 chunks."
+
+
+def cli(rlm: Path, env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([str(rlm), *args], env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise SystemExit(f"rlm {args[0]} exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def leaves(rlm: Path, env: dict[str, str], run_id: str) -> list[dict[str, object]]:
+    return [n for n in json.loads(cli(rlm, env, "tree", run_id, "--json") or "[]") if n["kind"] == "leaf"]
+
+
+def one_abort(rlm: Path, env: dict[str, str], context: Path, run_id: str, latency_ms: int) -> dict[str, int]:
+    """Submit a run, abort it once its leaves are calling: the abort's milliseconds, the calls charged."""
+    models = ("--model", "scripted/mapreduce", "--sub-model", f"scripted/leaf?latency_ms={latency_ms}")
+    run = ("--context", str(context), "--run-id", run_id, "--concurrency", str(IN_FLIGHT), "--detach")
+    cli(rlm, env, "submit", QUERY, *models, *run)
+    end = time.monotonic() + 120
+    while sum(1 for n in leaves(rlm, env, run_id) if n["status"] == "running") < IN_FLIGHT:
+        if time.monotonic() > end:
+            raise SystemExit(f"{run_id}: {IN_FLIGHT} leaves were not calling within 120 s")
+        time.sleep(0.2)
+    started = time.perf_counter()
+    cli(rlm, env, "abort", run_id, "--json")
+    abort_s = time.perf_counter() - started
+    charged = sum(1 for n in leaves(rlm, env, run_id) if float(str(n["cost"])) > 0)
+    print(f"latency {latency_ms} ms: abort {abort_s:.2f} s, {charged} leaf calls charged", file=sys.stderr)
+    return {"abort_ms": round(abort_s * 1000), "charged_calls": charged}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--latency-ms", default="6000,20000", help="comma-separated leaf call latencies")
+    args = parser.parse_args()
+    rlm = Path(sys.executable).with_name("rlm")
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-abort-"))
+    context = data_dir / "words.txt"
+    rnd = random.Random(7)
+    context.write_text(" ".join(rnd.choice(["ERROR", "ok", "warn", "info"]) for _ in range(2_000)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "RLM_"))}
+    env.update({"RLM_DATA_DIR": str(data_dir), "RLM_WARM_CLI": "0"})
+    dev = DevServer(rlm, env, data_dir / "dev.log")
+    rows = []
+    try:
+        for latency_ms in (int(v) for v in args.latency_ms.split(",")):
+            runs = [f"abort-{latency_ms}-{rep}" for rep in range(args.reps)]
+            samples = [one_abort(rlm, env, context, run_id, latency_ms) for run_id in runs]
+            times = [s["abort_ms"] / 1000 for s in samples]
+            rows.append(
+                {
+                    "latency_ms": latency_ms,
+                    "in_flight": IN_FLIGHT,
+                    "abort_s_median": round(statistics.median(times), 3),
+                    "abort_s": times,
+                    "charged_calls": [s["charged_calls"] for s in samples],
+                }
+            )
+    finally:
+        dev.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    print("RESULT " + json.dumps({"reps": args.reps, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
