@@ -269,8 +269,9 @@ def status(
     run_id: RunIdArg,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a run's status, cost, tokens and node count (from the store; for a run not ended, also
-    whether Temporal still runs its root)."""
+    """Show a run's status, cost, tokens and node count.
+
+    From the store; for a run not ended, also whether Temporal still runs its root."""
     from orchestrator.runs import run_summary
     from orchestrator.settings import load_settings
     from orchestrator.store import list_nodes
