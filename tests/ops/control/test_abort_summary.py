@@ -1,6 +1,7 @@
-"""The summary ``rlm run`` prints for an aborted run counts the model calls the abort cut short: they
-settle a moment after the root ends, and the summary waits for them, on a worker that serves the queue
-and on the worker ``rlm run`` started for itself; ``rlm wait --json`` gives the same cost."""
+"""The summary ``rlm run`` prints for an aborted run is its final cost: the model calls the abort cut
+short close their holds a moment after the root ends (stopped, or charged if they returned first), and
+the summary waits for them, on a worker that serves the queue and on the worker ``rlm run`` started for
+itself; ``rlm wait --json`` gives the same cost."""
 
 from __future__ import annotations
 
