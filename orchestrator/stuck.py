@@ -16,7 +16,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from orchestrator.control import describe
 from orchestrator.ids import quoted
-from orchestrator.runs.root_probe import resume_or_abort
+from orchestrator.runs.root_probe import closed_as, resume_or_abort
 from orchestrator.store import get_node, get_run, get_tenant, list_runs, list_steps, retrying_nodes
 from orchestrator.store.errors import NotFound
 from orchestrator.vocabulary import PAUSED_STATUSES, Status
@@ -128,15 +128,11 @@ async def _closed_roots(
                 "records its end"
             )
         else:
-            why = f"the store shows it {run.status} but its workflow is {_closed(desc.status)} in Temporal"
+            why = f"the store shows it {run.status} but its workflow is {closed_as(desc.status)} in Temporal"
             why += ": " + resume_or_abort(rid)
         idle = round((now - run.updated_at).total_seconds(), 1)
         found.append(StuckNode(root, rid, run.status, idle, why))
     return found
-
-
-def _closed(status: WorkflowExecutionStatus | None) -> str:
-    return status.name.lower().replace("_", " ") if status is not None else "closed"
 
 
 def _check_filters(sessions: sessionmaker[Session], run_id: str | None, tenant: str | None) -> None:

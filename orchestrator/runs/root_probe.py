@@ -18,7 +18,7 @@ import structlog
 from orchestrator.workflows.types import root_id
 
 if TYPE_CHECKING:
-    from temporalio.client import Client
+    from temporalio.client import Client, WorkflowExecutionStatus
 
     from orchestrator.settings import Settings
 
@@ -32,6 +32,11 @@ PROBE_TIMEOUT_S = 5.0
 # A root Temporal does not have, this many probes running: say so once (a scheduled run's row is
 # written a moment before its root starts, so one miss means nothing).
 MISSING_WARN_AFTER = 3
+
+
+def closed_as(status: WorkflowExecutionStatus | None) -> str:
+    """How a closed workflow ended, in words (``terminated``, ``timed out``, …)."""
+    return status.name.lower().replace("_", " ") if status is not None else "closed"
 
 
 def resume_or_abort(run_id: str) -> str:
@@ -96,7 +101,7 @@ class RootProbe:
         # A run continued as new goes on under the same workflow id: describe shows its latest run.
         if desc.status in (None, WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW):
             return None
-        return desc.status.name.lower().replace("_", " ")
+        return closed_as(desc.status)
 
     async def _connect(self) -> Client | None:
         if self._client is None:

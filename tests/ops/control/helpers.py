@@ -14,9 +14,9 @@ from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.worker import Replayer
 
 from orchestrator.ids import quoted
-from orchestrator.store import get_node, list_steps
+from orchestrator.store import get_node, get_run, list_nodes, list_steps
 from orchestrator.store.errors import NotFound
-from orchestrator.vocabulary import Status
+from orchestrator.vocabulary import NodeKind, Status
 from orchestrator.workflow_runner import workflow_runner
 from orchestrator.workflows import WORKFLOWS, RLMNode
 from orchestrator.workflows.types import Limits, NodeResult
@@ -39,6 +39,17 @@ async def eventually(
         if loop.time() >= end:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(every_s)
+
+
+def leaves_in_flight(sessions: sessionmaker[Session], run_id: str) -> int:
+    """Leaves calling their model now: running, with the run holding a reservation."""
+    with sessions() as s:
+        try:
+            if get_run(s, run_id).reserved_nanos == 0:
+                return 0
+        except NotFound:
+            return 0
+        return sum(1 for n in list_nodes(s, run_id) if n.kind == NodeKind.LEAF and n.status == Status.RUNNING)
 
 
 def node_status(sessions: sessionmaker[Session], node_id: str) -> str | None:

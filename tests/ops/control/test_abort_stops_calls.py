@@ -13,34 +13,18 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 from structlog.testing import capture_logs
 
 from orchestrator.store import get_node, get_run, list_nodes, list_steps
-from orchestrator.store.errors import NotFound
 from orchestrator.store.models import LedgerEntry
 from orchestrator.vocabulary import LeafMode, NodeKind, Status
 from orchestrator.workflows.types import Limits, root_id
-from tests.ops.control.helpers import eventually, replay_all, rlm_json
+from tests.ops.control.helpers import eventually, leaves_in_flight, replay_all, rlm_json
 from tests.orchestrator.harness import Harness, word_context
 
 QUERY = "How many times does the word 'ERROR' appear? Use 8 chunks."
 IN_FLIGHT = 4
 CALL_MS = 6_000
-
-
-def _reserved(sessions: sessionmaker[Session], run_id: str) -> int | None:
-    with sessions() as s:
-        try:
-            return get_run(s, run_id).reserved_nanos
-        except NotFound:
-            return None
-
-
-def _leaves_calling(sessions: sessionmaker[Session], run_id: str) -> int:
-    with sessions() as s:
-        nodes = list_nodes(s, run_id)
-    return sum(1 for n in nodes if n.kind == NodeKind.LEAF and n.status == Status.RUNNING)
 
 
 @pytest.mark.parametrize("leaf_mode", [LeafMode.WORKFLOW, LeafMode.INLINE])
@@ -54,8 +38,7 @@ async def test_abort_stops_the_leaf_calls_in_flight_and_charges_none(
     run_id = handle.id.rsplit("/", 1)[0]
 
     async def calling() -> bool | None:
-        held = _reserved(harness.sessions, run_id)
-        return True if held and _leaves_calling(harness.sessions, run_id) >= IN_FLIGHT else None
+        return True if leaves_in_flight(harness.sessions, run_id) >= IN_FLIGHT else None
 
     await eventually(calling, f"{IN_FLIGHT} leaves calling their model", timeout_s=60)
     report = await rlm_json(rlm_env, "abort", run_id)

@@ -16,24 +16,12 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.store import get_run, list_nodes
-from orchestrator.store.errors import NotFound
 from orchestrator.vocabulary import NodeKind, Status
-from tests.ops.control.helpers import RLM, eventually, rlm
+from tests.ops.control.helpers import RLM, eventually, leaves_in_flight, rlm
 from tests.orchestrator.harness import Harness, word_context
 
 QUERY = "How many times does the word 'ERROR' appear? Use 8 chunks."
 IN_FLIGHT = 4
-
-
-def _leaves_in_flight(sessions: sessionmaker[Session], run_id: str) -> int:
-    """Leaves calling their model now: running, with the run holding a reservation."""
-    with sessions() as s:
-        try:
-            if get_run(s, run_id).reserved_nanos == 0:
-                return 0
-        except NotFound:
-            return 0
-        return sum(1 for n in list_nodes(s, run_id) if n.kind == NodeKind.LEAF and n.status == Status.RUNNING)
 
 
 @pytest.mark.parametrize("own_worker", [False, True], ids=["serving-worker", "own-worker"])
@@ -61,7 +49,7 @@ async def test_the_summary_of_an_aborted_run_counts_the_calls_it_cut_short(
             if proc.returncode is not None:
                 _, early = await proc.communicate()
                 raise AssertionError(f"rlm run ended before the abort: {early.decode()}")
-            return True if _leaves_in_flight(sessions, run_id) >= IN_FLIGHT else None
+            return True if leaves_in_flight(sessions, run_id) >= IN_FLIGHT else None
 
         await eventually(calling, f"{IN_FLIGHT} leaves calling their model", timeout_s=60)
         code, out, err = await rlm(env, "abort", run_id)
