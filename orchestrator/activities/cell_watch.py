@@ -19,6 +19,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 import sandbox
+from orchestrator.activities.heartbeat import HEARTBEAT_EVERY_S
 from orchestrator.activities.logctx import expected
 from orchestrator.workflows.common import DEADLINE_PASSED
 
@@ -28,7 +29,6 @@ T = TypeVar("T")
 # Runs a blocking call (closing a session) in the cells' thread pool.
 Blocking = Callable[[Callable[[], None]], Awaitable[None]]
 
-HEARTBEAT_EVERY_S = 2.0
 # How often the heartbeat task looks at the deadline, cancellation and worker shutdown.
 WATCH_EVERY_S = 0.25
 

@@ -30,6 +30,7 @@ from orchestrator.activities.abort_watch import AbortWatch, CallAborted
 from orchestrator.activities.cell_watch import deadline_error
 from orchestrator.activities.context import context_info, local_context
 from orchestrator.activities.deps import Deps
+from orchestrator.activities.heartbeat import beating
 from orchestrator.activities.logctx import expected
 from orchestrator.llm.complete import (
     CompletionRequest,
@@ -197,8 +198,9 @@ class ModelActivities:
                 raise deadline_error(f"before the model call could be retried ({exc.kind})") from exc
             raise model_error(exc) from exc
         except asyncio.CancelledError:
-            # Abandoned (`rlm abort`, the deadline): no answer will be used, so nothing is charged and
-            # the held amount goes back to the budgets instead of staying reserved for good.
+            # Abandoned (a cancel in Temporal, the deadline): no answer will be used, so nothing is
+            # charged and the held amount goes back to the budgets instead of staying reserved for good.
+            log.info("model_call.cancelled", node_id=node_id, model=model)
             await asyncio.shield(self._release(prep))
             raise
 
@@ -321,7 +323,8 @@ class ModelActivities:
     @activity.defn(name="generate")
     async def generate(self, inp: GenerateInput) -> GenerateOutput:
         try:
-            return await self._generate(inp)
+            async with beating():
+                return await self._generate(inp)
         except CallAborted as exc:
             return GenerateOutput(status=Outcome.ABORTED, message=str(exc))
 

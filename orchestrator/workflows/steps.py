@@ -1,8 +1,9 @@
 """An RLM node's activity calls, each with its timeouts and retries set here, at the call site.
 
 Temporal owns retries: a model call is retried on rate limits and server errors until the run's
-deadline; a cell is retried when its worker dies (heartbeat timeout) or its sandbox fails to start,
-while errors in the user's code are results, not failures. Deterministic code only.
+deadline; a cell is retried when its sandbox fails to start, while errors in the user's code are
+results, not failures. Both heartbeat, so an attempt whose worker died is retried at the heartbeat
+timeout. Deterministic code only.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ async def generate(step: GenerateInput) -> GenerateOutput:
         summary=f"iteration {step.iteration}: the model's reply{forced}",
         start_to_close_timeout=common.bounded(run, GENERATE_TIMEOUT_S),
         schedule_to_close_timeout=common.until_deadline(run),
+        heartbeat_timeout=common.bounded(run, run.limits.heartbeat_timeout_s),
         retry_policy=common.MODEL_RETRY,
     )
     return out

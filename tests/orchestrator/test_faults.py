@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from temporalio.api.enums.v1 import EventType
 
 import sandbox
 from orchestrator.settings import Settings
@@ -116,6 +117,51 @@ async def test_sigkilled_worker_mid_subcalls_then_new_worker_finishes_without_do
     assert out.summary.answer == str(expected)
     leaves = [r for r in out.tree if r.kind == "leaf"]
     assert len(leaves) == 40 and all(r.status == "completed" for r in leaves)
+    check_billing(harness, out)
+    await wait_swept(workers[0], run_id)
+    sandbox.reap(labels={"run": run_id})
+
+
+async def test_a_worker_killed_mid_generate_is_replaced_at_the_heartbeat_timeout(
+    harness: Harness, other_queue: Settings, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    """The root's model call takes 4 s and its worker is SIGKILLed a second into it. The call
+    heartbeats, so Temporal retries it on the next worker once the heartbeat timeout (3 s) passes, not
+    at its 10-minute start-to-close timeout (the test would time out); the retry reuses the dead
+    attempt's reservation, so the call is paid once."""
+    path, expected = word_context(tmp_path / "w.txt", 2_000)
+    workers.append(WorkerProcess(other_queue, tmp_path / "worker1.log", WORKER_ENV))
+    handle = await harness.start(
+        QUERY,
+        path,
+        model="scripted/mapreduce?chunks=2&latency_ms=4000",
+        limits=Limits(heartbeat_timeout_s=3, leaf_mode=LeafMode.INLINE),
+        task_queue=other_queue.task_queue,
+    )
+    run_id = handle.id.rsplit("/", 1)[0]
+    first_call = f"{handle.id}/1/generate"
+    for _ in range(600):
+        with harness.sessions() as s:
+            held = s.scalars(select(LedgerEntry.idempotency_key).where(LedgerEntry.run_id == run_id)).all()
+        if first_call in held:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the root's first model call never started")
+    await asyncio.sleep(1.0)
+    workers[0].kill()
+
+    workers.append(WorkerProcess(other_queue, tmp_path / "worker2.log", WORKER_ENV))
+    out = await asyncio.wait_for(harness.finish(handle), timeout=120)
+
+    assert out.result.status == "completed", out.result.error
+    assert out.summary.answer == str(expected)
+    attempts = [
+        e.activity_task_started_event_attributes.attempt
+        async for e in handle.fetch_history_events()
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+    ]
+    assert 2 in attempts, "the killed call was never retried"
     check_billing(harness, out)
     await wait_swept(workers[0], run_id)
     sandbox.reap(labels={"run": run_id})

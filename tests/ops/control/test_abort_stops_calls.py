@@ -2,9 +2,12 @@
 ``generate``: their holds go back and nothing is charged for them.
 
 Temporal's cancel alone reaches a leaf's call only when it returns or at its workflow task's heartbeat
-(about 8 s), and a ``generate`` activity not at all; so calls of ``CALL_MS`` (under those 8 s) would
-return, be recorded and be charged. The worker's abort watch stops them within a second of the store's
-mark instead (``activities.abort_watch``)."""
+(about 8 s), and a ``generate`` activity at its next heartbeat (up to 8 s with these tests' 10 s
+heartbeat timeout); so calls of ``CALL_MS`` would return, be recorded and be charged. The worker's
+abort watch stops them within a second of the store's mark instead (``activities.abort_watch``).
+
+A cancel made in Temporal alone (the Web UI's *Request Cancellation*) marks nothing: it reaches a
+node's ``generate`` through the activity's heartbeat."""
 
 from __future__ import annotations
 
@@ -63,9 +66,9 @@ async def test_abort_stops_the_leaf_calls_in_flight_and_charges_none(
 async def test_aborting_one_node_stops_its_own_model_call_and_charges_nothing(
     harness: Harness, rlm_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """A node's ``generate`` is a remote activity that does not heartbeat: Temporal's cancel never reaches
-    it. The node's end released its hold, so the store charged nothing, but the call ran on to its end
-    at the provider, which bills it. Now the worker stops it (its log says so), and the hold goes back."""
+    """A node's ``generate`` hears Temporal's cancel only with its next heartbeat the SDK sends; until
+    then the call runs on at the provider, which bills it. The worker's watch stops it within a second
+    of the mark (its log says so), and the hold goes back."""
     path, _ = word_context(tmp_path / "words.txt", 4_000)
     handle = await harness.start(
         "How many times does the word 'ERROR' appear?",
@@ -105,4 +108,54 @@ async def test_aborting_one_node_stops_its_own_model_call_and_charges_nothing(
         assert closing == ["release"], held  # closed unspent, not settled
         assert (node.status, node.cost) == (Status.ABORTED, Decimal(0))
         assert list_steps(s, child) == []  # the stopped reply was never recorded
+        assert get_run(s, run_id).reserved_nanos == 0
+
+
+async def test_a_cancel_made_in_temporal_reaches_a_node_model_call_at_its_next_heartbeat(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """The Web UI's *Request Cancellation* (or ``temporal workflow cancel``) marks nothing in the store,
+    so only Temporal can stop the root's 60 s model call: the ``generate`` activity heartbeats, and the
+    cancel reaches it with the next beat the SDK sends (at most 0.8 heartbeat timeouts apart, 2.4 s
+    here). The call is cut, not recorded, and its hold goes back."""
+    path, _ = word_context(tmp_path / "words.txt", 2_000)
+    handle = await harness.start(
+        QUERY, path, model="scripted/mapreduce?latency_ms=60000", limits=Limits(heartbeat_timeout_s=3)
+    )
+    run_id = handle.id.rsplit("/", 1)[0]
+    key = f"{handle.id}/1/generate"
+
+    def holds() -> list[str]:
+        with harness.sessions() as s:
+            return list(
+                s.scalars(
+                    select(LedgerEntry.kind)
+                    .where(LedgerEntry.run_id == run_id, LedgerEntry.idempotency_key == key)
+                    .union_all(
+                        select(LedgerEntry.kind).where(
+                            LedgerEntry.reservation_id.in_(
+                                select(LedgerEntry.reservation_id).where(LedgerEntry.idempotency_key == key)
+                            ),
+                            LedgerEntry.phase == 1,
+                        )
+                    )
+                )
+            )
+
+    async def calling() -> bool | None:
+        return True if holds() else None
+
+    await eventually(calling, "the root's first model call", timeout_s=60)
+    with capture_logs() as logs:
+        await handle.cancel()
+
+        async def cut() -> bool | None:
+            return True if any(e["event"] == "model_call.cancelled" for e in logs) else None
+
+        await eventually(cut, "the model call cancelled", timeout_s=20)
+    assert [e["node_id"] for e in logs if e["event"] == "model_call.cancelled"] == [handle.id]
+    assert not any(e["event"] == "model_call.aborted" for e in logs)  # the watch had no mark to see
+    assert holds() == ["reserve", "release"]
+    with harness.sessions() as s:
+        assert list_steps(s, handle.id) == []
         assert get_run(s, run_id).reserved_nanos == 0
