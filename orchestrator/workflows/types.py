@@ -38,7 +38,8 @@ class Limits:
     max_tokens: int = 4096
     output_chars: int = 5_000
     cell_timeout_s: float = 120.0
-    # A worker that dies mid-cell is noticed after this long; the cell then runs again elsewhere.
+    # A worker that dies mid-cell or mid-`generate` is noticed after this long; the step then runs
+    # again elsewhere.
     heartbeat_timeout_s: float = 30.0
     # Continue-as-new after this many iterations in one workflow run (0: only when Temporal suggests it).
     iterations_per_run: int = 0
