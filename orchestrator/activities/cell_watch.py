@@ -19,7 +19,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 import sandbox
-from orchestrator.activities.heartbeat import HEARTBEAT_EVERY_S
+from orchestrator.activities.heartbeat import HEARTBEAT_EVERY_S, beat_every_s
 from orchestrator.activities.logctx import expected
 from orchestrator.workflows.common import DEADLINE_PASSED
 
@@ -106,7 +106,8 @@ class Guard:
 
 async def watch(guard: Guard) -> None:
     """Heartbeat while the cell runs; stop it at the deadline, on cancellation or worker shutdown."""
-    next_beat = time.monotonic() + HEARTBEAT_EVERY_S
+    every = beat_every_s(HEARTBEAT_EVERY_S)
+    next_beat = time.monotonic() + every
     while True:
         await asyncio.sleep(WATCH_EVERY_S)
         if guard.expired():
@@ -124,4 +125,4 @@ async def watch(guard: Guard) -> None:
             except Exception as exc:
                 # A missed beat is not a reason to stop watching: the deadline and cancellations still count.
                 log.warning("cell.heartbeat_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-            next_beat = time.monotonic() + HEARTBEAT_EVERY_S
+            next_beat = time.monotonic() + every

@@ -21,10 +21,20 @@ log = structlog.get_logger(__name__)
 HEARTBEAT_EVERY_S = 2.0
 
 
+def beat_every_s(longest: float) -> float:
+    """``longest``, or a third of the activity's heartbeat timeout when that is shorter: no timeout
+    (``RLM_HEARTBEAT_TIMEOUT_S`` may be as short as 1 s) may pass between two beats."""
+    timeout = activity.info().heartbeat_timeout
+    if not timeout:
+        return longest
+    return min(longest, timeout.total_seconds() / 3)
+
+
 @contextlib.asynccontextmanager
-async def beating(every_s: float = HEARTBEAT_EVERY_S) -> AsyncIterator[None]:
-    """Heartbeat every ``every_s`` while the body runs (from the activity's own context)."""
-    task = asyncio.create_task(_beat(every_s), name="activity-heartbeat")
+async def beating() -> AsyncIterator[None]:
+    """Heartbeat while the body runs, from the activity's own context. The first beat comes one interval
+    in: a call shorter than that costs Temporal nothing."""
+    task = asyncio.create_task(_beat(beat_every_s(HEARTBEAT_EVERY_S)), name="activity-heartbeat")
     try:
         yield
     finally:
@@ -35,9 +45,9 @@ async def beating(every_s: float = HEARTBEAT_EVERY_S) -> AsyncIterator[None]:
 
 async def _beat(every_s: float) -> None:
     while True:
+        await asyncio.sleep(every_s)
         try:
             activity.heartbeat()
         except Exception as exc:
             # A missed beat costs at worst a retry at the heartbeat timeout; the call itself goes on.
             log.warning("activity.heartbeat_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-        await asyncio.sleep(every_s)
