@@ -24,6 +24,17 @@ def test_database_url() -> str:
 test_database_url.__test__ = False  # type: ignore[attr-defined]
 
 
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A command run in-process (a CliRunner) configures logging for its process, at warning; the tests
+    after it that capture a worker's info events need the configuration they started with."""
+    import structlog
+
+    config = structlog.get_config()
+    yield
+    structlog.configure(**config)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_orphaned_sandboxes() -> Iterator[None]:
     """Removes, when the session ends, the sandbox containers of this session's workers that are gone.

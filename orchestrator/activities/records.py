@@ -9,8 +9,8 @@ from temporalio import activity
 
 from orchestrator.activities import texts
 from orchestrator.activities.deps import Deps
-from orchestrator.store import end_node, set_node_status, set_run_status, upsert_node
-from orchestrator.vocabulary import FINAL_STATUSES, NodeKind
+from orchestrator.store import end_node, request_abort, set_node_status, set_run_status, upsert_node
+from orchestrator.vocabulary import FINAL_STATUSES, NodeKind, Status
 from orchestrator.workflows.types import NodeEvent
 
 log = structlog.get_logger(__name__)
@@ -37,6 +37,12 @@ class RecordActivities:
                     session, run_id=event.run_id, node_id=event.node_id, status=event.status, root=root,
                     answer_ref=answer, error=event.error, release_holds=event.release_holds,
                 )  # fmt: skip
+                if root and event.status == Status.ABORTED:
+                    # A root cancelled in Temporal alone (the Web UI, `temporal workflow cancel`, a
+                    # schedule's overlap policy) is marked as `rlm abort` marks it, so the workers stop
+                    # its tree's calls in flight. Not a sub-call: one cancelled because its parent was
+                    # terminated can end after a restart reused its id, and would stop the new calls.
+                    request_abort(session, event.node_id)
             else:
                 set_node_status(session, event.node_id, event.status, error=event.error)
                 if root:

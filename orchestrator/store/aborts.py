@@ -1,4 +1,5 @@
-"""Abort requests: ``rlm abort`` marks its target's top node before cancelling its workflows.
+"""Abort requests: ``rlm abort`` marks its target's top node before cancelling its workflows, and a
+root that records its end ``aborted`` (a cancel made in Temporal alone) marks itself.
 
 A model call in flight hears of Temporal's cancel late: a leaf's call runs inside its workflow's task,
 which takes in nothing new until the call returns or the task's heartbeat (about 8 s), and a node's

@@ -6,11 +6,14 @@ Temporal's cancel alone reaches a leaf's call only when it returns or at its wor
 heartbeat timeout); so calls of ``CALL_MS`` would return, be recorded and be charged. The worker's
 abort watch stops them within a second of the store's mark instead (``activities.abort_watch``).
 
-A cancel made in Temporal alone (the Web UI's *Request Cancellation*) marks nothing: it reaches a
-node's ``generate`` through the activity's heartbeat."""
+A root cancelled in Temporal alone (the Web UI's *Request Cancellation*) is marked when it records its
+end, so its tree's calls stop the same way. A sub-call cancelled there is not marked: its ``generate``
+hears the cancel through the activity's heartbeat.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,7 +23,7 @@ from structlog.testing import capture_logs
 
 from orchestrator.store import get_node, get_run, list_nodes, list_steps
 from orchestrator.store.models import LedgerEntry
-from orchestrator.vocabulary import LeafMode, NodeKind, Status
+from orchestrator.vocabulary import FINAL_STATUSES, LeafMode, NodeKind, Status
 from orchestrator.workflows.types import Limits, root_id
 from tests.ops.control.helpers import eventually, leaves_in_flight, replay_all, rlm_json
 from tests.orchestrator.harness import Harness, word_context
@@ -28,11 +31,28 @@ from tests.orchestrator.harness import Harness, word_context
 QUERY = "How many times does the word 'ERROR' appear? Use 8 chunks."
 IN_FLIGHT = 4
 CALL_MS = 6_000
+RLM_ABORT, TEMPORAL_CANCEL = "rlm abort", "temporal cancel"
 
 
-@pytest.mark.parametrize("leaf_mode", [LeafMode.WORKFLOW, LeafMode.INLINE])
+async def every_node_ended(harness: Harness, run_id: str) -> None:
+    async def ended() -> bool | None:
+        with harness.sessions() as s:
+            nodes = list_nodes(s, run_id)
+        return True if all(n.status in FINAL_STATUSES for n in nodes) else None
+
+    await eventually(ended, "every node of the cancelled run ended", timeout_s=30)
+
+
+@pytest.mark.parametrize(
+    ("leaf_mode", "how"),
+    [
+        (LeafMode.WORKFLOW, RLM_ABORT),
+        (LeafMode.INLINE, RLM_ABORT),
+        (LeafMode.WORKFLOW, TEMPORAL_CANCEL),
+    ],
+)
 async def test_abort_stops_the_leaf_calls_in_flight_and_charges_none(
-    harness: Harness, rlm_env: dict[str, str], tmp_path: Path, leaf_mode: LeafMode
+    harness: Harness, rlm_env: dict[str, str], tmp_path: Path, leaf_mode: LeafMode, how: str
 ) -> None:
     path, _ = word_context(tmp_path / "words.txt", 2_000)
     limits = Limits(max_concurrency=IN_FLIGHT, leaf_mode=leaf_mode, heartbeat_timeout_s=10)
@@ -44,8 +64,12 @@ async def test_abort_stops_the_leaf_calls_in_flight_and_charges_none(
         return True if leaves_in_flight(harness.sessions, run_id) >= IN_FLIGHT else None
 
     await eventually(calling, f"{IN_FLIGHT} leaves calling their model", timeout_s=60)
-    report = await rlm_json(rlm_env, "abort", run_id)
-    assert report["still_running"] == []
+    if how == RLM_ABORT:
+        report = await rlm_json(rlm_env, "abort", run_id)
+        assert report["still_running"] == []
+    else:
+        await handle.cancel()  # what the Web UI's Request Cancellation on the root sends
+        await every_node_ended(harness, run_id)
 
     with harness.sessions() as s:
         run = get_run(s, run_id)
@@ -111,51 +135,48 @@ async def test_aborting_one_node_stops_its_own_model_call_and_charges_nothing(
         assert get_run(s, run_id).reserved_nanos == 0
 
 
-async def test_a_cancel_made_in_temporal_reaches_a_node_model_call_at_its_next_heartbeat(
+async def test_a_cancel_made_in_temporal_reaches_a_sub_call_model_call_at_its_next_heartbeat(
     harness: Harness, tmp_path: Path
 ) -> None:
-    """The Web UI's *Request Cancellation* (or ``temporal workflow cancel``) marks nothing in the store,
-    so only Temporal can stop the root's 60 s model call: the ``generate`` activity heartbeats, and the
+    """A sub-call cancelled in the Web UI (or with ``temporal workflow cancel``) marks nothing in the
+    store, so only Temporal can stop its 60 s model call: the ``generate`` activity heartbeats, and the
     cancel reaches it with the next beat the SDK sends (at most 0.8 heartbeat timeouts apart, 2.4 s
     here). The call is cut, not recorded, and its hold goes back."""
-    path, _ = word_context(tmp_path / "words.txt", 2_000)
+    path, _ = word_context(tmp_path / "words.txt", 4_000)
     handle = await harness.start(
-        QUERY, path, model="scripted/mapreduce?latency_ms=60000", limits=Limits(heartbeat_timeout_s=3)
+        "How many times does the word 'ERROR' appear?",
+        path,
+        model="scripted/recurse",
+        sub_model="scripted/recurse?latency_ms=60000",
+        limits=Limits(max_depth=1, heartbeat_timeout_s=3),
     )
     run_id = handle.id.rsplit("/", 1)[0]
-    key = f"{handle.id}/1/generate"
+    child = f"{handle.id}.1"
+    key = f"{child}/1/generate"
 
-    def holds() -> list[str]:
+    def ledger() -> list[str]:
         with harness.sessions() as s:
-            return list(
-                s.scalars(
-                    select(LedgerEntry.kind)
-                    .where(LedgerEntry.run_id == run_id, LedgerEntry.idempotency_key == key)
-                    .union_all(
-                        select(LedgerEntry.kind).where(
-                            LedgerEntry.reservation_id.in_(
-                                select(LedgerEntry.reservation_id).where(LedgerEntry.idempotency_key == key)
-                            ),
-                            LedgerEntry.phase == 1,
-                        )
-                    )
-                )
-            )
+            held = select(LedgerEntry.reservation_id).where(LedgerEntry.idempotency_key == key)
+            return list(s.scalars(select(LedgerEntry.kind).where(LedgerEntry.reservation_id.in_(held))))
 
     async def calling() -> bool | None:
-        return True if holds() else None
+        return True if ledger() else None
 
-    await eventually(calling, "the root's first model call", timeout_s=60)
+    await eventually(calling, f"{child}'s first model call", timeout_s=60)
+    # Past the first beat, which the SDK sends at once: the cancel must ride a later, throttled one.
+    await asyncio.sleep(3)
     with capture_logs() as logs:
-        await handle.cancel()
+        await harness.client.get_workflow_handle(child).cancel()
 
         async def cut() -> bool | None:
             return True if any(e["event"] == "model_call.cancelled" for e in logs) else None
 
         await eventually(cut, "the model call cancelled", timeout_s=20)
-    assert [e["node_id"] for e in logs if e["event"] == "model_call.cancelled"] == [handle.id]
-    assert not any(e["event"] == "model_call.aborted" for e in logs)  # the watch had no mark to see
-    assert holds() == ["reserve", "release"]
+        seen = [(e["event"], e.get("node_id")) for e in logs if e["event"].startswith("model_call.")]
+    assert seen == [("model_call.cancelled", child)]  # the watch had no mark to see
+    assert sorted(ledger()) == ["release", "reserve"]
     with harness.sessions() as s:
-        assert list_steps(s, handle.id) == []
-        assert get_run(s, run_id).reserved_nanos == 0
+        assert list_steps(s, child) == []
+        assert get_node(s, child).status == Status.ABORTED
+    await handle.cancel()  # the root's next sub-calls would each take a minute
+    await every_node_ended(harness, run_id)
