@@ -1,18 +1,22 @@
-"""How soon ``rlm abort`` ends a run whose leaves are calling a slow model, and what those calls cost.
+"""How soon an abort ends a run whose leaves are calling a slow model, and what those calls cost.
 
 Starts its own ``rlm dev`` on a fresh data directory. Each repetition submits the scripted map-reduce
 over 2,000 words (8 leaves, at most 4 at once) whose leaves take ``--latency-ms`` each, waits until 4
-leaves are calling, and times ``rlm abort RUN``, which returns once no workflow of the run runs. It
-reports each abort's wall time and how many leaf calls were charged: a call shorter than a workflow
-task's heartbeat (about 8 s) shows what an abort that only cancels in Temporal lets through.
+leaves are calling, and stops the run one of two ways (``--how``): ``rlm-abort`` times ``rlm abort
+RUN``, which returns once no workflow of the run runs; ``temporal-cancel`` cancels the root's workflow
+through a Temporal client, as the Web UI's *Request Cancellation* does, and times until the store
+shows every node of the run ended. It reports each wall time and how many leaf calls were charged: a
+call shorter than a workflow task's heartbeat (about 8 s) shows what a cancel that reaches calls only
+through Temporal lets through.
 
-Usage: ``python ops/bench/bench_abort.py [--reps 3] [--latency-ms 6000,20000]``. The last line is
-``RESULT {json}``; times are seconds.
+Usage: ``python ops/bench/bench_abort.py [--reps 3] [--latency-ms 6000,20000]
+[--how rlm-abort,temporal-cancel]``. The last line is ``RESULT {json}``; times are seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -26,8 +30,11 @@ from pathlib import Path
 
 from bench_reference import DevServer
 
+from orchestrator.vocabulary import FINAL_STATUSES
+
 IN_FLIGHT = 4
 QUERY = "How many times does the word 'ERROR' appear? Use 8 chunks."
+HOWS = ("rlm-abort", "temporal-cancel")
 
 
 def cli(rlm: Path, env: dict[str, str], *args: str) -> str:
@@ -37,12 +44,37 @@ def cli(rlm: Path, env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
+def nodes(rlm: Path, env: dict[str, str], run_id: str) -> list[dict[str, object]]:
+    return list(json.loads(cli(rlm, env, "tree", run_id, "--json") or "[]"))
+
+
 def leaves(rlm: Path, env: dict[str, str], run_id: str) -> list[dict[str, object]]:
-    return [n for n in json.loads(cli(rlm, env, "tree", run_id, "--json") or "[]") if n["kind"] == "leaf"]
+    return [n for n in nodes(rlm, env, run_id) if n["kind"] == "leaf"]
 
 
-def one_abort(rlm: Path, env: dict[str, str], context: Path, run_id: str, latency_ms: int) -> dict[str, int]:
-    """Submit a run, abort it once its leaves are calling: the abort's milliseconds, the calls charged."""
+async def cancel_in_temporal(address: str, workflow_id: str) -> None:
+    from temporalio.client import Client
+
+    client = await Client.connect(address)
+    await client.get_workflow_handle(workflow_id).cancel()
+
+
+def stop(rlm: Path, env: dict[str, str], address: str, run_id: str, how: str) -> None:
+    if how == "rlm-abort":
+        cli(rlm, env, "abort", run_id, "--json")
+        return
+    asyncio.run(cancel_in_temporal(address, f"{run_id}/0"))
+    end = time.monotonic() + 120
+    while any(n["status"] not in FINAL_STATUSES for n in nodes(rlm, env, run_id)):
+        if time.monotonic() > end:
+            raise SystemExit(f"{run_id}: not every node ended within 120 s of the cancel")
+        time.sleep(0.1)
+
+
+def one_abort(
+    rlm: Path, env: dict[str, str], address: str, context: Path, run_id: str, latency_ms: int, how: str
+) -> dict[str, int]:
+    """Submit a run, stop it once its leaves are calling: the stop's milliseconds, the calls charged."""
     models = ("--model", "scripted/mapreduce", "--sub-model", f"scripted/leaf?latency_ms={latency_ms}")
     run = ("--context", str(context), "--run-id", run_id, "--concurrency", str(IN_FLIGHT), "--detach")
     cli(rlm, env, "submit", QUERY, *models, *run)
@@ -52,10 +84,10 @@ def one_abort(rlm: Path, env: dict[str, str], context: Path, run_id: str, latenc
             raise SystemExit(f"{run_id}: {IN_FLIGHT} leaves were not calling within 120 s")
         time.sleep(0.2)
     started = time.perf_counter()
-    cli(rlm, env, "abort", run_id, "--json")
+    stop(rlm, env, address, run_id, how)
     abort_s = time.perf_counter() - started
     charged = sum(1 for n in leaves(rlm, env, run_id) if float(str(n["cost"])) > 0)
-    print(f"latency {latency_ms} ms: abort {abort_s:.2f} s, {charged} leaf calls charged", file=sys.stderr)
+    print(f"{how}, latency {latency_ms} ms: {abort_s:.2f} s, {charged} leaf calls charged", file=sys.stderr)
     return {"abort_ms": round(abort_s * 1000), "charged_calls": charged}
 
 
@@ -63,7 +95,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--latency-ms", default="6000,20000", help="comma-separated leaf call latencies")
+    parser.add_argument("--how", default=",".join(HOWS), help=f"comma-separated, of {', '.join(HOWS)}")
     args = parser.parse_args()
+    hows = args.how.split(",")
+    if unknown := sorted(set(hows) - set(HOWS)):
+        parser.error(f"--how: {', '.join(unknown)} not known; use {', '.join(HOWS)}")
     rlm = Path(sys.executable).with_name("rlm")
     data_dir = Path(tempfile.mkdtemp(prefix="bench-abort-"))
     context = data_dir / "words.txt"
@@ -74,19 +110,23 @@ def main() -> None:
     dev = DevServer(rlm, env, data_dir / "dev.log")
     rows = []
     try:
-        for latency_ms in (int(v) for v in args.latency_ms.split(",")):
-            runs = [f"abort-{latency_ms}-{rep}" for rep in range(args.reps)]
-            samples = [one_abort(rlm, env, context, run_id, latency_ms) for run_id in runs]
-            times = [s["abort_ms"] / 1000 for s in samples]
-            rows.append(
-                {
-                    "latency_ms": latency_ms,
-                    "in_flight": IN_FLIGHT,
-                    "abort_s_median": round(statistics.median(times), 3),
-                    "abort_s": times,
-                    "charged_calls": [s["charged_calls"] for s in samples],
-                }
-            )
+        for how in hows:
+            for latency_ms in (int(v) for v in args.latency_ms.split(",")):
+                runs = [f"{how}-{latency_ms}-{rep}" for rep in range(args.reps)]
+                samples = [
+                    one_abort(rlm, env, dev.address, context, run_id, latency_ms, how) for run_id in runs
+                ]
+                times = [s["abort_ms"] / 1000 for s in samples]
+                rows.append(
+                    {
+                        "how": how,
+                        "latency_ms": latency_ms,
+                        "in_flight": IN_FLIGHT,
+                        "abort_s_median": round(statistics.median(times), 3),
+                        "abort_s": times,
+                        "charged_calls": [s["charged_calls"] for s in samples],
+                    }
+                )
     finally:
         dev.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
