@@ -141,6 +141,11 @@ class Subcalls:
             refused = await self._unless_paused(cid)
             if refused is not None:
                 return refused
+            if common.seconds_left(self._inp.run) <= 0:
+                # Slots free up at the deadline, as the calls holding them time out: what waited for one
+                # is not started then (a wide fan-out would start its whole queue only to end it).
+                why = f"sub-call {cid} was not started: the run's deadline passed while it waited for a slot"
+                return NodeResult(node_id=cid, status=Status.TIMED_OUT, answer=None, error=why)
             while True:
                 try:
                     return await self._start_once(cid, batch, index)

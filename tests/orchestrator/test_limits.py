@@ -103,6 +103,28 @@ async def test_deadline_ends_the_node_timed_out_keeping_its_partial_answer(
     assert "deadline" in (out.result.error or "")
 
 
+async def test_sub_calls_queued_for_a_slot_at_the_deadline_are_not_started(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """40 sub-calls, 4 at a time, each slower than the deadline: the 4 calling time out at the deadline,
+    and the 36 queued behind them are not started then, neither as workflows nor in the store."""
+    path, _ = word_context(tmp_path / "w.txt", 4_000)
+    out = await harness.run(
+        "How many times does the word 'ERROR' appear?",
+        path,
+        model="scripted/mapreduce?chunks=40",
+        sub_model="scripted/leaf?latency_ms=60000",
+        limits=Limits(max_concurrency=4, heartbeat_timeout_s=10),
+        deadline_s=5.0,
+    )
+
+    assert out.result.status == "timed_out"
+    leaves = [row for row in out.tree if row.kind == "leaf"]
+    assert len(leaves) == 4 and all(row.status == "timed_out" for row in leaves)
+    started = [w.id async for w in harness.client.list_workflows(f'RlmRunId = "{out.run_id}"')]
+    assert sorted(started) == sorted([root_id(out.run_id)] + [row.node_id for row in leaves])
+
+
 async def _wait_status(harness: Harness, node_id: str, status: str, timeout_s: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout_s
