@@ -30,6 +30,10 @@ STEP_FAILED = (ActivityError, ApplicationError, ActivityTimeoutError, CancelledE
 LEAF_CALL_TIMEOUT_S = 600.0
 # Retries of a leaf's call after this long wait on a workflow timer instead of inside the task.
 LOCAL_RETRY_THRESHOLD = timedelta(seconds=5)
+# The call times itself out at the run's deadline; Temporal's timeouts of the activity come this much
+# later, so that the activity reports the deadline itself (final) instead of being cut in its last
+# store write at the same instant, which Temporal retries a second later only to end it then.
+DEADLINE_GRACE = timedelta(seconds=1)
 
 
 @workflow.defn(name="Leaf")
@@ -133,8 +137,8 @@ def start_leaf_call(inp: LeafInput) -> workflow.ActivityHandle[LeafCallOutput]:
         common.LEAF_CALL,
         inp,
         result_type=LeafCallOutput,
-        start_to_close_timeout=common.bounded(inp.run, LEAF_CALL_TIMEOUT_S),
-        schedule_to_close_timeout=common.until_deadline(inp.run),
+        start_to_close_timeout=common.bounded(inp.run, LEAF_CALL_TIMEOUT_S) + DEADLINE_GRACE,
+        schedule_to_close_timeout=common.until_deadline(inp.run) + DEADLINE_GRACE,
         retry_policy=common.MODEL_RETRY,
         local_retry_threshold=LOCAL_RETRY_THRESHOLD,
     )

@@ -121,6 +121,8 @@ async def test_sub_calls_queued_for_a_slot_at_the_deadline_are_not_started(
     assert out.result.status == "timed_out"
     leaves = [row for row in out.tree if row.kind == "leaf"]
     assert len(leaves) == 4 and all(row.status == "timed_out" for row in leaves)
+    # Each call timed itself out at the deadline and said so; none was tried again after it.
+    assert all("before the model call started" not in (row.error or "") for row in leaves), leaves
     started = [w.id async for w in harness.client.list_workflows(f'RlmRunId = "{out.run_id}"')]
     assert sorted(started) == sorted([root_id(out.run_id)] + [row.node_id for row in leaves])
 
