@@ -18,17 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import random
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from bench_reference import DevServer
+from scratch_dev import scratch_dev
 
 from orchestrator.vocabulary import FINAL_STATUSES
 
@@ -100,21 +96,15 @@ def main() -> None:
     hows = args.how.split(",")
     if unknown := sorted(set(hows) - set(HOWS)):
         parser.error(f"--how: {', '.join(unknown)} not known; use {', '.join(HOWS)}")
-    rlm = Path(sys.executable).with_name("rlm")
-    data_dir = Path(tempfile.mkdtemp(prefix="bench-abort-"))
-    context = data_dir / "words.txt"
-    rnd = random.Random(7)
-    context.write_text(" ".join(rnd.choice(["ERROR", "ok", "warn", "info"]) for _ in range(2_000)))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "RLM_"))}
-    env.update({"RLM_DATA_DIR": str(data_dir), "RLM_WARM_CLI": "0"})
-    dev = DevServer(rlm, env, data_dir / "dev.log")
     rows = []
-    try:
+    with scratch_dev("bench-abort-", words=2_000) as scratch:
+        rlm, env, context = scratch.rlm, scratch.env, scratch.context
         for how in hows:
             for latency_ms in (int(v) for v in args.latency_ms.split(",")):
                 runs = [f"{how}-{latency_ms}-{rep}" for rep in range(args.reps)]
                 samples = [
-                    one_abort(rlm, env, dev.address, context, run_id, latency_ms, how) for run_id in runs
+                    one_abort(rlm, env, scratch.dev.address, context, run_id, latency_ms, how)
+                    for run_id in runs
                 ]
                 times = [s["abort_ms"] / 1000 for s in samples]
                 rows.append(
@@ -127,9 +117,6 @@ def main() -> None:
                         "charged_calls": [s["charged_calls"] for s in samples],
                     }
                 )
-    finally:
-        dev.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
     print("RESULT " + json.dumps({"reps": args.reps, "rows": rows}))
 
 

@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import random
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from bench_reference import DevServer
+from scratch_dev import scratch_dev
 
 from orchestrator.settings import load_settings
 from orchestrator.store import get_run, list_nodes, make_engine, make_session_factory
@@ -88,16 +84,9 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=40, help="leaves per run")
     parser.add_argument("--leaf-ms", type=int, default=60_000, help="each leaf's model latency")
     args = parser.parse_args()
-    rlm = Path(sys.executable).with_name("rlm")
-    data_dir = Path(tempfile.mkdtemp(prefix="bench-deadline-"))
-    context = data_dir / "words.txt"
-    rnd = random.Random(7)
-    context.write_text(" ".join(rnd.choice(["ERROR", "ok", "warn", "info"]) for _ in range(8_000)))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "RLM_"))}
-    env.update({"RLM_DATA_DIR": str(data_dir), "RLM_WARM_CLI": "0"})
-    dev = DevServer(rlm, env, data_dir / "dev.log")
     rows = []
-    try:
+    with scratch_dev("bench-deadline-", words=8_000) as scratch:
+        rlm, env, context = scratch.rlm, scratch.env, scratch.context
         for n in (int(v) for v in args.concurrent.split(",")):
             samples = [
                 s
@@ -116,9 +105,6 @@ def main() -> None:
                     "last_node_late_s_max": max(lasts),
                 }
             )
-    finally:
-        dev.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
     config = {"deadline_s": args.deadline_s, "chunks": args.chunks, "leaf_ms": args.leaf_ms}
     print("RESULT " + json.dumps({"reps": args.reps, "config": config, "rows": rows}))
 
