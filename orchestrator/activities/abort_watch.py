@@ -5,11 +5,11 @@ workflow's task, which takes in nothing new until the call returns or the task's
 later; a node's ``generate`` activity hears it with the next heartbeat the SDK sends, up to 0.8
 heartbeat timeouts (24 s by default) later (``activities.heartbeat``). Meanwhile the call goes on and,
 if it returns, is charged. ``rlm abort`` therefore marks its target in the store first
-(``store.request_abort``), as does a root that records its end aborted after a cancel made in Temporal
-alone (``activities.records``); while this worker has calls in flight it looks for marks on their runs once
-a second, in one query, and cancels the calls under a marked node. The call's reservation is released
-(nothing is charged) and its activity returns ``Outcome.ABORTED``; the workflow then waits for
-Temporal's cancel, which follows, and ends through its usual cancellation path.
+(``store.request_abort``), as does an RLM node that records its end aborted after a cancel made in
+Temporal alone (``activities.records``); while this worker has calls in flight it looks for marks on
+their runs once a second, in one query, and cancels the calls under a marked node. The call's
+reservation is released (nothing is charged) and its activity returns ``Outcome.ABORTED``; the workflow
+then waits for Temporal's cancel, which follows, and ends through its usual cancellation path.
 """
 
 from __future__ import annotations

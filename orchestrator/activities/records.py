@@ -9,7 +9,7 @@ from temporalio import activity
 
 from orchestrator.activities import texts
 from orchestrator.activities.deps import Deps
-from orchestrator.store import end_node, request_abort, set_node_status, set_run_status, upsert_node
+from orchestrator.store import end_node, request_abort, set_node_status, set_run_status, unmark, upsert_node
 from orchestrator.vocabulary import FINAL_STATUSES, NodeKind, Status
 from orchestrator.workflows.types import NodeEvent
 
@@ -37,13 +37,19 @@ class RecordActivities:
                     session, run_id=event.run_id, node_id=event.node_id, status=event.status, root=root,
                     answer_ref=answer, error=event.error, release_holds=event.release_holds,
                 )  # fmt: skip
-                if root and event.status == Status.ABORTED:
-                    # A root cancelled in Temporal alone (the Web UI, `temporal workflow cancel`, a
-                    # schedule's overlap policy) is marked as `rlm abort` marks it, so the workers stop
-                    # its tree's calls in flight. Not a sub-call: one cancelled because its parent was
-                    # terminated can end after a restart reused its id, and would stop the new calls.
+                if event.status == Status.ABORTED and event.kind != NodeKind.LEAF and event.release_holds:
+                    # A node cancelled in Temporal alone (the Web UI, `temporal workflow cancel`, a
+                    # schedule's overlap policy, its parent's end) is marked as `rlm abort` marks it, so
+                    # the workers stop its subtree's calls in flight. A leaf records this once its call
+                    # has stopped; a terminated child's end, which its parent records, leaves its call
+                    # to settle.
                     request_abort(session, event.node_id)
             else:
+                if event.starting:
+                    # One cancelled because its parent was terminated can record its end (and mark
+                    # itself) after a restart of the parent cleared the marks: it closes before this
+                    # workflow of its id can start, so its mark is gone before any call of this one.
+                    unmark(session, event.node_id)
                 set_node_status(session, event.node_id, event.status, error=event.error)
                 if root:
                     set_run_status(session, event.run_id, event.status, error=event.error)

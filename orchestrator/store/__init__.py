@@ -14,7 +14,7 @@ Repository functions take the caller's ``Session`` and never commit; the ledger 
 transaction when given a ``sessionmaker`` (see ``ledger``).
 """
 
-from orchestrator.store.aborts import abort_requests, clear_abort_requests, request_abort
+from orchestrator.store.aborts import abort_requests, clear_abort_requests, request_abort, unmark
 from orchestrator.store.blobs import (
     blob_exists,
     get_blob,
@@ -182,6 +182,7 @@ __all__ = [
     "tenant_usage",
     "text_head",
     "to_nanos",
+    "unmark",
     "upgrade",
     "upsert_node",
     "write_step",

@@ -1,11 +1,13 @@
-"""Abort requests: ``rlm abort`` marks its target's top node before cancelling its workflows, and a
-root that records its end ``aborted`` (a cancel made in Temporal alone) marks itself.
+"""Abort requests: ``rlm abort`` marks its target's top node before cancelling its workflows, and an
+RLM node that records its end ``aborted`` (a cancel made in Temporal alone, its parent's end) marks
+itself.
 
 A model call in flight hears of Temporal's cancel late: a leaf's call runs inside its workflow's task,
 which takes in nothing new until the call returns or the task's heartbeat (about 8 s), and a node's
-``generate`` activity does not heartbeat. Each worker therefore looks here once a second for the runs
-it is calling a model for (``activities.abort_watch``) and stops the calls under a marked node. A
-restart of a node clears the marks above and below it, so its new calls are not stopped.
+``generate`` activity at its next heartbeat the SDK sends (up to 24 s by default). Each worker therefore
+looks here once a second for the runs it is calling a model for (``activities.abort_watch``) and stops
+the calls under a marked node. A restart of a node clears the marks above and below it, and a node
+starting afresh its own (left by an earlier workflow of its id), so its new calls are not stopped.
 """
 
 from __future__ import annotations
@@ -30,6 +32,17 @@ def request_abort(session: Session, node_id: str) -> bool:
         .execution_options(synchronize_session=False)
     )
     return rowcount(session.execute(stmt)) > 0
+
+
+def unmark(session: Session, node_id: str) -> None:
+    """Clear ``node_id``'s own mark: an earlier workflow of its id left it, and this one is starting."""
+    stmt = (
+        update(Node)
+        .where(Node.node_id == node_id, Node.abort_requested_at.is_not(None))
+        .values(abort_requested_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(stmt)
 
 
 def abort_requests(session: Session, run_ids: Collection[str]) -> list[str]:

@@ -108,7 +108,7 @@ class RLMNode:
     async def _run(self, inp: NodeInput) -> NodeResult:
         state = self._state
         if inp.carry is None:
-            await common.record(self._event(Status.RUNNING))
+            await common.record(self._event(Status.RUNNING, starting=True))
         limits = inp.run.limits
         first = state.iteration + 1
         for iteration in range(first, limits.max_iterations + 2):
@@ -257,9 +257,12 @@ class RLMNode:
         if self._sandbox_used:
             await steps.release_sandbox(self._step_input)
 
-    def _event(self, status: Status, answer: Text | None = None, error: str | None = None) -> NodeEvent:
+    def _event(
+        self, status: Status, answer: Text | None = None, error: str | None = None, *, starting: bool = False
+    ) -> NodeEvent:
         inp = self._inp
         return NodeEvent(
             run_id=inp.run.run_id, node_id=inp.node_id, parent_id=inp.parent_id, depth=inp.depth,
             kind=inp.kind, status=status, tenant=inp.run.tenant, answer=answer, error=error,
+            starting=starting,
         )  # fmt: skip

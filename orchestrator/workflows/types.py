@@ -224,6 +224,8 @@ class NodeEvent:
     # A final status releases what the node's calls still hold, unless a call may yet settle: a node
     # terminated in Temporal, whose end its parent records, can have one running on as an orphan.
     release_holds: bool = True
+    # The node's first write of a fresh start: an abort mark an earlier workflow of its id left goes.
+    starting: bool = False
 
 
 # What a batched sub-call returns in place of an item whose child ended without an answer; the system
