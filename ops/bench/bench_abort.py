@@ -2,15 +2,19 @@
 
 Starts its own ``rlm dev`` on a fresh data directory. Each repetition submits the scripted map-reduce
 over 2,000 words (8 leaves, at most 4 at once) whose leaves take ``--latency-ms`` each, waits until 4
-leaves are calling, and stops the run one of two ways (``--how``): ``rlm-abort`` times ``rlm abort
+leaves are calling, and stops the run one of three ways (``--how``): ``rlm-abort`` times ``rlm abort
 RUN``, which returns once no workflow of the run runs; ``temporal-cancel`` cancels the root's workflow
 through a Temporal client, as the Web UI's *Request Cancellation* does, and times until the store
-shows every node of the run ended. It reports each wall time and how many leaf calls were charged: a
-call shorter than a workflow task's heartbeat (about 8 s) shows what a cancel that reaches calls only
-through Temporal lets through.
+shows every node of the run ended. ``sub-call-cancel`` runs a tree instead (the root splits the
+words between two RLM sub-calls, each of which writes its map-reduce with the slow model and fans out
+4 leaves), cancels the first sub-call's workflow the same way once its leaves are calling, times until
+the store shows its subtree ended, then aborts the run. It reports each wall time and how many leaf
+calls (of the stopped subtree) were charged: a call shorter than a workflow task's heartbeat (about
+8 s) shows what a cancel that reaches calls only through Temporal lets through.
 
 Usage: ``python ops/bench/bench_abort.py [--reps 3] [--latency-ms 6000,20000]
-[--how rlm-abort,temporal-cancel]``. The last line is ``RESULT {json}``; times are seconds.
+[--how rlm-abort,temporal-cancel,sub-call-cancel]``. The last line is ``RESULT {json}``; times are
+seconds.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ from pathlib import Path
 
 from scratch_dev import scratch_dev
 
+from orchestrator.ids import in_subtree
 from orchestrator.vocabulary import FINAL_STATUSES
 
 IN_FLIGHT = 4
 QUERY = "How many times does the word 'ERROR' appear? Use 8 chunks."
-HOWS = ("rlm-abort", "temporal-cancel")
+HOWS = ("rlm-abort", "temporal-cancel", "sub-call-cancel")
 
 
 def cli(rlm: Path, env: dict[str, str], *args: str) -> str:
@@ -44,8 +49,9 @@ def nodes(rlm: Path, env: dict[str, str], run_id: str) -> list[dict[str, object]
     return list(json.loads(cli(rlm, env, "tree", run_id, "--json") or "[]"))
 
 
-def leaves(rlm: Path, env: dict[str, str], run_id: str) -> list[dict[str, object]]:
-    return [n for n in nodes(rlm, env, run_id) if n["kind"] == "leaf"]
+def leaves(rlm: Path, env: dict[str, str], run_id: str, under: str) -> list[dict[str, object]]:
+    tree = nodes(rlm, env, run_id)
+    return [n for n in tree if n["kind"] == "leaf" and in_subtree(str(n["node_id"]), under)]
 
 
 async def cancel_in_temporal(address: str, workflow_id: str) -> None:
@@ -55,34 +61,48 @@ async def cancel_in_temporal(address: str, workflow_id: str) -> None:
     await client.get_workflow_handle(workflow_id).cancel()
 
 
-def stop(rlm: Path, env: dict[str, str], address: str, run_id: str, how: str) -> None:
+def stop(rlm: Path, env: dict[str, str], address: str, run_id: str, target: str, how: str) -> None:
     if how == "rlm-abort":
         cli(rlm, env, "abort", run_id, "--json")
         return
-    asyncio.run(cancel_in_temporal(address, f"{run_id}/0"))
+    asyncio.run(cancel_in_temporal(address, target))
     end = time.monotonic() + 120
-    while any(n["status"] not in FINAL_STATUSES for n in nodes(rlm, env, run_id)):
+    while any(
+        n["status"] not in FINAL_STATUSES
+        for n in nodes(rlm, env, run_id)
+        if in_subtree(str(n["node_id"]), target)
+    ):
         if time.monotonic() > end:
-            raise SystemExit(f"{run_id}: not every node ended within 120 s of the cancel")
+            raise SystemExit(f"{target}: not every node of its subtree ended within 120 s of the cancel")
         time.sleep(0.1)
 
 
 def one_abort(
     rlm: Path, env: dict[str, str], address: str, context: Path, run_id: str, latency_ms: int, how: str
 ) -> dict[str, int]:
-    """Submit a run, stop it once its leaves are calling: the stop's milliseconds, the calls charged."""
-    models = ("--model", "scripted/mapreduce", "--sub-model", f"scripted/leaf?latency_ms={latency_ms}")
+    """Submit a run, stop it (or a sub-call) once leaves are calling: the stop's milliseconds, the
+    calls charged."""
+    models: tuple[str, ...]
+    if how == "sub-call-cancel":
+        sub_model = f"scripted/mapreduce?latency_ms={latency_ms}&chunks={IN_FLIGHT}"
+        models = ("--model", "scripted/recurse", "--sub-model", sub_model, "--max-depth", "1")
+        target = f"{run_id}/0.1"
+    else:
+        models = ("--model", "scripted/mapreduce", "--sub-model", f"scripted/leaf?latency_ms={latency_ms}")
+        target = f"{run_id}/0"
     run = ("--context", str(context), "--run-id", run_id, "--concurrency", str(IN_FLIGHT), "--detach")
     cli(rlm, env, "submit", QUERY, *models, *run)
     end = time.monotonic() + 120
-    while sum(1 for n in leaves(rlm, env, run_id) if n["status"] == "running") < IN_FLIGHT:
+    while sum(1 for n in leaves(rlm, env, run_id, target) if n["status"] == "running") < IN_FLIGHT:
         if time.monotonic() > end:
-            raise SystemExit(f"{run_id}: {IN_FLIGHT} leaves were not calling within 120 s")
+            raise SystemExit(f"{run_id}: {IN_FLIGHT} leaves of {target} were not calling within 120 s")
         time.sleep(0.2)
     started = time.perf_counter()
-    stop(rlm, env, address, run_id, how)
+    stop(rlm, env, address, run_id, target, how)
     abort_s = time.perf_counter() - started
-    charged = sum(1 for n in leaves(rlm, env, run_id) if float(str(n["cost"])) > 0)
+    charged = sum(1 for n in leaves(rlm, env, run_id, target) if float(str(n["cost"])) > 0)
+    if how == "sub-call-cancel":
+        cli(rlm, env, "abort", run_id, "--json")  # the rest of the tree, untimed
     print(f"{how}, latency {latency_ms} ms: {abort_s:.2f} s, {charged} leaf calls charged", file=sys.stderr)
     return {"abort_ms": round(abort_s * 1000), "charged_calls": charged}
 
