@@ -15,7 +15,7 @@ used unchanged.
 
 The six passes themselves run whatever the converter: with no payload codec and no external storage
 (the engine's own converter) each returns every payload unchanged, and walking the protos still took
-about 7% of the worker's CPU per ``llm_query``. ``skip_idle_payload_passes`` makes the SDK's
+5-7% of the worker's CPU per ``llm_query``. ``skip_idle_payload_passes`` makes the SDK's
 ``decode_activation`` and ``encode_completion`` return at once for such a converter, and leaves them
 as they are for any other. What that skips besides: the SDK's error for a payload another client
 stored externally reaching a worker that has no external storage (the payload then fails to decode).
