@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from scratch_dev import scratch_dev
+from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.settings import load_settings
 from orchestrator.store import get_run, list_nodes, make_engine, make_session_factory
@@ -42,11 +43,15 @@ def submit(rlm: Path, env: dict[str, str], context: Path, run_id: str, args: arg
 
 
 def one_round(
-    rlm: Path, env: dict[str, str], context: Path, run_ids: list[str], args: argparse.Namespace
+    rlm: Path,
+    env: dict[str, str],
+    context: Path,
+    sessions: sessionmaker[Session],
+    run_ids: list[str],
+    args: argparse.Namespace,
 ) -> list[dict[str, float]]:
     for run_id in run_ids:
         submit(rlm, env, context, run_id, args)
-    sessions = make_session_factory(make_engine(load_settings(env).database_url))
     end = time.monotonic() + args.deadline_s + 120
     while True:
         with sessions() as s:
@@ -87,24 +92,31 @@ def main() -> None:
     rows = []
     with scratch_dev("bench-deadline-", words=8_000) as scratch:
         rlm, env, context = scratch.rlm, scratch.env, scratch.context
-        for n in (int(v) for v in args.concurrent.split(",")):
-            samples = [
-                s
-                for rep in range(args.reps)
-                for s in one_round(rlm, env, context, [f"dl-{n}-{rep}-{i}" for i in range(n)], args)
-            ]
-            runs = [s["run_late_s"] for s in samples]
-            lasts = [s["last_node_late_s"] for s in samples]
-            rows.append(
-                {
-                    "concurrent_runs": n,
-                    "leaves_calling": n * min(CONCURRENCY, args.chunks),
-                    "run_late_s_median": round(statistics.median(runs), 3),
-                    "run_late_s_max": max(runs),
-                    "last_node_late_s_median": round(statistics.median(lasts), 3),
-                    "last_node_late_s_max": max(lasts),
-                }
-            )
+        engine = make_engine(load_settings(env).database_url)
+        sessions = make_session_factory(engine)
+        try:
+            for n in (int(v) for v in args.concurrent.split(",")):
+                samples = [
+                    s
+                    for rep in range(args.reps)
+                    for s in one_round(
+                        rlm, env, context, sessions, [f"dl-{n}-{rep}-{i}" for i in range(n)], args
+                    )
+                ]
+                runs = [s["run_late_s"] for s in samples]
+                lasts = [s["last_node_late_s"] for s in samples]
+                rows.append(
+                    {
+                        "concurrent_runs": n,
+                        "leaves_calling": n * min(CONCURRENCY, args.chunks),
+                        "run_late_s_median": round(statistics.median(runs), 3),
+                        "run_late_s_max": max(runs),
+                        "last_node_late_s_median": round(statistics.median(lasts), 3),
+                        "last_node_late_s_max": max(lasts),
+                    }
+                )
+        finally:
+            engine.dispose()
     config = {"deadline_s": args.deadline_s, "chunks": args.chunks, "leaf_ms": args.leaf_ms}
     print("RESULT " + json.dumps({"reps": args.reps, "config": config, "rows": rows}))
 
