@@ -8,11 +8,13 @@ how far its sub-calls got, what it spent, the last thing that went wrong. Determ
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from orchestrator.vocabulary import FINAL_STATUSES, PAUSED_STATUSES, NodeKind, Status
-from orchestrator.workflows.types import LeafInput, Limits, NodeInput, NodeState, RunSpec
+from orchestrator.workflows.types import ChildState, LeafInput, Limits, NodeInput, NodeState, RunSpec
 
 SUMMARY_CHARS = 200
 ERROR_CHARS = 300
@@ -38,20 +40,52 @@ def static_details(node: NodeInput | LeafInput) -> str:
     return "\n\n".join(lines)
 
 
-def node_details(state: NodeState, limits: Limits) -> str:
-    """An RLM node now: its step, its sub-calls, its spend and its last error."""
+@dataclass
+class ChildTally:
+    """A node's sub-calls counted by how they stand, kept up to date one change at a time.
+
+    The details are rebuilt on every change of a sub-call; counting over all of them each time made a
+    fan-out's work grow with the square of its width."""
+
+    running: int = 0
+    finished: int = 0
+    failed: int = 0  # finished without an answer
+
+    @classmethod
+    def of(cls, children: Iterable[ChildState]) -> ChildTally:
+        tally = cls()
+        for child in children:
+            tally._add(child, 1)
+        return tally
+
+    def replace(self, old: ChildState | None, new: ChildState) -> None:
+        """``old`` (None for a new sub-call) now stands as ``new``."""
+        if old is not None:
+            self._add(old, -1)
+        self._add(new, 1)
+
+    def _add(self, child: ChildState, sign: int) -> None:
+        if child.status not in FINAL_STATUSES:
+            self.running += sign
+            return
+        self.finished += sign
+        if child.status != Status.COMPLETED:
+            self.failed += sign
+
+
+def node_details(state: NodeState, limits: Limits, tally: ChildTally) -> str:
+    """An RLM node now: its step, its sub-calls (``tally``: its ``child_states`` counted), its spend
+    and its last error."""
     of = (
         f"of {limits.max_iterations}"
         if state.iteration <= limits.max_iterations
         else "(the forced final one)"
     )
-    lines = [f"**Iteration** {state.iteration} {of} · {_doing(state)}"]
-    finished = [child for child in state.child_states if child.status in FINAL_STATUSES]
+    lines = [f"**Iteration** {state.iteration} {of} · {_doing(state, tally.running)}"]
     if state.children:
-        failed = sum(1 for child in finished if child.status != Status.COMPLETED)
-        subcalls = f"**Sub-calls** {len(finished)} of {state.children} finished"
-        if failed:
-            subcalls += f", {failed} without an answer"
+        subcalls = f"**Sub-calls** {tally.finished} of {state.children} finished"
+        if tally.failed:
+            subcalls += f", {tally.failed} without an answer"
         if state.held_subcalls:
             subcalls += f", {state.held_subcalls} held by a pause"
         lines.append(subcalls)
@@ -75,14 +109,13 @@ def _usd(amount: Decimal) -> str:
     return f"{amount:.6f} USD"
 
 
-def _doing(state: NodeState) -> str:
+def _doing(state: NodeState, running: int) -> str:
     if state.status != Status.RUNNING:
         return _status_line(state)
     kind, _, where = state.step.partition(" ")
     if kind == "generate":
         return "the model is writing its reply"
     if kind == "cell":
-        running = sum(1 for child in state.child_states if child.status not in FINAL_STATUSES)
         doing = f"running cell {where}"
         return doing + (f", {running} sub-calls in flight" if running else "")
     return "starting"

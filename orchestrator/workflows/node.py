@@ -250,7 +250,9 @@ class RLMNode:
 
     def _refresh(self) -> None:
         """The node's current details in the Web UI follow its state."""
-        workflow.set_current_details(details.node_details(self._state, self._inp.run.limits))
+        workflow.set_current_details(
+            details.node_details(self._state, self._inp.run.limits, self._subcalls.tally)
+        )
 
     async def _release_sandbox(self) -> None:
         """Remove the node's sandbox containers: whatever the ending, none outlives its node."""

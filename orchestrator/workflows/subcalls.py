@@ -82,6 +82,7 @@ class Subcalls:
         self._held_status = asyncio.Lock()  # one held-status write at a time: the store's last is current
         self._cost_shown_at = workflow.time()
         self._positions = {child.node_id: i for i, child in enumerate(state.child_states)}
+        self.tally = details.ChildTally.of(state.child_states)  # what the node's details show
         self.inline = InlineLeaves(signals, state, changed)
 
     async def handle(self, batch: SubcallBatch) -> SubcallReply:
@@ -131,8 +132,10 @@ class Subcalls:
         position = self._positions.get(child.node_id)
         if position is None:
             self._positions[child.node_id] = len(states)
+            self.tally.replace(None, child)
             states.append(child)
         else:
+            self.tally.replace(states[position], child)
             states[position] = child
         self._changed()
 

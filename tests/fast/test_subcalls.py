@@ -18,7 +18,7 @@ from orchestrator.workflows.types import (
     child_id,
     failed_item,
 )
-from tests.fast.stubs import Stubs, cell, echo_leaf, ended, fails_for_good, start_root
+from tests.fast.stubs import Stubs, cell, current_details, echo_leaf, ended, fails_for_good, start_root
 
 pytestmark = [pytest.mark.fast, pytest.mark.timeout(60)]
 
@@ -84,6 +84,7 @@ async def test_a_batch_keeps_the_answers_and_marks_the_failed_item(
     assert len(run.leaves) == 3
     assert run.statuses(bad)[-1] == Status.FAILED
     assert result.status == Status.COMPLETED
+    assert "**Sub-calls** 3 of 3 finished, 1 without an answer" in await current_details(handle)
 
 
 async def test_an_rlm_query_runs_a_child_node_and_returns_its_answer(
@@ -127,3 +128,5 @@ async def test_continue_as_new_carries_the_nodes_state_and_its_childrens_spend(
     second = run.executed[1]
     assert (second.iteration, second.number, second.children_before) == (2, 2, 2)
     assert second.node.carry is None  # the carried state stays in the workflow
+    # The sub-calls' count in the Web UI starts from the carried states.
+    assert "**Sub-calls** 2 of 2 finished\n" in await current_details(handle)
