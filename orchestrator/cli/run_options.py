@@ -98,7 +98,7 @@ DEFAULT = RunOptions()
 
 def checked_limits(opts: RunOptions, leaf_mode: str, heartbeat_timeout_s: float) -> Limits:
     """The run limits ``opts`` ask for, each checked (one ``RunError`` line naming the option)."""
-    from orchestrator.runs import RunError
+    from orchestrator.runs import RunError, check_limits
     from orchestrator.vocabulary import LeafMode
     from orchestrator.workflows.types import Limits
 
@@ -116,7 +116,7 @@ def checked_limits(opts: RunOptions, leaf_mode: str, heartbeat_timeout_s: float)
         raise RunError(f"--compact-at {opts.compact_at:g} must be >= 0 and < 1 (0: never compact)")
     if leaf_mode not in tuple(LeafMode):
         raise RunError(f"--leaf-mode {leaf_mode!r} is not known; use {' or '.join(LeafMode)}")
-    return Limits(
+    limits = Limits(
         max_depth=opts.max_depth,
         max_iterations=opts.max_iterations,
         max_subcalls=opts.max_subcalls,
@@ -127,6 +127,8 @@ def checked_limits(opts: RunOptions, leaf_mode: str, heartbeat_timeout_s: float)
         leaf_mode=LeafMode(leaf_mode),
         heartbeat_timeout_s=heartbeat_timeout_s,
     )
+    check_limits(limits)
+    return limits
 
 
 def run_request(settings: Settings, query: str, context: list[Path], opts: RunOptions) -> RunInput:

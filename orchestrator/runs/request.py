@@ -25,10 +25,12 @@ from orchestrator.workflows.types import Limits
 DEFAULT_TENANT = "default"
 # The one cap of a run's --deadline; past a year, a scheduled job is the better tool.
 MAX_DEADLINE_S = 365 * 24 * 3600.0
-# Past these a value is a typo, not a setting: no model writes a million tokens in one reply, and a
-# worker runs far fewer calls at once than 10,000 (its model gate and thread pool bound them).
+# Past these a value is a typo, not a setting: no model writes a million tokens in one reply.
 MAX_TOKENS = 1_000_000
-MAX_CONCURRENCY = 10_000
+# A node's sub-calls in flight are its pending child workflows, and Temporal refuses a workflow more
+# than 2,000 of those by default (limit.numPendingChildExecutions.error): the node's workflow task
+# then fails on every retry and the node stands still. Half of that leaves room for a lowered limit.
+MAX_CONCURRENCY = 1_000
 MAX_DEPTH = 1_000
 MAX_COUNT = 1_000_000_000  # iterations, sub-calls
 MAX_CONTEXT_WINDOW = 100_000_000
@@ -96,16 +98,7 @@ def checked_input(req: RunRequest, limits: ContextLimits | None = None) -> RunIn
             f"--deadline {req.deadline_s:g} is out of range; give the seconds the whole tree may take, "
             f"more than 0 and at most {MAX_DEADLINE_S:.0f} (one year)"
         )
-    for option, value, most in (
-        ("--max-depth", req.limits.max_depth, MAX_DEPTH),
-        ("--max-iterations", req.limits.max_iterations, MAX_COUNT),
-        ("--max-subcalls", req.limits.max_subcalls, MAX_COUNT),
-        ("--max-tokens", req.limits.max_tokens, MAX_TOKENS),
-        ("--concurrency", req.limits.max_concurrency, MAX_CONCURRENCY),
-        ("--context-window", req.limits.context_window, MAX_CONTEXT_WINDOW),
-    ):
-        if value > most:
-            raise RunError(f"{option} {value} is out of range; give at most {most}")
+    check_limits(req.limits)
     paths = req.context_paths
     if not paths:
         raise RunError(f"no context was given; pass --context PATH to {CONTEXT_KINDS}")
@@ -116,6 +109,20 @@ def checked_input(req: RunRequest, limits: ContextLimits | None = None) -> RunIn
     except CorpusError as exc:
         raise RunError(str(exc)) from None
     return RunInput(req, data, suffix)
+
+
+def check_limits(limits: Limits) -> None:
+    """The limits' upper bounds (a run's, or a session's for all its turns); the CLI checks the lower."""
+    for option, value, most in (
+        ("--max-depth", limits.max_depth, MAX_DEPTH),
+        ("--max-iterations", limits.max_iterations, MAX_COUNT),
+        ("--max-subcalls", limits.max_subcalls, MAX_COUNT),
+        ("--max-tokens", limits.max_tokens, MAX_TOKENS),
+        ("--concurrency", limits.max_concurrency, MAX_CONCURRENCY),
+        ("--context-window", limits.context_window, MAX_CONTEXT_WINDOW),
+    ):
+        if value > most:
+            raise RunError(f"{option} {value} is out of range; give at most {most}")
 
 
 def _context(path: Path, limits: ContextLimits | None) -> tuple[bytes, str]:

@@ -109,6 +109,11 @@ def _inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
             ["q?", "--context", str(ok), "--compact-at", "nan"],
             r"--compact-at nan must be >= 0",
         ),
+        # Past the Temporal server's default limit of pending child workflows the node stands still.
+        "concurrency 1001": (
+            ["q?", "--context", str(ok), "--concurrency", "1001"],
+            r"--concurrency 1001 is out of range; give at most 1000$",
+        ),
         "context window -1": (
             ["q?", "--context", str(ok), "--context-window", "-1"],
             r"--context-window -1 must be >= 0",

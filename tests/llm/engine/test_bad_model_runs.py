@@ -62,3 +62,7 @@ def test_a_run_asking_for_absurd_limits_is_refused_before_it_starts(tmp_path: Pa
     ):
         with pytest.raises(RunError, match=f"^{option} [0-9]+ is out of range; give at most "):
             checked_input(RunRequest(query="q", context_path=(context,), limits=limits))
+    # The widest fan-out a node may keep in flight stays under the server's pending-children limit.
+    checked_input(RunRequest(query="q", context_path=(context,), limits=Limits(max_concurrency=1000)))
+    with pytest.raises(RunError, match=r"^--concurrency 1001 is out of range; give at most 1000$"):
+        checked_input(RunRequest(query="q", context_path=(context,), limits=Limits(max_concurrency=1001)))

@@ -61,6 +61,10 @@ async def test_turns_build_on_each_other_and_tenants_never_meet(
     wide = await rlm(cli_env, "session", "create", "wide", "--tenant", tenant, "--compact-at", "2")
     assert wide.code == 1
     assert wide.err.strip().endswith("--compact-at 2 must be >= 0 and < 1 (0: never compact)")
+    # A session's limits meet the same upper bounds as a run's: all its turns run with them.
+    many = await rlm(cli_env, "session", "create", "many", "--tenant", tenant, "--concurrency", "1001")
+    assert many.code == 1
+    assert many.err.strip().endswith("--concurrency 1001 is out of range; give at most 1000")
     made = await rlm(
         cli_env, "session", "create", name, "--tenant", tenant, "--model", "scripted/code",
         "--max-iterations", "6", "--deadline", "240", "--context-window", "50000",
