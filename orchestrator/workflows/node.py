@@ -145,6 +145,8 @@ class RLMNode:
         if self._signals.pause_requested:
             # Hold first: a requested pause would not survive into the new run.
             return False
+        if self._subcalls.history.full:
+            return True  # a sub-call was refused for want of room in this run's history
         every = self._inp.run.limits.iterations_per_run
         return workflow.info().is_continue_as_new_suggested() or (0 < every <= iterations_this_run)
 

@@ -34,6 +34,7 @@ from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
 from orchestrator.vocabulary import LeafMode, NodeKind, Status, SubcallKind
 from orchestrator.workflows import common, details
+from orchestrator.workflows.history_room import CHILD_WORKFLOW, INLINE_LEAF, HistoryCost, HistoryRoom
 from orchestrator.workflows.inline import InlineLeaves
 from orchestrator.workflows.leaf import Leaf
 from orchestrator.workflows.operator import OperatorSignals, Released, await_operator
@@ -83,6 +84,7 @@ class Subcalls:
         self._cost_shown_at = workflow.time()
         self._positions = {child.node_id: i for i, child in enumerate(state.child_states)}
         self.tally = details.ChildTally.of(state.child_states)  # what the node's details show
+        self.history = HistoryRoom(inp.run.limits.max_run_events)
         self.inline = InlineLeaves(signals, state, changed)
 
     async def handle(self, batch: SubcallBatch) -> SubcallReply:
@@ -93,6 +95,8 @@ class Subcalls:
         limit = self._inp.run.limits.max_subcalls
         wanted = len(batch.prompts)
         made = self._state.children
+        cost = INLINE_LEAF if self._inline(batch) else CHILD_WORKFLOW
+        info = workflow.info()
         if made + wanted > limit:
             reply = SubcallReply(
                 error=(
@@ -101,9 +105,15 @@ class Subcalls:
                     "bigger chunks"
                 )
             )
+        elif full := self.history.refusal(
+            info.get_current_history_length(), info.get_current_history_size(), cost, wanted
+        ):
+            reply = SubcallReply(error=full)
         else:
             self._state.children += wanted
-            results = await asyncio.gather(*(self._child(made + 1 + i, batch, i) for i in range(wanted)))
+            results = await asyncio.gather(
+                *(self._child(made + 1 + i, batch, i, cost) for i in range(wanted))
+            )
             reply = dataclasses.replace(_reply(results), started=wanted)
         self._replies[key] = reply
         return reply
@@ -112,10 +122,18 @@ class Subcalls:
         """Signal every running RLM child (leaves are single model calls: nothing to hold)."""
         await asyncio.gather(*(_tell(child, signal) for child in list(self._rlm_children.values())))
 
-    async def _child(self, number: int, batch: SubcallBatch, index: int) -> NodeResult:
+    def _as_node(self, batch: SubcallBatch) -> bool:
+        """Whether the batch's sub-calls run as RLM nodes (``rlm_query`` within the depth limit)."""
+        return batch.kind == SubcallKind.RLM and self._inp.depth + 1 <= self._inp.run.limits.max_depth
+
+    def _inline(self, batch: SubcallBatch) -> bool:
+        return not self._as_node(batch) and self._inp.run.limits.leaf_mode == LeafMode.INLINE
+
+    async def _child(self, number: int, batch: SubcallBatch, index: int, cost: HistoryCost) -> NodeResult:
         cid = child_id(self._inp.node_id, number)
         self._child_state(ChildState(node_id=cid, status=Status.RUNNING))
         result = await self._start_child(cid, batch, index)
+        self.history.ended(cost)
         state = self._state
         self._child_state(ChildState(node_id=cid, status=result.status, cost_usd=result.cost_usd))
         state.children_cost_usd = str(Decimal(state.children_cost_usd) + Decimal(result.cost_usd))
@@ -171,7 +189,7 @@ class Subcalls:
         memo = common.memo(title)
         summary = memo["query"]
         attributes = common.search_attributes(run, depth, Status.RUNNING)
-        as_node = batch.kind == SubcallKind.RLM and depth <= run.limits.max_depth
+        as_node = self._as_node(batch)
         try:
             if as_node:
                 node = NodeInput(
@@ -193,7 +211,7 @@ class Subcalls:
             leaf = LeafInput(
                 run=run, node_id=cid, parent_id=inp.node_id, depth=depth, model=model, prompt=prompt
             )
-            if run.limits.leaf_mode == LeafMode.INLINE:
+            if self._inline(batch):
                 return await self.inline.run(leaf)
             return await workflow.execute_child_workflow(
                 Leaf.run,

@@ -49,6 +49,10 @@ class Limits:
     compact_at: float = 0.85
     # The window in tokens for models litellm does not know (0: litellm's model info decides).
     context_window: int = 0
+    # A node's workflow run takes new sub-calls while its history, theirs counted, stays under this many
+    # events: the Temporal server terminates a workflow past 51,200 (its default
+    # limit.historyCount.error). Lower it for a server whose limit is lower.
+    max_run_events: int = 40_000
 
 
 @dataclass(frozen=True, kw_only=True)

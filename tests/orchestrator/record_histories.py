@@ -1,9 +1,10 @@
 """Record workflow histories for the replay test: ``python -m tests.orchestrator.record_histories``.
 
 Runs a few scenarios (map-reduce with a batched Update, a depth-2 tree, the forced final answer, a
-budget pause and resume, continue-as-new, inline leaves with and without a budget hold) on an
-embedded dev server with a PostgreSQL schema of its own, and writes each workflow's (last run's)
-history to tests/orchestrator/histories/<scenario>-<node>.json. A replay failure means the workflow
+budget pause and resume, continue-as-new, a batch refused for want of history room, inline leaves
+with and without a budget hold) on an embedded dev server with a PostgreSQL schema of its own, and
+writes each workflow's last run's history to tests/orchestrator/histories/<scenario>-<node>.json,
+and the runs it continued as new from to <scenario>-<node>-run<k>.json. A replay failure means the workflow
 code no longer issues the commands a history holds. Until the first release a deliberate change
 re-records every scenario; after it, a change gets a ``workflow.patched`` branch and its new
 histories are added next to the old ones (docs/orchestrator.md, "Workflow versioning"). Name
@@ -22,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
+from temporalio.client import Client, WorkflowHistory
 
 from orchestrator.devstack import DevServer, DevServerConfig
 from orchestrator.runs import RunRequest, start_run
@@ -55,8 +57,6 @@ async def main(only: set[str]) -> None:
 
 
 async def record(data: Path, url: str, only: set[str]) -> None:
-    from temporalio.client import Client
-
     engine = make_engine(url)
     upgrade(engine)
     sessions = make_session_factory(engine)
@@ -103,6 +103,15 @@ async def record(data: Path, url: str, only: set[str]) -> None:
                 sub_model="scripted/leaf",
                 limits=Limits(leaf_mode=LeafMode.INLINE),
             ),
+            # The root's first run refuses its 8 leaves for want of history room (about 15 events and
+            # 8 x 5 to come) and continues as new; the second run's 4 fit.
+            "historyroom": RunRequest(
+                "How many times does the word 'ERROR' appear? Use 8 chunks.",
+                path,
+                model="scripted/mapreduce",
+                sub_model="scripted/leaf",
+                limits=Limits(max_run_events=45),
+            ),
             "inlinebudget": RunRequest(
                 "How many times does the word 'ERROR' appear? Use 3 chunks.",
                 path,
@@ -134,7 +143,16 @@ async def record(data: Path, url: str, only: set[str]) -> None:
                 for history in await run_histories(client, req.run_id or "", expected=count):
                     node = history.workflow_id.rsplit("/", 1)[1]
                     (OUT / f"{name}-{node}.json").write_text(history.to_json())
+                    for number, earlier in enumerate(await _earlier_runs(client, history.workflow_id), 1):
+                        (OUT / f"{name}-{node}-run{number}.json").write_text(earlier.to_json())
     engine.dispose()
+
+
+async def _earlier_runs(client: Client, workflow_id: str) -> list[WorkflowHistory]:
+    """The runs a workflow continued as new from, oldest first (its last run is recorded already)."""
+    runs = [w async for w in client.list_workflows(f'WorkflowId = "{workflow_id}"')]
+    runs.sort(key=lambda w: w.start_time)
+    return [await client.get_workflow_handle(w.id, run_id=w.run_id).fetch_history() for w in runs[:-1]]
 
 
 async def _resume_after_pause(handle, sessions, run_id: str, held: str | None = None) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,70 @@
+"""A node's workflow run takes sub-calls only while its history has room for them under the Temporal
+server's limits: past its room, the cell's batch is refused with what to do and the node goes on in a
+fresh run, where the server would have terminated the workflow and left its run unfinished.
+
+Its own dev server, with the history limited to 170 events: the first cell's 40 leaves would take
+about 200, the retry's 20 about 110."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.client import Client
+
+import sandbox
+from orchestrator.devstack import FAST_DISPATCH, SQLITE_PRAGMAS, DevServer, DevServerConfig
+from orchestrator.settings import Settings
+from orchestrator.store import list_steps
+from orchestrator.worker import running_worker
+from orchestrator.workflows.types import Limits
+from tests.orchestrator.harness import Harness, word_context
+
+SERVER_EVENTS = 170
+NODE_EVENTS = 150
+
+
+@pytest.fixture
+def limited_server(tmp_path: Path) -> Iterator[DevServer]:
+    dynamic = {**FAST_DISPATCH, "limit.historyCount.error": SERVER_EVENTS, "limit.historyCount.warn": 100}
+    config = DevServerConfig(
+        data_dir=tmp_path / "limited", ui=False, dynamic_config=dynamic, sqlite_pragmas=SQLITE_PRAGMAS
+    )
+    with DevServer(config) as server:
+        yield server
+
+
+async def test_a_batch_past_the_history_room_is_refused_and_the_node_goes_on_in_a_fresh_run(
+    limited_server: DevServer, settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    client = await Client.connect(limited_server.address)
+    local = dataclasses.replace(settings, temporal_address=limited_server.address, task_queue="history-limit")
+    harness = Harness(client, sessions, local)
+    path, expected = word_context(tmp_path / "w.txt", 2_000)
+
+    async with running_worker(client, local):
+        out = await harness.run(
+            "How many times does the word 'ERROR' appear? Use 40 chunks.",
+            path,
+            model="scripted/mapreduce",
+            limits=Limits(max_run_events=NODE_EVENTS),
+        )
+
+    # Iteration 1 asked for 40 leaves at once and was refused, none started; iteration 2, in a fresh
+    # workflow run, retried with 20 and answered.
+    assert out.result.status == "completed", out.result.error
+    assert out.summary.answer == str(expected)
+    with sessions() as s:
+        cells = [st for st in list_steps(s, out.result.node_id) if st.kind == "cell"]
+    first_error = str((cells[0].data or {}).get("error") or "")
+    assert "history events" in first_error and "40 more sub-calls" in first_error, first_error
+    assert out.summary.nodes == 1 + 20
+    runs = [w async for w in client.list_workflows(f'WorkflowId = "{out.result.node_id}"')]
+    assert len(runs) == 2  # continued as new after the refusal
+    for run in runs:
+        history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
+        assert len(history.events) < SERVER_EVENTS
+    sandbox.reap(labels={"run": out.run_id})
