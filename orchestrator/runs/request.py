@@ -19,7 +19,7 @@ from pathlib import Path
 from orchestrator import corpus
 from orchestrator.corpus import ContextLimits, CorpusError
 from orchestrator.errors import RlmError
-from orchestrator.ids import check_run_id, check_tenant
+from orchestrator.ids import MAX_CHARS, check_run_id, check_tenant
 from orchestrator.workflows.types import Limits
 
 DEFAULT_TENANT = "default"
@@ -34,6 +34,10 @@ MAX_CONCURRENCY = 1_000
 MAX_DEPTH = 1_000
 MAX_COUNT = 1_000_000_000  # iterations, sub-calls
 MAX_CONTEXT_WINDOW = 100_000_000
+# The Temporal server's longest workflow id (limit.maxIDLength): a node's id is its run's id, "/0", then
+# ".<n>" for each level of the tree, and a child whose id is longer cannot start (its parent's
+# workflow task fails on every retry).
+MAX_WORKFLOW_ID = 1_000
 CONTEXT_KINDS = corpus.KINDS
 
 
@@ -123,6 +127,16 @@ def check_limits(limits: Limits) -> None:
     ):
         if value > most:
             raise RunError(f"{option} {value} is out of range; give at most {most}")
+    # The deepest node is a leaf below the deepest RLM node; any run id may name the run.
+    per_level = 1 + len(str(max(1, limits.max_subcalls)))
+    longest = MAX_CHARS + len("/0") + (limits.max_depth + 1) * per_level
+    if longest > MAX_WORKFLOW_ID:
+        deepest = (MAX_WORKFLOW_ID - MAX_CHARS - len("/0")) // per_level - 1
+        raise RunError(
+            f"--max-depth {limits.max_depth} with --max-subcalls {limits.max_subcalls} makes node ids of up "
+            f"to {longest:,} characters, and Temporal takes workflow ids of at most {MAX_WORKFLOW_ID:,}; "
+            f"give --max-depth at most {deepest}"
+        )
 
 
 def _context(path: Path, limits: ContextLimits | None) -> tuple[bytes, str]:

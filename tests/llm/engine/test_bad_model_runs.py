@@ -66,3 +66,11 @@ def test_a_run_asking_for_absurd_limits_is_refused_before_it_starts(tmp_path: Pa
     checked_input(RunRequest(query="q", context_path=(context,), limits=Limits(max_concurrency=1000)))
     with pytest.raises(RunError, match=r"^--concurrency 1001 is out of range; give at most 1000$"):
         checked_input(RunRequest(query="q", context_path=(context,), limits=Limits(max_concurrency=1001)))
+    # The deepest node's id (a 128-character run id, "/0", ".500" per level) fits Temporal's 1,000.
+    checked_input(RunRequest(query="q", context_path=(context,), limits=Limits(max_depth=216)))
+    with pytest.raises(RunError) as deep:
+        checked_input(RunRequest(query="q", context_path=(context,), limits=Limits(max_depth=217)))
+    assert str(deep.value) == (
+        "--max-depth 217 with --max-subcalls 500 makes node ids of up to 1,002 characters, and Temporal "
+        "takes workflow ids of at most 1,000; give --max-depth at most 216"
+    )
