@@ -52,7 +52,7 @@ class Limits:
     # A node's workflow run takes new sub-calls while its history, theirs counted, stays under this many
     # events: the Temporal server terminates a workflow past 51,200 (its default
     # limit.historyCount.error). Lower it for a server whose limit is lower.
-    max_run_events: int = 40_000
+    max_run_events: int = 45_000
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,8 +2,8 @@
 server's limits: past its room, the cell's batch is refused with what to do and the node goes on in a
 fresh run, where the server would have terminated the workflow and left its run unfinished.
 
-Its own dev server, with the history limited to 170 events: the first cell's 40 leaves would take
-about 200, the retry's 20 about 110."""
+Its own dev server, with the history limited to 300 events: the first cell's 80 leaves would take
+about 380 of them, and the node's room (220) is for about 20 (9 events each at most)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from orchestrator.worker import running_worker
 from orchestrator.workflows.types import Limits
 from tests.orchestrator.harness import Harness, word_context
 
-SERVER_EVENTS = 170
-NODE_EVENTS = 150
+SERVER_EVENTS = 300
+NODE_EVENTS = 220
 
 
 @pytest.fixture
@@ -47,23 +47,23 @@ async def test_a_batch_past_the_history_room_is_refused_and_the_node_goes_on_in_
 
     async with running_worker(client, local):
         out = await harness.run(
-            "How many times does the word 'ERROR' appear? Use 40 chunks.",
+            "How many times does the word 'ERROR' appear? Use 80 chunks.",
             path,
             model="scripted/mapreduce",
             limits=Limits(max_run_events=NODE_EVENTS),
         )
 
-    # Iteration 1 asked for 40 leaves at once and was refused, none started; iteration 2, in a fresh
-    # workflow run, retried with 20 and answered.
+    # Iteration 1 asked for 80 leaves at once and iteration 2 for 40, each refused with none started;
+    # iteration 3, in the third workflow run, asked for 20 and answered.
     assert out.result.status == "completed", out.result.error
     assert out.summary.answer == str(expected)
     with sessions() as s:
         cells = [st for st in list_steps(s, out.result.node_id) if st.kind == "cell"]
     first_error = str((cells[0].data or {}).get("error") or "")
-    assert "history events" in first_error and "40 more sub-calls" in first_error, first_error
+    assert "history events" in first_error and "80 more sub-calls" in first_error, first_error
     assert out.summary.nodes == 1 + 20
     runs = [w async for w in client.list_workflows(f'WorkflowId = "{out.result.node_id}"')]
-    assert len(runs) == 2  # continued as new after the refusal
+    assert len(runs) == 3  # continued as new after each refusal
     for run in runs:
         history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
         assert len(history.events) < SERVER_EVENTS
