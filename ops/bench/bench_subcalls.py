@@ -10,7 +10,8 @@ mode (``--leaf-modes``): ``workflow`` (a ``Leaf`` child workflow per ``llm_query
    with a zero-latency sub model; the cell times each call from inside the sandbox. Overhead = round
    trip minus the leaf's own model time.
 2. fanout: 1,000 sub-calls through ``llm_query_batched`` at 200 ms simulated latency, concurrency 16;
-   the cell's wall time against the ideal 1000 / 16 * 0.2 s = 12.5 s.
+   the cell's wall time against the ideal 1000 / 16 * 0.2 s = 12.5 s, and what each sub-call added to
+   the root's history (events and bytes).
    Both report the CPU time per sub-call of this process (the worker, the client) and of the dev
    server, over the whole run: with two cores the fan-out is bound by their sum.
 3. tree: the root fans out to 10 ``rlm_query`` children, each maps 100 leaves: 1,011 nodes.
@@ -166,6 +167,9 @@ async def fanout(
     ideal = n / concurrency * latency_ms / 1000
     cell_s = (step.duration_ms or 0) / 1000
     summary = run_summary(sessions, run_id)
+    # What each sub-call added to the root's history: the node's room for sub-calls counts on it
+    # (orchestrator/workflows/history_room.py).
+    history = await client.get_workflow_handle(root_id(run_id)).fetch_history()
     return {
         "subcalls": n,
         "latency_ms": latency_ms,
@@ -175,6 +179,8 @@ async def fanout(
         "ideal_s": ideal,
         "ratio": round(cell_s / ideal, 3),
         "run_wall_s": round(wall, 2),
+        "root_history_events_per_subcall": round(len(history.events) / n, 2),
+        "root_history_bytes_per_subcall": round(sum(e.ByteSize() for e in history.events) / n),
         **cpu_ms,
     }
 
