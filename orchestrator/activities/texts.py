@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from sqlalchemy.orm import Session
 
 from orchestrator.store import get_text, put_text
-from orchestrator.workflows.types import INLINE_CHARS, Text
+from orchestrator.workflows.types import INLINE_CHARS, Text, text_sha256
 
 
 def pack(session: Session, text: str, inline_chars: int = INLINE_CHARS) -> Text:
@@ -28,7 +26,7 @@ def digest(session: Session, text: Text) -> str:
     """A stable name for the text's content (its blob hash, or the hash of the inline text)."""
     if text.blob is not None:
         return text.blob
-    return hashlib.sha256((text.inline or "").encode()).hexdigest()
+    return text_sha256(text.inline or "")
 
 
 def blob_ref(session: Session, text: Text) -> str:

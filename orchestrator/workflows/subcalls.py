@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from decimal import Decimal
@@ -39,6 +40,7 @@ from orchestrator.workflows.inline import InlineLeaves
 from orchestrator.workflows.leaf import Leaf
 from orchestrator.workflows.operator import OperatorSignals, Released, await_operator
 from orchestrator.workflows.types import (
+    FAILED_REASON_CHARS,
     ChildState,
     LeafInput,
     NodeEvent,
@@ -50,10 +52,20 @@ from orchestrator.workflows.types import (
     Text,
     child_id,
     failed_item,
+    text_sha256,
     update_id,
 )
 
 HELD_MESSAGE = "paused by an operator (rlm pause): new sub-calls wait for `rlm resume`"
+# A batched call's reply is one payload, which the Temporal server refuses past 2 MB
+# (limit.blobSize.error): the node's workflow task then fails on every retry. Past this many bytes of
+# answers the reply names their blobs instead, and a failure's reason keeps its first
+# BIG_REPLY_REASON_CHARS characters; with those (about 90 and 200 bytes an item) a batch of MAX_BATCH
+# stays near 1 MB.
+REPLY_INLINE_BYTES = 1_000_000
+BIG_REPLY_REASON_CHARS = 100
+BLOB_NAME_BYTES = 90
+MAX_BATCH = 5_000
 # RlmCost follows finished sub-calls during a long cell at most this often (each update is a history
 # event; a 1,000-way fan-out would otherwise add 1,000).
 COST_EVERY_S = 5.0
@@ -103,6 +115,13 @@ class Subcalls:
                     f"max_subcalls reached: this node may make {limit} sub-calls, has made {made}, "
                     f"and this call asks for {wanted} more; batch several questions into one prompt or use "
                     "bigger chunks"
+                )
+            )
+        elif wanted > MAX_BATCH:
+            reply = SubcallReply(
+                error=(
+                    f"a batched call takes at most {MAX_BATCH:,} prompts and this one has {wanted:,}; split "
+                    "them over several calls, or put several questions in each prompt"
                 )
             )
         elif full := self.history.refusal(
@@ -298,13 +317,33 @@ async def _tell(child: RlmChild, signal: str) -> None:
 
 
 def _reply(results: list[NodeResult]) -> SubcallReply:
-    """Every answer that exists, and a marker in the place of each child that ended without one."""
+    """Every answer that exists, and a marker in the place of each child that ended without one.
+
+    A reply past ``REPLY_INLINE_BYTES`` names its answers' blobs instead of carrying them (each child
+    stored its answer under the text's hash before it returned) and cuts failure reasons short."""
+    reply = _answers(results, FAILED_REASON_CHARS, by_blob=False)
+    if sum(_encoded_bytes(answer) for answer in reply.answers) <= REPLY_INLINE_BYTES:
+        return reply
+    return _answers(results, BIG_REPLY_REASON_CHARS, by_blob=True)
+
+
+def _answers(results: list[NodeResult], reason_chars: int, *, by_blob: bool) -> SubcallReply:
     answers: list[Text] = []
     failed: list[int] = []
     for index, result in enumerate(results):
-        if result.answer is None:
+        answer = result.answer
+        if answer is None:
             failed.append(index)
-            answers.append(Text(inline=failed_item(result.node_id, result.status, result.error)))
+            answers.append(
+                Text(inline=failed_item(result.node_id, result.status, result.error, reason_chars))
+            )
+        elif by_blob and answer.inline is not None:
+            answers.append(Text(blob=text_sha256(answer.inline)))
         else:
-            answers.append(result.answer)
+            answers.append(answer)
     return SubcallReply(answers=answers, failed=failed)
+
+
+def _encoded_bytes(text: Text) -> int:
+    # As Temporal's JSON converter writes it: a non-ASCII character takes six bytes (\uXXXX).
+    return len(json.dumps(text.inline)) if text.inline is not None else BLOB_NAME_BYTES

@@ -9,6 +9,7 @@ Deterministic code only: imported by workflow modules.
 # No ``from __future__ import annotations`` here: Temporal's payload converter calls
 # ``typing.get_type_hints`` on every dataclass it decodes, and string annotations are evaluated anew
 # each time, which made decoding a ``LeafInput`` four times slower (docs/orchestrator.md).
+import hashlib
 from dataclasses import dataclass, field
 
 from orchestrator.vocabulary import LeafMode, NodeKind, Outcome, Status, SubcallKind
@@ -238,10 +239,17 @@ FAILED_ITEM_PREFIX = "Error: sub-call "
 FAILED_REASON_CHARS = 500
 
 
-def failed_item(node_id: str, status: str, reason: str | None) -> str:
+def failed_item(
+    node_id: str, status: str, reason: str | None, reason_chars: int = FAILED_REASON_CHARS
+) -> str:
     """The marker of a failed item: ``Error: sub-call <child id> ended <status>: <reason>``."""
-    why = (reason or "no reason given")[:FAILED_REASON_CHARS]
+    why = (reason or "no reason given")[:reason_chars]
     return f"{FAILED_ITEM_PREFIX}{node_id} ended {status}: {why}"
+
+
+def text_sha256(text: str) -> str:
+    """The name of a text's blob: the store keeps every text under the sha256 of its UTF-8 bytes."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def update_id(node_id: str, iteration: int, index: int, seq: int) -> str:

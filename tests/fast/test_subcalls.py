@@ -3,10 +3,13 @@ re-asked batch, and an ``rlm_query`` child node."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from orchestrator.vocabulary import LeafMode, Status, SubcallKind
+from orchestrator.vocabulary import LeafMode, Outcome, Status, SubcallKind
 from orchestrator.workflows.types import (
     ExecuteInput,
     ExecuteOutput,
@@ -17,6 +20,7 @@ from orchestrator.workflows.types import (
     Text,
     child_id,
     failed_item,
+    text_sha256,
 )
 from tests.fast.stubs import Stubs, cell, current_details, echo_leaf, ended, fails_for_good, start_root
 
@@ -130,3 +134,57 @@ async def test_continue_as_new_carries_the_nodes_state_and_its_childrens_spend(
     assert second.node.carry is None  # the carried state stays in the workflow
     # The sub-calls' count in the Web UI starts from the carried states.
     assert "**Sub-calls** 2 of 2 finished\n" in await current_details(handle)
+
+
+def long_answer(inp: LeafInput) -> LeafCallOutput:
+    if inp.prompt.inline == "bad":
+        raise fails_for_good("x" * 400)
+    # A real answer rides inline up to 256 characters (1.5 KB in Temporal's JSON when none is ASCII), so
+    # about 700 of them pass the reply's budget; these stand-ins get there with 60.
+    answer = Text(inline=f"{inp.prompt.inline}:" + "答" * 3_000)
+    return LeafCallOutput(status=Outcome.OK, answer=answer, cost_usd="0.001")
+
+
+async def test_a_reply_too_big_for_one_payload_names_its_answers_blobs(
+    env: WorkflowEnvironment, stubs: Stubs
+) -> None:
+    prompts = [f"p{i}" for i in range(60)] + ["bad"]
+
+    async def wide_batch(inp: ExecuteInput) -> ExecuteOutput:
+        reply = await stubs.ask(inp, 1, SubcallKind.LLM, prompts)
+        return cell(inp, "done", ready=True, started=reply.started)
+
+    run = stubs.scenario(execute=wide_batch, leaf=long_answer)
+    handle = await start_root(env, run, Limits(leaf_mode=LeafMode.INLINE))
+
+    result = await ended(handle)
+
+    (reply,) = run.replies
+    assert result.status == Status.COMPLETED and reply.started == 61 and reply.failed == [60]
+    # Inline, the answers would take 1.1 MB: each is named by its blob instead (a leaf stores its answer
+    # under the text's hash), and the failure keeps the first 100 characters of its reason.
+    assert reply.answers[:60] == [Text(blob=text_sha256(f"p{i}:" + "答" * 3_000)) for i in range(60)]
+    marker = reply.answers[60].inline or ""
+    assert marker.startswith(f"Error: sub-call {child_id(handle.id, 61)} ended failed: ")
+    assert marker.endswith(": " + "x" * 100)
+    assert len(json.dumps(dataclasses.asdict(reply))) < 10_000
+
+
+async def test_a_batch_of_more_than_five_thousand_prompts_is_refused(
+    env: WorkflowEnvironment, stubs: Stubs
+) -> None:
+    async def too_wide(inp: ExecuteInput) -> ExecuteOutput:
+        reply = await stubs.ask(inp, 1, SubcallKind.LLM, [f"p{i}" for i in range(5_001)])
+        return cell(inp, "done", ready=True, started=reply.started)
+
+    run = stubs.scenario(execute=too_wide)
+    handle = await start_root(env, run, Limits(leaf_mode=LeafMode.INLINE, max_subcalls=10_000))
+
+    await ended(handle)
+
+    (reply,) = run.replies
+    assert reply.error == (
+        "a batched call takes at most 5,000 prompts and this one has 5,001; split them over several calls, "
+        "or put several questions in each prompt"
+    )
+    assert (reply.started, run.leaves) == (0, [])
