@@ -125,6 +125,16 @@ async def test_aborting_one_node_stops_its_own_model_call_and_charges_nothing(
         return True if held else None
 
     await eventually(child_calling, f"{child}'s first model call", timeout_s=60)
+
+    async def first_beat_sent() -> bool | None:
+        desc = await harness.client.get_workflow_handle(child).describe()
+        pending = desc.raw_description.pending_activities
+        return True if pending and pending[0].HasField("last_heartbeat_time") else None
+
+    # Temporal hands the cancel over only with a beat the SDK sends: the first goes out at once, 2 s
+    # into the call, the next 8 s after it, past the call's end. Aborting after the first leaves the
+    # worker's watch as the one thing that can stop the call in time, whatever the machine's speed.
+    await eventually(first_beat_sent, f"{child}'s model call's first heartbeat", timeout_s=CALL_MS / 1000)
     with capture_logs() as logs:
         report = await rlm_json(rlm_env, "abort", child)
         assert report["still_running"] == []
