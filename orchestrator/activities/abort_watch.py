@@ -1,15 +1,15 @@
 """``AbortWatch``: a worker stops its model calls under a node ``rlm abort`` marked, within a second.
 
 Temporal's cancel reaches a model call late: a leaf's call (a local activity) runs inside its
-workflow's task, which takes in nothing new until the call returns or the task's heartbeat, about 8 s
-later; a node's ``generate`` activity hears it with the next heartbeat the SDK sends, up to 0.8
-heartbeat timeouts (24 s by default) later (``activities.heartbeat``). Meanwhile the call goes on and,
-if it returns, is charged. ``rlm abort`` therefore marks its target in the store first
-(``store.request_abort``), as does an RLM node that records its end aborted after a cancel made in
-Temporal alone (``activities.records``); while this worker has calls in flight it looks for marks on
-their runs once a second, in one query, and cancels the calls under a marked node. The call's
-reservation is released (nothing is charged) and its activity returns ``Outcome.ABORTED``; the workflow
-then waits for Temporal's cancel, which follows, and ends through its usual cancellation path.
+workflow's task, which takes in nothing new until the call returns or the task's heartbeat, 0.8 of the
+task's timeout (24 s by default) later; a node's ``generate`` activity hears it with the next heartbeat
+the SDK sends, up to 0.8 heartbeat timeouts (also 24 s by default) later (``activities.heartbeat``).
+Meanwhile the call goes on and, if it returns, is charged. ``rlm abort`` therefore marks its target in
+the store first (``store.request_abort``), as does an RLM node that records its end aborted after a
+cancel made in Temporal alone (``activities.records``); while this worker has calls in flight it looks
+for marks on their runs once a second, in one query, and cancels the calls under a marked node. The
+call's reservation is released (nothing is charged) and its activity returns ``Outcome.ABORTED``; the
+workflow then waits for Temporal's cancel, which follows, and ends through its usual cancellation path.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from orchestrator.store.models import Run
 from orchestrator.store.sessions import link_run
 from orchestrator.vocabulary import FINAL_STATUSES, LeafMode, NodeKind, Status
 from orchestrator.workflows.common import memo as query_memo
-from orchestrator.workflows.common import search_attributes
+from orchestrator.workflows.common import search_attributes, task_timeout
 from orchestrator.workflows.details import first_line, static_details
 from orchestrator.workflows.types import (
     LeafInput,
@@ -195,6 +195,7 @@ async def start_node(
             memo=query_memo(title),
             static_summary=first_line(title),
             static_details=static_details(inp),
+            task_timeout=task_timeout(inp.run),
         )
     except WorkflowAlreadyStartedError:
         return False

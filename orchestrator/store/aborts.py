@@ -3,7 +3,7 @@ RLM node that records its end ``aborted`` (a cancel made in Temporal alone, its 
 itself.
 
 A model call in flight hears of Temporal's cancel late: a leaf's call runs inside its workflow's task,
-which takes in nothing new until the call returns or the task's heartbeat (about 8 s), and a node's
+which takes in nothing new until the call returns or the task's heartbeat (24 s by default), and a node's
 ``generate`` activity at its next heartbeat the SDK sends (up to 24 s by default). Each worker therefore
 looks here once a second for the runs it is calling a model for (``activities.abort_watch``) and stops
 the calls under a marked node. A restart of a node clears the marks above and below it, and a node

@@ -85,6 +85,22 @@ def until_deadline(run: RunSpec) -> timedelta:
     return timedelta(seconds=step_timeout_s(seconds_left(run)))
 
 
+# A leaf's call, and a node's inline leaves, run as local activities inside a workflow task, which the
+# SDK keeps alive by completing it empty at 0.8 of its timeout. At Temporal's default of 10 s that left a
+# busy worker 2 s for each such beat: in a 220-leaf fan-out on two slow cores a few beats came late, the
+# task timed out and its calls ran again (a provider may bill the dropped first request too). Nodes and
+# leaves get the run's heartbeat timeout instead, the time every other step has to show that its worker
+# lives, within the bounds Temporal allows a workflow task.
+SHORTEST_TASK_TIMEOUT_S = 10.0
+LONGEST_TASK_TIMEOUT_S = 120.0
+
+
+def task_timeout(run: RunSpec) -> timedelta:
+    """The workflow task timeout an ``RLMNode`` or ``Leaf`` is started with."""
+    seconds = min(max(run.limits.heartbeat_timeout_s, SHORTEST_TASK_TIMEOUT_S), LONGEST_TASK_TIMEOUT_S)
+    return timedelta(seconds=seconds)
+
+
 async def record(event: NodeEvent) -> None:
     await workflow.execute_local_activity(
         RECORD_NODE, event, start_to_close_timeout=RECORD_TIMEOUT, retry_policy=STORE_RETRY

@@ -92,6 +92,7 @@ class Launcher:
                 search_attributes=common.search_attributes(out.root.run, 0, Status.RUNNING),
                 memo=dict(out.memo),
                 parent_close_policy=ParentClosePolicy.ABANDON,
+                task_timeout=common.task_timeout(out.root.run),
             )
         except ChildWorkflowError as err:
             return LaunchResult(run_id, Status.FAILED, f"root {out.root.node_id} failed: {err.cause or err}")

@@ -203,6 +203,7 @@ class RLMSession:
                 search_attributes=common.search_attributes(root.run, 0, Status.RUNNING),
                 memo=dict(started.memo),
                 parent_close_policy=ParentClosePolicy.ABANDON,
+                task_timeout=common.task_timeout(root.run),
             )
             ended = TurnEnded(inp.session_id, ask.turn, result.status, result.answer, result.error)
         except ChildWorkflowError as err:

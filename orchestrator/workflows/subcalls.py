@@ -225,6 +225,7 @@ class Subcalls:
                     static_summary=summary,
                     static_details=details.static_details(node),
                     parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+                    task_timeout=common.task_timeout(run),
                 )
                 return await self._follow(child)
             leaf = LeafInput(
@@ -241,6 +242,7 @@ class Subcalls:
                 static_summary=summary,
                 static_details=details.static_details(leaf),
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+                task_timeout=common.task_timeout(run),
             )
         except ChildWorkflowError as err:
             if isinstance(err.cause, TerminatedError):

@@ -33,6 +33,7 @@ from orchestrator.workflows.common import (
     RECORD_NODE,
     RELEASE_SANDBOX,
     search_attributes,
+    task_timeout,
 )
 from orchestrator.workflows.types import (
     ExecuteInput,
@@ -228,6 +229,7 @@ async def start_root(
         id=node.node_id,
         task_queue=TASK_QUEUE,
         search_attributes=search_attributes(run, 0, Status.RUNNING),
+        task_timeout=task_timeout(run),
     )
     scenario.started.append(handle.id)
     return handle

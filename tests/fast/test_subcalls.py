@@ -188,3 +188,41 @@ async def test_a_batch_of_more_than_five_thousand_prompts_is_refused(
         "or put several questions in each prompt"
     )
     assert (reply.started, run.leaves) == (0, [])
+
+
+@pytest.mark.parametrize(("heartbeat_timeout_s", "task_timeout_s"), [(3, 10), (45, 45), (600, 120)])
+async def test_nodes_and_leaves_get_the_runs_heartbeat_timeout_for_their_workflow_tasks(
+    env: WorkflowEnvironment, stubs: Stubs, heartbeat_timeout_s: float, task_timeout_s: float
+) -> None:
+    # Their model calls run inside those tasks: at Temporal's 10 s a busy worker's late keep-alive of a
+    # task made its calls run twice.
+    async def asks_a_node_and_a_leaf(inp: ExecuteInput) -> ExecuteOutput:
+        if inp.node.depth > 0:
+            return cell(inp, "child", ready=True)
+        if inp.iteration == 1:
+            reply = await stubs.ask(inp, 1, SubcallKind.RLM, ["chunk"])
+            return cell(inp, "partial", started=reply.started)
+        reply = await stubs.ask(inp, 1, SubcallKind.LLM, ["a"])
+        return cell(inp, reply.answers[0].inline, ready=True, started=reply.started)
+
+    run = stubs.scenario(execute=asks_a_node_and_a_leaf)
+    limits = Limits(
+        max_depth=1,
+        iterations_per_run=1,
+        leaf_mode=LeafMode.WORKFLOW,
+        heartbeat_timeout_s=heartbeat_timeout_s,
+    )
+    handle = await start_root(env, run, limits)
+
+    assert (await ended(handle)).answer == Text(inline="answer to a")
+    ids = {"RLMNode": child_id(handle.id, 1), "Leaf": child_id(handle.id, 2)}
+    for kind, wid in ids.items():
+        child = await env.client.get_workflow_handle(wid).describe()
+        assert child.workflow_type == kind
+        assert (
+            child.raw_description.execution_config.default_workflow_task_timeout.ToSeconds() == task_timeout_s
+        )
+    # The root's second run, after continue-as-new, keeps its first run's timeout.
+    root = await handle.describe()
+    assert root.raw_description.workflow_execution_info.first_run_id != root.run_id
+    assert root.raw_description.execution_config.default_workflow_task_timeout.ToSeconds() == task_timeout_s

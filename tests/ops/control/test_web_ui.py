@@ -54,7 +54,7 @@ async def test_summaries_and_live_details_of_a_run(harness: Harness, tmp_path: P
         path,
         model="scripted/mapreduce",
         sub_model="scripted/leaf?latency_ms=1500",
-        limits=Limits(max_concurrency=2, heartbeat_timeout_s=10),
+        limits=Limits(max_concurrency=2, heartbeat_timeout_s=15),
     )
     run_id = handle.id.rsplit("/", 1)[0]
     root = harness.client.get_workflow_handle(handle.id)
@@ -81,6 +81,9 @@ async def test_summaries_and_live_details_of_a_run(harness: Harness, tmp_path: P
     summary = await child_desc.static_summary() or ""
     assert summary.startswith("Count the matches of the regex /") and "blob" not in summary
     assert "· leaf · depth 1 of 1" in (await child_desc.static_details() or "")
+    # Both run their model calls inside workflow tasks, which get the run's heartbeat timeout.
+    for d in (desc, child_desc):
+        assert d.raw_description.execution_config.default_workflow_task_timeout.ToSeconds() == 15
 
     out = await harness.finish(handle)
     assert out.summary.answer == str(expected)
