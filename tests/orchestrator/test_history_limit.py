@@ -7,45 +7,40 @@ about 380 of them, and the node's room (220) is for about 20 (9 events each at m
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
-from temporalio.client import Client
 
 import sandbox
-from orchestrator.devstack import FAST_DISPATCH, SQLITE_PRAGMAS, DevServer, DevServerConfig
+from orchestrator.devstack import DevServer
 from orchestrator.settings import Settings
 from orchestrator.store import list_steps
 from orchestrator.worker import running_worker
 from orchestrator.workflows.types import Limits
-from tests.orchestrator.harness import Harness, word_context
+from tests.orchestrator.harness import word_context
+from tests.orchestrator.limited_server import harness_on, limited_server
 
 SERVER_EVENTS = 300
 NODE_EVENTS = 220
 
 
 @pytest.fixture
-def limited_server(tmp_path: Path) -> Iterator[DevServer]:
-    dynamic = {**FAST_DISPATCH, "limit.historyCount.error": SERVER_EVENTS, "limit.historyCount.warn": 100}
-    config = DevServerConfig(
-        data_dir=tmp_path / "limited", ui=False, dynamic_config=dynamic, sqlite_pragmas=SQLITE_PRAGMAS
-    )
-    with DevServer(config) as server:
-        yield server
+def server(tmp_path: Path) -> Iterator[DevServer]:
+    limits = {"limit.historyCount.error": str(SERVER_EVENTS), "limit.historyCount.warn": "100"}
+    with limited_server(tmp_path / "limited", limits) as started:
+        yield started
 
 
 async def test_a_batch_past_the_history_room_is_refused_and_the_node_goes_on_in_a_fresh_run(
-    limited_server: DevServer, settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+    server: DevServer, settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
-    client = await Client.connect(limited_server.address)
-    local = dataclasses.replace(settings, temporal_address=limited_server.address, task_queue="history-limit")
-    harness = Harness(client, sessions, local)
+    harness = await harness_on(server, settings, sessions, "history-limit")
+    client = harness.client
     path, expected = word_context(tmp_path / "w.txt", 2_000)
 
-    async with running_worker(client, local):
+    async with running_worker(client, harness.settings):
         out = await harness.run(
             "How many times does the word 'ERROR' appear? Use 80 chunks.",
             path,

@@ -5,45 +5,39 @@ Its own dev server, with the limit lowered to 4 so that a five-chunk sequential 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
-from temporalio.client import Client
 
 import sandbox
-from orchestrator.devstack import FAST_DISPATCH, SQLITE_PRAGMAS, DevServer, DevServerConfig
+from orchestrator.devstack import DevServer
 from orchestrator.settings import Settings
 from orchestrator.store import list_steps
 from orchestrator.vocabulary import LeafMode
 from orchestrator.worker import running_worker
 from orchestrator.workflows.types import Limits
-from tests.orchestrator.harness import Harness, word_context
+from tests.orchestrator.harness import word_context
+from tests.orchestrator.limited_server import harness_on, limited_server
 
 MAX_UPDATES = 4
 
 
 @pytest.fixture
-def limited_server(tmp_path: Path) -> Iterator[DevServer]:
-    dynamic = {**FAST_DISPATCH, "history.maxTotalUpdates": MAX_UPDATES}
-    config = DevServerConfig(
-        data_dir=tmp_path / "limited", ui=False, dynamic_config=dynamic, sqlite_pragmas=SQLITE_PRAGMAS
-    )
-    with DevServer(config) as server:
-        yield server
+def server(tmp_path: Path) -> Iterator[DevServer]:
+    with limited_server(tmp_path / "limited", {"history.maxTotalUpdates": str(MAX_UPDATES)}) as started:
+        yield started
 
 
 async def test_past_the_servers_update_limit_the_cell_is_told_and_the_node_goes_on_in_a_fresh_run(
-    limited_server: DevServer, settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+    server: DevServer, settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
-    client = await Client.connect(limited_server.address)
-    local = dataclasses.replace(settings, temporal_address=limited_server.address, task_queue="update-limit")
-    harness = Harness(client, sessions, local)
+    harness = await harness_on(server, settings, sessions, "update-limit")
+    client = harness.client
     path, expected = word_context(tmp_path / "w.txt", 1_000)
 
-    async with running_worker(client, local):
+    async with running_worker(client, harness.settings):
         out = await harness.run(
             "How many times does the word 'ERROR' appear? Use 5 chunks.",
             path,
