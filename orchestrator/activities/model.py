@@ -132,10 +132,6 @@ def model_error(exc: ModelCallError) -> ApplicationError:
     )
 
 
-def price_error(exc: UnknownModelPrice) -> ApplicationError:
-    return expected(str(exc), type="UnknownModelPrice")
-
-
 class ModelActivities:
     def __init__(self, deps: Deps, gate: ModelGate | None = None, aborts: AbortWatch | None = None) -> None:
         self.deps = deps
@@ -148,15 +144,7 @@ class ModelActivities:
         self, session: Session, run: RunSpec, model: str, messages: tuple[ChatMessage, ...], key: str
     ) -> _Prepared:
         """Reserve the call's worst case inside ``session``'s transaction (the ledger uses a savepoint)."""
-        try:
-            prepare_model(model)
-        except ModelCallError as exc:
-            # Unmapped, it would reach Temporal as a plain (retryable) exception: retried to the deadline.
-            raise model_error(exc) from exc
-        try:
-            price = price_for(session, model, prices_file=self.deps.settings.prices_file)
-        except UnknownModelPrice as exc:
-            raise price_error(exc) from exc
+        price = self._priced(session, model)
         worst = cost_of(price, count_prompt_tokens(model, messages), run.limits.max_tokens)
         try:
             checked_amount(worst)
@@ -175,6 +163,18 @@ class ModelActivities:
             log.info("budget.refused", run_id=run.run_id, key=key, message=str(exc))
             return _Prepared(messages, None, str(exc), price)
         return _Prepared(messages, rid, None, price)
+
+    def _priced(self, session: Session, model: str, role: str = "") -> ModelPrice:
+        """``model``'s price; a model that cannot be called or priced fails the step for good."""
+        try:
+            prepare_model(model)
+        except ModelCallError as exc:
+            # Unmapped, it would reach Temporal as a plain (retryable) exception: retried to the deadline.
+            raise model_error(exc) from exc
+        try:
+            return price_for(session, model, prices_file=self.deps.settings.prices_file)
+        except UnknownModelPrice as exc:
+            raise expected(f"{role}{exc}", type="UnknownModelPrice") from exc
 
     async def _call(self, node_id: str, run: RunSpec, model: str, prep: _Prepared) -> CompletionResult:
         if time.time() >= run.deadline_epoch_s:
@@ -231,6 +231,10 @@ class ModelActivities:
             done = find_step(session, node.node_id, inp.iteration, StepKind.GENERATE, 0)
             if done is not None:
                 return done
+            if node.depth == 0 and inp.iteration == 1 and node.run.sub_model != node.model:
+                # Left to the first sub-call, a sub-model without a price would fail the run only after
+                # the root's model calls were paid for.
+                self._priced(session, node.run.sub_model, role="the run's sub-model: ")
             path = local_context(session, node, self.deps.context_dir)
             info = context_info(path)
             if node.query is not None:

@@ -36,6 +36,26 @@ async def test_unknown_model_price_fails_the_node_naming_the_fix(harness: Harnes
     assert out.summary.cost == 0
 
 
+async def test_a_sub_model_without_a_price_fails_the_run_before_its_first_call(
+    harness: Harness, context: Path
+) -> None:
+    # Left to its first sub-call, it would fail the run only after the root model was paid for.
+    out = await harness.run(
+        "What is the magic number?",
+        context,
+        model="scripted/code",
+        sub_model="openai/durable-rlm-no-such-sub-model",
+    )
+
+    assert out.result.status == "failed"
+    reason = out.result.error or ""
+    assert "the run's sub-model: no price known for model 'openai/durable-rlm-no-such-sub-model'" in reason
+    assert "rlm price set" in reason
+    assert out.summary.cost == 0
+    with harness.sessions() as s:
+        assert list_steps(s, root_id(out.run_id)) == []
+
+
 NO_PRICE = "durable-rlm-no-such-price"
 
 
