@@ -11,7 +11,13 @@ and the node continues as new (a fresh history) at its next iteration. Determini
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from orchestrator.workflows.common import MEMO_CHARS
+from orchestrator.workflows.types import INLINE_CHARS, Text
 
 
 @dataclass(frozen=True)
@@ -20,15 +26,54 @@ class HistoryCost:
     size: int  # bytes
 
 
-# What one sub-call adds to its node's history at most, measured with prompts of about 100 characters
-# and rounded up for prompts and answers at the inline limit (longer ones travel as blob references):
-# - a child workflow (a Leaf, or an RLM node): its start, started and completed events, and the
-#   node's workflow tasks that record them: 4.5 events a child when 1,000 complete together, 8.2 when
-#   200 trickle in at 500 ms and 8 at once (a workflow task for the started event and one for the
-#   completion, 9 events at most); 3.4 KB;
-# - an inline leaf: its local activity's marker, 1.04-1.19 events and 0.9 KB, its prompt in the Update.
-CHILD_WORKFLOW = HistoryCost(events=9, size=6144)
-INLINE_LEAF = HistoryCost(events=2, size=1536)
+@dataclass(frozen=True)
+class SubcallShape:
+    """Where one sub-call's texts land in its node's history, and what it adds besides them."""
+
+    events: int
+    fixed_bytes: int
+    prompt_copies: int  # its prompt: in the Update, and in a child's input
+    answer_copies: int  # its answer: in the child's result or the leaf's marker, and in the reply
+    memo_copies: int  # its title again: in a child's memo and its Web UI summary
+
+
+# What one sub-call adds to its node's history at most. Events, measured with prompts of about 100
+# characters: a child workflow (a Leaf, or an RLM node) has its start, started and completed events and
+# the node's workflow tasks that record them, 4.5 events a child when 1,000 complete together, 8.2 when
+# 200 trickle in at 500 ms and 8 at once (9 at most); an inline leaf its local activity's marker,
+# 1.04-1.19 events. Bytes: the texts' copies (the prompt and the title, the first line the cell sends
+# with it, as the batch has them; the answer at its worst) on top of what the rest takes, measured with
+# 100 leaves of 250-character prompts and 220-character answers at 2.0 KB a child and 0.6 KB an inline
+# leaf (3.0 and 1.3 KB in all; 7.4 and 4.6 KB when no character is ASCII).
+CHILD_WORKFLOW = SubcallShape(events=9, fixed_bytes=3072, prompt_copies=2, answer_copies=2, memo_copies=2)
+INLINE_LEAF = SubcallShape(events=2, fixed_bytes=1024, prompt_copies=1, answer_copies=2, memo_copies=0)
+# A text's reference when it travels as a blob (its hash and the field names around it).
+BLOB_NAME_BYTES = 90
+# An answer rides inline up to INLINE_CHARS characters, six bytes each in Temporal's JSON (\uXXXX)
+# when it is not ASCII; a longer one travels as a blob reference. A memo holds up to MEMO_CHARS.
+ANSWER_BYTES = 6 * INLINE_CHARS + 2
+MEMO_BYTES = 6 * MEMO_CHARS + 2
+
+
+def encoded_bytes(text: Text) -> int:
+    """A text's size as Temporal's JSON converter writes it."""
+    return len(json.dumps(text.inline)) if text.inline is not None else BLOB_NAME_BYTES
+
+
+def subcall_cost(shape: SubcallShape, prompts: Sequence[Text], titles: Sequence[str]) -> HistoryCost:
+    """The most one sub-call of a batch adds to its node's history: the batch's mean, rounded up."""
+    count = max(len(prompts), 1)
+    prompt_bytes = sum(encoded_bytes(p) for p in prompts) * shape.prompt_copies
+    title_bytes = sum(len(json.dumps(t)) for t in titles)  # in the Update
+    size = (
+        shape.fixed_bytes
+        + math.ceil((prompt_bytes + title_bytes) / count)
+        + shape.answer_copies * ANSWER_BYTES
+        + shape.memo_copies * MEMO_BYTES
+    )
+    return HistoryCost(shape.events, size)
+
+
 # Under the server's default size limit by what the node itself may add after a batch (its later
 # steps, failed items' reasons in the reply), as the default Limits.max_run_events is under its count.
 MAX_RUN_BYTES = 45_000_000

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from decimal import Decimal
@@ -35,7 +34,14 @@ from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
 from orchestrator.vocabulary import LeafMode, NodeKind, Status, SubcallKind
 from orchestrator.workflows import common, details
-from orchestrator.workflows.history_room import CHILD_WORKFLOW, INLINE_LEAF, HistoryCost, HistoryRoom
+from orchestrator.workflows.history_room import (
+    CHILD_WORKFLOW,
+    INLINE_LEAF,
+    HistoryCost,
+    HistoryRoom,
+    encoded_bytes,
+    subcall_cost,
+)
 from orchestrator.workflows.inline import InlineLeaves
 from orchestrator.workflows.leaf import Leaf
 from orchestrator.workflows.operator import OperatorSignals, Released, await_operator
@@ -60,11 +66,10 @@ HELD_MESSAGE = "paused by an operator (rlm pause): new sub-calls wait for `rlm r
 # A batched call's reply is one payload, which the Temporal server refuses past 2 MB
 # (limit.blobSize.error): the node's workflow task then fails on every retry. Past this many bytes of
 # answers the reply names their blobs instead, and a failure's reason keeps its first
-# BIG_REPLY_REASON_CHARS characters; with those (about 90 and 200 bytes an item) a batch of MAX_BATCH
-# stays near 1 MB.
+# BIG_REPLY_REASON_CHARS characters; with those (BLOB_NAME_BYTES and about 200 bytes an item) a batch
+# of MAX_BATCH stays near 1 MB.
 REPLY_INLINE_BYTES = 1_000_000
 BIG_REPLY_REASON_CHARS = 100
-BLOB_NAME_BYTES = 90
 MAX_BATCH = 5_000
 # RlmCost follows finished sub-calls during a long cell at most this often (each update is a history
 # event; a 1,000-way fan-out would otherwise add 1,000).
@@ -107,7 +112,8 @@ class Subcalls:
         limit = self._inp.run.limits.max_subcalls
         wanted = len(batch.prompts)
         made = self._state.children
-        cost = INLINE_LEAF if self._inline(batch) else CHILD_WORKFLOW
+        shape = INLINE_LEAF if self._inline(batch) else CHILD_WORKFLOW
+        cost = subcall_cost(shape, batch.prompts, batch.titles)
         info = workflow.info()
         if made + wanted > limit:
             reply = SubcallReply(
@@ -324,7 +330,7 @@ def _reply(results: list[NodeResult]) -> SubcallReply:
     A reply past ``REPLY_INLINE_BYTES`` names its answers' blobs instead of carrying them (each child
     stored its answer under the text's hash before it returned) and cuts failure reasons short."""
     reply = _answers(results, FAILED_REASON_CHARS, by_blob=False)
-    if sum(_encoded_bytes(answer) for answer in reply.answers) <= REPLY_INLINE_BYTES:
+    if sum(encoded_bytes(answer) for answer in reply.answers) <= REPLY_INLINE_BYTES:
         return reply
     return _answers(results, BIG_REPLY_REASON_CHARS, by_blob=True)
 
@@ -344,8 +350,3 @@ def _answers(results: list[NodeResult], reason_chars: int, *, by_blob: bool) -> 
         else:
             answers.append(answer)
     return SubcallReply(answers=answers, failed=failed)
-
-
-def _encoded_bytes(text: Text) -> int:
-    # As Temporal's JSON converter writes it: a non-ASCII character takes six bytes (\uXXXX).
-    return len(json.dumps(text.inline)) if text.inline is not None else BLOB_NAME_BYTES
