@@ -87,6 +87,11 @@ class Settings:
     # Sandbox containers a long-lived worker keeps started, so that a node's first cell never waits for
     # one to boot (0: none; docker backend only; docs/sandbox.md, "Pool").
     sandbox_pool: int = 2
+    # A node's workflow run takes sub-calls while its history stays under these, below the Temporal
+    # server's limit.historyCount.error and limit.historySize.error (51,200 events and 50 MB by default):
+    # set them under a server's own limits where those differ (docs/orchestrator.md, "Limits").
+    max_run_events: int = 45_000
+    max_run_bytes: int = 45_000_000
     temporal_access: TemporalAccess = field(default_factory=TemporalAccess)
 
     @property
@@ -113,6 +118,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     max_bytes = _count(env, "RLM_CONTEXT_MAX_BYTES", Settings.context_max_bytes, high=1 << 40)
     keep_snapshots = _count(env, "RLM_KEEP_SNAPSHOTS", Settings.keep_snapshots, high=1_000)
     sandbox_pool = _count(env, "RLM_SANDBOX_POOL", Settings.sandbox_pool, high=64, zero="no pool")
+    run_events = _count(env, "RLM_MAX_RUN_EVENTS", Settings.max_run_events, low=1_000, high=10**8)
+    run_bytes = _count(env, "RLM_MAX_RUN_BYTES", Settings.max_run_bytes, low=1_000_000, high=1 << 40)
     profile, access = _temporal_profile(env)
     return Settings(
         data_dir=data_dir,
@@ -133,11 +140,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         context_max_bytes=max_bytes,
         keep_snapshots=keep_snapshots,
         sandbox_pool=sandbox_pool,
+        max_run_events=run_events,
+        max_run_bytes=run_bytes,
         temporal_access=access,
     )
 
 
-def _count(env: Mapping[str, str], name: str, default: int, *, high: int, zero: str = "no limit") -> int:
+def _count(
+    env: Mapping[str, str], name: str, default: int, *, high: int, low: int = 0, zero: str = "no limit"
+) -> int:
     raw = env.get(name)
     if not raw:
         return default
@@ -145,8 +156,9 @@ def _count(env: Mapping[str, str], name: str, default: int, *, high: int, zero: 
         value = int(raw)
     except ValueError:
         value = -1
-    if not 0 <= value <= high:
-        raise SettingsError(f"{name}={raw!r} must be a whole number from 0 ({zero}) to {high}")
+    if not low <= value <= high:
+        least = f"0 ({zero})" if low == 0 else f"{low}"
+        raise SettingsError(f"{name}={raw!r} must be a whole number from {least} to {high}")
     return value
 
 

@@ -96,8 +96,9 @@ class RunOptions:
 DEFAULT = RunOptions()
 
 
-def checked_limits(opts: RunOptions, leaf_mode: str, heartbeat_timeout_s: float) -> Limits:
-    """The run limits ``opts`` ask for, each checked (one ``RunError`` line naming the option)."""
+def checked_limits(opts: RunOptions, settings: Settings) -> Limits:
+    """The run limits ``opts`` ask for, each checked (one ``RunError`` line naming the option), with the
+    settings' for what ``opts`` leave open and for what is the deployment's, not the run's, to say."""
     from orchestrator.runs import RunError, check_limits
     from orchestrator.vocabulary import LeafMode
     from orchestrator.workflows.types import Limits
@@ -114,6 +115,7 @@ def checked_limits(opts: RunOptions, leaf_mode: str, heartbeat_timeout_s: float)
             raise RunError(f"{name} {value} must be >= {low}")
     if not 0 <= opts.compact_at < 1:  # also refuses nan
         raise RunError(f"--compact-at {opts.compact_at:g} must be >= 0 and < 1 (0: never compact)")
+    leaf_mode = opts.leaf_mode or settings.leaf_mode
     if leaf_mode not in tuple(LeafMode):
         raise RunError(f"--leaf-mode {leaf_mode!r} is not known; use {' or '.join(LeafMode)}")
     limits = Limits(
@@ -125,7 +127,9 @@ def checked_limits(opts: RunOptions, leaf_mode: str, heartbeat_timeout_s: float)
         compact_at=opts.compact_at,
         context_window=opts.context_window,
         leaf_mode=LeafMode(leaf_mode),
-        heartbeat_timeout_s=heartbeat_timeout_s,
+        heartbeat_timeout_s=settings.heartbeat_timeout_s,
+        max_run_events=settings.max_run_events,
+        max_run_bytes=settings.max_run_bytes,
     )
     check_limits(limits)
     return limits
@@ -137,7 +141,7 @@ def run_request(settings: Settings, query: str, context: list[Path], opts: RunOp
     from orchestrator.corpus import ContextLimits
     from orchestrator.runs import RunRequest, checked_input
 
-    limits = checked_limits(opts, opts.leaf_mode or settings.leaf_mode, settings.heartbeat_timeout_s)
+    limits = checked_limits(opts, settings)
     request = RunRequest(
         query=query,
         context_path=tuple(context),

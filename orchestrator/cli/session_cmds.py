@@ -102,7 +102,7 @@ def create(
     with cli_errors():
         settings = load_settings()
         budget = usd(budget_usd, "--budget-usd")
-        limits = checked_limits(opts, leaf_mode or settings.leaf_mode, settings.heartbeat_timeout_s)
+        limits = checked_limits(opts, settings)
         if not 0 < deadline <= MAX_DEADLINE_S:  # also refuses nan
             raise RunError(f"--deadline {deadline:g} must be more than 0 and at most {MAX_DEADLINE_S:.0f}")
         engine, sessions = open_store(settings)

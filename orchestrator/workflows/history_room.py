@@ -5,7 +5,7 @@ The Temporal server terminates a workflow whose history passes its limits (by de
 recording it, its run would stand unfinished in the store with its budget still held, and a restart
 would fill the history the same way. Every sub-call adds to its node's history, so a node takes a batch
 only while its history, with what the sub-calls under way and the batch will add, stays under
-``Limits.max_run_events`` and ``MAX_RUN_BYTES``. Past that the cell's call is refused with what to do,
+``Limits.max_run_events`` and ``Limits.max_run_bytes``. Past that the cell's call is refused with what to do,
 and the node continues as new (a fresh history) at its next iteration. Deterministic code only.
 """
 
@@ -74,16 +74,12 @@ def subcall_cost(shape: SubcallShape, prompts: Sequence[Text], titles: Sequence[
     return HistoryCost(shape.events, size)
 
 
-# Under the server's default size limit by what the node itself may add after a batch (its later
-# steps, failed items' reasons in the reply), as the default Limits.max_run_events is under its count.
-MAX_RUN_BYTES = 45_000_000
-
-
 class HistoryRoom:
     """The sub-calls of one workflow run of a node, counted against its history's limits."""
 
-    def __init__(self, max_events: int) -> None:
+    def __init__(self, max_events: int, max_bytes: int) -> None:
         self.max_events = max_events
+        self.max_bytes = max_bytes
         self._pending = HistoryCost(0, 0)  # what accepted sub-calls still running will add
         self.full = False  # a batch was refused: the node continues as new at its next iteration
 
@@ -92,7 +88,7 @@ class HistoryRoom:
         ``size`` bytes (then they count as pending until each has ``ended``), else why not."""
         events = length + self._pending.events + cost.events * wanted
         total = size + self._pending.size + cost.size * wanted
-        if events <= self.max_events and total <= MAX_RUN_BYTES:
+        if events <= self.max_events and total <= self.max_bytes:
             self._pending = HistoryCost(
                 self._pending.events + cost.events * wanted, self._pending.size + cost.size * wanted
             )
@@ -100,7 +96,7 @@ class HistoryRoom:
         self.full = True
         return (
             f"this node's workflow run holds {length:,} history events ({size / 1e6:.1f} MB): {wanted} more "
-            f"sub-calls would take it past the {self.max_events:,} events or {MAX_RUN_BYTES / 1e6:.0f} MB "
+            f"sub-calls would take it past the {self.max_events:,} events or {self.max_bytes / 1e6:.4g} MB "
             "it keeps under the Temporal server's limits; put several questions in each prompt (fewer, "
             "bigger chunks), or end this iteration: the node continues in a fresh run"
         )

@@ -101,7 +101,7 @@ class Subcalls:
         self._cost_shown_at = workflow.time()
         self._positions = {child.node_id: i for i, child in enumerate(state.child_states)}
         self.tally = details.ChildTally.of(state.child_states)  # what the node's details show
-        self.history = HistoryRoom(inp.run.limits.max_run_events)
+        self.history = HistoryRoom(inp.run.limits.max_run_events, inp.run.limits.max_run_bytes)
         self.inline = InlineLeaves(signals, state, changed)
 
     async def handle(self, batch: SubcallBatch) -> SubcallReply:

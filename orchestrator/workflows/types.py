@@ -51,9 +51,13 @@ class Limits:
     # The window in tokens for models litellm does not know (0: litellm's model info decides).
     context_window: int = 0
     # A node's workflow run takes new sub-calls while its history, theirs counted, stays under this many
-    # events: the Temporal server terminates a workflow past 51,200 (its default
-    # limit.historyCount.error). Lower it for a server whose limit is lower.
+    # events and bytes: the Temporal server terminates a workflow past 51,200 events or 50 MB (its default
+    # limit.historyCount.error and limit.historySize.error). Set from RLM_MAX_RUN_EVENTS and
+    # RLM_MAX_RUN_BYTES where runs are started, for a server whose limits differ.
     max_run_events: int = 45_000
+    # Under the server's default size limit by what the node itself may add after a batch (its later
+    # steps, failed items' reasons in the reply), as max_run_events is under its count.
+    max_run_bytes: int = 45_000_000
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,21 +11,21 @@ from orchestrator.workflows.history_room import (
     BLOB_NAME_BYTES,
     CHILD_WORKFLOW,
     INLINE_LEAF,
-    MAX_RUN_BYTES,
     MEMO_BYTES,
     HistoryCost,
     HistoryRoom,
     subcall_cost,
 )
-from orchestrator.workflows.types import Text
+from orchestrator.workflows.types import Limits, Text
 
 pytestmark = pytest.mark.fast
 
 CHILD = HistoryCost(events=9, size=9_000)
+RUN_BYTES = Limits().max_run_bytes
 
 
 def test_a_batch_fits_while_the_history_with_the_sub_calls_under_way_stays_under_the_limit() -> None:
-    room = HistoryRoom(max_events=1_000)
+    room = HistoryRoom(max_events=1_000, max_bytes=RUN_BYTES)
     assert room.refusal(100, 50_000, CHILD, 50) is None  # 100 + 450 events
     # The first batch's sub-calls are still running: what they will add counts.
     refused = room.refusal(100, 50_000, CHILD, 51)  # 100 + 450 + 459
@@ -41,11 +41,23 @@ def test_a_batch_fits_while_the_history_with_the_sub_calls_under_way_stays_under
 def test_inline_leaves_cost_fewer_events_and_the_size_limit_counts_too() -> None:
     prompts = [Text(inline="How many 'a'?\na a")] * 500
     inline, child = subcall_cost(INLINE_LEAF, prompts, []), subcall_cost(CHILD_WORKFLOW, prompts, [])
-    assert HistoryRoom(max_events=1_000).refusal(0, 0, inline, 500) is None  # 1,000 events inline
-    assert HistoryRoom(max_events=1_000).refusal(0, 0, child, 500) is not None  # 4,500 as children
-    by_size = HistoryRoom(max_events=10**9)
-    assert by_size.refusal(10, MAX_RUN_BYTES - CHILD.size, CHILD, 1) is None
-    assert by_size.refusal(10, MAX_RUN_BYTES - CHILD.size, CHILD, 1) is not None
+    assert (
+        HistoryRoom(max_events=1_000, max_bytes=RUN_BYTES).refusal(0, 0, inline, 500) is None
+    )  # 1,000 events inline
+    assert (
+        HistoryRoom(max_events=1_000, max_bytes=RUN_BYTES).refusal(0, 0, child, 500) is not None
+    )  # 4,500 as children
+    by_size = HistoryRoom(max_events=10**9, max_bytes=RUN_BYTES)
+    assert by_size.refusal(10, RUN_BYTES - CHILD.size, CHILD, 1) is None
+    assert by_size.refusal(10, RUN_BYTES - CHILD.size, CHILD, 1) is not None
+
+
+def test_the_size_limit_is_the_runs_own() -> None:
+    """A deployment whose server keeps smaller histories sets RLM_MAX_RUN_BYTES; the refusal names it."""
+    room = HistoryRoom(max_events=10**9, max_bytes=2_500_000)
+    assert room.refusal(10, 2_000_000, CHILD, 55) is None  # 2,495,000 bytes
+    refused = room.refusal(10, 2_000_000, CHILD, 1)
+    assert refused is not None and "past the 1,000,000,000 events or 2.5 MB" in refused
 
 
 def test_a_sub_calls_bytes_follow_its_prompt_and_title_and_count_the_answer_at_its_worst() -> None:
