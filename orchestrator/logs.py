@@ -87,6 +87,23 @@ def configure_logging(default: str, *, stream: TextIO | None = None, env_var: st
     _route_stdlib(sink, renderer, level, core_level)
 
 
+class _ExpectedLongTasks(logging.Filter):
+    """Holds the core's "workflow task duration exceeded 5 seconds" warning (TMPRL1104) for a ``Leaf`` at
+    debug level: a leaf's model call is a local activity that runs inside its workflow task, so every call
+    over 5 s, and every keep-alive of a longer one, would print it; one line per leaf of a fan-out on a
+    slow model says nothing an operator can act on. An ``RLMNode``'s task past 5 s still warns: it holds
+    only the node's inline leaves, else it means a starved worker."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING or "[TMPRL1104]" not in record.getMessage():
+            return True
+        fields = getattr(getattr(record, "temporal_log", None), "fields", None) or {}
+        if fields.get("workflow_type") != "Leaf":
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(CORE_LOGGER).isEnabledFor(logging.DEBUG)
+
+
 class _StdlibHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The handler ``configure_logging`` installs on the root logger (replaced, not added, on a re-run)."""
 
@@ -114,7 +131,11 @@ def _route_stdlib(sink: TextIO, renderer: structlog.typing.Processor, level: int
     logging.captureWarnings(True)
     # Libraries' info lines (one per HTTP request, per worker poll) would drown the engine's events.
     root.setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
-    logging.getLogger(CORE_LOGGER).setLevel(core_level)
+    core = logging.getLogger(CORE_LOGGER)
+    core.setLevel(core_level)
+    for held in [f for f in core.filters if isinstance(f, _ExpectedLongTasks)]:
+        core.removeFilter(held)
+    core.addFilter(_ExpectedLongTasks())
     for name in _STDOUT_WRITING_LOGGERS:
         library = logging.getLogger(name)
         library.setLevel(max(root.level, logging.WARNING))

@@ -103,6 +103,60 @@ def test_rlm_run_prints_only_the_answer_while_the_core_logs(tmp_path: Path, dev_
     assert done.stdout == f"{expected}\n"
 
 
+def test_a_leafs_long_workflow_task_is_not_a_warning_a_nodes_is() -> None:
+    """The core warns of every workflow task past 5 s; a Leaf's task holds its model call by design."""
+    code = (
+        "import logging, types\n"
+        "from orchestrator.logs import CORE_LOGGER, configure_logging\n"
+        "configure_logging('info')\n"
+        "core = logging.getLogger(CORE_LOGGER)\n"
+        "for kind in ('Leaf', 'RLMNode'):\n"
+        "    entry = types.SimpleNamespace(fields={'workflow_type': kind})\n"
+        "    message = f'[TMPRL1104] run of {kind}: Workflow task duration exceeded 5 seconds.'\n"
+        "    record = core.makeRecord(core.name, logging.WARNING, '', 0, message, (), None,"
+        " extra={'temporal_log': entry})\n"
+        "    core.handle(record)\n"
+        "core.warning('[TMPRL1101] a Leaf that is not about its task time')\n"
+    )
+    quiet = _python(code)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "run of Leaf" not in quiet.stderr
+    assert "run of RLMNode" in quiet.stderr and "TMPRL1101" in quiet.stderr
+    told = _python(code, RLM_TEMPORAL_LOG_LEVEL="debug")
+    assert told.returncode == 0, told.stderr
+    leaf_line = next(line for line in told.stderr.splitlines() if "run of Leaf" in line)
+    assert '"level": "debug"' in leaf_line, leaf_line
+
+
+def test_rlm_run_on_a_slow_sub_model_prints_no_task_time_warnings(
+    tmp_path: Path, dev_server: DevServer
+) -> None:
+    context, expected = word_context(tmp_path / "words.txt", 2_000)
+    env = cli_env(
+        tmp_path / "data", TEMPORAL_ADDRESS=dev_server.address, RLM_TASK_QUEUE=f"slow-{uuid.uuid4().hex[:8]}"
+    )
+    args = [
+        RLM,
+        "run",
+        "How many times does the word 'ERROR' appear? Use 2 chunks.",
+        "--context",
+        str(context),
+    ]
+    args += [
+        "--model",
+        "scripted/mapreduce",
+        "--sub-model",
+        "scripted/leaf?latency_ms=5600",
+        "--deadline",
+        "240",
+    ]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{expected}\n"
+    # Each leaf's call held its workflow task past 5 s; that is how a leaf works, not a warning.
+    assert "TMPRL1104" not in done.stderr, done.stderr
+
+
 def test_rlm_run_sends_what_a_library_prints_during_the_run_to_stderr(
     tmp_path: Path, dev_server: DevServer
 ) -> None:
