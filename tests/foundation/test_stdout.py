@@ -80,14 +80,11 @@ def test_stdlib_and_litellm_records_reach_stderr_never_stdout() -> None:
     assert "litellm info" not in done.stderr and done.stderr.count("litellm warned") == 1
 
 
-def test_rlm_run_prints_only_the_answer_while_the_core_logs(tmp_path: Path, dev_server: DevServer) -> None:
+def _count_words(tmp_path: Path, dev_server: DevServer, sub_model: str, **env: str) -> str:
+    """``rlm run`` of a two-chunk word count on ``dev_server``: its stderr, once its stdout was the answer."""
     context, expected = word_context(tmp_path / "words.txt", 2_000)
-    env = cli_env(
-        tmp_path / "data",
-        TEMPORAL_ADDRESS=dev_server.address,
-        RLM_TASK_QUEUE=f"stdout-{uuid.uuid4().hex[:8]}",
-        RLM_TEMPORAL_LOG_LEVEL="info",
-    )
+    queue = f"stdout-{uuid.uuid4().hex[:8]}"
+    cli = cli_env(tmp_path / "data", TEMPORAL_ADDRESS=dev_server.address, RLM_TASK_QUEUE=queue, **env)
     args = [
         RLM,
         "run",
@@ -95,12 +92,17 @@ def test_rlm_run_prints_only_the_answer_while_the_core_logs(tmp_path: Path, dev_
         "--context",
         str(context),
     ]
-    args += ["--model", "scripted/mapreduce", "--sub-model", "scripted/leaf", "--deadline", "240"]
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    args += ["--model", "scripted/mapreduce", "--sub-model", sub_model, "--deadline", "240"]
+    done = subprocess.run(args, env=cli, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    # The core logged (its worker start at info), and its lines went to stderr through Python logging.
-    assert "Initializing worker" in done.stderr and "temporalio.core" in done.stderr
     assert done.stdout == f"{expected}\n"
+    return done.stderr
+
+
+def test_rlm_run_prints_only_the_answer_while_the_core_logs(tmp_path: Path, dev_server: DevServer) -> None:
+    stderr = _count_words(tmp_path, dev_server, "scripted/leaf", RLM_TEMPORAL_LOG_LEVEL="info")
+    # The core logged (its worker start at info), and its lines went to stderr through Python logging.
+    assert "Initializing worker" in stderr and "temporalio.core" in stderr
 
 
 def test_a_leafs_long_workflow_task_is_not_a_warning_a_nodes_is() -> None:
@@ -131,30 +133,9 @@ def test_a_leafs_long_workflow_task_is_not_a_warning_a_nodes_is() -> None:
 def test_rlm_run_on_a_slow_sub_model_prints_no_task_time_warnings(
     tmp_path: Path, dev_server: DevServer
 ) -> None:
-    context, expected = word_context(tmp_path / "words.txt", 2_000)
-    env = cli_env(
-        tmp_path / "data", TEMPORAL_ADDRESS=dev_server.address, RLM_TASK_QUEUE=f"slow-{uuid.uuid4().hex[:8]}"
-    )
-    args = [
-        RLM,
-        "run",
-        "How many times does the word 'ERROR' appear? Use 2 chunks.",
-        "--context",
-        str(context),
-    ]
-    args += [
-        "--model",
-        "scripted/mapreduce",
-        "--sub-model",
-        "scripted/leaf?latency_ms=5600",
-        "--deadline",
-        "240",
-    ]
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == f"{expected}\n"
+    stderr = _count_words(tmp_path, dev_server, "scripted/leaf?latency_ms=5600")
     # Each leaf's call held its workflow task past 5 s; that is how a leaf works, not a warning.
-    assert "TMPRL1104" not in done.stderr, done.stderr
+    assert "TMPRL1104" not in stderr, stderr
 
 
 def test_rlm_run_sends_what_a_library_prints_during_the_run_to_stderr(
