@@ -1,8 +1,8 @@
 """``generate`` (a node's next reply) and ``leaf_call`` (one plain completion): the metered model calls.
 
-Each call: rebuild the messages from the store, reserve the worst case (prompt tokens + max_tokens at
-the model's price) against the run's and the tenant's budget, call litellm once (``num_retries=0``:
-Temporal retries), then settle the actual cost and record the step in one transaction. The
+Each call: rebuild the messages from the store, reserve the worst case and call litellm once
+(``num_retries=0``: Temporal retries) through ``activities.metering``, then settle the actual cost and
+record the step in one transaction. The
 reservation key is the step's key, so a retried attempt reuses the reservation of the attempt that
 died instead of holding money twice, and a finished step is found in the store instead of paid again.
 A call under a node ``rlm abort`` marked is stopped in flight (``abort_watch``): its hold goes back and
@@ -17,53 +17,31 @@ import asyncio
 import dataclasses
 import time
 from dataclasses import dataclass
-from datetime import timedelta
-from decimal import Decimal
 
 import structlog
-from sqlalchemy.orm import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from orchestrator.activities import compaction, texts
-from orchestrator.activities.abort_watch import AbortWatch, CallAborted
-from orchestrator.activities.cell_watch import deadline_error
+from orchestrator.activities.abort_watch import CallAborted
 from orchestrator.activities.context import context_info, local_context
-from orchestrator.activities.deps import Deps
 from orchestrator.activities.heartbeat import beating
 from orchestrator.activities.logctx import expected
-from orchestrator.llm.complete import (
-    CompletionRequest,
-    CompletionResult,
-    ModelCallError,
-    ModelGate,
-    complete,
-    count_prompt_tokens,
-    prepare_model,
-)
+from orchestrator.activities.metering import MeteredModel, Prepared, cost_of_result, held
+from orchestrator.llm.complete import CompletionResult
 from orchestrator.protocol.parse import forced_final_answer, parse_reply
-from orchestrator.protocol.prompts import ChatMessage, NodeLimits, child_query, leaf_messages
+from orchestrator.protocol.prompts import NodeLimits, child_query, leaf_messages
 from orchestrator.store import (
-    BudgetExhausted,
-    InvalidValue,
-    ModelPrice,
-    UnknownModelPrice,
-    checked_amount,
-    cost_of,
     find_step,
     finish_node,
     note_attempt,
-    price_for,
     record_step,
-    release,
-    reserve,
     settle,
     upsert_node,
     write_step,
 )
 from orchestrator.store.models import Step
 from orchestrator.vocabulary import NodeKind, Outcome, Status, StepKind
-from orchestrator.workflows.common import MODEL_RETRY, step_timeout_s
 from orchestrator.workflows.types import (
     INLINE_CHARS,
     GenerateInput,
@@ -71,22 +49,10 @@ from orchestrator.workflows.types import (
     LeafCallOutput,
     LeafInput,
     NodeInput,
-    RunSpec,
     Text,
 )
 
 log = structlog.get_logger(__name__)
-# One model call's own timeout, the same as its step's (``GENERATE_TIMEOUT_S``, ``LEAF_CALL_TIMEOUT_S``).
-MODEL_CALL_TIMEOUT_S = 600.0
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    messages: tuple[ChatMessage, ...]
-    reservation: str | None  # None: the budget refused
-    refusal: str | None
-    price: ModelPrice
-    compacted: int = 0  # generate: the last iteration the prompt's summary covers (0: none)
 
 
 @dataclass(frozen=True)
@@ -94,7 +60,7 @@ class _Compaction:
     """A compaction to run (reserved) before this iteration's reply."""
 
     plan: compaction.Plan
-    prepared: _Prepared
+    prepared: Prepared
 
 
 def node_limits(node: NodeInput) -> NodeLimits:
@@ -109,123 +75,12 @@ def node_limits(node: NodeInput) -> NodeLimits:
     )
 
 
-def retry_fits(exc: ModelCallError, run: RunSpec) -> bool:
-    """Whether Temporal's next attempt of a retryable failure would start before the run's deadline
-    (after the provider's retry-after, else ``MODEL_RETRY``'s backoff for this attempt)."""
-    policy = MODEL_RETRY
-    backoff = policy.initial_interval.total_seconds() * policy.backoff_coefficient ** (
-        activity.info().attempt - 1
-    )
-    if policy.maximum_interval is not None:
-        backoff = min(backoff, policy.maximum_interval.total_seconds())
-    delay = exc.retry_after_s if exc.retry_after_s else backoff
-    return time.time() + delay < run.deadline_epoch_s
-
-
-def model_error(exc: ModelCallError) -> ApplicationError:
-    delay = timedelta(seconds=exc.retry_after_s) if exc.retry_after_s else None
-    return expected(
-        f"model call failed ({exc.kind}): {exc.message}",
-        type=f"ModelCallError.{exc.kind}",
-        non_retryable=not exc.retryable,
-        next_retry_delay=delay,
-    )
-
-
-class ModelActivities:
-    def __init__(self, deps: Deps, gate: ModelGate | None = None, aborts: AbortWatch | None = None) -> None:
-        self.deps = deps
-        self.gate = gate or ModelGate(deps.settings.model_concurrency)
-        self.aborts = aborts or AbortWatch(deps.sessions)
-
-    # --- shared metering -----------------------------------------------------------------------
-
-    def _reserve(
-        self, session: Session, run: RunSpec, model: str, messages: tuple[ChatMessage, ...], key: str
-    ) -> _Prepared:
-        """Reserve the call's worst case inside ``session``'s transaction (the ledger uses a savepoint)."""
-        price = self._priced(session, model)
-        worst = cost_of(price, count_prompt_tokens(model, messages), run.limits.max_tokens)
-        try:
-            checked_amount(worst)
-        except InvalidValue as exc:
-            # No retry can make it fit: the price or --max-tokens is out of all proportion.
-            raise expected(
-                f"the call's worst case cannot be reserved: {exc}; check the model's price "
-                f"(`rlm price show {model}`) and the run's --max-tokens ({run.limits.max_tokens})",
-                type="ReservationTooLarge",
-            ) from exc
-        try:
-            # A closed reservation of this step's key was an attempt (or, restarted, a run of the node)
-            # whose call ended without a recorded answer: this call reserves anew.
-            rid = reserve(session, run_id=run.run_id, tenant=run.tenant, amount=worst, key=key, renew=True)
-        except BudgetExhausted as exc:
-            log.info("budget.refused", run_id=run.run_id, key=key, message=str(exc))
-            return _Prepared(messages, None, str(exc), price)
-        return _Prepared(messages, rid, None, price)
-
-    def _priced(self, session: Session, model: str, role: str = "") -> ModelPrice:
-        """``model``'s price; a model that cannot be called or priced fails the step for good."""
-        try:
-            prepare_model(model)
-        except ModelCallError as exc:
-            # Unmapped, it would reach Temporal as a plain (retryable) exception: retried to the deadline.
-            raise model_error(exc) from exc
-        try:
-            return price_for(session, model, prices_file=self.deps.settings.prices_file)
-        except UnknownModelPrice as exc:
-            raise expected(f"{role}{exc}", type="UnknownModelPrice") from exc
-
-    async def _call(self, node_id: str, run: RunSpec, model: str, prep: _Prepared) -> CompletionResult:
-        if time.time() >= run.deadline_epoch_s:
-            await self._release(prep)
-            raise deadline_error("before the model call started")
-        try:
-            return await self.aborts.call(run.run_id, node_id, self._gated(run, model, prep))
-        except CallAborted:
-            # Stopped by `rlm abort` before it returned: nothing is charged, the hold goes back.
-            await asyncio.shield(self._release(prep))
-            raise
-        except ModelCallError as exc:
-            # A retry that could only start after the run's deadline is not made: the node ends
-            # timed_out now, instead of Temporal trying again past it.
-            too_late = exc.retryable and not retry_fits(exc, run)
-            if too_late or not exc.retryable:
-                await self._release(prep)
-            else:
-                await asyncio.to_thread(self._note_attempt, node_id, f"{exc.kind}: {exc.message}")
-            if too_late:
-                raise deadline_error(f"before the model call could be retried ({exc.kind})") from exc
-            raise model_error(exc) from exc
-        except asyncio.CancelledError:
-            # Abandoned (a cancel in Temporal, the deadline): no answer will be used, so nothing is
-            # charged and the held amount goes back to the budgets instead of staying reserved for good.
-            log.info("model_call.cancelled", node_id=node_id, model=model)
-            await asyncio.shield(self._release(prep))
-            raise
-
-    async def _gated(self, run: RunSpec, model: str, prep: _Prepared) -> CompletionResult:
-        async with self.gate.slot(model):
-            req = CompletionRequest(
-                model=model,
-                messages=prep.messages,
-                max_tokens=run.limits.max_tokens,
-                timeout_s=step_timeout_s(run.deadline_epoch_s - time.time(), MODEL_CALL_TIMEOUT_S),
-            )
-            return await complete(req)
-
-    async def _release(self, prep: _Prepared) -> None:
-        """The call will not be made again under this reservation: its hold goes back to the budgets."""
-        if prep.reservation is not None:
-            await asyncio.to_thread(release, self.deps.sessions, prep.reservation)
-
-    def _note_attempt(self, node_id: str, error: str) -> None:
-        with self.deps.sessions.begin() as session:
-            note_attempt(session, node_id, activity.info().attempt, error[:1000])
+class ModelActivities(MeteredModel):
+    """The two metered model-call activities: a node's next reply, and one leaf's completion."""
 
     # --- generate ------------------------------------------------------------------------------
 
-    def _generate_prepare(self, inp: GenerateInput) -> _Prepared | _Compaction | Step:
+    def _generate_prepare(self, inp: GenerateInput) -> Prepared | _Compaction | Step:
         node = inp.node
         with self.deps.sessions.begin() as session:
             done = find_step(session, node.node_id, inp.iteration, StepKind.GENERATE, 0)
@@ -256,7 +111,7 @@ class ModelActivities:
         node = inp.node
         cost = cost_of_result(todo.prepared, result)
         with self.deps.sessions.begin() as session:
-            settle(session, _held(todo.prepared), cost)
+            settle(session, held(todo.prepared), cost)
             write_step(
                 session,
                 node.node_id,
@@ -281,9 +136,9 @@ class ModelActivities:
             cost=str(cost),
         )
 
-    def _generate_record(self, inp: GenerateInput, prep: _Prepared, result: CompletionResult) -> Step:
+    def _generate_record(self, inp: GenerateInput, prep: Prepared, result: CompletionResult) -> Step:
         node = inp.node
-        reservation = _held(prep)
+        reservation = held(prep)
         cost = cost_of_result(prep, result)
         with self.deps.sessions.begin() as session:
             settle(session, reservation, cost)
@@ -372,7 +227,7 @@ class ModelActivities:
 
     # --- leaf ----------------------------------------------------------------------------------
 
-    def _leaf_prepare(self, inp: LeafInput) -> _Prepared | Step:
+    def _leaf_prepare(self, inp: LeafInput) -> Prepared | Step:
         with self.deps.sessions.begin() as session:
             created = upsert_node(
                 session,
@@ -392,8 +247,8 @@ class ModelActivities:
             key = f"{inp.node_id}/{StepKind.LEAF}"
             return self._reserve(session, inp.run, inp.model, leaf_messages(prompt), key)
 
-    def _leaf_record(self, inp: LeafInput, prep: _Prepared, result: CompletionResult) -> LeafCallOutput:
-        reservation = _held(prep)
+    def _leaf_record(self, inp: LeafInput, prep: Prepared, result: CompletionResult) -> LeafCallOutput:
+        reservation = held(prep)
         cost = cost_of_result(prep, result)
         with self.deps.sessions.begin() as session:
             settle(session, reservation, cost)
@@ -448,13 +303,3 @@ class ModelActivities:
             record_ms=round((time.monotonic() - called) * 1000, 1),
         )
         return out
-
-
-def _held(prep: _Prepared) -> str:
-    if prep.reservation is None:
-        raise RuntimeError("a model call was made without a reservation")
-    return prep.reservation
-
-
-def cost_of_result(prep: _Prepared, result: CompletionResult) -> Decimal:
-    return cost_of(prep.price, result.prompt_tokens, result.completion_tokens)

@@ -22,7 +22,8 @@ from temporalio.worker import Worker
 
 from orchestrator.activities.cells import CellActivities, SessionCache
 from orchestrator.activities.deps import Deps
-from orchestrator.activities.model import ModelActivities, _Compaction, _Prepared
+from orchestrator.activities.metering import Prepared
+from orchestrator.activities.model import ModelActivities, _Compaction
 from orchestrator.activities.records import RecordActivities
 from orchestrator.llm.complete import CompletionResult
 from orchestrator.protocol.compaction import is_summary_request
@@ -111,7 +112,7 @@ class _DiesAroundCompactions(ModelActivities):
         self.summary_calls = 0
         self.records = 0
 
-    async def _call(self, node_id: str, run: RunSpec, model: str, prep: _Prepared) -> CompletionResult:
+    async def _call(self, node_id: str, run: RunSpec, model: str, prep: Prepared) -> CompletionResult:
         self.summary_calls += is_summary_request(prep.messages)
         return await super()._call(node_id, run, model, prep)
 

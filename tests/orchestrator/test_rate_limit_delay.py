@@ -7,7 +7,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from orchestrator.activities.model import model_error
+from orchestrator.activities.metering import model_error
 from orchestrator.llm.complete import ModelCallError
 from orchestrator.vocabulary import Status
 from tests.orchestrator.harness import Harness, word_context
