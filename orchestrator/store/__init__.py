@@ -49,17 +49,14 @@ from orchestrator.store.leases import (
     store_scope,
 )
 from orchestrator.store.ledger import (
-    LedgerSums,
-    Reservation,
     SessionSource,
     checked_amount,
-    get_reservation,
-    ledger_sums,
     release,
     release_open,
     reserve,
     settle,
 )
+from orchestrator.store.ledger_audit import LedgerSums, Reservation, get_reservation, ledger_sums
 from orchestrator.store.migrate import (
     check_schema,
     current_revision,

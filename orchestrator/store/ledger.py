@@ -19,20 +19,18 @@ updating member" (seen with 200 concurrent reservations against one session's bu
 
 Append-only. Entries are only ever inserted (the database refuses UPDATE and DELETE on them); the
 ``spent``/``reserved`` totals on runs, sessions and tenants change in the same transaction as the entry that
-explains the change, so they always equal the sums over the ledger (``ledger_sums``).
+explains the change, so they always equal the sums over the ledger (``ledger_audit.ledger_sums``).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any, TypeVar, cast
 
 import structlog
-from sqlalchemy import Row, Table, bindparam, exists, func, or_, select, update
+from sqlalchemy import Row, Table, bindparam, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from orchestrator.store import validate
@@ -153,23 +151,6 @@ def _in_transaction(source: SessionSource, operation: Callable[[Session], T]) ->
         return operation(session)
 
 
-class ReservationState(StrEnum):
-    OPEN = "open"
-    SETTLED = "settled"  # closed at the actual cost
-    RELEASED = "released"  # closed unspent
-
-
-@dataclass(frozen=True)
-class Reservation:
-    reservation_id: str
-    run_id: str
-    tenant: str
-    amount: Decimal
-    key: str
-    state: ReservationState
-    actual: Decimal | None  # the settled cost
-
-
 def checked_amount(amount: Decimal) -> int:
     """``amount`` in nanodollars, if the ledger can hold it; else ``InvalidValue`` saying why."""
     return validate.nanos(amount, "reservation amount")
@@ -236,7 +217,7 @@ def _reserve(session: Session, run_id: str, tenant: str, nanos: int, key: str, r
         winner = _existing_for_key(session, key, run_id)
         if winner is None:
             raise NotFound("reservation for key", key)
-        if renew and _closing_entry(session, winner) is not None:
+        if renew and closing_row(session, winner) is not None:
             return _reserve(session, run_id, tenant, nanos, _renewal(key), renew)
         return winner
 
@@ -336,13 +317,13 @@ def release_open(source: SessionSource, *, run_id: str, key_prefix: str) -> int:
     return released
 
 
-def _entry(session: Session, reservation_id: str, phase: int) -> _EntryRow | None:
+def entry_row(session: Session, reservation_id: str, phase: int) -> _EntryRow | None:
     """The opening (phase 0) or closing (phase 1) entry of a reservation."""
     return run(session, _ENTRY, {"reservation_id": reservation_id, "phase": phase}).one_or_none()
 
 
-def _closing_entry(session: Session, reservation_id: str) -> _EntryRow | None:
-    return _entry(session, reservation_id, 1)
+def closing_row(session: Session, reservation_id: str) -> _EntryRow | None:
+    return entry_row(session, reservation_id, 1)
 
 
 def _already_closed(closing: _EntryRow, kind: LedgerKind, reservation_id: str) -> Decimal:
@@ -368,7 +349,7 @@ def _close(session: Session, reservation_id: str, kind: LedgerKind, nanos: int) 
         "created_at": utcnow(),
     }
     if not insert_ignore(session, LedgerEntry, entry, ["reservation_id", "phase"]):
-        closing = _closing_entry(session, reservation_id)
+        closing = closing_row(session, reservation_id)
         if closing is None:
             raise NotFound("closing entry of reservation", reservation_id)
         return _already_closed(closing, kind, reservation_id)
@@ -378,57 +359,3 @@ def _close(session: Session, reservation_id: str, kind: LedgerKind, nanos: int) 
     run(session, _TENANT_CLOSE, {"b_tenant": opening.tenant_id, "held": held, "nanos": nanos})
     run(session, _RUN_CLOSE, {"b_run": opening.run_id, "held": held, "nanos": nanos})
     return from_nanos(nanos)
-
-
-def get_reservation(session: Session, reservation_id: str) -> Reservation:
-    opening = _entry(session, reservation_id, 0)
-    if opening is None:
-        raise NotFound("reservation", reservation_id)
-    tenant = session.scalar(select(Tenant.name).where(Tenant.id == opening.tenant_id)) or ""
-    closing = _closing_entry(session, reservation_id)
-    if closing is None:
-        state = ReservationState.OPEN
-    elif closing.kind == LedgerKind.SETTLE:
-        state = ReservationState.SETTLED
-    else:
-        state = ReservationState.RELEASED
-    actual = (
-        from_nanos(closing.amount_nanos)
-        if closing is not None and state == ReservationState.SETTLED
-        else None
-    )
-    return Reservation(
-        reservation_id=reservation_id,
-        run_id=opening.run_id,
-        tenant=tenant,
-        amount=from_nanos(opening.amount_nanos),
-        key=opening.idempotency_key or "",
-        state=state,
-        actual=actual,
-    )
-
-
-@dataclass(frozen=True)
-class LedgerSums:
-    spent: Decimal
-    reserved: Decimal
-
-
-def ledger_sums(
-    session: Session, *, run_id: str | None = None, tenant: str | None = None, session_id: int | None = None
-) -> LedgerSums:
-    """Spent and reserved recomputed from the entries alone (for audits; totals must equal these)."""
-    settle_sum = func.coalesce(
-        func.sum(LedgerEntry.amount_nanos).filter(LedgerEntry.kind == LedgerKind.SETTLE.value), 0
-    )
-    held = func.coalesce(func.sum(LedgerEntry.amount_nanos).filter(LedgerEntry.phase == 0), 0)
-    freed = func.coalesce(func.sum(LedgerEntry.released_nanos).filter(LedgerEntry.phase == 1), 0)
-    stmt = select(settle_sum, held, freed)
-    if run_id is not None:
-        stmt = stmt.where(LedgerEntry.run_id == run_id)
-    if session_id is not None:
-        stmt = stmt.join(Run, Run.run_id == LedgerEntry.run_id).where(Run.session_id == session_id)
-    if tenant is not None:
-        stmt = stmt.join(Tenant, Tenant.id == LedgerEntry.tenant_id).where(Tenant.name == tenant)
-    spent, held_n, freed_n = session.execute(stmt).one()
-    return LedgerSums(spent=from_nanos(int(spent)), reserved=from_nanos(int(held_n) - int(freed_n)))
