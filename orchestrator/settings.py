@@ -20,6 +20,7 @@ from temporalio.service import TLSConfig
 from orchestrator.datadir import default_data_dir
 from orchestrator.errors import RlmError
 from orchestrator.vocabulary import LeafMode
+from orchestrator.workflows.types import Limits
 
 
 class SettingsError(RlmError):
@@ -74,7 +75,7 @@ class Settings:
     leaf_mode: LeafMode = LeafMode.WORKFLOW
     # How long a cell's worker may go silent before the cell runs again elsewhere: it bounds how long a
     # killed worker's cell takes to recover (docs/operations.md, "When a worker dies").
-    heartbeat_timeout_s: float = 30.0
+    heartbeat_timeout_s: float = Limits.heartbeat_timeout_s
     # Calls of one model a worker has in flight at once, over all its runs (0: no limit). A provider's
     # rate limit is per minute: in-flight calls / latency is the request rate, so a fleet of W workers
     # sends at most W x this / latency requests a second to a model (docs/operations.md).
@@ -90,8 +91,8 @@ class Settings:
     # A node's workflow run takes sub-calls while its history stays under these, below the Temporal
     # server's limit.historyCount.error and limit.historySize.error (51,200 events and 50 MB by default):
     # set them under a server's own limits where those differ (docs/orchestrator.md, "Limits").
-    max_run_events: int = 45_000
-    max_run_bytes: int = 45_000_000
+    max_run_events: int = Limits.max_run_events
+    max_run_bytes: int = Limits.max_run_bytes
     temporal_access: TemporalAccess = field(default_factory=TemporalAccess)
 
     @property
@@ -112,7 +113,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     leaf_mode = env.get("RLM_LEAF_MODE") or LeafMode.WORKFLOW
     if leaf_mode not in tuple(LeafMode):
         raise SettingsError(f"RLM_LEAF_MODE={leaf_mode!r} is not known; use 'workflow' (default) or 'inline'")
-    heartbeat = _seconds(env, "RLM_HEARTBEAT_TIMEOUT_S", 30.0, low=1.0, high=3600.0)
+    heartbeat = _seconds(env, "RLM_HEARTBEAT_TIMEOUT_S", Settings.heartbeat_timeout_s, low=1.0, high=3600.0)
     model_concurrency = _count(env, "RLM_MODEL_CONCURRENCY", Settings.model_concurrency, high=100_000)
     max_documents = _count(env, "RLM_CONTEXT_MAX_DOCUMENTS", Settings.context_max_documents, high=10**8)
     max_bytes = _count(env, "RLM_CONTEXT_MAX_BYTES", Settings.context_max_bytes, high=1 << 40)
