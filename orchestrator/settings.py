@@ -20,7 +20,6 @@ from temporalio.service import TLSConfig
 from orchestrator.datadir import default_data_dir
 from orchestrator.errors import RlmError
 from orchestrator.vocabulary import LeafMode
-from orchestrator.workflows.types import Limits
 
 
 class SettingsError(RlmError):
@@ -75,7 +74,7 @@ class Settings:
     leaf_mode: LeafMode = LeafMode.WORKFLOW
     # How long a cell's worker may go silent before the cell runs again elsewhere: it bounds how long a
     # killed worker's cell takes to recover (docs/operations.md, "When a worker dies").
-    heartbeat_timeout_s: float = Limits.heartbeat_timeout_s
+    heartbeat_timeout_s: float = 30.0
     # Calls of one model a worker has in flight at once, over all its runs (0: no limit). A provider's
     # rate limit is per minute: in-flight calls / latency is the request rate, so a fleet of W workers
     # sends at most W x this / latency requests a second to a model (docs/operations.md).
@@ -90,9 +89,11 @@ class Settings:
     sandbox_pool: int = 2
     # A node's workflow run takes sub-calls while its history stays under these, below the Temporal
     # server's limit.historyCount.error and limit.historySize.error (51,200 events and 50 MB by default):
-    # set them under a server's own limits where those differ (docs/orchestrator.md, "Limits").
-    max_run_events: int = Limits.max_run_events
-    max_run_bytes: int = Limits.max_run_bytes
+    # set them under a server's own limits where those differ (docs/orchestrator.md, "Limits"). These
+    # defaults, and heartbeat_timeout_s's, are Limits' own written again: importing the workflow types here
+    # would add their import to every command that reads its settings (a test pins them equal).
+    max_run_events: int = 45_000
+    max_run_bytes: int = 45_000_000
     temporal_access: TemporalAccess = field(default_factory=TemporalAccess)
 
     @property

@@ -5,25 +5,29 @@ run and session turn started there carries it; a bad value is one line naming th
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import sessionmaker
 
 from orchestrator.cli.run_options import RunOptions, run_request
-from orchestrator.settings import SettingsError, load_settings
+from orchestrator.settings import Settings, SettingsError, load_settings
 from orchestrator.store import make_engine
 from orchestrator.store.sessions import get_session
+from orchestrator.workflows.types import Limits
+from tests.foundation.conftest import cli_env
 from tests.ops.jobs.cli import rlm
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     """A fresh data directory with its SQLite store, no Temporal, no warm CLI."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "RLM_"))}
-    env.update({"RLM_DATA_DIR": str(tmp_path / "data"), "RLM_WARM_CLI": "0"})
-    return env
+    return cli_env(tmp_path / "data", RLM_WARM_CLI="0")
+
+
+def test_the_settings_defaults_are_the_run_limits_defaults() -> None:
+    for name in ("heartbeat_timeout_s", "max_run_events", "max_run_bytes"):
+        assert getattr(Settings, name) == getattr(Limits(), name), name
 
 
 def test_a_runs_history_limits_come_from_the_settings(env: dict[str, str], tmp_path: Path) -> None:
