@@ -17,7 +17,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
+import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import TextIO
 
@@ -87,18 +91,70 @@ def configure_logging(default: str, *, stream: TextIO | None = None, env_var: st
     _route_stdlib(sink, renderer, level, core_level)
 
 
+class LocalModelCalls:
+    """The workflow runs (Temporal run ids) in this process whose workflow task holds a model call.
+
+    A local activity runs inside its workflow's task: a ``Leaf``'s call, or an ``RLMNode``'s inline
+    leaves. A call past 5 s, and every keep-alive of a longer one, makes the core warn that the task took
+    more than 5 s (TMPRL1104); for these tasks that is how the call works, not a starved worker."""
+
+    # After the last call ends its task still holds the local retries' backoffs (up to 5 s) and the
+    # activation that completes it, late on a busy worker.
+    GRACE_S = 30.0
+
+    def __init__(self) -> None:
+        # The activities run on the event loop, the core's records arrive on the bridge's thread.
+        self._lock = threading.Lock()
+        self._in_flight: Counter[str] = Counter()
+        self._ended: dict[str, float] = {}  # oldest first: a run is moved to the end when it ends again
+
+    @contextlib.contextmanager
+    def held(self, run_id: str | None) -> Iterator[None]:
+        if run_id is None:
+            yield
+            return
+        with self._lock:
+            self._in_flight[run_id] += 1
+        try:
+            yield
+        finally:
+            now = time.monotonic()
+            with self._lock:
+                self._in_flight[run_id] -= 1
+                if self._in_flight[run_id] <= 0:
+                    del self._in_flight[run_id]
+                self._ended.pop(run_id, None)
+                self._ended[run_id] = now
+                oldest, ended = next(iter(self._ended.items()))
+                while now - ended > self.GRACE_S:  # never the run just put last
+                    del self._ended[oldest]
+                    oldest, ended = next(iter(self._ended.items()))
+
+    def expected(self, run_id: str) -> bool:
+        """Whether a long workflow task of ``run_id`` is explained by a model call it held."""
+        with self._lock:
+            if run_id in self._in_flight:
+                return True
+            ended = self._ended.get(run_id)
+            return ended is not None and time.monotonic() - ended <= self.GRACE_S
+
+
+LOCAL_MODEL_CALLS = LocalModelCalls()
+
+# The core's warning names the task's workflow run first: "[TMPRL1104] <run id>:<event id>:<attempt> ...".
+_LONG_TASK = re.compile(r"\[TMPRL1104\] ([^:\s]+):")
+
+
 class _ExpectedLongTasks(logging.Filter):
-    """Holds the core's "workflow task duration exceeded 5 seconds" warning (TMPRL1104) for a ``Leaf`` at
-    debug level: a leaf's model call is a local activity that runs inside its workflow task, so every call
-    over 5 s, and every keep-alive of a longer one, would print it; one line per leaf of a fan-out on a
-    slow model says nothing an operator can act on. An ``RLMNode``'s task past 5 s still warns: it holds
-    only the node's inline leaves, else it means a starved worker."""
+    """Holds the core's "workflow task duration exceeded 5 seconds" warning at debug level for a task
+    that held a model call (``LOCAL_MODEL_CALLS``): one line per leaf of a fan-out on a slow model says
+    nothing an operator can act on. Any other task past 5 s still warns: it means a starved worker."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno != logging.WARNING or "[TMPRL1104]" not in record.getMessage():
+        if record.levelno != logging.WARNING:
             return True
-        fields = getattr(getattr(record, "temporal_log", None), "fields", None) or {}
-        if fields.get("workflow_type") != "Leaf":
+        found = _LONG_TASK.search(record.getMessage())
+        if found is None or not LOCAL_MODEL_CALLS.expected(found.group(1)):
             return True
         record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
         return logging.getLogger(CORE_LOGGER).isEnabledFor(logging.DEBUG)

@@ -29,6 +29,7 @@ from orchestrator.activities.heartbeat import beating
 from orchestrator.activities.logctx import expected
 from orchestrator.activities.metering import MeteredModel, Prepared, cost_of_result, held
 from orchestrator.llm.complete import CompletionResult
+from orchestrator.logs import LOCAL_MODEL_CALLS
 from orchestrator.protocol.parse import forced_final_answer, parse_reply
 from orchestrator.protocol.prompts import NodeLimits, child_query, leaf_messages
 from orchestrator.store import (
@@ -282,6 +283,12 @@ class ModelActivities(MeteredModel):
 
     @activity.defn(name="leaf_call")
     async def leaf_call(self, inp: LeafInput) -> LeafCallOutput:
+        # A local activity: the workflow task that runs it (a Leaf's, or a node's for inline leaves)
+        # lasts as long as the call.
+        with LOCAL_MODEL_CALLS.held(activity.info().workflow_run_id):
+            return await self._leaf_call(inp)
+
+    async def _leaf_call(self, inp: LeafInput) -> LeafCallOutput:
         started = time.monotonic()
         prep = await asyncio.to_thread(self._leaf_prepare, inp)
         if isinstance(prep, Step):
