@@ -13,8 +13,8 @@ calls (of the stopped subtree) were charged: a call shorter than a workflow task
 8 s) shows what a cancel that reaches calls only through Temporal lets through.
 
 Usage: ``python ops/bench/bench_abort.py [--reps 3] [--latency-ms 6000,20000]
-[--how rlm-abort,temporal-cancel,sub-call-cancel]``. The last line is ``RESULT {json}``; times are
-seconds.
+[--how rlm-abort,temporal-cancel,sub-call-cancel] [--database-url postgresql+psycopg://...]``. The
+last line is ``RESULT {json}``; times are seconds.
 """
 
 from __future__ import annotations
@@ -112,12 +112,17 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--latency-ms", default="6000,20000", help="comma-separated leaf call latencies")
     parser.add_argument("--how", default=",".join(HOWS), help=f"comma-separated, of {', '.join(HOWS)}")
+    parser.add_argument(
+        "--database-url",
+        help="the store on this PostgreSQL server (a schema of its own, dropped at the end); "
+        "default: SQLite in the scratch data directory",
+    )
     args = parser.parse_args()
     hows = args.how.split(",")
     if unknown := sorted(set(hows) - set(HOWS)):
         parser.error(f"--how: {', '.join(unknown)} not known; use {', '.join(HOWS)}")
     rows = []
-    with scratch_dev("bench-abort-", words=2_000) as scratch:
+    with scratch_dev("bench-abort-", words=2_000, database_url=args.database_url) as scratch:
         rlm, env, context = scratch.rlm, scratch.env, scratch.context
         for how in hows:
             for latency_ms in (int(v) for v in args.latency_ms.split(",")):
@@ -137,7 +142,8 @@ def main() -> None:
                         "charged_calls": [s["charged_calls"] for s in samples],
                     }
                 )
-    print("RESULT " + json.dumps({"reps": args.reps, "rows": rows}))
+    store = "postgresql" if args.database_url else "sqlite"
+    print("RESULT " + json.dumps({"reps": args.reps, "store": store, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ reads the store: how long after its deadline each run was recorded ended (``run_
 last of its nodes (``last_node_late_s``). Every run must end ``timed_out`` with nothing reserved.
 
 Usage: ``python ops/bench/bench_deadline.py [--reps 2] [--concurrent 1,4] [--deadline-s 6]
-[--chunks 40] [--leaf-ms 60000]``. The last line is ``RESULT {json}``; times are seconds.
+[--chunks 40] [--leaf-ms 60000] [--database-url postgresql+psycopg://...]``. The last line is
+``RESULT {json}``; times are seconds.
 """
 
 from __future__ import annotations
@@ -88,9 +89,14 @@ def main() -> None:
     parser.add_argument("--deadline-s", type=float, default=6.0)
     parser.add_argument("--chunks", type=int, default=40, help="leaves per run")
     parser.add_argument("--leaf-ms", type=int, default=60_000, help="each leaf's model latency")
+    parser.add_argument(
+        "--database-url",
+        help="the store on this PostgreSQL server (a schema of its own, dropped at the end); "
+        "default: SQLite in the scratch data directory",
+    )
     args = parser.parse_args()
     rows = []
-    with scratch_dev("bench-deadline-", words=8_000) as scratch:
+    with scratch_dev("bench-deadline-", words=8_000, database_url=args.database_url) as scratch:
         rlm, env, context = scratch.rlm, scratch.env, scratch.context
         engine = make_engine(load_settings(env).database_url)
         sessions = make_session_factory(engine)
@@ -117,7 +123,8 @@ def main() -> None:
                 )
         finally:
             engine.dispose()
-    config = {"deadline_s": args.deadline_s, "chunks": args.chunks, "leaf_ms": args.leaf_ms}
+    store = "postgresql" if args.database_url else "sqlite"
+    config = {"deadline_s": args.deadline_s, "chunks": args.chunks, "leaf_ms": args.leaf_ms, "store": store}
     print("RESULT " + json.dumps({"reps": args.reps, "config": config, "rows": rows}))
 
 

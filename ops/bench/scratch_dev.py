@@ -1,5 +1,8 @@
 """``scratch_dev``: an ``rlm dev`` of its own on a fresh data directory, for the benchmarks that drive
-the CLI against a serving worker (``bench_abort``, ``bench_deadline``); both go when the block ends."""
+the CLI against a serving worker (``bench_abort``, ``bench_deadline``); both go when the block ends.
+
+Its store is the data directory's SQLite file, or with ``database_url`` (a PostgreSQL server, as in
+production) a fresh schema there, migrated at the start and dropped at the end."""
 
 from __future__ import annotations
 
@@ -7,13 +10,16 @@ import contextlib
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench_reference import DevServer
+from sqlalchemy import create_engine, text
 
 
 @dataclass(frozen=True)
@@ -25,7 +31,7 @@ class ScratchDev:
 
 
 @contextlib.contextmanager
-def scratch_dev(prefix: str, words: int) -> Iterator[ScratchDev]:
+def scratch_dev(prefix: str, words: int, database_url: str | None = None) -> Iterator[ScratchDev]:
     rlm = Path(sys.executable).with_name("rlm")
     data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     try:
@@ -34,10 +40,34 @@ def scratch_dev(prefix: str, words: int) -> Iterator[ScratchDev]:
         context.write_text(" ".join(rnd.choice(["ERROR", "ok", "warn", "info"]) for _ in range(words)))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "RLM_"))}
         env.update({"RLM_DATA_DIR": str(data_dir), "RLM_WARM_CLI": "0"})
-        dev = DevServer(rlm, env, data_dir / "dev.log")
-        try:
-            yield ScratchDev(rlm, env, context, dev)
-        finally:
-            dev.stop()
+        with _store(rlm, env, database_url):
+            dev = DevServer(rlm, env, data_dir / "dev.log")
+            try:
+                yield ScratchDev(rlm, env, context, dev)
+            finally:
+                dev.stop()
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _store(rlm: Path, env: dict[str, str], database_url: str | None) -> Iterator[None]:
+    """With ``database_url``: a schema of its own there, named in ``env``'s RLM_DATABASE_URL."""
+    if database_url is None:
+        yield
+        return
+    admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        sep = "&" if "?" in database_url else "?"
+        env["RLM_DATABASE_URL"] = f"{database_url}{sep}options=-csearch_path%3D{schema}"
+        migrated = subprocess.run([str(rlm), "db", "upgrade"], env=env, capture_output=True, text=True)
+        if migrated.returncode != 0:
+            raise SystemExit(f"rlm db upgrade exited {migrated.returncode}:\n{migrated.stderr[-3000:]}")
+        yield
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
