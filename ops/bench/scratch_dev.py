@@ -63,7 +63,9 @@ def _store(rlm: Path, env: dict[str, str], database_url: str | None) -> Iterator
     try:
         sep = "&" if "?" in database_url else "?"
         env["RLM_DATABASE_URL"] = f"{database_url}{sep}options=-csearch_path%3D{schema}"
-        migrated = subprocess.run([str(rlm), "db", "upgrade"], env=env, capture_output=True, text=True)
+        migrated = subprocess.run(
+            [str(rlm), "db", "upgrade"], env=env, capture_output=True, text=True, timeout=300
+        )
         if migrated.returncode != 0:
             raise SystemExit(f"rlm db upgrade exited {migrated.returncode}:\n{migrated.stderr[-3000:]}")
         yield
