@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from scratch_dev import scratch_dev
+from scratch_dev import add_database_option, scratch_dev
 
 from orchestrator.ids import in_subtree
 from orchestrator.vocabulary import FINAL_STATUSES
@@ -112,18 +112,14 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--latency-ms", default="6000,20000", help="comma-separated leaf call latencies")
     parser.add_argument("--how", default=",".join(HOWS), help=f"comma-separated, of {', '.join(HOWS)}")
-    parser.add_argument(
-        "--database-url",
-        help="the store on this PostgreSQL server (a schema of its own, dropped at the end); "
-        "default: SQLite in the scratch data directory",
-    )
+    add_database_option(parser)
     args = parser.parse_args()
     hows = args.how.split(",")
     if unknown := sorted(set(hows) - set(HOWS)):
         parser.error(f"--how: {', '.join(unknown)} not known; use {', '.join(HOWS)}")
     rows = []
     with scratch_dev("bench-abort-", words=2_000, database_url=args.database_url) as scratch:
-        rlm, env, context = scratch.rlm, scratch.env, scratch.context
+        rlm, env, context, store = scratch.rlm, scratch.env, scratch.context, scratch.store
         for how in hows:
             for latency_ms in (int(v) for v in args.latency_ms.split(",")):
                 runs = [f"{how}-{latency_ms}-{rep}" for rep in range(args.reps)]
@@ -142,7 +138,6 @@ def main() -> None:
                         "charged_calls": [s["charged_calls"] for s in samples],
                     }
                 )
-    store = "postgresql" if args.database_url else "sqlite"
     print("RESULT " + json.dumps({"reps": args.reps, "store": store, "rows": rows}))
 
 

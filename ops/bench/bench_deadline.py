@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from scratch_dev import scratch_dev
+from scratch_dev import add_database_option, scratch_dev
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.settings import load_settings
@@ -89,15 +89,11 @@ def main() -> None:
     parser.add_argument("--deadline-s", type=float, default=6.0)
     parser.add_argument("--chunks", type=int, default=40, help="leaves per run")
     parser.add_argument("--leaf-ms", type=int, default=60_000, help="each leaf's model latency")
-    parser.add_argument(
-        "--database-url",
-        help="the store on this PostgreSQL server (a schema of its own, dropped at the end); "
-        "default: SQLite in the scratch data directory",
-    )
+    add_database_option(parser)
     args = parser.parse_args()
     rows = []
     with scratch_dev("bench-deadline-", words=8_000, database_url=args.database_url) as scratch:
-        rlm, env, context = scratch.rlm, scratch.env, scratch.context
+        rlm, env, context, store = scratch.rlm, scratch.env, scratch.context, scratch.store
         engine = make_engine(load_settings(env).database_url)
         sessions = make_session_factory(engine)
         try:
@@ -123,7 +119,6 @@ def main() -> None:
                 )
         finally:
             engine.dispose()
-    store = "postgresql" if args.database_url else "sqlite"
     config = {"deadline_s": args.deadline_s, "chunks": args.chunks, "leaf_ms": args.leaf_ms, "store": store}
     print("RESULT " + json.dumps({"reps": args.reps, "config": config, "rows": rows}))
 

@@ -6,6 +6,7 @@ production) a fresh schema there, migrated at the start and dropped at the end."
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import random
@@ -28,6 +29,16 @@ class ScratchDev:
     env: dict[str, str]  # the environment every `rlm` command of the benchmark runs with
     context: Path  # random words, ERROR among them, seeded
     dev: DevServer
+    store: str  # "postgresql" or "sqlite", for the benchmark's RESULT
+
+
+def add_database_option(parser: argparse.ArgumentParser) -> None:
+    """``--database-url``, the argument ``scratch_dev`` takes as ``database_url``."""
+    parser.add_argument(
+        "--database-url",
+        help="the store on this PostgreSQL server (a schema of its own, dropped at the end); "
+        "default: SQLite in the scratch data directory",
+    )
 
 
 @contextlib.contextmanager
@@ -43,7 +54,7 @@ def scratch_dev(prefix: str, words: int, database_url: str | None = None) -> Ite
         with _store(rlm, env, database_url):
             dev = DevServer(rlm, env, data_dir / "dev.log")
             try:
-                yield ScratchDev(rlm, env, context, dev)
+                yield ScratchDev(rlm, env, context, dev, "postgresql" if database_url else "sqlite")
             finally:
                 dev.stop()
     finally:
