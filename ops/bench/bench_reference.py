@@ -16,6 +16,14 @@ over 2,000 and 20,000 labelled records through 10 / 100 ``llm_query_batched`` su
 is checked and a wrong one fails the benchmark. Prints a table of medians with the ratio durable-rlm /
 reference per row, then ``RESULT {json}`` as its last line.
 
+Each row also gives the CPU seconds each engine's processes used per run (medians), to show what
+bounds it: the command's own process tree (the reference's interpreter; ``rlm run`` and, cold, its
+embedded server and worker) and, warm, the ``rlm dev`` process tree during the run (its worker, its
+Temporal server, the process it forks for the command). Not counted, for either: the sandbox
+containers (durable-rlm's cells) and the scripted model's server, which both engines share. Two
+cores give at most twice the wall time: a run whose CPU comes near that waits on the CPU, not on
+its model.
+
 Usage: ``python ops/bench/bench_reference.py [--reps 3] [--quick]``; durable-rlm's environment
 (``RLM_LEAF_MODE``, ``RLM_SANDBOX_BACKEND``, ...) passes through to ``rlm`` except the store and the
 models: each mode gets a fresh SQLite store in its own data directory.
@@ -28,6 +36,7 @@ import itertools
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import statistics
@@ -38,6 +47,8 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+
+from figures import tree_cpu_s
 
 from orchestrator.datadir import default_data_dir
 from orchestrator.llm.openai_server import ScriptedServer, ServerConfig
@@ -207,13 +218,35 @@ class DevServer:
         self.log.close()
 
 
-def timed(cmd: list[str], env: dict[str, str] | None, what: str) -> tuple[float, str]:
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's children that have ended and been waited for (and of theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass(frozen=True)
+class Timed:
+    wall_s: float
+    cpu_s: float
+    stdout: str
+
+
+def timed(cmd: list[str], env: dict[str, str] | None, what: str) -> Timed:
+    cpu_before = _children_cpu_s()
     started = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{what} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return wall, proc.stdout.strip()
+    return Timed(wall, _children_cpu_s() - cpu_before, proc.stdout.strip())
+
+
+@dataclass(frozen=True)
+class Sample:
+    wall_s: float
+    cpu_s: float
+    answer: str
+    model_calls: int
 
 
 @dataclass
@@ -224,35 +257,52 @@ class Bench:
     ref_python: Path | None
     driver: Path
     envs: dict[str, dict[str, str]]
+    dev_pid: int | None = None  # the running ``rlm dev`` of the warm mode
 
-    def run(self, mode: str, task: Task, context: Path, latency_ms: int) -> tuple[float, str, int]:
-        """Wall seconds, the answer, and how many model calls the run made."""
+    def run(self, mode: str, task: Task, context: Path, latency_ms: int) -> Sample:
         model = model_name(task, latency_ms)
         calls = self.server.requests
         if mode == REFERENCE:
             if self.ref_python is None:
                 raise SystemExit("the reference is not installed")
             cmd = [str(self.ref_python), str(self.driver), model, self.server_url, str(context), task.query()]
-            wall, answer = timed(cmd, None, f"reference on {task.name}")
-        else:
-            cmd = [str(self.rlm), "run", task.query(), "--context", str(context)]
-            cmd += ["--model", f"openai/{model}", "--sub-model", f"openai/{model}"]
-            wall, answer = timed(cmd, self.envs[mode], f"durable-rlm {mode} on {task.name}")
-        return wall, answer, self.server.requests - calls
+            out = timed(cmd, None, f"reference on {task.name}")
+            return Sample(out.wall_s, out.cpu_s, out.stdout, self.server.requests - calls)
+        cmd = [str(self.rlm), "run", task.query(), "--context", str(context)]
+        cmd += ["--model", f"openai/{model}", "--sub-model", f"openai/{model}"]
+        dev = self.dev_pid if mode == WARM else None
+        dev_before = 0.0 if dev is None else tree_cpu_s(dev)
+        out = timed(cmd, self.envs[mode], f"durable-rlm {mode} on {task.name}")
+        dev_cpu = 0.0 if dev is None else tree_cpu_s(dev) - dev_before
+        return Sample(out.wall_s, out.cpu_s + dev_cpu, out.stdout, self.server.requests - calls)
+
+
+def _seconds(value: object) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else "-"
 
 
 def table(rows: list[dict[str, object]]) -> str:
-    head = f"{'task':<11} {'latency':>7} {'mode':<5} {'reference s':>11} {'durable s':>9} {'ratio':>6}"
+    head = (
+        f"{'task':<11} {'latency':>7} {'mode':<5} {'reference s':>11} {'durable s':>9} {'ratio':>6}"
+        f" {'reference CPU s':>15} {'durable CPU s':>13}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
-        ref = r["reference_s"]
         ratio = f"{r['ratio']:.2f}x" if isinstance(r["ratio"], float) else "-"
-        ref_text = f"{ref:.2f}" if isinstance(ref, float) else "-"
         lines.append(
-            f"{r['task']!s:<11} {r['latency_ms']!s:>5}ms {r['mode']!s:<5} {ref_text:>11} "
-            f"{r['durable_s']:>9.2f} {ratio:>6}"
+            f"{r['task']!s:<11} {r['latency_ms']!s:>5}ms {r['mode']!s:<5} {_seconds(r['reference_s']):>11} "
+            f"{_seconds(r['durable_s']):>9} {ratio:>6} {_seconds(r['reference_cpu_s']):>15} "
+            f"{_seconds(r['durable_cpu_s']):>13}"
         )
     return "\n".join(lines)
+
+
+def _per_sample(samples: dict[tuple[str, int, str], list[Sample]], figure: str) -> dict[str, list[float]]:
+    return {f"{t} {ms}ms {m}": [round(getattr(s, figure), 3) for s in v] for (t, ms, m), v in samples.items()}
+
+
+def _median(samples: list[Sample] | None, figure: str) -> float | None:
+    return round(statistics.median(getattr(s, figure) for s in samples), 3) if samples else None
 
 
 def main() -> None:
@@ -292,7 +342,7 @@ def main() -> None:
     driver.write_text(DRIVER)
     models = sorted({model_name(t, ms) for t in tasks for ms in latencies})
     work = Path(tempfile.mkdtemp(prefix="run-", dir=bench_dir))
-    samples: dict[tuple[str, int, str], list[float]] = {}
+    samples: dict[tuple[str, int, str], list[Sample]] = {}
     calls: dict[tuple[str, str], int] = {}
     dev: DevServer | None = None
     with ScriptedServer(ServerConfig()) as server:
@@ -305,7 +355,7 @@ def main() -> None:
             if WARM in modes:
                 dev = DevServer(rlm, envs[WARM], work / "rlm-dev.log")
                 envs[WARM] = durable_env(work / WARM, server.url, dev.address)
-            bench = Bench(server, server.url, rlm, ref_python, driver, envs)
+            bench = Bench(server, server.url, rlm, ref_python, driver, envs, dev.proc.pid if dev else None)
             # One untimed run of each engine: the worker's first run, and the files in the page cache.
             first = tasks[0]
             for mode in modes:
@@ -316,15 +366,17 @@ def main() -> None:
                 context, expected = contexts[task.name]
                 turn = (rep + tasks.index(task) + latencies.index(latency_ms)) % len(modes)
                 for mode in modes[turn:] + modes[:turn]:
-                    wall, answer, n = bench.run(mode, task, context, latency_ms)
-                    if answer != expected:
+                    sample = bench.run(mode, task, context, latency_ms)
+                    if sample.answer != expected:
                         raise SystemExit(
-                            f"{mode} answered {answer[:200]!r} on {task.name}; expected {expected!r}"
+                            f"{mode} answered {sample.answer[:200]!r} on {task.name}; expected {expected!r}"
                         )
-                    samples.setdefault((task.name, latency_ms, mode), []).append(wall)
-                    calls[(task.name, mode)] = n
+                    samples.setdefault((task.name, latency_ms, mode), []).append(sample)
+                    calls[(task.name, mode)] = sample.model_calls
                     print(
-                        f"{task.name} {latency_ms}ms {mode}: {wall:.2f} s, {n} model calls", file=sys.stderr
+                        f"{task.name} {latency_ms}ms {mode}: {sample.wall_s:.2f} s, "
+                        f"CPU {sample.cpu_s:.2f} s, {sample.model_calls} model calls",
+                        file=sys.stderr,
                     )
         finally:
             if dev is not None:
@@ -334,15 +386,17 @@ def main() -> None:
     rows: list[dict[str, object]] = []
     for task, latency_ms in itertools.product(tasks, latencies):
         ref = samples.get((task.name, latency_ms, REFERENCE))
-        ref_s = statistics.median(ref) if ref else None
+        ref_s = _median(ref, "wall_s")
         for mode in (WARM, COLD):
-            if (task.name, latency_ms, mode) not in samples:
+            durable = samples.get((task.name, latency_ms, mode))
+            durable_s = _median(durable, "wall_s")
+            if durable_s is None:
                 continue
-            durable_s = statistics.median(samples[(task.name, latency_ms, mode)])
             rows.append({
                 "task": task.name, "latency_ms": latency_ms, "mode": mode,
-                "reference_s": round(ref_s, 3) if ref_s else None, "durable_s": round(durable_s, 3),
+                "reference_s": ref_s, "durable_s": durable_s,
                 "ratio": round(durable_s / ref_s, 3) if ref_s else None,
+                "reference_cpu_s": _median(ref, "cpu_s"), "durable_cpu_s": _median(durable, "cpu_s"),
             })  # fmt: skip
     print(table(rows))
     result = {
@@ -354,7 +408,8 @@ def main() -> None:
         "reference": REFERENCE_PIN,
         "reps": args.reps,
         "rows": rows,
-        "samples_s": {f"{t} {ms}ms {m}": [round(s, 3) for s in v] for (t, ms, m), v in samples.items()},
+        "samples_s": _per_sample(samples, "wall_s"),
+        "samples_cpu_s": _per_sample(samples, "cpu_s"),
         "model_calls": {f"{t} {m}": n for (t, m), n in calls.items()},
         "answers_ok": True,
     }
