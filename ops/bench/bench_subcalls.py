@@ -108,7 +108,7 @@ async def overhead(
         path,
         model=f"scripted/mapreduce?chunks={n}&parallel=0",
         sub_model="scripted/leaf",
-        limits=Limits(leaf_mode=leaf_mode, max_subcalls=n, max_concurrency=1),
+        limits=Limits(leaf_mode=LeafMode(leaf_mode), max_subcalls=n, max_concurrency=1),
         deadline_s=3600,
     )
     cpu = CpuMeter(server_pid)
@@ -157,7 +157,7 @@ async def fanout(
         path,
         model=f"scripted/mapreduce?chunks={n}",
         sub_model=f"scripted/leaf?latency_ms={latency_ms}",
-        limits=Limits(leaf_mode=leaf_mode, max_subcalls=n, max_concurrency=concurrency),
+        limits=Limits(leaf_mode=LeafMode(leaf_mode), max_subcalls=n, max_concurrency=concurrency),
         deadline_s=3600,
     )
     cpu = CpuMeter(server_pid)
@@ -194,7 +194,7 @@ async def tree(
         path,
         model=f"scripted/recurse?chunks={width}",
         sub_model=f"scripted/mapreduce?chunks={leaves}",
-        limits=Limits(leaf_mode=leaf_mode, max_depth=1, max_subcalls=max(width, leaves)),
+        limits=Limits(leaf_mode=LeafMode(leaf_mode), max_depth=1, max_subcalls=max(width, leaves)),
         deadline_s=3600,
     )
     run_id, wall = await run_one(client, sessions, settings, req)

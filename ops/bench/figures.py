@@ -17,8 +17,8 @@ class CpuMeter:
     def read(self) -> tuple[float, float]:
         server = 0.0
         if self.server_pid is not None:
-            # /proc/<pid>/stat: utime and stime are fields 14 and 15, after the "(comm)" field.
-            fields = Path(f"/proc/{self.server_pid}/stat").read_text().rsplit(")", 1)[1].split()
+            # utime and stime: fields 14 and 15 of the stat line.
+            fields = _stat_fields(self.server_pid)
             server = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return time.process_time(), server
 
