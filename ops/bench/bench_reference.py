@@ -218,27 +218,11 @@ class DevServer:
         self.log.close()
 
 
-def _children_cpu_s() -> float:
-    """CPU seconds of this process's children that have ended and been waited for (and of theirs)."""
+def _cpu_s(dev_pid: int | None) -> float:
+    """CPU seconds so far of this process's children that have ended and been waited for (and of
+    theirs), plus those of the running ``rlm dev``'s process tree when there is one."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-@dataclass(frozen=True)
-class Timed:
-    wall_s: float
-    cpu_s: float
-    stdout: str
-
-
-def timed(cmd: list[str], env: dict[str, str] | None, what: str) -> Timed:
-    cpu_before = _children_cpu_s()
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"{what} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return Timed(wall, _children_cpu_s() - cpu_before, proc.stdout.strip())
+    return usage.ru_utime + usage.ru_stime + (0.0 if dev_pid is None else tree_cpu_s(dev_pid))
 
 
 @dataclass(frozen=True)
@@ -261,20 +245,24 @@ class Bench:
 
     def run(self, mode: str, task: Task, context: Path, latency_ms: int) -> Sample:
         model = model_name(task, latency_ms)
-        calls = self.server.requests
+        env: dict[str, str] | None = None
         if mode == REFERENCE:
             if self.ref_python is None:
                 raise SystemExit("the reference is not installed")
             cmd = [str(self.ref_python), str(self.driver), model, self.server_url, str(context), task.query()]
-            out = timed(cmd, None, f"reference on {task.name}")
-            return Sample(out.wall_s, out.cpu_s, out.stdout, self.server.requests - calls)
-        cmd = [str(self.rlm), "run", task.query(), "--context", str(context)]
-        cmd += ["--model", f"openai/{model}", "--sub-model", f"openai/{model}"]
+        else:
+            cmd = [str(self.rlm), "run", task.query(), "--context", str(context)]
+            cmd += ["--model", f"openai/{model}", "--sub-model", f"openai/{model}"]
+            env = self.envs[mode]
+        # A warm run's work is done in the running `rlm dev` as much as in the command.
         dev = self.dev_pid if mode == WARM else None
-        dev_before = 0.0 if dev is None else tree_cpu_s(dev)
-        out = timed(cmd, self.envs[mode], f"durable-rlm {mode} on {task.name}")
-        dev_cpu = 0.0 if dev is None else tree_cpu_s(dev) - dev_before
-        return Sample(out.wall_s, out.cpu_s + dev_cpu, out.stdout, self.server.requests - calls)
+        calls, cpu_before, started = self.server.requests, _cpu_s(dev), time.perf_counter()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+        wall = time.perf_counter() - started
+        if proc.returncode != 0:
+            what = "the reference" if mode == REFERENCE else f"durable-rlm {mode}"
+            raise SystemExit(f"{what} on {task.name} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+        return Sample(wall, _cpu_s(dev) - cpu_before, proc.stdout.strip(), self.server.requests - calls)
 
 
 def _seconds(value: object) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -38,24 +39,20 @@ def _stat_fields(pid: int) -> list[str]:
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds of a process, of the children it has waited for, and of its live descendants (and
     theirs): for a process tree that outlives the measurement, its CPU between two readings."""
-    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int(_stat_fields(int(entry.name))[1])
-        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(entry.name))
+        if entry.name.isdigit():
+            # A process that ended meanwhile: its parent has its time, or will once it waits for it.
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                stats[int(entry.name)] = _stat_fields(int(entry.name))
+    children: dict[int, list[int]] = {}
+    for child, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(child)
     ticks, todo = 0, [pid]
     while todo:
         current = todo.pop()
-        try:
-            fields = _stat_fields(current)
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # ended meanwhile: its parent has its time, or will once it waits for it
         # utime, stime, cutime, cstime: fields 14-17 of the stat line.
-        ticks += sum(int(v) for v in fields[11:15])
+        ticks += sum(int(v) for v in stats.get(current, [])[11:15])
         todo.extend(children.get(current, []))
     return ticks / os.sysconf("SC_CLK_TCK")
 
