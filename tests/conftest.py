@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import signal
 import socket
 from collections.abc import Iterator
 
@@ -14,6 +15,16 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 DEFAULT_TEST_DATABASE_URL = "postgresql+psycopg://rlm:rlm@127.0.0.1:5432/rlm_test"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C in the tests is a terminal's: a command under test must get SIGINT at its default.
+
+    A shell without job control (a script, CI) starts its background jobs with SIGINT ignored, and an
+    ignored signal stays ignored in every process started below it, so an ``rlm watch`` sent SIGINT
+    would rightly go on. A handler of ours is reset to the default in the commands we start."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def test_database_url() -> str:
