@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -298,12 +298,15 @@ def _leave(code: int, event: str, **data: object) -> None:
     os._exit(code)
 
 
-async def serve(settings: Settings, target: TemporalTarget) -> None:
+async def serve(
+    settings: Settings, target: TemporalTarget, on_stop: Callable[[], None] | None = None
+) -> None:
     """``rlm worker`` / ``rlm dev``: run a worker until SIGINT or SIGTERM.
 
-    The first signal stops the worker (bounded, see the module doc) and arms a watchdog that ends the
-    process ``STOP_BOUND_S`` later if it is still alive; a second signal ends it at once. Only for
-    processes that end when this returns.
+    The first signal calls ``on_stop`` (in the event loop, at once, before the worker stops), stops the
+    worker (bounded, see the module doc) and arms a watchdog that ends the process ``STOP_BOUND_S``
+    later if it is still alive; a second signal ends it at once. Only for processes that end when this
+    returns.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -321,6 +324,8 @@ async def serve(settings: Settings, target: TemporalTarget) -> None:
         )
         watchdog.daemon = True
         watchdog.start()
+        if on_stop is not None:
+            loop.call_soon_threadsafe(on_stop)
         loop.call_soon_threadsafe(stop.set)
 
     # signal.signal, not loop.add_signal_handler: a second signal must end the process even when the

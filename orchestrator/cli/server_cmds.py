@@ -85,8 +85,8 @@ def dev() -> None:
             from orchestrator.worker import serve  # loaded while the server booted
 
             # The data directory's short-lived commands run in processes forked from a warm one.
-            with warm_cli(settings.data_dir), results_stdout():  # as for `rlm worker`
-                asyncio.run(serve(settings, target))
+            with warm_cli(settings.data_dir) as stop_warm_cli, results_stdout():  # as for `rlm worker`
+                asyncio.run(serve(settings, target, on_stop=stop_warm_cli))
     exit_now(0)
 
 

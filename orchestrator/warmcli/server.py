@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -299,10 +299,14 @@ def _signal(pid: int, signum: int) -> None:
 
 
 @contextlib.contextmanager
-def warm_cli(data_dir: Path) -> Iterator[None]:
-    """`rlm dev`'s warm CLI for ``data_dir`` while the block runs (none with ``RLM_WARM_CLI=0``)."""
+def warm_cli(data_dir: Path) -> Iterator[Callable[[], None]]:
+    """`rlm dev`'s warm CLI for ``data_dir`` while the block runs (none with ``RLM_WARM_CLI=0``).
+
+    The block gets ``stop``: it stops the warm process's commands now (SIGTERM) without waiting. `rlm
+    dev` calls it as soon as it is told to stop, before its worker stops: a command starting meanwhile
+    would otherwise find no live worker and start one of its own inside the stopping `rlm dev`."""
     if os.environ.get(DISABLE) == "0" or sys.platform != "linux":  # abstract sockets, pidfds, prctl
-        yield
+        yield lambda: None
         return
     proc = subprocess.Popen(
         # Not ``-m``: Click names the program after ``__main__``'s package, and a command forked from
@@ -313,11 +317,15 @@ def warm_cli(data_dir: Path) -> Iterator[None]:
         stdout=subprocess.DEVNULL,
         start_new_session=True,  # a Ctrl-C at `rlm dev`'s terminal reaches `rlm dev`, which stops it
     )
-    try:
-        yield
-    finally:
+
+    def stop() -> None:
         if proc.stdin is not None:
-            proc.stdin.close()
+            proc.stdin.close()  # EOF: the warm process stops (closing twice does nothing)
+
+    try:
+        yield stop
+    finally:
+        stop()
         try:
             proc.wait(timeout=STOP_GRACE_S + 2.0)
         except subprocess.TimeoutExpired:

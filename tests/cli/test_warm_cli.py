@@ -130,8 +130,9 @@ def _until(what: str, check: object, timeout_s: float = WAIT_S) -> None:
         time.sleep(0.1)
 
 
-def _slow_run(dev: Dev, context: Path) -> tuple[int, subprocess.Popen[str]]:
-    """A slow ``rlm run`` handed to ``dev``'s warm process, once forked: that process's pid and the client."""
+def _slow_run(dev: Dev, context: Path) -> tuple[int, subprocess.Popen[str], str]:
+    """A slow ``rlm run`` handed to ``dev``'s warm process, once its run has started (the command waits
+    on it): that process's pid, the client, the run id."""
     warm = _warm_process(dev.data)
     assert warm is not None
     client = subprocess.Popen(
@@ -141,8 +142,13 @@ def _slow_run(dev: Dev, context: Path) -> tuple[int, subprocess.Popen[str]]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    _until("the command forked", lambda: _children(warm))
-    return warm, client
+    assert client.stderr is not None
+    started = client.stderr.readline()
+    while " started" not in started:
+        assert started, "the run never started"
+        started = client.stderr.readline()
+    assert _children(warm), "the run did not start in the warm process"
+    return warm, client, started.split()[1]
 
 
 def test_a_run_is_handed_to_the_warm_process_and_answers_as_in_its_own(
@@ -208,13 +214,7 @@ async def test_the_terminal_gets_the_live_view_from_a_handed_run(dev: Dev, words
 
 def test_ctrl_c_reaches_the_handed_command_and_the_run_goes_on(dev: Dev, words: tuple[Path, int]) -> None:
     path, expected = words
-    _, client = _slow_run(dev, path)
-    assert client.stderr is not None
-    started = client.stderr.readline()
-    while " started" not in started:
-        assert started, "the run never started"
-        started = client.stderr.readline()
-    run_id = started.split()[1]
+    _, client, run_id = _slow_run(dev, path)
     client.send_signal(signal.SIGINT)
     out, err = client.communicate(timeout=WAIT_S)
     assert client.returncode == 130, err
@@ -225,7 +225,7 @@ def test_ctrl_c_reaches_the_handed_command_and_the_run_goes_on(dev: Dev, words: 
 
 
 def test_a_killed_client_takes_its_command_with_it(dev: Dev, words: tuple[Path, int]) -> None:
-    warm, client = _slow_run(dev, words[0])
+    warm, client, _ = _slow_run(dev, words[0])
     command = _children(warm)
     client.kill()
     client.communicate(timeout=15)
@@ -291,13 +291,18 @@ def test_rlm_dev_stops_its_warm_process_and_the_commands_in_it(
 ) -> None:
     own = _start_dev(tmp_path)
     try:
-        _, client = _slow_run(own, words[0])
+        _, client, _ = _slow_run(own, words[0])
         own.proc.send_signal(signal.SIGINT)
         own.proc.wait(60)
         out, err = client.communicate(timeout=30)
         assert client.returncode == 128 + signal.SIGTERM, err
         assert out == "" and "stopped by SIGTERM; the run continues" in err
         assert _warm_process(own.data) is None
+        # The commands are stopped first, while the worker still serves: one starting meanwhile would
+        # otherwise find no live worker and start its own inside the stopping `rlm dev`.
+        (warm_stopping,) = own.events("warmcli.stopping")
+        (worker_stopped,) = own.events("worker.stopped")
+        assert str(warm_stopping["timestamp"]) < str(worker_stopped["timestamp"])
         # With no warm process the command runs in its own.
         status = _rlm({**own.env, "PYTHONPROFILEIMPORTTIME": "1"}, "status", "no-such-run")
         assert status.returncode == 1 and "sqlalchemy" in _imports(status.stderr)
@@ -349,7 +354,7 @@ def test_a_warm_process_killed_under_a_command_fails_it_once_and_later_commands_
 ) -> None:
     own = _start_dev(tmp_path)
     try:
-        warm, client = _slow_run(own, words[0])
+        warm, client, _ = _slow_run(own, words[0])
         (command,) = _children(warm)
         os.kill(warm, signal.SIGKILL)
         out, err = client.communicate(timeout=30)
