@@ -158,7 +158,7 @@ def _outcome(replies: io.BufferedReader) -> int | None:
         signal.signal(signum, forward)
     code = _reply(replies).get("exit")
     if not isinstance(code, int):
-        return _lost("while it ran this command (a run goes on; see `rlm status`)")
+        return _lost("while it ran this command (a run it had started goes on; see `rlm runs`)")
     return code
 
 
