@@ -3,10 +3,21 @@
 # the real services (Docker engine, PostgreSQL, Temporal dev server), then ruff and mypy. Non-zero if any
 # of them fails.
 # Extra arguments go to pytest, e.g. `ops/test.sh tests/store -x`. RLM_TEST_SLOW=1 includes slow tests.
+# The whole suite runs in RLM_TEST_PROCESSES processes (default 2, one per core of the reference machine;
+# each test file stays in one process); 1 runs it in this one.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+processes=${RLM_TEST_PROCESSES:-2}
+case "$processes" in
+  '' | *[!0-9]* | 0)
+    echo "[test] RLM_TEST_PROCESSES must be a whole number of processes, 1 or more (got '$processes')" >&2
+    exit 2
+    ;;
+esac
+parallel=()
+[ "$processes" -gt 1 ] && parallel=(-n "$processes" --dist loadfile)
 bash ops/setup.sh || { echo "[test] set-up failed; nothing was tested" >&2; exit 1; }
 
 export LITELLM_LOCAL_MODEL_COST_MAP=True
@@ -24,8 +35,8 @@ if [ "$#" -eq 0 ]; then
   # activities, seconds): a broken workflow shows before the long run against the real services.
   echo "[test] pytest: fast tier"
   .venv/bin/pytest -m fast tests/fast || status=1
-  echo "[test] pytest"
-  .venv/bin/pytest "${marker[@]}" --ignore=tests/fast || status=1
+  echo "[test] pytest ($processes processes)"
+  .venv/bin/pytest "${marker[@]}" "${parallel[@]}" --ignore=tests/fast || status=1
 else
   echo "[test] pytest $*"
   .venv/bin/pytest "${marker[@]}" "$@" || status=1

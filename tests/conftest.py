@@ -7,7 +7,9 @@ import datetime as dt
 import os
 import signal
 import socket
-from collections.abc import Iterator
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,13 +20,22 @@ DEFAULT_TEST_DATABASE_URL = "postgresql+psycopg://rlm:rlm@127.0.0.1:5432/rlm_tes
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Ctrl-C in the tests is a terminal's: a command under test must get SIGINT at its default.
+    """Ctrl-C in the tests is a terminal's, and each test process has a data directory of its own.
 
     A shell without job control (a script, CI) starts its background jobs with SIGINT ignored, and an
     ignored signal stays ignored in every process started below it, so an ``rlm watch`` sent SIGINT
-    would rightly go on. A handler of ours is reset to the default in the commands we start."""
+    would rightly go on. A handler of ours is reset to the default in the commands we start.
+
+    ops/test.sh runs the suite in several processes (pytest-xdist): a command a test starts without a
+    data directory of its own must not share one (its lock, its embedded servers) with another
+    process's tests."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    process = os.environ.get("PYTEST_XDIST_WORKER")
+    if process and os.environ.get("RLM_DATA_DIR"):
+        data = Path(os.environ["RLM_DATA_DIR"]) / process
+        data.mkdir(parents=True, exist_ok=True)
+        os.environ["RLM_DATA_DIR"] = str(data)
 
 
 def test_database_url() -> str:
@@ -44,6 +55,17 @@ def _logging_as_it_was() -> Iterator[None]:
     config = structlog.get_config()
     yield
     structlog.configure(**config)
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _litellm_clients_closed() -> AsyncIterator[None]:
+    """Closes the HTTP clients litellm cached for this session's in-process workers, on the loop they
+    were opened on; left to the interpreter's exit, each is reported as an unclosed session."""
+    yield
+    if "litellm" in sys.modules:
+        from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
+
+        await close_litellm_async_clients()
 
 
 @pytest.fixture(scope="session", autouse=True)
