@@ -245,13 +245,25 @@ def _decimal(value: object) -> Decimal | None:
         return None
 
 
+# litellm keeps one HTTP client per distinct set of client settings, the timeout among them. A call's
+# timeout follows its run's deadline, so in a run's last minutes every call would open a client of its
+# own (and an HTTP session that is never closed). litellm gets the timeout rounded up to this step;
+# the call's own timeout is enforced around it.
+CLIENT_TIMEOUT_STEP_S = 60.0
+
+
+def client_timeout_s(timeout_s: float) -> float:
+    """The timeout litellm's HTTP client is built with for a call that must end within ``timeout_s``."""
+    return max(1, math.ceil(timeout_s / CLIENT_TIMEOUT_STEP_S)) * CLIENT_TIMEOUT_STEP_S
+
+
 async def complete(req: CompletionRequest) -> CompletionResult:
     """Call the model once. Raises ModelCallError for every failure of the call itself."""
     kwargs: dict[str, Any] = {
         "model": req.model,
         "messages": _as_dicts(req.messages),
         "num_retries": 0,
-        "timeout": req.timeout_s,
+        "timeout": client_timeout_s(req.timeout_s),
     }
     for name, value in (
         ("max_tokens", req.max_tokens),
@@ -268,7 +280,17 @@ async def complete(req: CompletionRequest) -> CompletionResult:
         if missing is not None:
             raise _logged(ModelCallError(kind="auth", retryable=False, message=missing, model=req.model))
     try:
-        response = await litellm.acompletion(**kwargs)
+        async with asyncio.timeout(req.timeout_s):
+            response = await litellm.acompletion(**kwargs)
+    except TimeoutError as exc:
+        raise _logged(
+            ModelCallError(
+                kind="timeout",
+                retryable=True,
+                message=f"no reply within {req.timeout_s:g} s",
+                model=req.model,
+            )
+        ) from exc
     except Exception as exc:
         raise _logged(classify(exc, req.model, api_key=req.api_key, api_base=req.api_base)) from exc
     duration = time.monotonic() - started

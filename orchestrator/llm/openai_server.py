@@ -110,6 +110,8 @@ class ScriptedServer:
         self.config = config
         # Chat-completion requests that named a model and messages (answered or failed on purpose).
         self.requests = 0
+        # TCP connections accepted: what a provider sees of a client's connection reuse.
+        self.connections = 0
         self._lock = threading.Lock()
         self._flaky: dict[str, int] = {}
         self._httpd = _HTTPServer((config.host, config.port), _Handler)
@@ -250,6 +252,11 @@ class _HTTPServer(ThreadingHTTPServer):
     # Wide fan-outs open many connections at once; the default backlog of 5 would refuse some.
     request_queue_size = 256
     scripted: ScriptedServer
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.scripted._lock:
+            self.scripted.connections += 1
+        super().process_request(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -117,6 +117,39 @@ async def test_failures_reach_complete_as_a_provider_would_send_them(
         assert caught.value.retry_after_s == 7
 
 
+async def test_calls_whose_timeouts_follow_a_deadline_share_one_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A call's timeout is the time left before its run's deadline, different for every call near the
+    # end of a run: litellm built a client (a connection, an HTTP session never closed) per timeout.
+    monkeypatch.setenv("OPENAI_API_KEY", "any")
+    with ScriptedServer(ServerConfig(policy="leaf")) as own:
+        for left_s in (119.5, 104.2, 87.31, 61.07):
+            req = CompletionRequest(
+                model="openai/leaf", messages=leaf_messages(COUNT_PROMPT), api_base=own.url, timeout_s=left_s
+            )
+            assert (await complete(req)).text == "6"
+        assert (own.requests, own.connections) == (4, 1)
+
+
+async def test_a_reply_slower_than_the_calls_timeout_is_a_retryable_timeout_at_that_timeout(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "any")
+    req = CompletionRequest(
+        model="openai/leaf?latency_ms=5000",
+        messages=leaf_messages(COUNT_PROMPT),
+        api_base=server.url,
+        timeout_s=0.4,
+    )
+
+    with pytest.raises(ModelCallError) as caught:
+        await complete(req)
+
+    assert (caught.value.kind, caught.value.retryable) == ("timeout", True)
+    assert caught.value.message == "no reply within 0.4 s"
+
+
 def test_a_name_without_a_policy_is_not_found_without_a_default() -> None:
     with (
         ScriptedServer() as bare,
