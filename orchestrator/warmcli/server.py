@@ -204,13 +204,14 @@ class Server:
         with contextlib.suppress(KeyError, ValueError):
             self._sel.unregister(pidfd)
         os.close(pidfd)
+        # Logged before the client hears: whoever reads the log once its command returned finds it.
+        ms = round(1000 * (time.monotonic() - child.started), 1)
+        log.info("warmcli.finished", pid=child.pid, command=child.command, exit=code, ms=ms)
         if child.conn is not None:
             with contextlib.suppress(OSError):
                 child.conn.sendall(json.dumps({"exit": code}).encode() + b"\n")
             self._sel.unregister(child.conn)
             child.conn.close()
-        ms = round(1000 * (time.monotonic() - child.started), 1)
-        log.info("warmcli.finished", pid=child.pid, command=child.command, exit=code, ms=ms)
 
     def _become(self, conn: socket.socket, request: Request, fds: list[int]) -> NoReturn:
         """In the child: drop the server's sockets, take the client's stdio, environment and place,
