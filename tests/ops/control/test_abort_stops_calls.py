@@ -44,6 +44,9 @@ from tests.orchestrator.harness import Harness, word_context
 QUERY = "How many times does the word 'ERROR' appear? Use 8 chunks."
 IN_FLIGHT = 4
 CALL_MS = 6_000
+# A node's own call, and its heartbeat timeout: Temporal's cancel would come with the beat 16 s into
+# the call, past its end; until then `rlm abort` (a command of its own) and the watch have 10 s.
+NODE_CALL_MS, NODE_HEARTBEAT_TIMEOUT_S = 12_000, 20
 RLM_ABORT, TEMPORAL_CANCEL = "rlm abort", "temporal cancel"
 
 
@@ -111,8 +114,8 @@ async def test_aborting_one_node_stops_its_own_model_call_and_charges_nothing(
         "How many times does the word 'ERROR' appear?",
         path,
         model="scripted/recurse",
-        sub_model=f"scripted/recurse?latency_ms={CALL_MS}",
-        limits=Limits(max_depth=1, heartbeat_timeout_s=10),
+        sub_model=f"scripted/recurse?latency_ms={NODE_CALL_MS}",
+        limits=Limits(max_depth=1, heartbeat_timeout_s=NODE_HEARTBEAT_TIMEOUT_S),
     )
     run_id = handle.id.rsplit("/", 1)[0]
     child = f"{handle.id}.1"
@@ -132,9 +135,11 @@ async def test_aborting_one_node_stops_its_own_model_call_and_charges_nothing(
         return True if pending and pending[0].HasField("last_heartbeat_time") else None
 
     # Temporal hands the cancel over only with a beat the SDK sends: the first goes out at once, 2 s
-    # into the call, the next 8 s after it, past the call's end. Aborting after the first leaves the
+    # into the call, the next 16 s after it, past the call's end. Aborting after the first leaves the
     # worker's watch as the one thing that can stop the call in time, whatever the machine's speed.
-    await eventually(first_beat_sent, f"{child}'s model call's first heartbeat", timeout_s=CALL_MS / 1000)
+    await eventually(
+        first_beat_sent, f"{child}'s model call's first heartbeat", timeout_s=NODE_CALL_MS / 1000
+    )
     with capture_logs() as logs:
         report = await rlm_json(rlm_env, "abort", child)
         assert report["still_running"] == []
