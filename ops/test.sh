@@ -3,8 +3,8 @@
 # the real services (Docker engine, PostgreSQL, Temporal dev server), then ruff and mypy. Non-zero if any
 # of them fails.
 # Extra arguments go to pytest, e.g. `ops/test.sh tests/store -x`. RLM_TEST_SLOW=1 includes slow tests.
-# The whole suite runs in RLM_TEST_PROCESSES processes (default 2, one per core of the reference machine;
-# each test file stays in one process); 1 runs it in this one.
+# The integration tier runs in RLM_TEST_PROCESSES processes (default 2, one per core of the reference
+# machine; each test file stays in one process); 1 runs it in this one.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
