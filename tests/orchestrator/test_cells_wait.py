@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -40,8 +41,10 @@ prompts = [
 answers = rlm_query_batched(prompts, model="scripted/code")
 FINAL(str(sum(int(a) for a in answers)))
 """
-# A request held this long without the target in flight is let go: the test then fails on the peak.
-HOLD_S = 60.0
+# Requests are held until the target is in flight, or until none has arrived for this long: a design
+# that stops short of the target then fails on the peak at once, while a loaded machine that is slow
+# to start the cells (the arrivals keep coming) still gets there.
+IDLE_S = 20.0
 
 
 @dataclass
@@ -51,6 +54,17 @@ class Gate:
     peak: int = 0
     requests: int = 0
     opened: bool = False
+    last_arrival: float = 0.0
+
+    def wait_until_open(self, cond: threading.Condition) -> None:
+        """Called holding ``cond``: returns once the gate opens, opening it after ``IDLE_S`` idle."""
+        while not self.opened:
+            idle = time.monotonic() - self.last_arrival
+            if idle >= IDLE_S:
+                self.opened = True
+                cond.notify_all()
+                return
+            cond.wait(IDLE_S - idle)
 
 
 def _completion(body: dict[str, Any]) -> bytes:
@@ -70,11 +84,12 @@ def gated_endpoint(target: int) -> Iterator[tuple[str, Gate]]:
             with cond:
                 gate.requests += 1
                 gate.in_flight += 1
+                gate.last_arrival = time.monotonic()
                 gate.peak = max(gate.peak, gate.in_flight)
                 if gate.in_flight >= gate.target:
                     gate.opened = True
                     cond.notify_all()
-                cond.wait_for(lambda: gate.opened, HOLD_S)
+                gate.wait_until_open(cond)
                 gate.in_flight -= 1
             payload = _completion(body)
             self.send_response(200)
