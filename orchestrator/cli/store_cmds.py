@@ -265,16 +265,19 @@ def price_show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show the price a run is billed for MODEL and where it comes from (registered, file, litellm...)."""
-    from orchestrator.llm.complete import ModelCallError, prepare_model
+    from orchestrator.llm import is_scripted
     from orchestrator.store import format_usd, price_for
 
     settings = _settings()
-    try:
-        # What the worker does before it prices a call (ModelActivities._reserve): a scripted model's
-        # price exists once its provider is registered in this process.
-        prepare_model(model)
-    except ModelCallError as exc:
-        raise fail(first_line(exc)) from None
+    if is_scripted(model):
+        # Only a scripted model needs litellm before its price is looked up: what the worker does before
+        # it prices a call (ModelActivities._reserve) registers its provider and price in this process.
+        from orchestrator.llm.complete import ModelCallError, prepare_model
+
+        try:
+            prepare_model(model)
+        except ModelCallError as exc:
+            raise fail(first_line(exc)) from None
     with _sessions(settings) as sessions, _errors(settings), sessions() as session:
         price = price_for(session, model, prices_file=settings.prices_file)
     if as_json:

@@ -20,3 +20,11 @@ def litellm_import_settings() -> None:
 
 
 litellm_import_settings()
+
+# The scripted stand-in model's provider prefix. Here, not in ``scripted`` (which imports litellm), so
+# that a command can tell a scripted model from another without importing litellm.
+SCRIPTED_PROVIDER = "scripted"
+
+
+def is_scripted(model: str) -> bool:
+    return model.startswith(f"{SCRIPTED_PROVIDER}/")

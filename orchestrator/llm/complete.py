@@ -22,7 +22,7 @@ import litellm
 import structlog
 from litellm import exceptions as errors
 
-from orchestrator.llm import credentials, scripted
+from orchestrator.llm import credentials, is_scripted, scripted
 from orchestrator.protocol.prompts import ChatMessage
 
 log = structlog.get_logger(__name__)
@@ -197,7 +197,7 @@ def prepare_model(model: str) -> None:
     """Make ``model`` callable and priceable in this process: registers the scripted provider (and the
     price of this exact scripted model string) when it is a scripted model; nothing otherwise.
     Raises ModelCallError (kind ``bad_request``) for a malformed scripted model string."""
-    if not scripted.is_scripted(model):
+    if not is_scripted(model):
         return
     try:
         scripted.register_scripted_provider(model)
@@ -275,7 +275,7 @@ async def complete(req: CompletionRequest) -> CompletionResult:
             kwargs[name] = value
     started = time.monotonic()
     prepare_model(req.model)
-    if not scripted.is_scripted(req.model):
+    if not is_scripted(req.model):
         missing = credentials.missing_key(req.model, api_key=req.api_key, api_base=req.api_base)
         if missing is not None:
             raise _logged(ModelCallError(kind="auth", retryable=False, message=missing, model=req.model))
@@ -345,7 +345,7 @@ def count_prompt_tokens(model: str, messages: Sequence[ChatMessage]) -> int:
     model; when it has none, a deliberately generous estimate (3 characters per token), because a
     reservation that is too small lets a budget overshoot.
     """
-    if scripted.is_scripted(model):
+    if is_scripted(model):
         return scripted.estimate_prompt_tokens(model, messages)
     return _counted(model, tuple(messages))
 

@@ -32,9 +32,10 @@ from typing import Any
 import structlog
 from litellm import exceptions as litellm_errors
 
+from orchestrator.llm import SCRIPTED_PROVIDER as PROVIDER
 from orchestrator.llm.policies import reply
 from orchestrator.llm.reference_dialect import is_reference, reference_reply
-from orchestrator.llm.scripted import POLICIES, PROVIDER, ScriptedParams, estimate_prompt_tokens, parse_model
+from orchestrator.llm.scripted import POLICIES, ScriptedParams, estimate_prompt_tokens, parse_model
 from orchestrator.protocol.prompts import ChatMessage, Role
 
 log = structlog.get_logger("orchestrator.llm.openai_server")

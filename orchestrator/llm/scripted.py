@@ -47,10 +47,10 @@ from litellm.llms.custom_llm import CustomLLM
 from litellm.types.utils import ModelResponse, Usage
 from litellm.utils import custom_llm_setup
 
+from orchestrator.llm import SCRIPTED_PROVIDER as PROVIDER
 from orchestrator.llm.policies import RLM_POLICIES, PolicyParams, reply
 from orchestrator.protocol.prompts import ChatMessage, Role
 
-PROVIDER = "scripted"
 FAILURES = ("auth", "ratelimit", "server", "timeout", "connection", "badrequest", "notfound", "context")
 POLICIES = (*RLM_POLICIES, "flaky", *(f"fail_{kind}" for kind in FAILURES))
 DEFAULT_PRICE_IN = Decimal("0.25")  # USD per million prompt tokens
@@ -72,10 +72,6 @@ class ScriptedParams:
     times: int = 1
     then: str = "search"
     raw: Mapping[str, str] = field(default_factory=dict)
-
-
-def is_scripted(model: str) -> bool:
-    return model.startswith(f"{PROVIDER}/")
 
 
 def _bad(model: str, problem: str) -> errors.BadRequestError:

@@ -109,3 +109,19 @@ def test_the_runs_package_loads_a_part_on_first_use() -> None:
         "assert runs.submit_run is submit_run"
     )
     subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)
+
+
+def test_price_show_reads_a_registered_price_without_litellm(tmp_path: Path) -> None:
+    """Only a scripted model, or a price found in no other source, needs litellm (its price map)."""
+    code = (
+        "from typer.testing import CliRunner\n"
+        "from orchestrator.cli import app\n"
+        f"env = {{'RLM_DATA_DIR': {str(tmp_path)!r}, 'RLM_DATABASE_URL': ''}}\n"
+        "args = ['price', 'set', 'acme/tuned', '--input', '1e-7', '--output', '2e-7']\n"
+        "done = CliRunner().invoke(app, args, env=env)\n"
+        "assert done.exit_code == 0, done.output\n"
+        "shown = CliRunner().invoke(app, ['price', 'show', 'acme/tuned'], env=env)\n"
+        "assert shown.exit_code == 0 and shown.output.endswith('(registered with `rlm price set`)\\n'), "
+        "shown.output"
+    )
+    assert "litellm" not in _heavy_loaded_after(code)
