@@ -36,7 +36,8 @@ if [ "$#" -eq 0 ]; then
   echo "[test] pytest: fast tier"
   .venv/bin/pytest -m fast tests/fast || status=1
   echo "[test] pytest ($processes processes)"
-  .venv/bin/pytest "${marker[@]}" "${parallel[@]}" --ignore=tests/fast || status=1
+  # The slowest tests are listed at the end: the tier's time is watched (README), and they are where it goes.
+  .venv/bin/pytest "${marker[@]}" "${parallel[@]}" --durations=15 --ignore=tests/fast || status=1
 else
   echo "[test] pytest $*"
   .venv/bin/pytest "${marker[@]}" "$@" || status=1
