@@ -46,7 +46,7 @@ def serve(
         raise typer.Exit(1)
     configure_logging("info")
     from orchestrator.llm.openai_server import ScriptedServer, ServerConfig
-    from orchestrator.llm.scripted import POLICIES
+    from orchestrator.llm.scripted_model import POLICIES
 
     if policy is not None and policy not in POLICIES:
         typer.echo(f"error: --policy {policy!r} is not a policy; use one of {', '.join(POLICIES)}", err=True)

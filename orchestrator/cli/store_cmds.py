@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the store is imported by the commands that run, not by `rlm
 
     from orchestrator.settings import Settings
     from orchestrator.store import BudgetUsage
+    from orchestrator.store.prices import PriceSource
 
 # Negative numbers ("-5") must reach our own validation instead of being taken for unknown options.
 _ARGS = {"ignore_unknown_options": True}
@@ -266,19 +267,13 @@ def price_show(
 ) -> None:
     """Show the price a run is billed for MODEL and where it comes from (registered, file, litellm...)."""
     from orchestrator.llm import is_scripted
+    from orchestrator.llm.scripted_model import parse_model
     from orchestrator.store import format_usd, price_for
 
     settings = _settings()
-    if is_scripted(model):
-        # Only a scripted model needs litellm before its price is looked up: what the worker does before
-        # it prices a call (ModelActivities._reserve) registers its provider and price in this process.
-        from orchestrator.llm.complete import ModelCallError, prepare_model
-
-        try:
-            prepare_model(model)
-        except ModelCallError as exc:
-            raise fail(first_line(exc)) from None
     with _sessions(settings) as sessions, _errors(settings), sessions() as session:
+        if is_scripted(model):
+            parse_model(model)  # a run cannot call a malformed one, whatever price is registered for it
         price = price_for(session, model, prices_file=settings.prices_file)
     if as_json:
         emit_json(
@@ -296,12 +291,14 @@ def price_show(
     )
 
 
-def _source_text(model: str, source: str) -> str:
+def _source_text(model: str, source: PriceSource) -> str:
     """Where ``rlm price show``'s price comes from, in words (``ModelPrice.source``)."""
-    if source == "scripted":
-        from orchestrator.llm.scripted import parse_model
+    from orchestrator.store.prices import PriceSource
 
-        # Valid by now: prepare_model parsed it.
+    if source == PriceSource.SCRIPTED:
+        from orchestrator.llm.scripted_model import parse_model
+
+        # Valid by now: price_show parsed it.
         own = sorted({"price_in", "price_out"} & parse_model(model).raw.keys())
         if not own:
             return "the scripted models' default price"
@@ -309,10 +306,10 @@ def _source_text(model: str, source: str) -> str:
             "" if len(own) == 2 else ", else the scripted default"
         )
     return {
-        "registered": "registered with `rlm price set`",
-        "file": "from the prices file, RLM_PRICES_FILE",
-        "litellm": "from litellm's price map",
-    }.get(source, source)
+        PriceSource.REGISTERED: "registered with `rlm price set`",
+        PriceSource.FILE: "from the prices file, RLM_PRICES_FILE",
+        PriceSource.LITELLM: "from litellm's price map",
+    }[source]
 
 
 @price_app.command("delete")

@@ -22,7 +22,7 @@ import litellm
 import structlog
 from litellm import exceptions as errors
 
-from orchestrator.llm import credentials, is_scripted, scripted
+from orchestrator.llm import credentials, is_scripted, scripted, scripted_model
 from orchestrator.protocol.prompts import ChatMessage
 
 log = structlog.get_logger(__name__)
@@ -194,8 +194,9 @@ def classify(
 
 
 def prepare_model(model: str) -> None:
-    """Make ``model`` callable and priceable in this process: registers the scripted provider (and the
-    price of this exact scripted model string) when it is a scripted model; nothing otherwise.
+    """Make ``model`` callable through litellm in this process, litellm reporting its cost: registers the
+    scripted provider (and the price of this exact scripted model string) when it is a scripted model;
+    nothing otherwise.
     Raises ModelCallError (kind ``bad_request``) for a malformed scripted model string."""
     if not is_scripted(model):
         return
@@ -346,7 +347,7 @@ def count_prompt_tokens(model: str, messages: Sequence[ChatMessage]) -> int:
     reservation that is too small lets a budget overshoot.
     """
     if is_scripted(model):
-        return scripted.estimate_prompt_tokens(model, messages)
+        return scripted_model.estimate_prompt_tokens(model, messages)
     return _counted(model, tuple(messages))
 
 

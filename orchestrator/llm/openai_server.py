@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import threading
 import time
 import uuid
@@ -30,12 +29,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import structlog
-from litellm import exceptions as litellm_errors
 
 from orchestrator.llm import SCRIPTED_PROVIDER as PROVIDER
 from orchestrator.llm.policies import reply
 from orchestrator.llm.reference_dialect import is_reference, reference_reply
-from orchestrator.llm.scripted import POLICIES, ScriptedParams, estimate_prompt_tokens, parse_model
+from orchestrator.llm.scripted_model import (
+    POLICIES,
+    ScriptedModelError,
+    ScriptedParams,
+    count_tokens,
+    estimate_prompt_tokens,
+    parse_model,
+)
 from orchestrator.protocol.prompts import ChatMessage, Role
 
 log = structlog.get_logger("orchestrator.llm.openai_server")
@@ -169,8 +174,8 @@ class ScriptedServer:
             name = f"{self.config.policy}?{query}" if query else self.config.policy
         try:
             return name, parse_model(name)
-        except litellm_errors.BadRequestError as exc:
-            raise ServeError(400, str(exc.message).removeprefix("litellm.BadRequestError: ")) from None
+        except ScriptedModelError as exc:
+            raise ServeError(400, str(exc)) from None
 
     def _flaky_fails(self, name: str, messages: Sequence[ChatMessage], times: int) -> bool:
         digest = hashlib.sha256(name.encode())
@@ -219,7 +224,7 @@ class ScriptedServer:
             text = reference_reply(params.policy, messages)
         else:
             text = reply(params.policy, messages)
-        completion_tokens = math.ceil(len(text) / params.chars_per_token)
+        completion_tokens = count_tokens(text, params.chars_per_token)
         finish = "stop"
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         if isinstance(max_tokens, int) and completion_tokens > max_tokens:

@@ -21,24 +21,23 @@ Parameters (query string of the model name): ``latency_ms``, ``chunks`` (map chu
 ``context_window`` (tokens), ``steps`` (policy ``long``), ``retry_after`` (seconds, on rate limits),
 ``fail``, ``times``, ``then``.
 
+The string itself is read by ``orchestrator.llm.scripted_model``, without litellm.
+
 Prices: ``register_scripted_provider(*models)`` writes each bare ``scripted/<policy>`` and each given
-model string into ``litellm.model_cost``, so litellm reports a cost and the store's ``price_for`` finds
-one; a model string with parameters must be registered (``complete.prepare_model`` does it) before
-it is priced. An operator-registered price for the same string still takes precedence in the store.
+model string into ``litellm.model_cost``, so litellm reports a cost (``complete.prepare_model`` does it
+before a call); the store's ``price_for`` reads the same price from the string. An operator-registered
+price for the same string still takes precedence in the store.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
 
 import httpx
 import litellm
@@ -48,124 +47,26 @@ from litellm.types.utils import ModelResponse, Usage
 from litellm.utils import custom_llm_setup
 
 from orchestrator.llm import SCRIPTED_PROVIDER as PROVIDER
-from orchestrator.llm.policies import RLM_POLICIES, PolicyParams, reply
+from orchestrator.llm.policies import reply
+from orchestrator.llm.scripted_model import (
+    POLICIES,
+    ScriptedModelError,
+    ScriptedParams,
+    count_tokens,
+    parse_model,
+    prompt_tokens,
+)
 from orchestrator.protocol.prompts import ChatMessage, Role
 
-FAILURES = ("auth", "ratelimit", "server", "timeout", "connection", "badrequest", "notfound", "context")
-POLICIES = (*RLM_POLICIES, "flaky", *(f"fail_{kind}" for kind in FAILURES))
-DEFAULT_PRICE_IN = Decimal("0.25")  # USD per million prompt tokens
-DEFAULT_PRICE_OUT = Decimal("2.00")  # USD per million completion tokens
-_MILLION = Decimal(1_000_000)
 _FAKE_URL = "http://scripted.invalid/v1/chat/completions"
 
 
-@dataclass(frozen=True)
-class ScriptedParams:
-    policy: PolicyParams
-    latency_ms: float = 0.0
-    price_in: Decimal = DEFAULT_PRICE_IN
-    price_out: Decimal = DEFAULT_PRICE_OUT
-    chars_per_token: float = 4.0
-    context_window: int = 400_000
-    retry_after_s: float = 1.0
-    fail: str = "ratelimit"
-    times: int = 1
-    then: str = "search"
-    raw: Mapping[str, str] = field(default_factory=dict)
-
-
-def _bad(model: str, problem: str) -> errors.BadRequestError:
-    return errors.BadRequestError(
-        message=f"scripted model {model!r}: {problem}", model=model, llm_provider=PROVIDER
-    )
-
-
-def _number(model: str, key: str, raw: str, *, minimum: float, integer: bool = False) -> float:
+def _parsed(model: str) -> ScriptedParams:
+    """``parse_model``, failing as a provider's call fails on a bad request: litellm's BadRequestError."""
     try:
-        value = int(raw) if integer else float(raw)
-    except ValueError:
-        kind = "a whole number" if integer else "a number"
-        raise _bad(model, f"{key}={raw!r} is not {kind}; e.g. {key}=10") from None
-    if not math.isfinite(value) or value < minimum:
-        raise _bad(model, f"{key}={raw!r} must be at least {minimum:g}")
-    return value
-
-
-def _price(model: str, key: str, raw: str) -> Decimal:
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise _bad(
-            model, f"{key}={raw!r} is not a price; give USD per million tokens, e.g. {key}=0.25"
-        ) from None
-    if not value.is_finite() or value < 0:
-        raise _bad(model, f"{key}={raw!r} must be a price >= 0 (USD per million tokens)")
-    return value
-
-
-def parse_model(model: str) -> ScriptedParams:
-    """Read ``scripted/<policy>?k=v&...`` (or the same without the ``scripted/`` prefix)."""
-    name = model.removeprefix(f"{PROVIDER}/")
-    policy, _, query = name.partition("?")
-    if policy not in POLICIES:
-        raise _bad(model, f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
-    known = {"latency_ms", "chunks", "parallel", "min_split", "price_in", "price_out", "chars_per_token",
-             "context_window", "retry_after", "fail", "times", "then", "steps"}  # fmt: skip
-    raw = dict(parse_qsl(query, keep_blank_values=True))
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise _bad(model, f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    fail = raw.get("fail", "ratelimit")
-    if fail not in FAILURES:
-        raise _bad(model, f"fail={fail!r} is not a failure kind; use one of {', '.join(FAILURES)}")
-    then = raw.get("then", "search")
-    if then not in RLM_POLICIES:
-        raise _bad(model, f"then={then!r} is not a policy; use one of {', '.join(RLM_POLICIES)}")
-    parallel = raw.get("parallel", "1")
-    if parallel not in ("0", "1"):
-        raise _bad(model, f"parallel={parallel!r} must be 0 or 1")
-    chunks = raw.get("chunks")
-    policy_params = PolicyParams(
-        policy=then if policy == "flaky" else policy,
-        chunks=int(_number(model, "chunks", chunks, minimum=1, integer=True)) if chunks is not None else None,
-        parallel=parallel == "1",
-        min_split_chars=int(
-            _number(model, "min_split", raw.get("min_split", "1000"), minimum=0, integer=True)
-        ),
-        steps=int(_number(model, "steps", raw.get("steps", "8"), minimum=1, integer=True)),
-    )
-    return ScriptedParams(
-        policy=policy_params,
-        latency_ms=_number(model, "latency_ms", raw.get("latency_ms", "0"), minimum=0),
-        price_in=_price(model, "price_in", raw.get("price_in", str(DEFAULT_PRICE_IN))),
-        price_out=_price(model, "price_out", raw.get("price_out", str(DEFAULT_PRICE_OUT))),
-        chars_per_token=_number(model, "chars_per_token", raw.get("chars_per_token", "4"), minimum=0.1),
-        context_window=int(
-            _number(model, "context_window", raw.get("context_window", "400000"), minimum=1, integer=True)
-        ),
-        retry_after_s=_number(model, "retry_after", raw.get("retry_after", "1"), minimum=0),
-        fail=fail if policy == "flaky" else policy.removeprefix("fail_"),
-        times=int(_number(model, "times", raw.get("times", "1"), minimum=0, integer=True)),
-        then=then,
-        raw=raw,
-    )
-
-
-# ---------------------------------------------------------------- usage
-
-
-def _tokens(text: str, chars_per_token: float) -> int:
-    return math.ceil(len(text) / chars_per_token)
-
-
-def _prompt_tokens(contents: Iterable[str], chars_per_token: float) -> int:
-    # Like chat models: the text's tokens plus a few per message for the role framing.
-    return sum(_tokens(c, chars_per_token) + 4 for c in contents) + 3
-
-
-def estimate_prompt_tokens(model: str, messages: Sequence[ChatMessage]) -> int:
-    """The prompt tokens the scripted model will report for ``messages``."""
-    return _prompt_tokens((m.content for m in messages), parse_model(model).chars_per_token)
+        return parse_model(model)
+    except ScriptedModelError as exc:
+        raise errors.BadRequestError(message=str(exc), model=model, llm_provider=PROVIDER) from None
 
 
 def _text_of(content: object) -> str:
@@ -267,9 +168,9 @@ def _plan(
     model: str, raw_messages: Sequence[Mapping[str, Any]], optional_params: Mapping[str, Any], timeout: object
 ) -> _Plan:
     full = f"{PROVIDER}/{model}"
-    params = parse_model(full)
+    params = _parsed(full)
     messages = _chat(raw_messages)
-    prompt_tokens = _prompt_tokens((m.content for m in messages), params.chars_per_token)
+    prompt_count = prompt_tokens((m.content for m in messages), params.chars_per_token)
     delay = params.latency_ms / 1000
     limit = _timeout_seconds(timeout)
     failure: Exception | None = None
@@ -279,9 +180,9 @@ def _plan(
             limit,
             errors.Timeout(message=f"no reply within {limit:g} s", model=full, llm_provider=PROVIDER),
         )
-    elif prompt_tokens > params.context_window:
+    elif prompt_count > params.context_window:
         failure = errors.ContextWindowExceededError(
-            message=f"prompt of {prompt_tokens} tokens exceeds the context window of {params.context_window}",
+            message=f"prompt of {prompt_count} tokens exceeds the context window of {params.context_window}",
             model=full,
             llm_provider=PROVIDER,
             response=_response(400),
@@ -291,16 +192,16 @@ def _plan(
     ):
         failure = _failure(params.fail, full, params)
     if failure is not None:
-        return _Plan("", prompt_tokens, 0, "error", delay, failure)
+        return _Plan("", prompt_count, 0, "error", delay, failure)
     text = reply(params.policy, messages)
-    completion_tokens = _tokens(text, params.chars_per_token)
+    completion_tokens = count_tokens(text, params.chars_per_token)
     finish = "stop"
     max_tokens = optional_params.get("max_tokens") or optional_params.get("max_completion_tokens")
     if isinstance(max_tokens, int) and completion_tokens > max_tokens:
         # A real model stops mid-reply at max_tokens; so does this one.
         text = text[: int(max_tokens * params.chars_per_token)]
         completion_tokens, finish = max_tokens, "length"
-    return _Plan(text, prompt_tokens, completion_tokens, finish, delay, None)
+    return _Plan(text, prompt_count, completion_tokens, finish, delay, None)
 
 
 def _fill(model: str, response: ModelResponse, plan: _Plan) -> ModelResponse:
@@ -343,11 +244,12 @@ _register_lock = threading.Lock()
 
 
 def _price_entry(params: ScriptedParams) -> dict[str, Any]:
+    input_cost, output_cost = params.per_token_prices()
     return {
         "litellm_provider": PROVIDER,
         "mode": "chat",
-        "input_cost_per_token": float(params.price_in / _MILLION),
-        "output_cost_per_token": float(params.price_out / _MILLION),
+        "input_cost_per_token": input_cost,
+        "output_cost_per_token": output_cost,
         "cache_creation_input_token_cost": 0.0,
         "cache_read_input_token_cost": 0.0,
         "max_input_tokens": params.context_window,
@@ -362,7 +264,7 @@ def register_scripted_provider(*models: str) -> None:
     (parameters in the string, e.g. a price, make it a distinct entry). Raises litellm's
     BadRequestError for a malformed scripted model string.
     """
-    new = [(model, parse_model(model)) for model in models if model not in litellm.model_cost]
+    new = [(model, _parsed(model)) for model in models if model not in litellm.model_cost]
     with _register_lock:
         if not any(item.get("provider") == PROVIDER for item in litellm.custom_provider_map):
             litellm.custom_provider_map.append({"provider": PROVIDER, "custom_handler": ScriptedLLM()})
@@ -371,6 +273,6 @@ def register_scripted_provider(*models: str) -> None:
             custom_llm_setup()  # type: ignore[no-untyped-call]
         if f"{PROVIDER}/{POLICIES[-1]}" not in litellm.model_cost:
             for policy in POLICIES:
-                litellm.model_cost.setdefault(f"{PROVIDER}/{policy}", _price_entry(parse_model(policy)))
+                litellm.model_cost.setdefault(f"{PROVIDER}/{policy}", _price_entry(_parsed(policy)))
         for model, params in new:
             litellm.model_cost.setdefault(model, _price_entry(params))

@@ -1,8 +1,10 @@
 """Model prices (USD per token): operator-registered first, then litellm's bundled price map.
 
 Lookup order for ``price_for``: the ``model_prices`` table (``rlm price set``), then the prices file
-(``RLM_PRICES_FILE``, JSON or TOML), then ``litellm.model_cost``. A model found nowhere raises
-``UnknownModelPrice`` -- a missing price is never treated as free.
+(``RLM_PRICES_FILE``, JSON or TOML), then, for a scripted model, its string (its ``price_in`` /
+``price_out``, else the scripted default), else ``litellm.model_cost``. A model found nowhere raises
+``UnknownModelPrice`` -- a missing price is never treated as free. Only that last source imports
+litellm.
 
 Prices file format (JSON shown; TOML uses one table per model)::
 
@@ -15,6 +17,7 @@ import json
 import tomllib
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation, localcontext
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
@@ -22,6 +25,8 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.orm import Session
 
+from orchestrator.llm import is_scripted
+from orchestrator.llm.scripted_model import parse_model
 from orchestrator.store import validate
 from orchestrator.store._sql import run, upsert
 from orchestrator.store.errors import InvalidValue, NotFound, UnknownModelPrice
@@ -41,13 +46,20 @@ _UNREGISTER = (
 )
 
 
+class PriceSource(StrEnum):
+    """Where ``price_for`` found a price."""
+
+    REGISTERED = "registered"  # the model_prices table: `rlm price set`
+    FILE = "file"  # RLM_PRICES_FILE
+    SCRIPTED = "scripted"  # a scripted model's string: its price_in/price_out, else the default
+    LITELLM = "litellm"  # litellm's bundled price map
+
+
 @dataclass(frozen=True)
 class ModelPrice:
     input_per_token: Decimal
     output_per_token: Decimal
-    # "registered" (database), "file", "litellm" (its bundled map), or "scripted": the scripted provider's
-    # entry in that map (its default price, or the model string's price_in/price_out)
-    source: str = "registered"
+    source: PriceSource = PriceSource.REGISTERED
 
 
 def cost_of(price: ModelPrice, prompt_tokens: int, completion_tokens: int) -> Decimal:
@@ -96,7 +108,7 @@ def set_price(
     price = ModelPrice(
         parse_price(input_per_token, "input price"),
         parse_price(output_per_token, "output price"),
-        "registered",
+        PriceSource.REGISTERED,
     )
     now = utcnow()
     values = {
@@ -120,17 +132,19 @@ def delete_price(session: Session, model: str) -> ModelPrice:
             model,
             f"check the name: `rlm price show {model}` says where its price comes from",
         )
-    return ModelPrice(row.input_per_token, row.output_per_token, "registered")
+    return ModelPrice(row.input_per_token, row.output_per_token, PriceSource.REGISTERED)
 
 
 def price_for(session: Session, model: str, *, prices_file: Path | None = None) -> ModelPrice:
     row = run(session, _REGISTERED, {"model": model}).one_or_none()
     if row is not None:
-        return ModelPrice(row.input_per_token, row.output_per_token, "registered")
+        return ModelPrice(row.input_per_token, row.output_per_token, PriceSource.REGISTERED)
     if prices_file is not None:
         found = file_prices(prices_file).get(model)
         if found is not None:
             return found
+    if is_scripted(model):
+        return scripted_price(model)
     found = litellm_price(model)
     if found is None:
         raise UnknownModelPrice(model)
@@ -170,7 +184,7 @@ def _load_prices_file(path: str, _mtime_ns: int, _size: int) -> dict[str, ModelP
         prices[model] = ModelPrice(
             parse_price(entry["input_per_token"], f"{path}: {model} input_per_token"),
             parse_price(entry["output_per_token"], f"{path}: {model} output_per_token"),
-            "file",
+            PriceSource.FILE,
         )
     return prices
 
@@ -202,5 +216,15 @@ def litellm_price(model: str) -> ModelPrice | None:
     return ModelPrice(
         parse_price(input_cost, f"litellm input price of {model}"),
         parse_price(output_cost, f"litellm output price of {model}"),
-        "scripted" if entry.get("litellm_provider") == "scripted" else "litellm",
+        PriceSource.LITELLM,
+    )
+
+
+def scripted_price(model: str) -> ModelPrice:
+    """A scripted model's price, from its string; ``ScriptedModelError`` for a malformed one."""
+    input_cost, output_cost = parse_model(model).per_token_prices()
+    return ModelPrice(
+        parse_price(input_cost, f"scripted input price of {model}"),
+        parse_price(output_cost, f"scripted output price of {model}"),
+        PriceSource.SCRIPTED,
     )

@@ -111,8 +111,8 @@ def test_the_runs_package_loads_a_part_on_first_use() -> None:
     subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)
 
 
-def test_price_show_reads_a_registered_price_without_litellm(tmp_path: Path) -> None:
-    """Only a scripted model, or a price found in no other source, needs litellm (its price map)."""
+def test_price_show_reads_registered_and_scripted_prices_without_litellm(tmp_path: Path) -> None:
+    """Only a price found in no other source needs litellm (its price map)."""
     code = (
         "from typer.testing import CliRunner\n"
         "from orchestrator.cli import app\n"
@@ -122,6 +122,13 @@ def test_price_show_reads_a_registered_price_without_litellm(tmp_path: Path) -> 
         "assert done.exit_code == 0, done.output\n"
         "shown = CliRunner().invoke(app, ['price', 'show', 'acme/tuned'], env=env)\n"
         "assert shown.exit_code == 0 and shown.output.endswith('(registered with `rlm price set`)\\n'), "
-        "shown.output"
+        "shown.output\n"
+        "shown = CliRunner().invoke(app, ['price', 'show', 'scripted/leaf?price_in=3'], env=env)\n"
+        "assert shown.exit_code == 0 and 'input 0.000003 USD/token' in shown.output, shown.output"
     )
     assert "litellm" not in _heavy_loaded_after(code)
+
+
+def test_the_scripted_model_server_loads_no_engine_module() -> None:
+    """``rlm model serve`` (and the benchmark's shared model server) answer without litellm."""
+    assert _heavy_loaded_after("import orchestrator.llm.openai_server") == []

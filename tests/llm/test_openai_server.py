@@ -23,7 +23,7 @@ from orchestrator.llm import openai_server
 from orchestrator.llm.complete import CompletionRequest, ModelCallError, complete
 from orchestrator.llm.openai_server import ScriptedServer, ServerConfig
 from orchestrator.llm.reference_dialect import SYSTEM_MARK
-from orchestrator.llm.scripted import POLICIES, estimate_prompt_tokens
+from orchestrator.llm.scripted_model import POLICIES, estimate_prompt_tokens
 from orchestrator.protocol.prompts import ContextInfo, NodeLimits, conversation, leaf_messages
 
 COUNT_PROMPT = "Count the matches of the regex /a/ in the text after this line.\nbanana bandana"

@@ -8,10 +8,10 @@ from decimal import Decimal
 
 import litellm
 import pytest
-from litellm import exceptions as errors
 
 from orchestrator.llm.complete import CompletionRequest, complete, count_prompt_tokens, prepare_model
-from orchestrator.llm.scripted import estimate_prompt_tokens, parse_model, register_scripted_provider
+from orchestrator.llm.scripted import register_scripted_provider
+from orchestrator.llm.scripted_model import ScriptedModelError, estimate_prompt_tokens, parse_model
 from orchestrator.protocol.prompts import ChatMessage, ContextInfo, NodeLimits, conversation, leaf_messages
 
 LEAF_PROMPT = "Count the matches of the regex /cat/ in the text after this line.\na cat, a dog, a cat"
@@ -110,7 +110,7 @@ def test_parameters_are_parsed_and_bad_ones_rejected_clearly() -> None:
         ("scripted/flaky?fail=gremlins", "fail='gremlins' is not a failure kind"),
         ("scripted/recurse?parallel=yes", "parallel='yes' must be 0 or 1"),
     ):
-        with pytest.raises(errors.BadRequestError, match=re.escape(message)):
+        with pytest.raises(ScriptedModelError, match=re.escape(message)):
             parse_model(model)
 
 

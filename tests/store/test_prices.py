@@ -1,4 +1,5 @@
-"""Prices: registered (database) first, then the prices file, then litellm's bundled map; never $0."""
+"""Prices: registered (database) first, then the prices file, then a scripted model's string or litellm's
+bundled map; never $0."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from orchestrator.llm.scripted_model import ScriptedModelError
 from orchestrator.store import InvalidValue, ModelPrice, UnknownModelPrice, cost_of, price_for, set_price
+from orchestrator.store.prices import PriceSource
 
 D = Decimal
 
@@ -26,14 +29,17 @@ def test_litellm_map_with_and_without_provider_prefix(sessions: sessionmaker[Ses
             assert price.output_per_token == D(repr(entry["output_cost_per_token"]))
 
 
-def test_a_scripted_models_price_says_it_is_the_scripted_one(sessions: sessionmaker[Session]) -> None:
-    from orchestrator.llm.complete import prepare_model
-
+def test_a_scripted_models_price_comes_from_its_string(sessions: sessionmaker[Session]) -> None:
     model = "scripted/leaf?price_in=0.5"
-    prepare_model(model)  # as the worker does before it prices a call
     with sessions() as s:
-        assert price_for(s, model) == ModelPrice(D("5E-7"), D("0.000002"), "scripted")
-        assert price_for(s, "scripted/search") == ModelPrice(D("2.5E-7"), D("0.000002"), "scripted")
+        assert price_for(s, model) == ModelPrice(D("5E-7"), D("0.000002"), PriceSource.SCRIPTED)
+        assert price_for(s, "scripted/search") == ModelPrice(D("2.5E-7"), D("0.000002"), PriceSource.SCRIPTED)
+        with pytest.raises(ScriptedModelError, match="unknown policy 'bogus'"):
+            price_for(s, "scripted/bogus?price_in=1")
+    with sessions.begin() as s:
+        set_price(s, model, D("1e-7"), D("2e-7"))  # an operator's price still comes first
+    with sessions() as s:
+        assert price_for(s, model) == ModelPrice(D("1e-7"), D("2e-7"), PriceSource.REGISTERED)
 
 
 def test_unknown_model_says_how_to_register(sessions: sessionmaker[Session]) -> None:

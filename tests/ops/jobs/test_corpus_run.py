@@ -10,7 +10,7 @@ import json
 import uuid
 from pathlib import Path
 
-from orchestrator.llm.scripted import estimate_prompt_tokens
+from orchestrator.llm.scripted_model import estimate_prompt_tokens
 from orchestrator.protocol.prompts import ChatMessage
 from tests.ops.jobs.cli import rlm
 
