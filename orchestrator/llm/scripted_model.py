@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 
 from orchestrator.errors import RlmError
 from orchestrator.llm import SCRIPTED_PROVIDER as PROVIDER
+from orchestrator.llm import is_scripted
 from orchestrator.llm.policies import RLM_POLICIES, PolicyParams
 from orchestrator.protocol.prompts import ChatMessage
 
@@ -129,6 +130,13 @@ def parse_model(model: str) -> ScriptedParams:
         then=then,
         raw=raw,
     )
+
+
+def check(model: str) -> None:
+    """Refuse a scripted model string that its first call would refuse, before a run or session starts;
+    any other model string is the provider's to judge, at the call."""
+    if is_scripted(model):
+        parse_model(model)
 
 
 def count_tokens(text: str, chars_per_token: float) -> int:

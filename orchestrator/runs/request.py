@@ -1,10 +1,10 @@
 """What a run is asked for (``RunRequest``) and the one check of it (``checked_input``).
 
 Every path that starts runs (``rlm run``, ``rlm submit``, ``rlm schedule create`` and code calling
-``orchestrator.runs``) checks the query, the deadline and the context here, before anything is stored.
-The context is read once, by the check; ``RunInput`` carries its bytes from then on: a single text or
-``.json`` file as it is, anything else (a directory, a ``.jsonl`` file, several paths) as one corpus
-(``orchestrator.corpus``).
+``orchestrator.runs``) checks the query, the deadline, a scripted model's string and the context here,
+before anything is stored. The context is read once, by the check; ``RunInput`` carries its bytes from
+then on: a single text or ``.json`` file as it is, anything else (a directory, a ``.jsonl`` file,
+several paths) as one corpus (``orchestrator.corpus``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from orchestrator import corpus
 from orchestrator.corpus import ContextLimits, CorpusError
 from orchestrator.errors import RlmError
 from orchestrator.ids import MAX_CHARS, check_run_id, check_tenant
+from orchestrator.llm import scripted_model
 from orchestrator.workflows.types import Limits
 
 DEFAULT_TENANT = "default"
@@ -103,6 +104,11 @@ def checked_input(req: RunRequest, limits: ContextLimits | None = None) -> RunIn
             f"more than 0 and at most {MAX_DEADLINE_S:.0f} (one year)"
         )
     check_limits(req.limits)
+    try:
+        for model in dict.fromkeys((req.model, req.sub_model)):
+            scripted_model.check(model)
+    except scripted_model.ScriptedModelError as exc:
+        raise RunError(str(exc)) from None
     paths = req.context_paths
     if not paths:
         raise RunError(f"no context was given; pass --context PATH to {CONTEXT_KINDS}")

@@ -24,6 +24,7 @@ from orchestrator import corpus
 from orchestrator.activities import texts
 from orchestrator.errors import RlmError
 from orchestrator.ids import BadId, check_run_id
+from orchestrator.llm import scripted_model
 from orchestrator.runs.start import ensure_tenant
 from orchestrator.sessions.limits import DEFAULT_DEADLINE_S, stored_limits
 from orchestrator.store import format_usd, get_node, ledger_sums, list_nodes
@@ -81,6 +82,8 @@ def create(
 ) -> int:
     """Create the session; returns its id."""
     check_name(name)
+    for each in dict.fromkeys((model, sub_model)):
+        scripted_model.check(each)
     with sessions.begin() as session:
         ensure_tenant(session, tenant)
         row = create_session(

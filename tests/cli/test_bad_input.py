@@ -114,6 +114,14 @@ def _inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
             ["q?", "--context", str(ok), "--concurrency", "1001"],
             r"--concurrency 1001 is out of range; give at most 1000$",
         ),
+        "scripted model": (
+            ["q?", "--context", str(ok), "--model", "scripted/bogus"],
+            r"scripted model 'scripted/bogus': unknown policy 'bogus'; use one of search, ",
+        ),
+        "scripted sub-model": (
+            ["q?", "--context", str(ok), "--sub-model", "scripted/leaf?latency_ms=soon"],
+            r"scripted model 'scripted/leaf\?latency_ms=soon': latency_ms='soon' is not a number",
+        ),
         "context window -1": (
             ["q?", "--context", str(ok), "--context-window", "-1"],
             r"--context-window -1 must be >= 0",
@@ -194,6 +202,7 @@ async def test_the_library_paths_make_the_same_check_before_storing(
         replace(base, deadline_s=MAX_DEADLINE_S * 2),
         replace(base, context_path=bad_json),
         replace(base, context_path=(context, clash)),
+        replace(base, sub_model="scripted/nope"),
     ]
     for req in bad:
         with pytest.raises(RunError):

@@ -3,12 +3,13 @@ the ``generate`` activity's own preparation (before any call) fails as a final m
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from orchestrator.runs import RunError, RunRequest, checked_input
+from orchestrator.runs import RunError, RunInput, RunRequest, checked_input, start_run
 from orchestrator.store.models import ModelPriceRow
 from orchestrator.workflows.types import Limits
 from tests.llm.engine.conftest import root_attempts
@@ -18,9 +19,20 @@ from tests.orchestrator.harness import Harness
 async def test_a_malformed_scripted_model_fails_at_once(harness: Harness, tmp_path: Path) -> None:
     context = tmp_path / "c.txt"
     context.write_text("the magic number is 77")
+    req = RunRequest(
+        "What is the magic number?",
+        context,
+        model="scripted/search?latency_ms=soon",
+        deadline_s=60.0,
+        run_id=f"t-{uuid.uuid4().hex[:10]}",
+    )
+    with pytest.raises(RunError, match="latency_ms='soon' is not a number"):
+        checked_input(req)  # refused where a run is asked for
 
-    out = await harness.run(
-        "What is the magic number?", context, model="scripted/search?latency_ms=soon", deadline_s=60.0
+    # A run whose input was checked elsewhere (code that builds its RunInput) reaches the worker anyway.
+    trusted = RunInput(req, context.read_bytes(), ".txt")
+    out = await harness.finish(
+        await start_run(harness.client, harness.sessions, trusted, harness.settings.task_queue)
     )
 
     assert (out.result.status, out.summary.status) == ("failed", "failed")

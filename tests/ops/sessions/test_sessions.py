@@ -19,7 +19,7 @@ from orchestrator.runs import ExitCode, settled
 from orchestrator.settings import Settings
 from orchestrator.store import create_tenant, get_node
 from orchestrator.store.money import from_nanos
-from orchestrator.store.sessions import get_session, set_session_budget
+from orchestrator.store.sessions import NoSession, get_session, set_session_budget
 from orchestrator.vocabulary import Status
 from orchestrator.workflows.types import root_id
 from tests.ops.jobs.cli import rlm
@@ -65,6 +65,12 @@ async def test_turns_build_on_each_other_and_tenants_never_meet(
     many = await rlm(cli_env, "session", "create", "many", "--tenant", tenant, "--concurrency", "1001")
     assert many.code == 1
     assert many.err.strip().endswith("--concurrency 1001 is out of range; give at most 1000")
+    # A scripted model string its first turn's call would refuse is refused now, the session not made.
+    typo = await rlm(cli_env, "session", "create", "typo", "--tenant", tenant, "--sub-model", "scripted/nope")
+    assert typo.code == 1 and len(typo.err.strip().splitlines()) == 1, typo.err
+    assert "error: scripted model 'scripted/nope': unknown policy 'nope'" in typo.err
+    with sessions() as s, pytest.raises(NoSession):
+        get_session(s, tenant, "typo")
     made = await rlm(
         cli_env, "session", "create", name, "--tenant", tenant, "--model", "scripted/code",
         "--max-iterations", "6", "--deadline", "240", "--context-window", "50000",
