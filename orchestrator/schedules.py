@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,6 +33,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from orchestrator.devstack import SEARCH_ATTRIBUTES
 from orchestrator.errors import RlmError
 from orchestrator.runs import RunInput, RunRequest, checked, store_inputs
+from orchestrator.store import UnknownModelPrice, price_for
 from orchestrator.workflows.launcher import Launcher, LaunchInput
 from orchestrator.workflows.types import Text
 
@@ -93,9 +95,29 @@ def launch_input(sessions: sessionmaker[Session], name: str, inp: RunInput) -> L
     )
 
 
+def check_priced(sessions: sessionmaker[Session], run: RunRequest, prices_file: Path | None) -> None:
+    """Refuse a schedule whose models have no price: each of its fires would start a run that fails at
+    its first step. (``rlm run`` and ``rlm submit`` leave this to that step, which fails at once with the
+    same message: the check may import litellm for its price map, seconds a schedule can spare once.)"""
+    with sessions() as session:
+        for model in dict.fromkeys((run.model, run.sub_model)):
+            try:
+                price_for(session, model, prices_file=prices_file)
+            except UnknownModelPrice as exc:
+                why = f"{exc}; every run of this schedule would fail at its first step"
+                raise ScheduleError(why) from None
+
+
 async def create_schedule(
-    client: Client, sessions: sessionmaker[Session], req: ScheduleRequest, task_queue: str
+    client: Client,
+    sessions: sessionmaker[Session],
+    req: ScheduleRequest,
+    task_queue: str,
+    *,
+    prices_file: Path | None = None,
 ) -> None:
+    """Create the schedule, its run's inputs stored once; ``prices_file`` is the deployment's
+    ``RLM_PRICES_FILE``, for the check that its models have a price."""
     name = check_name(req.name)
     if not req.cron.strip():
         raise ScheduleError('--cron must not be empty; give e.g. --cron "0 2 * * *" (02:00 UTC daily)')
@@ -103,6 +125,7 @@ async def create_schedule(
     if overlap is None:
         raise ScheduleError(f"--overlap {req.overlap!r} is not known; use one of: {', '.join(OVERLAP)}")
     run = checked(req.run)
+    check_priced(sessions, run.request, prices_file)
     inp = launch_input(sessions, name, run)
     first_line = (run.query.strip().splitlines() or [""])[0][:200]
     schedule = Schedule(

@@ -316,7 +316,9 @@ def schedule_create(
         try:
 
             async def go() -> None:
-                await create_schedule(await connect(target), sessions, req, settings.task_queue)
+                client = await connect(target)
+                prices = settings.prices_file
+                await create_schedule(client, sessions, req, settings.task_queue, prices_file=prices)
 
             asyncio.run(go())
         finally:

@@ -8,11 +8,13 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, ScheduleActionExecutionStartWorkflow, WorkflowHistory
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
 from orchestrator.runs import RunRequest, run_summary
@@ -25,7 +27,7 @@ from orchestrator.schedules import (
     setup_search_attributes,
 )
 from orchestrator.settings import Settings
-from orchestrator.store import get_run
+from orchestrator.store import get_run, set_price
 from orchestrator.workflow_runner import workflow_runner
 from orchestrator.workflows import WORKFLOWS, Launcher
 from tests.ops.jobs.cli import rlm
@@ -141,6 +143,28 @@ async def test_a_bad_cron_is_refused_with_the_servers_reason(
     req = ScheduleRequest(f"badcron-{uuid.uuid4().hex[:6]}", "not a cron", RunRequest("q", words[0]))
     with pytest.raises(ScheduleError, match=r"Invalid schedule spec: CronString .*; check --cron$"):
         await create_schedule(client, sessions, req, settings.task_queue)
+
+
+async def test_a_schedule_whose_runs_could_not_be_priced_is_refused(
+    client: Client, sessions: sessionmaker[Session], settings: Settings, words: tuple[Path, int]
+) -> None:
+    model = f"acme/unpriced-{uuid.uuid4().hex[:6]}"
+    name = f"unpriced-{uuid.uuid4().hex[:6]}"
+    req = ScheduleRequest(name, "0 2 * * *", RunRequest("q", words[0], sub_model=model), paused=True)
+    refused = rf"^no price known for model '{model}'; .*; every run of this schedule would fail at its first"
+    with pytest.raises(ScheduleError, match=refused):
+        await create_schedule(client, sessions, req, settings.task_queue, prices_file=settings.prices_file)
+    with pytest.raises(RPCError) as missing:
+        await client.get_schedule_handle(name).describe()
+    assert missing.value.status == RPCStatusCode.NOT_FOUND
+
+    with sessions.begin() as s:
+        set_price(s, model, Decimal("1e-7"), Decimal("2e-7"))
+    await create_schedule(client, sessions, req, settings.task_queue, prices_file=settings.prices_file)
+    try:
+        await _listed(client, name, True)
+    finally:
+        await client.get_schedule_handle(name).delete()
 
 
 async def test_recorded_launcher_history_replays() -> None:
