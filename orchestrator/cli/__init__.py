@@ -39,8 +39,10 @@ app = typer.Typer(**_APP)
 
 
 @app.callback()
-def _root() -> None:
+def _root(ctx: typer.Context) -> None:
     """durable-rlm: durable Recursive Language Models."""
+    if ctx.invoked_subcommand == "version":
+        return  # it logs nothing, and structlog's import would be a fifth of its time
     from orchestrator.logs import LogLevelError, configure_logging
 
     # Every command logs to stderr (stdout carries answers and --json); worker and dev raise the level.

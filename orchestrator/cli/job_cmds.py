@@ -9,7 +9,6 @@ embedded server of ``rlm run`` lives only as long as that command. Workers (``rl
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -118,6 +117,8 @@ def submit(
     """Start a run once per --run-id (idempotent), then wait for it like `rlm wait`.
 
     With --detach it returns at once; otherwise it waits as `rlm wait` does, with its progress on stderr."""
+    import asyncio
+
     from orchestrator.runs import LostContact
     from orchestrator.settings import load_settings
 
@@ -198,6 +199,8 @@ def wait(
     passed, 5 aborted, 6 still running at --timeout, 7 the store did not answer for --reconnect-for
     (the run goes on), 8 its workflow was ended in Temporal outside the engine (resume or abort it), 130
     interrupted (Ctrl-C)."""
+    import asyncio
+
     from orchestrator.runs import LostContact, RootProbe, settled
     from orchestrator.settings import load_settings
 
@@ -302,6 +305,8 @@ def schedule_create(
     leaf_mode: LeafModeOpt = DEFAULT.leaf_mode,
 ) -> None:
     """Create a schedule; each fire starts a run with a fresh id over the context stored now."""
+    import asyncio
+
     from orchestrator.connection import connect
     from orchestrator.schedules import ScheduleRequest, create_schedule
     from orchestrator.settings import load_settings
@@ -330,6 +335,8 @@ def schedule_create(
 @schedule_app.command("list")
 def schedule_list(as_json: JsonOpt = False) -> None:
     """List the schedules that start runs: cron, tenant, state, fires, next times, recent run ids."""
+    import asyncio
+
     from orchestrator.connection import connect
     from orchestrator.schedules import ScheduleRow, list_schedules
     from orchestrator.settings import load_settings
@@ -360,6 +367,8 @@ def schedule_list(as_json: JsonOpt = False) -> None:
 
 
 def _schedule_do(name: str, action: str, note: str | None = None) -> None:
+    import asyncio
+
     from orchestrator.connection import connect
     from orchestrator.schedules import schedule_action
     from orchestrator.settings import load_settings

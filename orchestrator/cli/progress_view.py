@@ -12,7 +12,6 @@ wait, whose own ``Patience`` decides when contact is lost.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
 import time
@@ -26,6 +25,8 @@ import typer
 from orchestrator.cli.common import first_line
 
 if TYPE_CHECKING:
+    import asyncio
+
     from sqlalchemy.orm import Session, sessionmaker
 
     from orchestrator.runs.progress import ProgressReader, ProgressSnapshot
@@ -85,6 +86,8 @@ async def showing_progress(
     if every_s == 0 and not through_pauses:
         yield
         return
+    import asyncio
+
     from orchestrator.runs.progress import ProgressReader
 
     view: _View
@@ -112,6 +115,8 @@ async def showing_progress(
 
 
 async def _follow(reader: ProgressReader, view: _View, read_every: float) -> None:
+    import asyncio
+
     # One read in flight at most: a store that hangs holds one thread, not one per tick.
     pending: asyncio.Future[ProgressSnapshot | None] | None = None
     # The live view reads at once; plain lines start after the first interval (short runs stay quiet).

@@ -13,7 +13,6 @@ worker of this store already serves the task queue (``orchestrator.runs.serving`
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
 import threading
@@ -132,6 +131,8 @@ def run(
     stdout carries the answer alone; progress (a live view on a terminal, else a line every
     --progress-every seconds) and the summary (status, cost, tokens, nodes, wall time, Web UI link) go to
     stderr. Exit: 0 completed, 1 not completed or bad input, 7 lost contact (the run goes on)."""
+    import asyncio
+
     from orchestrator.logs import results_stdout
     from orchestrator.runs import LostContact, RunError
     from orchestrator.settings import load_settings
@@ -192,6 +193,8 @@ async def _run(
 ) -> int:
     """``modes``: (detach, a worker in this process unless detached: yes, no, or None for "unless a live
     worker serves the queue"); ``waits``: (reconnect-for, progress every; 0: none)."""
+    import asyncio
+
     from temporalio.client import WorkflowFailureError
 
     from orchestrator.connection import connect
@@ -272,6 +275,8 @@ def status(
     """Show a run's status, cost, tokens and node count.
 
     From the store; for a run not ended, also whether Temporal still runs its root."""
+    import asyncio
+
     from orchestrator.runs import run_summary
     from orchestrator.settings import load_settings
     from orchestrator.store import list_nodes

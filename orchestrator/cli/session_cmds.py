@@ -7,7 +7,6 @@ on stdout. Heavy modules are imported inside the commands (``rlm --help`` stays 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from pathlib import Path
@@ -203,6 +202,8 @@ def budget(
 @session_app.command("close")
 def close(name: Name, tenant: TenantOpt = "default") -> None:
     """Close a session: it takes no more turns (turns already asked still run); it stays readable."""
+    import asyncio
+
     from orchestrator.settings import load_settings
 
     with temporal_errors():
@@ -242,6 +243,8 @@ def ask(
 
     stdout carries the answer alone (or, with --detach, the turn's run id; `rlm wait RUN` waits for it).
     Exit codes as `rlm wait`: 0 answered, 2 failed, 3 paused (a budget is spent), 5 aborted; 1 bad input."""
+    import asyncio
+
     from orchestrator.logs import results_stdout
     from orchestrator.runs import RunError
     from orchestrator.settings import load_settings

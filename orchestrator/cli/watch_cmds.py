@@ -7,7 +7,6 @@ the answer go to stderr, so ``rlm watch`` beside ``rlm run`` never prints an ans
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 import typer
@@ -42,6 +41,8 @@ def watch(
     stdout stays empty. Exit as `rlm wait` for a run that ended: 0 answered, 2 failed, 4 deadline
     passed, 5 aborted; 1 unknown run or bad input, 7 the store did not answer for --reconnect-for, 8 its
     workflow was ended in Temporal outside the engine (resume or abort it), 130 interrupted (Ctrl-C)."""
+    import asyncio
+
     from orchestrator.runs import LostContact, RootProbe, settled
     from orchestrator.settings import load_settings
     from orchestrator.store.transcripts import run_exists

@@ -71,6 +71,22 @@ def test_help_and_version_run_without_the_engine() -> None:
     assert _heavy_loaded_after(code) == []
 
 
+def test_help_and_version_load_neither_asyncio_nor_the_logging_set_up() -> None:
+    """The commands that run no engine code load none of what only engine commands need: asyncio (and
+    ssl with it) and structlog (and rich's tracebacks with it) were a fifth of `rlm version`'s time."""
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from orchestrator.cli import app\n"
+        "for args in (['--help'], ['version']):\n"
+        "    done = CliRunner().invoke(app, args)\n"
+        "    assert done.exit_code == 0, done.output\n"
+        "loaded = sorted(m for m in ('asyncio', 'ssl', 'structlog') if m in sys.modules)\n"
+        "assert loaded == [], loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
 def test_a_lazy_command_keeps_its_one_line_error(tmp_path: Path) -> None:
     """The store is imported inside the command, and its failure is still one ``error:`` line, exit 1."""
     env = {**os.environ, "RLM_DATA_DIR": str(tmp_path), "RLM_DATABASE_URL": "nosuchdialect://x"}
