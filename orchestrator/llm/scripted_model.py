@@ -132,11 +132,12 @@ def parse_model(model: str) -> ScriptedParams:
     )
 
 
-def check(model: str) -> None:
+def check(*models: str) -> None:
     """Refuse a scripted model string that its first call would refuse, before a run or session starts;
     any other model string is the provider's to judge, at the call."""
-    if is_scripted(model):
-        parse_model(model)
+    for model in models:
+        if is_scripted(model):
+            parse_model(model)
 
 
 def count_tokens(text: str, chars_per_token: float) -> int:

@@ -105,8 +105,7 @@ def checked_input(req: RunRequest, limits: ContextLimits | None = None) -> RunIn
         )
     check_limits(req.limits)
     try:
-        for model in dict.fromkeys((req.model, req.sub_model)):
-            scripted_model.check(model)
+        scripted_model.check(req.model, req.sub_model)
     except scripted_model.ScriptedModelError as exc:
         raise RunError(str(exc)) from None
     paths = req.context_paths

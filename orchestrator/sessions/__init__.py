@@ -82,8 +82,7 @@ def create(
 ) -> int:
     """Create the session; returns its id."""
     check_name(name)
-    for each in dict.fromkeys((model, sub_model)):
-        scripted_model.check(each)
+    scripted_model.check(model, sub_model)
     with sessions.begin() as session:
         ensure_tenant(session, tenant)
         row = create_session(
