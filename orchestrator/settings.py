@@ -69,9 +69,10 @@ class Settings:
     sandbox_backend: str
     prices_file: Path | None
     temporal_ui_url: str | None = None
-    # How llm_query sub-calls run unless a run says otherwise: "workflow" (a Leaf child workflow each)
-    # or "inline" (a local activity of the parent; see docs/orchestrator.md, "Leaf modes").
-    leaf_mode: LeafMode = LeafMode.WORKFLOW
+    # How llm_query sub-calls run unless a run says otherwise: "auto" (a Leaf child workflow each, inline
+    # in a wide batch), "workflow" (always a Leaf) or "inline" (a local activity of the parent; see
+    # docs/orchestrator.md, "Leaf modes").
+    leaf_mode: LeafMode = LeafMode.AUTO
     # How long a cell's worker may go silent before the cell runs again elsewhere: it bounds how long a
     # killed worker's cell takes to recover (docs/operations.md, "When a worker dies").
     heartbeat_timeout_s: float = 30.0
@@ -111,9 +112,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"RLM_SANDBOX_BACKEND={backend!r} is not known; use 'docker' (default) or 'process'"
         )
     prices = env.get("RLM_PRICES_FILE")
-    leaf_mode = env.get("RLM_LEAF_MODE") or LeafMode.WORKFLOW
+    leaf_mode = env.get("RLM_LEAF_MODE") or LeafMode.AUTO
     if leaf_mode not in tuple(LeafMode):
-        raise SettingsError(f"RLM_LEAF_MODE={leaf_mode!r} is not known; use 'workflow' (default) or 'inline'")
+        raise SettingsError(
+            f"RLM_LEAF_MODE={leaf_mode!r} is not known; use 'auto' (default), 'workflow' or 'inline'"
+        )
     heartbeat = _seconds(env, "RLM_HEARTBEAT_TIMEOUT_S", Settings.heartbeat_timeout_s, low=1.0, high=3600.0)
     model_concurrency = _count(env, "RLM_MODEL_CONCURRENCY", Settings.model_concurrency, high=100_000)
     max_documents = _count(env, "RLM_CONTEXT_MAX_DOCUMENTS", Settings.context_max_documents, high=10**8)

@@ -49,11 +49,22 @@ class StepKind(StrEnum):
     COMPACT = "compact"  # older iterations summarised to keep the next prompt inside the window
 
 
+# Under ``LeafMode.AUTO``, a call of this many leaf prompts or more runs its leaves inline: a fan-out
+# that wide is watched and steered through its parent, not leaf by leaf in the Web UI, and inline it
+# costs about a third of the CPU per leaf (docs/orchestrator.md, "Leaf modes").
+AUTO_INLINE_FROM = 32
+
+
 class LeafMode(StrEnum):
     """How an ``llm_query`` sub-call runs."""
 
+    AUTO = "auto"  # a `Leaf` workflow each, inline for a call of AUTO_INLINE_FROM prompts or more
     WORKFLOW = "workflow"  # a `Leaf` child workflow each
     INLINE = "inline"  # a local activity of the parent (no workflow of its own)
+
+    def runs_inline(self, prompts: int) -> bool:
+        """Whether the leaves of one call of ``prompts`` prompts run inline."""
+        return self == LeafMode.INLINE or (self == LeafMode.AUTO and prompts >= AUTO_INLINE_FROM)
 
 
 class Outcome(StrEnum):

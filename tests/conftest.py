@@ -13,10 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.vocabulary import LeafMode
+
 # litellm must never fetch its price map over the network; this has to hold before anything imports it.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 DEFAULT_TEST_DATABASE_URL = "postgresql+psycopg://rlm:rlm@127.0.0.1:5432/rlm_test"
+# The two ways a leaf runs. ``auto`` picks one of them per call (its choice is tested on its own), so a
+# test of what a leaf does runs in these two.
+LEAF_MECHANISMS = (LeafMode.WORKFLOW, LeafMode.INLINE)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -53,6 +53,7 @@ from figures import tree_cpu_s
 from orchestrator.datadir import default_data_dir
 from orchestrator.llm.openai_server import ScriptedServer, ServerConfig
 from orchestrator.logs import configure_logging
+from orchestrator.vocabulary import LeafMode
 
 REFERENCE_PIN = "rlms==0.1.3"
 REFERENCE, WARM, COLD = "reference", "warm", "cold"
@@ -391,7 +392,7 @@ def main() -> None:
         "config": {
             "cpus": os.cpu_count(),
             "load_avg_1m_at_start": round(load_at_start, 2),
-            "leaf_mode": os.environ.get("RLM_LEAF_MODE") or "workflow (default)",
+            "leaf_mode": os.environ.get("RLM_LEAF_MODE") or f"{LeafMode.AUTO} (default)",
         },
         "reference": REFERENCE_PIN,
         "reps": args.reps,

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import orchestrator
+from orchestrator.vocabulary import LeafMode
 
 RLM = Path(sys.executable).parent / "rlm"
 NEEDLE = "4817"
@@ -160,7 +161,9 @@ def main() -> None:
     p.add_argument("--concurrencies", default="16,32,64,128")
     p.add_argument("--subcalls", type=int, default=100)
     p.add_argument("--latency-ms", type=int, default=500)
-    p.add_argument("--leaf-mode", choices=["workflow", "inline"], default="workflow", help="of the sweep")
+    p.add_argument(
+        "--leaf-mode", choices=[str(m) for m in LeafMode], default=str(LeafMode.AUTO), help="of the sweep"
+    )
     p.add_argument("--skip-startup", action="store_true", help="only the sweep (with --fanout)")
     args = p.parse_args()
 

@@ -22,8 +22,9 @@ if TYPE_CHECKING:  # the engine is imported when a run is asked for, not for `rl
     from orchestrator.workflows.types import Limits
 
 LEAF_MODE_HELP = (
-    "llm_query sub-calls as their own Leaf workflows ('workflow') or as local activities of their "
-    "parent ('inline': about a third of the cost per sub-call); default RLM_LEAF_MODE or 'workflow'."
+    "llm_query sub-calls as their own Leaf workflows ('workflow'), as local activities of their parent "
+    "('inline': about a third of the cost per sub-call), or 'auto': Leaf workflows, inline for a call "
+    "of 32 prompts or more; default RLM_LEAF_MODE or 'auto'."
 )
 
 RECONNECT_HELP = (
@@ -117,7 +118,7 @@ def checked_limits(opts: RunOptions, settings: Settings) -> Limits:
         raise RunError(f"--compact-at {opts.compact_at:g} must be >= 0 and < 1 (0: never compact)")
     leaf_mode = opts.leaf_mode or settings.leaf_mode
     if leaf_mode not in tuple(LeafMode):
-        raise RunError(f"--leaf-mode {leaf_mode!r} is not known; use {' or '.join(LeafMode)}")
+        raise RunError(f"--leaf-mode {leaf_mode!r} is not known; use auto, workflow or inline")
     limits = Limits(
         max_depth=opts.max_depth,
         max_iterations=opts.max_iterations,

@@ -3,10 +3,10 @@
 A running cell's ``llm_query``/``rlm_query`` (batched or not) reaches the node as one Update (update id
 = node/iteration/cell/seq). ``handle`` checks ``max_subcalls``, numbers the children (``<node>.<n>``),
 starts them — an ``RLMNode`` child for ``rlm_query`` within the depth limit, else a leaf: a ``Leaf``
-child workflow, or an inline leaf (``leaf_mode=inline``) — at most ``max_concurrency`` at once, and
-replies with every answer that exists (a child that ended without one leaves a ``failed_item`` marker
-in its place). A re-executed cell re-sends the same update ids and gets the first reply back without
-starting or paying for anything again.
+child workflow, or an inline leaf (``leaf_mode=inline``, or ``auto`` for a wide batch) — at most
+``max_concurrency`` at once, and replies with every answer that exists (a child that ended without
+one leaves a ``failed_item`` marker in its place). A re-executed cell re-sends the same update ids and
+gets the first reply back without starting or paying for anything again.
 
 While an operator's pause is requested no child starts: the sub-call waits (the node shows
 ``paused``). ``pause``, ``resume`` and ``abort`` are passed on to running RLM children, so one signal
@@ -32,7 +32,7 @@ from temporalio.exceptions import (
 )
 from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
 
-from orchestrator.vocabulary import LeafMode, NodeKind, Status, SubcallKind
+from orchestrator.vocabulary import NodeKind, Status, SubcallKind
 from orchestrator.workflows import common, details
 from orchestrator.workflows.history_room import (
     CHILD_WORKFLOW,
@@ -152,7 +152,7 @@ class Subcalls:
         return batch.kind == SubcallKind.RLM and self._inp.depth + 1 <= self._inp.run.limits.max_depth
 
     def _inline(self, batch: SubcallBatch) -> bool:
-        return not self._as_node(batch) and self._inp.run.limits.leaf_mode == LeafMode.INLINE
+        return not self._as_node(batch) and self._inp.run.limits.leaf_mode.runs_inline(len(batch.prompts))
 
     async def _child(self, number: int, batch: SubcallBatch, index: int, cost: HistoryCost) -> NodeResult:
         cid = child_id(self._inp.node_id, number)

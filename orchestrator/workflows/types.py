@@ -44,7 +44,7 @@ class Limits:
     heartbeat_timeout_s: float = 30.0
     # Continue-as-new after this many iterations in one workflow run (0: only when Temporal suggests it).
     iterations_per_run: int = 0
-    leaf_mode: LeafMode = LeafMode.WORKFLOW
+    leaf_mode: LeafMode = LeafMode.AUTO
     # Older iterations are summarised once the next prompt would pass this fraction of the root
     # model's context window (0: never compact).
     compact_at: float = 0.85

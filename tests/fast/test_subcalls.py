@@ -7,9 +7,10 @@ import dataclasses
 import json
 
 import pytest
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from orchestrator.vocabulary import LeafMode, Outcome, Status, SubcallKind
+from orchestrator.vocabulary import AUTO_INLINE_FROM, LeafMode, Outcome, Status, SubcallKind
 from orchestrator.workflows.types import (
     ExecuteInput,
     ExecuteOutput,
@@ -22,6 +23,7 @@ from orchestrator.workflows.types import (
     failed_item,
     text_sha256,
 )
+from tests.conftest import LEAF_MECHANISMS
 from tests.fast.stubs import Stubs, cell, current_details, echo_leaf, ended, fails_for_good, start_root
 
 pytestmark = [pytest.mark.fast, pytest.mark.timeout(60)]
@@ -58,7 +60,7 @@ def fails_on_bad(inp: LeafInput) -> LeafCallOutput:
     return echo_leaf(inp)
 
 
-@pytest.mark.parametrize("leaf_mode", tuple(LeafMode))
+@pytest.mark.parametrize("leaf_mode", LEAF_MECHANISMS)
 async def test_a_batch_keeps_the_answers_and_marks_the_failed_item(
     env: WorkflowEnvironment, stubs: Stubs, leaf_mode: str
 ) -> None:
@@ -89,6 +91,32 @@ async def test_a_batch_keeps_the_answers_and_marks_the_failed_item(
     assert run.statuses(bad)[-1] == Status.FAILED
     assert result.status == Status.COMPLETED
     assert "**Sub-calls** 3 of 3 finished, 1 without an answer" in await current_details(handle)
+
+
+async def test_auto_runs_a_narrow_batch_as_leaf_workflows_and_a_wide_one_inline(
+    env: WorkflowEnvironment, stubs: Stubs
+) -> None:
+    wide = [f"w{i}" for i in range(AUTO_INLINE_FROM)]
+
+    async def narrow_then_wide(inp: ExecuteInput) -> ExecuteOutput:
+        first = await stubs.ask(inp, 1, SubcallKind.LLM, ["a", "b"])
+        second = await stubs.ask(inp, 2, SubcallKind.LLM, wide)
+        return cell(inp, "done", ready=True, started=first.started + second.started)
+
+    run = stubs.scenario(execute=narrow_then_wide)
+    handle = await start_root(env, run, Limits())
+
+    result = await ended(handle)
+
+    assert result.status == Status.COMPLETED
+    assert [len(reply.answers) for reply in run.replies] == [2, AUTO_INLINE_FROM]
+    assert len(run.leaves) == 2 + AUTO_INLINE_FROM
+    for number in (1, 2):  # the narrow batch's leaves are workflows of their own
+        assert (await env.client.get_workflow_handle(child_id(handle.id, number)).describe()).id
+    for number in (3, 2 + AUTO_INLINE_FROM):  # the wide batch's ran inside the root
+        with pytest.raises(RPCError) as err:
+            await env.client.get_workflow_handle(child_id(handle.id, number)).describe()
+        assert err.value.status == RPCStatusCode.NOT_FOUND
 
 
 async def test_an_rlm_query_runs_a_child_node_and_returns_its_answer(

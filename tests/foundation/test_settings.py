@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.cli.run_options import LEAF_MODE_HELP
 from orchestrator.settings import SettingsError, load_settings
+from orchestrator.vocabulary import AUTO_INLINE_FROM, LeafMode
 
 
 def test_defaults_are_zero_setup(tmp_path: Path) -> None:
@@ -47,8 +49,10 @@ def test_empty_variables_mean_unset() -> None:
     assert load_settings({"RLM_MODEL": ""}).model == "scripted/search"
 
 
-def test_leaf_mode_defaults_to_workflows_and_refuses_unknown_modes() -> None:
-    assert load_settings({}).leaf_mode == "workflow"
+def test_leaf_mode_defaults_to_auto_and_refuses_unknown_modes() -> None:
+    assert load_settings({}).leaf_mode == LeafMode.AUTO
     assert load_settings({"RLM_LEAF_MODE": "inline"}).leaf_mode == "inline"
-    with pytest.raises(SettingsError, match=r"RLM_LEAF_MODE='fast'.*'workflow'.*'inline'"):
+    with pytest.raises(SettingsError, match=r"RLM_LEAF_MODE='fast'.*'auto'.*'workflow'.*'inline'"):
         load_settings({"RLM_LEAF_MODE": "fast"})
+    # The option's help names the width from which `auto` runs a call's leaves inline.
+    assert f"of {AUTO_INLINE_FROM} prompts or more" in LEAF_MODE_HELP

@@ -1,14 +1,15 @@
 """Record workflow histories for the replay test: ``python -m tests.orchestrator.record_histories``.
 
 Runs a few scenarios (map-reduce with a batched Update, a depth-2 tree, the forced final answer, a
-budget pause and resume, continue-as-new, a batch refused for want of history room, inline leaves
-with and without a budget hold) on an embedded dev server with a PostgreSQL schema of its own, and
-writes each workflow's last run's history to tests/orchestrator/histories/<scenario>-<node>.json,
-and the runs it continued as new from to <scenario>-<node>-run<k>.json. A replay failure means the workflow
-code no longer issues the commands a history holds. Until the first release a deliberate change
-re-records every scenario; after it, a change gets a ``workflow.patched`` branch and its new
-histories are added next to the old ones (docs/orchestrator.md, "Workflow versioning"). Name
-scenarios to record only those (``python -m tests.orchestrator.record_histories inline``).
+budget pause and resume, continue-as-new, a batch refused for want of history room, inline leaves with
+and without a budget hold, the default ``auto`` leaf mode with a narrow and a wide batch) on an embedded
+dev server with a PostgreSQL schema of its own, and writes each workflow's last run's history to
+tests/orchestrator/histories/<scenario>-<node>.json, and the runs it continued as new from to
+<scenario>-<node>-run<k>.json. A replay failure means the workflow code no longer issues the commands a
+history holds. Until the first release a deliberate change re-records every scenario; after it, a change
+gets a ``workflow.patched`` branch and its new histories are added next to the old ones
+(docs/orchestrator.md, "Workflow versioning"). Name scenarios to record only those (``python -m
+tests.orchestrator.record_histories inline``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from orchestrator.runs import RunRequest, start_run
 from orchestrator.settings import load_settings
 from orchestrator.store import get_node, make_engine, make_session_factory, set_run_budget, upgrade
 from orchestrator.store.errors import NotFound
-from orchestrator.vocabulary import LeafMode
+from orchestrator.vocabulary import AUTO_INLINE_FROM, LeafMode
 from orchestrator.worker import running_worker
 from orchestrator.workflows import RLMNode
 from orchestrator.workflows.types import Limits
@@ -103,6 +104,21 @@ async def record(data: Path, url: str, only: set[str]) -> None:
                 sub_model="scripted/leaf",
                 limits=Limits(leaf_mode=LeafMode.INLINE),
             ),
+            # The default leaf mode: a narrow batch as Leaf workflows, a wide one inline.
+            "autonarrow": RunRequest(
+                "How many times does the word 'ERROR' appear? Use 5 chunks.",
+                path,
+                model="scripted/mapreduce",
+                sub_model="scripted/leaf",
+                limits=Limits(leaf_mode=LeafMode.AUTO),
+            ),
+            "autowide": RunRequest(
+                f"How many times does the word 'ERROR' appear? Use {AUTO_INLINE_FROM} chunks.",
+                path,
+                model="scripted/mapreduce",
+                sub_model="scripted/leaf",
+                limits=Limits(leaf_mode=LeafMode.AUTO),
+            ),
             # The root's first run refuses its 8 leaves for want of history room (about 15 events and
             # 8 x 9 to come) and continues as new; the second run's 4 fit.
             "historyroom": RunRequest(
@@ -137,9 +153,10 @@ async def record(data: Path, url: str, only: set[str]) -> None:
                     from orchestrator.store import list_nodes
 
                     nodes = list_nodes(s, req.run_id or "")
-                    # Inline leaves have no workflow (and so no history) of their own.
-                    inline = req.limits.leaf_mode == LeafMode.INLINE
-                    count = sum(1 for n in nodes if not (inline and n.kind == "leaf"))
+                    # Inline leaves have no workflow (and so no history) of their own. Each scenario's
+                    # leaves come from one batched call.
+                    leaves = sum(1 for n in nodes if n.kind == "leaf")
+                    count = len(nodes) - (leaves if req.limits.leaf_mode.runs_inline(leaves) else 0)
                 for history in await run_histories(client, req.run_id or "", expected=count):
                     node = history.workflow_id.rsplit("/", 1)[1]
                     (OUT / f"{name}-{node}.json").write_text(history.to_json())

@@ -16,7 +16,7 @@ import pytest
 
 from orchestrator.protocol import prompts
 from orchestrator.store import list_nodes
-from orchestrator.vocabulary import LeafMode, SubcallKind
+from orchestrator.vocabulary import SubcallKind
 from orchestrator.workflows import RLMNode
 from orchestrator.workflows.types import (
     FAILED_ITEM_PREFIX,
@@ -26,6 +26,7 @@ from orchestrator.workflows.types import (
     failed_item,
     update_id,
 )
+from tests.conftest import LEAF_MECHANISMS
 from tests.ops.control.billing import assert_billed_once
 from tests.ops.control.helpers import eventually
 from tests.orchestrator.harness import Harness
@@ -47,7 +48,7 @@ FINAL(repr(r + [single]))"""
 SMALL_WINDOW = "scripted/leaf?context_window=60"
 
 
-@pytest.mark.parametrize("leaf_mode", tuple(LeafMode))
+@pytest.mark.parametrize("leaf_mode", LEAF_MECHANISMS)
 async def test_a_failed_item_is_marked_and_the_other_answers_kept(
     harness: Harness, tmp_path: Path, leaf_mode: str
 ) -> None:

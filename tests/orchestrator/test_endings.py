@@ -23,6 +23,7 @@ from orchestrator.store import create_tenant, ledger_sums, list_nodes, list_step
 from orchestrator.vocabulary import LeafMode
 from orchestrator.workflows.types import Limits
 from sandbox.docker_backend import containers
+from tests.conftest import LEAF_MECHANISMS
 from tests.orchestrator.harness import Harness, word_context
 
 # Each child's context (and query) is the prompt: a one-line program for the child's first cell.
@@ -140,7 +141,7 @@ async def test_the_deadline_ends_blocked_cells_timed_out_with_no_retry_and_no_co
         assert starts[0].event_time.ToDatetime(UTC).timestamp() < deadline
 
 
-@pytest.mark.parametrize("leaf_mode", list(LeafMode))
+@pytest.mark.parametrize("leaf_mode", LEAF_MECHANISMS)
 async def test_the_deadline_ends_leaves_on_a_slow_model_soon_and_their_holds_go_back(
     harness: Harness, tmp_path: Path, leaf_mode: LeafMode
 ) -> None:

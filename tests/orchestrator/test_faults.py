@@ -22,6 +22,7 @@ from orchestrator.store import get_run, ledger_sums, list_nodes, list_steps
 from orchestrator.store.models import LedgerEntry
 from orchestrator.vocabulary import LeafMode
 from orchestrator.workflows.types import Limits
+from tests.conftest import LEAF_MECHANISMS
 from tests.orchestrator.harness import Harness, Outcome, word_context
 from tests.orchestrator.workers import WorkerProcess, run_containers
 
@@ -78,7 +79,7 @@ async def wait_swept(killed: WorkerProcess, run_id: str, timeout_s: float = 60.0
         await asyncio.sleep(0.5)
 
 
-@pytest.mark.parametrize("leaf_mode", tuple(LeafMode))
+@pytest.mark.parametrize("leaf_mode", LEAF_MECHANISMS)
 async def test_sigkilled_worker_mid_subcalls_then_new_worker_finishes_without_double_billing(
     harness: Harness, other_queue: Settings, workers: list[WorkerProcess], tmp_path: Path, leaf_mode: str
 ) -> None:
@@ -178,7 +179,7 @@ async def test_workers_killed_at_random_moments(
     rng = random.Random(seed)
     path, expected = word_context(tmp_path / "w.txt", 8_000)
     reference: dict[str, Decimal] = {}
-    for mode in tuple(LeafMode):  # undisturbed, on the session's worker
+    for mode in LEAF_MECHANISMS:  # undisturbed, on the session's worker
         ref = await harness.run(QUERY, path, model=MODEL, sub_model=SUB_MODEL, limits=limits(mode))
         assert ref.summary.answer == str(expected)
         reference[mode] = ref.summary.cost
@@ -190,7 +191,7 @@ async def test_workers_killed_at_random_moments(
     run_ids: list[str] = []
     mid_run = left_behind = 0
     for trial in range(KILL_TRIALS):
-        mode = tuple(LeafMode)[trial % len(tuple(LeafMode))]
+        mode = LEAF_MECHANISMS[trial % len(LEAF_MECHANISMS)]
         delay = rng.uniform(0.0, 5.0)  # an undisturbed run takes about 6 s
         about = f"seed {seed} (RLM_FAULT_SEED), trial {trial}, {mode} leaves, killed after {delay:.2f} s"
         handle = await harness.start(

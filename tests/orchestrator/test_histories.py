@@ -9,6 +9,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
+from orchestrator.vocabulary import LeafMode
 from orchestrator.workflow_runner import workflow_runner
 from orchestrator.workflows import WORKFLOWS
 from orchestrator.workflows.types import Limits
@@ -54,7 +55,10 @@ async def test_every_payload_of_a_big_map_reduce_stays_under_256_kib(
     assert path.stat().st_size > 2_500_000
 
     out = await harness.run(
-        "How many times does the word 'ERROR' appear? Use 100 chunks.", path, model="scripted/mapreduce"
+        "How many times does the word 'ERROR' appear? Use 100 chunks.",
+        path,
+        model="scripted/mapreduce",
+        limits=Limits(leaf_mode=LeafMode.WORKFLOW),
     )
     assert out.summary.answer == str(expected)
 

@@ -11,6 +11,7 @@ import pytest
 from orchestrator.vocabulary import LeafMode, Status
 from orchestrator.workflows.history_room import CHILD_WORKFLOW, INLINE_LEAF, subcall_cost
 from orchestrator.workflows.types import Limits, Text
+from tests.conftest import LEAF_MECHANISMS
 from tests.orchestrator.harness import Harness
 
 LEAVES = 60
@@ -34,7 +35,7 @@ async def _history(harness: Harness, path: Path, code: str, leaf_mode: LeafMode)
     return len(history.events), sum(e.ByteSize() for e in history.events)
 
 
-@pytest.mark.parametrize("leaf_mode", tuple(LeafMode))
+@pytest.mark.parametrize("leaf_mode", LEAF_MECHANISMS)
 async def test_the_estimate_covers_what_each_sub_call_adds(
     harness: Harness, tmp_path: Path, leaf_mode: LeafMode
 ) -> None:

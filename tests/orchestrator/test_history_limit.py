@@ -19,6 +19,7 @@ import sandbox
 from orchestrator.devstack import DevServer
 from orchestrator.settings import Settings
 from orchestrator.store import list_steps
+from orchestrator.vocabulary import LeafMode
 from orchestrator.worker import running_worker
 from orchestrator.workflows.types import Limits
 from tests.orchestrator.harness import word_context
@@ -26,15 +27,15 @@ from tests.orchestrator.limited_server import harness_on, limited_server
 
 SERVER_EVENTS = 300
 SERVER_BYTES = 400_000
-# The server's limits, and the node's room under them.
+# The server's limits, and the node's room under them; leaf workflows, whose room the figures below are.
 CASES = {
     "events": (
         {"limit.historyCount.error": str(SERVER_EVENTS), "limit.historyCount.warn": "100"},
-        Limits(max_run_events=220),
+        Limits(max_run_events=220, leaf_mode=LeafMode.WORKFLOW),
     ),
     "bytes": (
         {"limit.historySize.error": str(SERVER_BYTES), "limit.historySize.warn": "100000"},
-        Limits(max_run_bytes=300_000),
+        Limits(max_run_bytes=300_000, leaf_mode=LeafMode.WORKFLOW),
     ),
 }
 

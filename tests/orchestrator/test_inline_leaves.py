@@ -16,11 +16,12 @@ from temporalio.worker import Replayer
 
 import sandbox
 from orchestrator.store import get_run, list_nodes, set_run_budget
-from orchestrator.vocabulary import LeafMode
+from orchestrator.vocabulary import AUTO_INLINE_FROM, LeafMode
 from orchestrator.workflow_runner import workflow_runner
 from orchestrator.workflows import WORKFLOWS, RLMNode
 from orchestrator.workflows.common import SA_STATUS
 from orchestrator.workflows.types import Limits
+from tests.conftest import LEAF_MECHANISMS
 from tests.ops.control.billing import assert_billed_once
 from tests.ops.control.helpers import eventually
 from tests.orchestrator.harness import Harness, word_context
@@ -65,6 +66,34 @@ async def test_inline_map_reduce_counts_exactly_and_starts_no_leaf_workflow(
         assert err.value.status == RPCStatusCode.NOT_FOUND
     assert assert_billed_once(harness.sessions, out.run_id) == out.summary.cost
     await _replays(harness.client.get_workflow_handle(f"{out.run_id}/0"))
+
+
+async def test_by_default_a_wide_batch_runs_inline_and_a_narrow_one_as_leaf_workflows(
+    harness: Harness, tmp_path: Path
+) -> None:
+    path, expected = word_context(tmp_path / "w.txt", 20_000)
+    assert Limits().leaf_mode == LeafMode.AUTO
+
+    for chunks, workflows in ((AUTO_INLINE_FROM, False), (AUTO_INLINE_FROM - 1, True)):
+        out = await harness.run(
+            f"How many times does the word 'ERROR' appear? Use {chunks} chunks.",
+            path,
+            model="scripted/mapreduce",
+            limits=Limits(heartbeat_timeout_s=10),
+        )
+
+        assert out.result.status == "completed", out.result.error
+        assert out.summary.answer == str(expected)
+        leaves = [r for r in out.tree if r.kind == "leaf"]
+        assert len(leaves) == chunks and all(r.status == "completed" for r in leaves)
+        wanted = {f"{out.run_id}/0"} | ({r.node_id for r in leaves} if workflows else set())
+
+        async def listed(run_id: str = out.run_id, count: int = len(wanted)) -> set[str] | None:
+            ids = {w.id async for w in harness.client.list_workflows(f'RlmRunId = "{run_id}"')}
+            return ids if len(ids) >= count else None
+
+        assert await eventually(listed, f"{len(wanted)} workflows of the run listed") == wanted
+        assert assert_billed_once(harness.sessions, out.run_id) == out.summary.cost
 
 
 async def test_inline_leaves_refused_by_the_budget_hold_the_node_until_resume(
@@ -143,7 +172,7 @@ async def test_inline_leaves_in_flight_are_aborted_with_their_node(harness: Harn
     sandbox.reap(labels={"run": run_id})
 
 
-@pytest.mark.parametrize("leaf_mode", tuple(LeafMode))
+@pytest.mark.parametrize("leaf_mode", LEAF_MECHANISMS)
 async def test_leaves_held_for_budget_until_the_deadline_end_timed_out(
     harness: Harness, tmp_path: Path, leaf_mode: str
 ) -> None:

@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from orchestrator.store import find_step, get_node, list_steps, set_run_budget
+from orchestrator.vocabulary import LeafMode
 from orchestrator.workflows import RLMNode
 from orchestrator.workflows.common import SA_STATUS
 from orchestrator.workflows.types import Limits, root_id
@@ -114,7 +115,7 @@ async def test_sub_calls_queued_for_a_slot_at_the_deadline_are_not_started(
         path,
         model="scripted/mapreduce?chunks=40",
         sub_model="scripted/leaf?latency_ms=60000",
-        limits=Limits(max_concurrency=4, heartbeat_timeout_s=10),
+        limits=Limits(max_concurrency=4, heartbeat_timeout_s=10, leaf_mode=LeafMode.WORKFLOW),
         deadline_s=5.0,
     )
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.store import set_price
-from orchestrator.vocabulary import LeafMode
 from orchestrator.workflows.types import Limits
 from tests.chat_endpoint import ChatEndpoint
+from tests.conftest import LEAF_MECHANISMS
 from tests.llm.engine.conftest import root_attempts
 from tests.llm.unauthorized import point_openai_at, unauthorized_endpoint
 from tests.orchestrator.harness import Harness
@@ -65,7 +65,7 @@ async def test_the_root_model_fails_at_once_naming_the_variable(
     assert out.summary.cost == 0
 
 
-@pytest.mark.parametrize("leaf_mode", tuple(LeafMode))
+@pytest.mark.parametrize("leaf_mode", LEAF_MECHANISMS)
 @pytest.mark.parametrize("key", [REJECTED, MISSING], ids=["rejected", "missing"])
 async def test_leaves_fail_at_once_naming_the_variable(
     harness: Harness,

@@ -34,6 +34,7 @@ from orchestrator.workflow_runner import workflow_runner
 from orchestrator.workflows import WORKFLOWS
 from orchestrator.workflows.types import LeafCallOutput, LeafInput, Limits, Text
 from sandbox import SandboxLimits
+from tests.conftest import LEAF_MECHANISMS
 from tests.ops.control.billing import assert_billed_once
 from tests.ops.control.helpers import eventually
 from tests.orchestrator.harness import Harness, word_context
@@ -43,7 +44,7 @@ SUBCALLS = 120
 LEAF = "scripted/leaf?price_in=100&price_out=0"
 
 
-@pytest.mark.parametrize("leaf_mode", tuple(LeafMode))
+@pytest.mark.parametrize("leaf_mode", LEAF_MECHANISMS)
 async def test_one_resume_after_a_sufficient_raise_finishes_the_run(
     harness: Harness, tmp_path: Path, leaf_mode: str
 ) -> None:
@@ -110,7 +111,7 @@ async def _handled(handle: WorkflowHandle[Any, Any]) -> bool | None:
     return True if signalled and done and done[-1] > signalled[-1] else None
 
 
-@pytest.mark.parametrize("leaf_mode", tuple(LeafMode))
+@pytest.mark.parametrize("leaf_mode", LEAF_MECHANISMS)
 async def test_a_resume_sent_while_the_refused_call_ran_counts(
     harness: Harness, other_queue: Settings, tmp_path: Path, leaf_mode: str
 ) -> None:

@@ -13,13 +13,13 @@ from temporalio.workflow import UnfinishedUpdateHandlersWarning
 from orchestrator.control import abort, parse_target
 from orchestrator.store import UnknownTenant, create_tenant
 from orchestrator.stuck import StuckNode, stuck
-from orchestrator.vocabulary import LeafMode
 from orchestrator.workflows.types import Limits
+from tests.conftest import LEAF_MECHANISMS
 from tests.ops.control.helpers import eventually
 from tests.orchestrator.harness import Harness, word_context
 
 
-@pytest.mark.parametrize("leaf_mode", tuple(LeafMode))
+@pytest.mark.parametrize("leaf_mode", LEAF_MECHANISMS)
 async def test_stuck_lists_leaf_calls_retrying_past_the_attempt_count(
     harness: Harness, tmp_path: Path, leaf_mode: str
 ) -> None:

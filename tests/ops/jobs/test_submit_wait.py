@@ -272,7 +272,7 @@ async def test_leaf_mode_from_the_flag_or_rlm_leaf_mode_is_kept_with_the_run(
     bad = await rlm(cli_env, *base, "--run-id", "bad-mode", "--leaf-mode", "sideways")
     assert (
         bad.code == 1
-        and bad.err.strip() == "error: --leaf-mode 'sideways' is not known; use workflow or inline"
+        and bad.err.strip() == "error: --leaf-mode 'sideways' is not known; use auto, workflow or inline"
     )
     env_bad = await rlm({**cli_env, "RLM_LEAF_MODE": "sideways"}, *base, "--run-id", "bad-env")
     assert env_bad.code == 1 and "RLM_LEAF_MODE='sideways' is not known" in env_bad.err
