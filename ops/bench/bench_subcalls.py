@@ -4,7 +4,8 @@ Runs the real stack: the embedded Temporal dev server (orchestrator.devstack), o
 (orchestrator.worker), the Docker sandbox (or ``--backend process``), the store (a fresh SQLite file
 unless ``--database-url``), and the scripted model through litellm. Scenarios 1-3 run once per leaf
 mode (``--leaf-modes``): ``workflow`` (a ``Leaf`` child workflow per ``llm_query``) and ``inline``
-(a local activity of the parent).
+(a local activity of the parent). ``auto``, the default mode, runs one of the two for each call (a
+single ``llm_query`` as ``workflow``, a batch of 1,000 ``inline``); name it to run it too.
 
 1. overhead: one node calls ``llm_query`` 500 times one after another (``scripted/mapreduce?parallel=0``)
    with a zero-latency sub model; the cell times each call from inside the sandbox. Overhead = round
@@ -292,8 +293,8 @@ def parse() -> argparse.Namespace:
     )
     p.add_argument(
         "--leaf-modes",
-        default=",".join(tuple(LeafMode)),
-        help="comma-separated: llm_query sub-calls as Leaf child workflows and/or inline local activities",
+        default=f"{LeafMode.WORKFLOW},{LeafMode.INLINE}",
+        help="comma-separated leaf modes: workflow (Leaf child workflows), inline (local activities), auto",
     )
     p.add_argument("--max-cached-workflows", type=int, default=WorkerOptions().max_cached_workflows)
     p.add_argument("--quick", action="store_true", help="100 sub-calls, 200-way fan-out, 10x20 tree")
