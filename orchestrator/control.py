@@ -125,6 +125,21 @@ def _require_run(sessions: sessionmaker[Session], target: Target) -> None:
             ) from None
 
 
+def _no_workflow(sessions: sessionmaker[Session], target: Target) -> str:
+    """Why Temporal has no workflow to resume for ``target``, and what to do instead."""
+    missing = f"Temporal has no workflow {target.top}"
+    if target.node_id is not None:
+        with sessions() as session:
+            node = get_node(session, target.node_id)
+        if node.kind == NodeKind.LEAF and node.parent_id is not None:
+            # An inline leaf (a wide batch's, or any with --leaf-mode inline) ran inside its parent.
+            return (
+                f"{missing}: a leaf that ran inline has none of its own; resume its parent {node.parent_id} "
+                "(its finished calls are not paid again), or check TEMPORAL_ADDRESS"
+            )
+    return f"{missing}; check TEMPORAL_ADDRESS and the id"
+
+
 # --- pause / resume --------------------------------------------------------------------------------
 
 
@@ -153,7 +168,7 @@ async def resume(
     _require_run(sessions, target)
     desc = await describe(client, target.top)
     if desc is None:
-        raise ControlError(f"Temporal has no workflow {target.top}; check TEMPORAL_ADDRESS and the id")
+        raise ControlError(_no_workflow(sessions, target))
     if desc.status == WorkflowExecutionStatus.RUNNING:
         nodes = await live_nodes(client, sessions, target)
         return ResumeReport(await _signal_all(client, nodes, "resume"), None)

@@ -15,6 +15,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
 import sandbox
+from orchestrator import control
+from orchestrator.control import ControlError, Target
 from orchestrator.store import get_run, list_nodes, set_run_budget
 from orchestrator.vocabulary import AUTO_INLINE_FROM, LeafMode
 from orchestrator.workflow_runner import workflow_runner
@@ -94,6 +96,10 @@ async def test_by_default_a_wide_batch_runs_inline_and_a_narrow_one_as_leaf_work
 
         assert await eventually(listed, f"{len(wanted)} workflows of the run listed") == wanted
         assert assert_billed_once(harness.sessions, out.run_id) == out.summary.cost
+        if not workflows:  # an inline leaf has no workflow to resume: its parent is named instead
+            with pytest.raises(ControlError) as refused:
+                await control.resume(harness.client, harness.sessions, Target(out.run_id, leaves[0].node_id))
+            assert f"resume its parent {out.run_id}/0 " in str(refused.value)
 
 
 async def test_inline_leaves_refused_by_the_budget_hold_the_node_until_resume(
