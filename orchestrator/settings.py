@@ -19,7 +19,7 @@ from temporalio.service import TLSConfig
 
 from orchestrator.datadir import default_data_dir
 from orchestrator.errors import RlmError
-from orchestrator.vocabulary import LeafMode
+from orchestrator.vocabulary import LeafMode, ModelCalls
 
 
 class SettingsError(RlmError):
@@ -80,6 +80,10 @@ class Settings:
     # rate limit is per minute: in-flight calls / latency is the request rate, so a fleet of W workers
     # sends at most W x this / latency requests a second to a model (docs/operations.md).
     model_concurrency: int = 64
+    # Where a worker makes its model calls: "auto" (in a child process of `rlm dev` and `rlm worker`,
+    # in the worker of a `rlm run` that starts its own), "process" or "worker" (docs/operations.md,
+    # "The model-call process").
+    model_calls: ModelCalls = ModelCalls.AUTO
     # The most documents and bytes one run's or session's context may hold (--context, rlm session add).
     context_max_documents: int = 100_000
     context_max_bytes: int = 1 << 30
@@ -117,6 +121,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             f"RLM_LEAF_MODE={leaf_mode!r} is not known; use 'auto' (default), 'workflow' or 'inline'"
         )
+    model_calls = env.get("RLM_MODEL_CALLS") or ModelCalls.AUTO
+    if model_calls not in tuple(ModelCalls):
+        raise SettingsError(
+            f"RLM_MODEL_CALLS={model_calls!r} is not known; use 'auto' (default), 'process' or 'worker'"
+        )
     heartbeat = _seconds(env, "RLM_HEARTBEAT_TIMEOUT_S", Settings.heartbeat_timeout_s, low=1.0, high=3600.0)
     model_concurrency = _count(env, "RLM_MODEL_CONCURRENCY", Settings.model_concurrency, high=100_000)
     max_documents = _count(env, "RLM_CONTEXT_MAX_DOCUMENTS", Settings.context_max_documents, high=10**8)
@@ -141,6 +150,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         leaf_mode=LeafMode(leaf_mode),
         heartbeat_timeout_s=heartbeat,
         model_concurrency=model_concurrency,
+        model_calls=ModelCalls(model_calls),
         context_max_documents=max_documents,
         context_max_bytes=max_bytes,
         keep_snapshots=keep_snapshots,

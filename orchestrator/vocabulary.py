@@ -67,6 +67,18 @@ class LeafMode(StrEnum):
         return self == LeafMode.INLINE or (self == LeafMode.AUTO and prompts >= AUTO_INLINE_FROM)
 
 
+class ModelCalls(StrEnum):
+    """Where a worker makes its model calls (litellm's request, response and bookkeeping)."""
+
+    AUTO = "auto"  # a process of their own for `rlm dev` and `rlm worker`; in the worker for any other
+    PROCESS = "process"  # a child process of the worker: its interpreter no longer shares them with the rest
+    WORKER = "worker"  # in the worker's own interpreter
+
+    def in_process_of_their_own(self, long_lived: bool) -> bool:
+        """Whether a worker (``long_lived``: ``rlm dev`` or ``rlm worker``) makes its calls in a child."""
+        return self == ModelCalls.PROCESS or (self == ModelCalls.AUTO and long_lived)
+
+
 class Outcome(StrEnum):
     """How a model step that reserves budget came back."""
 

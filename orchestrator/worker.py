@@ -49,9 +49,11 @@ from orchestrator.activities.records import RecordActivities
 from orchestrator.activities.session import SessionActivities
 from orchestrator.connection import TemporalTarget, connect
 from orchestrator.errors import RlmError
-from orchestrator.llm.complete import ModelGate, prepare_model
+from orchestrator.llm.call_process import ModelCallProcess
+from orchestrator.llm.complete import ModelGate, complete, prepare_model
 from orchestrator.settings import Settings
 from orchestrator.store import make_engine, make_session_factory, store_scope
+from orchestrator.vocabulary import ModelCalls
 from orchestrator.worker_lease import LeaseTiming, WorkerLease, in_thread
 from orchestrator.workflow_runner import workflow_runner
 from orchestrator.workflows import WORKFLOWS
@@ -91,6 +93,9 @@ class WorkerOptions:
     # Calls of one model in flight at once on this worker, over all its runs (None: Settings'
     # RLM_MODEL_CONCURRENCY; 0: no limit). They queue on the event loop, holding no thread.
     model_concurrency: int | None = None
+    # Where its model calls run (None: Settings.model_calls). `auto` means in the worker here: serve(),
+    # behind `rlm dev` and `rlm worker`, resolves it to a child process before it starts the worker.
+    model_calls: ModelCalls | None = None
     # A lease not renewed for this long is dead (None: Settings.heartbeat_timeout_s, see worker_lease).
     lease_ttl_s: float | None = None
     # Stopping: activities may finish for stop_grace_s, are then cancelled, and the worker waits
@@ -178,7 +183,10 @@ async def running_worker(
     )
     cache = SessionCache(options.session_capacity)
     limit = settings.model_concurrency if options.model_concurrency is None else options.model_concurrency
-    models = ModelActivities(deps, ModelGate(limit))
+    in_child = (options.model_calls or settings.model_calls).in_process_of_their_own(long_lived=False)
+    call_process = ModelCallProcess() if in_child else None
+    calls = call_process.complete if call_process is not None else complete
+    models = ModelActivities(deps, ModelGate(limit), calls=calls)
     executor = concurrent.futures.ThreadPoolExecutor(options.cell_threads, thread_name_prefix="rlm-cell")
     activations = concurrent.futures.ThreadPoolExecutor(
         options.workflow_threads, thread_name_prefix="rlm-workflow"
@@ -222,6 +230,8 @@ async def running_worker(
         raise
     await worker.__aenter__()
     pool.start()
+    if call_process is not None:
+        await call_process.start()  # its litellm import overlaps the worker's start, not a first call
     log.info("worker.started", worker_id=worker_id, task_queue=settings.task_queue, model_concurrency=limit)
     try:
         yield worker
@@ -230,6 +240,8 @@ async def running_worker(
             await _stop_worker(worker, options.stop_grace_s + options.stop_wait_s)
         finally:
             await models.aborts.close()
+            if call_process is not None:
+                await call_process.close()
             activity_sessions.fenced = True
             await asyncio.gather(
                 _release_sandboxes(lease, pool, cache, options.cleanup_s), lease.close(options.cleanup_s)
@@ -333,12 +345,14 @@ async def serve(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         client = await connect(target)
-        async with running_worker(client, settings):
+        long_lived = WorkerOptions(model_calls=_long_lived_calls(settings.model_calls))
+        async with running_worker(client, settings, long_lived):
             print(
                 f"worker serving task queue {settings.task_queue} on {target.address}; Ctrl-C stops it",
                 file=sys.stderr,
             )
-            _import_in_background(FIRST_CALL_MODULES)
+            if long_lived.model_calls == ModelCalls.WORKER:  # else the model-call process imports them
+                _import_in_background(FIRST_CALL_MODULES)
             await stop.wait()
             log.info("worker.stopping", signal=signal.Signals(received[0]).name, bound_s=STOP_BOUND_S)
     finally:
@@ -348,6 +362,10 @@ async def serve(
         # asyncio.run joins the default executor's threads on the way out: one stuck in a store call
         # (a lock, a database gone quiet) would hold the process past the bound. Leave them behind.
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(1))
+
+
+def _long_lived_calls(setting: ModelCalls) -> ModelCalls:
+    return ModelCalls.PROCESS if setting.in_process_of_their_own(long_lived=True) else ModelCalls.WORKER
 
 
 @functools.cache

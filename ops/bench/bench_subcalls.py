@@ -13,8 +13,10 @@ single ``llm_query`` as ``workflow``, a batch of 1,000 ``inline``); name it to r
 2. fanout: 1,000 sub-calls through ``llm_query_batched`` at 200 ms simulated latency, concurrency 16;
    the cell's wall time against the ideal 1000 / 16 * 0.2 s = 12.5 s, and what each sub-call added to
    the root's history (events and bytes).
-   Both report the CPU time per sub-call of this process (the worker, the client) and of the dev
-   server, over the whole run: with two cores the fan-out is bound by their sum.
+   Both report the CPU time per sub-call of this process (the worker, the client), of the worker's
+   model-call process (``--model-calls process``, the default, as ``rlm dev`` and ``rlm worker`` run;
+   ``worker`` keeps the calls in this process) and of the dev server, over the whole run: with two
+   cores the fan-out is bound by their sum.
 3. tree: the root fans out to 10 ``rlm_query`` children, each maps 100 leaves: 1,011 nodes.
 4. dispatch (``--scenarios dispatch``): the bare Temporal costs behind a sub-call -- a no-op Update
    round trip and a no-op child workflow started and awaited from workflow code -- on a dev server
@@ -49,7 +51,7 @@ from orchestrator.devstack import FAST_DISPATCH, SQLITE_PRAGMAS, DevServer, DevS
 from orchestrator.runs import RunRequest, run_summary, run_tree, start_run
 from orchestrator.settings import Settings, load_settings
 from orchestrator.store import find_step, list_nodes, list_steps, make_engine, make_session_factory, upgrade
-from orchestrator.vocabulary import LeafMode
+from orchestrator.vocabulary import LeafMode, ModelCalls
 from orchestrator.worker import WorkerOptions, running_worker
 from orchestrator.workflows.types import Limits, root_id
 
@@ -220,7 +222,9 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     fast = args.dispatch == "fast"
     dynamic = dict(FAST_DISPATCH) if fast else {}
     pragmas = SQLITE_PRAGMAS if fast else ()
-    options = WorkerOptions(max_cached_workflows=args.max_cached_workflows)
+    options = WorkerOptions(
+        max_cached_workflows=args.max_cached_workflows, model_calls=ModelCalls(args.model_calls)
+    )
     modes = args.leaf_modes.split(",")
     engine = make_engine(url)
     upgrade(engine)
@@ -233,6 +237,7 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "dispatch": args.dispatch,
             "max_cached_workflows": args.max_cached_workflows,
             "leaf_modes": modes,
+            "model_calls": args.model_calls,
             "cpus": os.cpu_count(),
         }
     }
@@ -295,6 +300,12 @@ def parse() -> argparse.Namespace:
         "--leaf-modes",
         default=f"{LeafMode.WORKFLOW},{LeafMode.INLINE}",
         help="comma-separated leaf modes: workflow (Leaf child workflows), inline (local activities), auto",
+    )
+    p.add_argument(
+        "--model-calls",
+        choices=[ModelCalls.PROCESS, ModelCalls.WORKER],
+        default=ModelCalls.PROCESS,
+        help="the worker's model calls in a child process (what `rlm dev` and `rlm worker` do) or in it",
     )
     p.add_argument("--max-cached-workflows", type=int, default=WorkerOptions().max_cached_workflows)
     p.add_argument("--quick", action="store_true", help="100 sub-calls, 200-way fan-out, 10x20 tree")

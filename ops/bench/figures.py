@@ -9,26 +9,47 @@ from pathlib import Path
 
 
 class CpuMeter:
-    """CPU seconds of this process (the worker) and of the dev server process, between two readings."""
+    """CPU seconds of this process (the worker), of its model-call process if it has one, and of the dev
+    server process, between two readings."""
 
     def __init__(self, server_pid: int | None) -> None:
         self.server_pid = server_pid
         self.started = self.read()
 
-    def read(self) -> tuple[float, float]:
-        server = 0.0
-        if self.server_pid is not None:
-            # utime and stime: fields 14 and 15 of the stat line.
-            fields = _stat_fields(self.server_pid)
-            server = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return time.process_time(), server
+    def read(self) -> tuple[float, float, float]:
+        server = _cpu_s(self.server_pid) if self.server_pid is not None else 0.0
+        calls = sum(_cpu_s(pid) for pid in _model_call_processes())
+        return time.process_time(), calls, server
 
     def per_call_ms(self, calls: int) -> dict[str, float]:
-        worker, server = self.read()
+        now = self.read()
+        worker, model_calls, server = (
+            round((b - a) * 1000 / calls, 1) for a, b in zip(self.started, now, strict=True)
+        )
         return {
-            "worker_cpu_ms_per_subcall": round((worker - self.started[0]) * 1000 / calls, 1),
-            "server_cpu_ms_per_subcall": round((server - self.started[1]) * 1000 / calls, 1),
+            "worker_cpu_ms_per_subcall": worker,
+            "model_calls_cpu_ms_per_subcall": model_calls,
+            "server_cpu_ms_per_subcall": server,
         }
+
+
+def _cpu_s(pid: int) -> float:
+    # utime and stime: fields 14 and 15 of the stat line.
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _model_call_processes() -> list[int]:
+    """This process's live model-call children (a worker's with ``RLM_MODEL_CALLS=process``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            fields = _stat_fields(int(entry.name))
+            if int(fields[1]) == os.getpid() and b"call_process_main" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+    return found
 
 
 def _stat_fields(pid: int) -> list[str]:

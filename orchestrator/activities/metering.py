@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -50,6 +51,7 @@ from orchestrator.workflows.common import MODEL_RETRY, step_timeout_s
 from orchestrator.workflows.types import RunSpec
 
 log = structlog.get_logger(__name__)
+ModelCaller = Callable[[CompletionRequest], Awaitable[CompletionResult]]
 # One model call's own timeout, the same as its step's (``GENERATE_TIMEOUT_S``, ``LEAF_CALL_TIMEOUT_S``).
 MODEL_CALL_TIMEOUT_S = 600.0
 
@@ -92,10 +94,17 @@ class MeteredModel:
     """What ``generate`` and ``leaf_call`` share: the price, the reservation, the gated and abortable
     call, the hold given back when the call will not be made again."""
 
-    def __init__(self, deps: Deps, gate: ModelGate | None = None, aborts: AbortWatch | None = None) -> None:
+    def __init__(
+        self,
+        deps: Deps,
+        gate: ModelGate | None = None,
+        aborts: AbortWatch | None = None,
+        calls: ModelCaller = complete,
+    ) -> None:
         self.deps = deps
         self.gate = gate or ModelGate(deps.settings.model_concurrency)
         self.aborts = aborts or AbortWatch(deps.sessions)
+        self.calls = calls  # complete() here, or a ModelCallProcess's
 
     def _reserve(
         self, session: Session, run: RunSpec, model: str, messages: tuple[ChatMessage, ...], key: str
@@ -169,7 +178,7 @@ class MeteredModel:
                 max_tokens=run.limits.max_tokens,
                 timeout_s=step_timeout_s(run.deadline_epoch_s - time.time(), MODEL_CALL_TIMEOUT_S),
             )
-            return await complete(req)
+            return await self.calls(req)
 
     async def _release(self, prep: Prepared) -> None:
         """The call will not be made again under this reservation: its hold goes back to the budgets."""

@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator.cli.run_options import LEAF_MODE_HELP
 from orchestrator.settings import SettingsError, load_settings
-from orchestrator.vocabulary import AUTO_INLINE_FROM, LeafMode
+from orchestrator.vocabulary import AUTO_INLINE_FROM, LeafMode, ModelCalls
 
 
 def test_defaults_are_zero_setup(tmp_path: Path) -> None:
@@ -47,6 +47,20 @@ def test_empty_variables_mean_unset() -> None:
     settings = load_settings({"RLM_MODEL": "openai/gpt-5", "RLM_SUB_MODEL": ""})
     assert settings.sub_model == "openai/gpt-5"
     assert load_settings({"RLM_MODEL": ""}).model == "scripted/search"
+
+
+def test_model_calls_default_to_a_process_of_their_own_for_long_lived_workers_only() -> None:
+    default = load_settings({}).model_calls
+    assert default == ModelCalls.AUTO
+    assert default.in_process_of_their_own(long_lived=True)
+    assert not default.in_process_of_their_own(long_lived=False)
+    process = load_settings({"RLM_MODEL_CALLS": "process"}).model_calls
+    assert process.in_process_of_their_own(long_lived=False)
+    worker = load_settings({"RLM_MODEL_CALLS": "worker"}).model_calls
+    assert not worker.in_process_of_their_own(long_lived=True)
+    assert load_settings({"RLM_MODEL_CALLS": ""}).model_calls == ModelCalls.AUTO
+    with pytest.raises(SettingsError, match=r"RLM_MODEL_CALLS='child'.*'auto'.*'process'.*'worker'"):
+        load_settings({"RLM_MODEL_CALLS": "child"})
 
 
 def test_leaf_mode_defaults_to_auto_and_refuses_unknown_modes() -> None:

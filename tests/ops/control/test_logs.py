@@ -1,5 +1,5 @@
-"""A worker subprocess logs JSON lines to stderr (not a terminal), activity events bound to their node, and
-what it imported in the background once it served."""
+"""A worker subprocess logs JSON lines to stderr (not a terminal), activity events bound to their node
+(its model-call process's too), and what that process imported in the background at its start."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ async def test_worker_logs_json_with_run_node_and_tenant(
     assert worker.stderr is not None
     err: list[str] = []
     imported = asyncio.Event()
-    reading = asyncio.create_task(_read_lines(worker.stderr, err, "worker.preimported", imported))
+    reading = asyncio.create_task(_read_lines(worker.stderr, err, "model_calls.preimported", imported))
     try:
         path = tmp_path / "c.txt"
         path.write_text("the magic number is 4242")
@@ -56,9 +56,11 @@ async def test_worker_logs_json_with_run_node_and_tenant(
     ours = [e for e in events if e.get("activity") in ("generate", "execute", "record_node")]
     names = {e["event"] for e in ours}
     assert {"generate.finished", "cell.finished", "node.status"} <= names
-    # What the OpenAI client would import on its first request, imported once the worker served.
-    (preimported,) = [e for e in events if e["event"] == "worker.preimported"]
+    # What the OpenAI client would import on its first request, imported at the model-call process's start.
+    (preimported,) = [e for e in events if e["event"] == "model_calls.preimported"]
     assert preimported["modules"] == ["openai.resources"]
+    # The model calls, made in that process, are logged with the context the worker bound for them.
+    assert any(e["event"] == "llm.completed" and e["activity"] == "generate" for e in ours)
     for event in ours:
         assert (event["run_id"], event["node_id"], event["tenant"]) == (run_id, handle.id, "default"), event
 

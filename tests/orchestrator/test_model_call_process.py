@@ -1,0 +1,132 @@
+"""A worker whose model calls run in its model-call process (what `rlm dev` and `rlm worker` do by
+default): runs answer as before, a killed model-call process costs retries but no answer and no double
+billing, and the worker's stop takes the process with it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.settings import Settings
+from orchestrator.store import list_nodes
+from orchestrator.vocabulary import ModelCalls
+from orchestrator.worker import WorkerOptions, running_worker
+from orchestrator.workflows.types import Limits
+from tests.conftest import LEAF_MECHANISMS
+from tests.orchestrator.harness import Harness, word_context
+from tests.orchestrator.test_faults import check_billing
+from tests.orchestrator.workers import WorkerProcess
+
+QUERY = "How many times does the word 'ERROR' appear?"
+MODEL = "scripted/mapreduce?chunks=40"
+SUB_MODEL = "scripted/leaf?latency_ms=300"
+IN_CHILD = WorkerOptions(model_calls=ModelCalls.PROCESS, sandbox_pool=0)
+
+
+def model_call_processes(parent: int | None = None) -> list[int]:
+    """The model-call children of ``parent`` (this process)."""
+    parent = os.getpid() if parent is None else parent
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and fields[0] != "Z" and b"call_process_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("leaf_mode", LEAF_MECHANISMS)
+async def test_a_run_answers_with_its_calls_in_the_model_call_process_and_the_stop_ends_it(
+    harness: Harness, other_queue: Settings, tmp_path: Path, leaf_mode: str
+) -> None:
+    path, expected = word_context(tmp_path / "w.txt", 4_000)
+    async with running_worker(harness.client, other_queue, IN_CHILD):
+        children = model_call_processes()
+        out = await harness.run(
+            QUERY,
+            path,
+            model=MODEL,
+            sub_model="scripted/leaf",
+            limits=Limits(max_concurrency=16, heartbeat_timeout_s=10, leaf_mode=leaf_mode),
+            task_queue=other_queue.task_queue,
+        )
+
+    assert len(children) == 1
+    assert out.result.status == "completed", out.result.error
+    assert out.summary.answer == str(expected)
+    check_billing(harness, out)
+    assert model_call_processes() == []  # the worker's stop took its model-call process with it
+
+
+@pytest.mark.parametrize("leaf_mode", LEAF_MECHANISMS)
+async def test_a_killed_model_call_process_costs_retries_not_answers_or_double_billing(
+    harness: Harness, other_queue: Settings, tmp_path: Path, leaf_mode: str
+) -> None:
+    path, expected = word_context(tmp_path / "w.txt", 8_000)
+    async with running_worker(harness.client, other_queue, IN_CHILD):
+        handle = await harness.start(
+            QUERY,
+            path,
+            model=MODEL,
+            sub_model=SUB_MODEL,
+            limits=Limits(max_concurrency=8, heartbeat_timeout_s=10, leaf_mode=leaf_mode),
+            task_queue=other_queue.task_queue,
+        )
+        run_id = handle.id.rsplit("/", 1)[0]
+        for _ in range(600):  # kill it once some leaves completed and others are in flight
+            with harness.sessions() as s:
+                done = [n for n in list_nodes(s, run_id) if n.kind == "leaf" and n.status == "completed"]
+            if len(done) >= 8:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("no 8 leaves completed")
+        [first] = model_call_processes()
+        os.kill(first, signal.SIGKILL)
+        out = await asyncio.wait_for(harness.finish(handle), timeout=240)
+        after = model_call_processes()
+
+    assert out.result.status == "completed", out.result.error
+    assert out.summary.answer == str(expected)
+    leaves = [r for r in out.tree if r.kind == "leaf"]
+    assert len(leaves) == 40 and all(r.status == "completed" for r in leaves)
+    assert after and first not in after  # the calls after the kill were made by a new process
+    check_billing(harness, out)
+
+
+def test_rlm_worker_makes_its_calls_in_a_child_that_its_stop_ends(
+    other_queue: Settings, tmp_path: Path
+) -> None:
+    worker = WorkerProcess(other_queue, tmp_path / "worker.log")
+    try:
+        worker.wait_serving()
+        children = model_call_processes(worker.proc.pid)
+    finally:
+        worker.stop()  # SIGTERM to its whole process group, as a service manager sends it
+
+    assert len(children) == 1
+    assert b"model_calls.process_stopped" in (tmp_path / "worker.log").read_bytes()
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{children[0]}") and not _zombie(children[0]):
+        assert time.monotonic() < deadline, "the model-call process outlived its worker"
+        time.sleep(0.1)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
