@@ -232,16 +232,24 @@ async def running_worker(
     pool.start()
     if call_process is not None:
         await call_process.start()  # its litellm import overlaps the worker's start, not a first call
-    log.info("worker.started", worker_id=worker_id, task_queue=settings.task_queue, model_concurrency=limit)
+    log.info(
+        "worker.started",
+        worker_id=worker_id,
+        task_queue=settings.task_queue,
+        model_concurrency=limit,
+        model_calls=ModelCalls.PROCESS if call_process is not None else ModelCalls.WORKER,
+    )
     try:
         yield worker
     finally:
         try:
             await _stop_worker(worker, options.stop_grace_s + options.stop_wait_s)
         finally:
-            await models.aborts.close()
-            if call_process is not None:
-                await call_process.close()
+            try:
+                await models.aborts.close()
+            finally:
+                if call_process is not None:
+                    await call_process.close()
             activity_sessions.fenced = True
             await asyncio.gather(
                 _release_sandboxes(lease, pool, cache, options.cleanup_s), lease.close(options.cleanup_s)

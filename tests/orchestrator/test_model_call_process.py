@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
 from orchestrator.settings import Settings
 from orchestrator.store import list_nodes
@@ -107,8 +108,9 @@ async def test_a_killed_model_call_process_costs_retries_not_answers_or_double_b
 
 
 def test_rlm_worker_makes_its_calls_in_a_child_that_its_stop_ends(
-    other_queue: Settings, tmp_path: Path
+    other_queue: Settings, engine: Engine, tmp_path: Path
 ) -> None:
+    # ``engine`` migrates the schema: the worker checks it before it serves.
     worker = WorkerProcess(other_queue, tmp_path / "worker.log")
     try:
         worker.wait_serving()
@@ -117,7 +119,9 @@ def test_rlm_worker_makes_its_calls_in_a_child_that_its_stop_ends(
         worker.stop()  # SIGTERM to its whole process group, as a service manager sends it
 
     assert len(children) == 1
-    assert b"model_calls.process_stopped" in (tmp_path / "worker.log").read_bytes()
+    log = (tmp_path / "worker.log").read_bytes()
+    assert b'"model_calls": "process", "event": "worker.started"' in log
+    assert b"model_calls.process_stopped" in log
     deadline = time.monotonic() + 10
     while os.path.exists(f"/proc/{children[0]}") and not _zombie(children[0]):
         assert time.monotonic() < deadline, "the model-call process outlived its worker"
