@@ -166,12 +166,18 @@ async def running_worker(
         docker=settings.sandbox_backend == "docker",
     )
     activity_sessions = _FencedSessions(store_sessions)
+    store_thread = (
+        concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rlm-store")
+        if engine.dialect.name == "sqlite"
+        else None
+    )
     deps = Deps(
         settings=settings,
         sessions=activity_sessions,
         client=client,
         worker_id=worker_id,
         sandbox_labels=lease.labels,
+        store_executor=store_thread,
     )
     pool_size = settings.sandbox_pool if options.sandbox_pool is None else options.sandbox_pool
     pool = sandbox.SandboxPool(
@@ -256,6 +262,8 @@ async def running_worker(
             )
             executor.shutdown(wait=False, cancel_futures=True)
             activations.shutdown(wait=False, cancel_futures=True)
+            if store_thread is not None:
+                store_thread.shutdown(wait=False, cancel_futures=True)
             engine.dispose()
             log.info("worker.stopped", worker_id=worker_id)
 

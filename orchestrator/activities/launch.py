@@ -8,7 +8,6 @@ depend on any file being readable by the worker. The run is registered like ever
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 
 import structlog
@@ -52,4 +51,4 @@ class LaunchActivities:
 
     @activity.defn(name="launch")
     async def launch(self, req: LaunchRequest) -> LaunchOutput:
-        return await asyncio.to_thread(self._launch, req)
+        return await self.deps.in_store(self._launch, req)

@@ -159,7 +159,7 @@ class MeteredModel:
             if too_late or not exc.retryable:
                 await self._release(prep)
             else:
-                await asyncio.to_thread(self._note_attempt, node_id, f"{exc.kind}: {exc.message}")
+                await self.deps.in_store(self._note_attempt, node_id, f"{exc.kind}: {exc.message}")
             if too_late:
                 raise deadline_error(f"before the model call could be retried ({exc.kind})") from exc
             raise model_error(exc) from exc
@@ -183,7 +183,7 @@ class MeteredModel:
     async def _release(self, prep: Prepared) -> None:
         """The call will not be made again under this reservation: its hold goes back to the budgets."""
         if prep.reservation is not None:
-            await asyncio.to_thread(release, self.deps.sessions, prep.reservation)
+            await self.deps.in_store(release, self.deps.sessions, prep.reservation)
 
     def _note_attempt(self, node_id: str, error: str) -> None:
         with self.deps.sessions.begin() as session:

@@ -13,7 +13,6 @@ A ``generate`` whose prompt nears the model's window first records a ``compact``
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -190,16 +189,16 @@ class ModelActivities(MeteredModel):
 
     async def _generate(self, inp: GenerateInput) -> GenerateOutput:
         started = time.monotonic()
-        prep = await asyncio.to_thread(self._generate_prepare, inp)
+        prep = await self.deps.in_store(self._generate_prepare, inp)
         if isinstance(prep, _Compaction):
             if prep.prepared.reservation is None:
                 return GenerateOutput(status=Outcome.BUDGET, message=prep.prepared.refusal)
             summary = await self._call(inp.node.node_id, inp.node.run, inp.node.model, prep.prepared)
-            await asyncio.to_thread(self._compact_record, inp, prep, summary)
+            await self.deps.in_store(self._compact_record, inp, prep, summary)
             # Now built with the summary just recorded, which also keeps this iteration from compacting twice.
-            prep = await asyncio.to_thread(self._generate_prepare, inp)
+            prep = await self.deps.in_store(self._generate_prepare, inp)
         if isinstance(prep, Step):
-            return await asyncio.to_thread(self._generate_output, inp, prep)
+            return await self.deps.in_store(self._generate_output, inp, prep)
         if isinstance(prep, _Compaction):
             raise RuntimeError("a compaction was planned twice for one iteration")
         if prep.reservation is None:
@@ -214,8 +213,8 @@ class ModelActivities(MeteredModel):
                     type=exc.type,
                 ) from exc
             raise
-        step = await asyncio.to_thread(self._generate_record, inp, prep, result)
-        out = await asyncio.to_thread(self._generate_output, inp, step)
+        step = await self.deps.in_store(self._generate_record, inp, prep, result)
+        out = await self.deps.in_store(self._generate_output, inp, step)
         log.info(
             "generate.finished",
             node_id=inp.node.node_id,
@@ -290,9 +289,9 @@ class ModelActivities(MeteredModel):
 
     async def _leaf_call(self, inp: LeafInput) -> LeafCallOutput:
         started = time.monotonic()
-        prep = await asyncio.to_thread(self._leaf_prepare, inp)
+        prep = await self.deps.in_store(self._leaf_prepare, inp)
         if isinstance(prep, Step):
-            return await asyncio.to_thread(self._leaf_output, prep)
+            return await self.deps.in_store(self._leaf_output, prep)
         if prep.reservation is None:
             return LeafCallOutput(status=Outcome.BUDGET, message=prep.refusal)
         prepared = time.monotonic()
@@ -301,7 +300,7 @@ class ModelActivities(MeteredModel):
         except CallAborted as exc:
             return LeafCallOutput(status=Outcome.ABORTED, message=str(exc))
         called = time.monotonic()
-        out = await asyncio.to_thread(self._leaf_record, inp, prep, result)
+        out = await self.deps.in_store(self._leaf_record, inp, prep, result)
         log.debug(
             "leaf.finished",
             node_id=inp.node_id,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import structlog
 from temporalio import activity
 
@@ -57,4 +55,4 @@ class RecordActivities:
 
     @activity.defn(name="record_node")
     async def record_node(self, event: NodeEvent) -> None:
-        await asyncio.to_thread(self._write, event)
+        await self.deps.in_store(self._write, event)

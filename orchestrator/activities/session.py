@@ -8,7 +8,6 @@ the first run of an id, ``add_turn`` the first turn of a number) and returns the
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import structlog
@@ -79,8 +78,8 @@ class SessionActivities:
 
     @activity.defn(name="session_turn_start")
     async def turn_start(self, req: TurnRequest) -> TurnStarted:
-        return await asyncio.to_thread(self._start, req)
+        return await self.deps.in_store(self._start, req)
 
     @activity.defn(name="session_turn_finish")
     async def turn_finish(self, ended: TurnEnded) -> None:
-        await asyncio.to_thread(self._finish, ended)
+        await self.deps.in_store(self._finish, ended)

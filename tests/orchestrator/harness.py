@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +14,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from orchestrator.runs import RunRequest, RunSummary, TreeRow, run_summary, run_tree, start_run
 from orchestrator.settings import Settings
+from orchestrator.store import list_nodes
 from orchestrator.workflows import RLMNode
 from orchestrator.workflows.types import Limits, NodeResult
 
@@ -66,6 +69,20 @@ class Harness:
 
     async def run(self, query: str, context: Path, **kwargs: object) -> Outcome:
         return await self.finish(await self.start(query, context, **kwargs))  # type: ignore[arg-type]
+
+    async def leaves_completed(self, run_id: str, count: int, timeout_s: float = 60.0) -> None:
+        """Until ``count`` leaves of ``run_id`` have completed (a moment to kill something mid-fan-out)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self.sessions() as s:
+                done = [n for n in list_nodes(s, run_id) if n.kind == "leaf" and n.status == "completed"]
+            if len(done) >= count:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{len(done)} leaves of {run_id} completed in {timeout_s:g} s, not {count}"
+                )
+            await asyncio.sleep(0.1)
 
 
 def word_context(path: Path, words: int, *, seed: int = 7, needle: str | None = None) -> tuple[Path, int]:

@@ -96,14 +96,7 @@ async def test_sigkilled_worker_mid_subcalls_then_new_worker_finishes_without_do
     run_id = handle.id.rsplit("/", 1)[0]
 
     # Kill once some sub-calls completed and others are in flight.
-    for _ in range(600):
-        with harness.sessions() as s:
-            done = [n for n in list_nodes(s, run_id) if n.kind == "leaf" and n.status == "completed"]
-        if len(done) >= 8:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("the first worker never completed 8 sub-calls")
+    await harness.leaves_completed(run_id, 8)
     workers[0].kill()
     with harness.sessions() as s:
         completed_before_kill = {n.node_id for n in list_nodes(s, run_id) if n.status == "completed"}

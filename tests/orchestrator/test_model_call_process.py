@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import Engine
 
 from orchestrator.settings import Settings
-from orchestrator.store import list_nodes
 from orchestrator.vocabulary import ModelCalls
 from orchestrator.worker import WorkerOptions, running_worker
 from orchestrator.workflows.types import Limits
@@ -86,14 +85,7 @@ async def test_a_killed_model_call_process_costs_retries_not_answers_or_double_b
             task_queue=other_queue.task_queue,
         )
         run_id = handle.id.rsplit("/", 1)[0]
-        for _ in range(600):  # kill it once some leaves completed and others are in flight
-            with harness.sessions() as s:
-                done = [n for n in list_nodes(s, run_id) if n.kind == "leaf" and n.status == "completed"]
-            if len(done) >= 8:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("no 8 leaves completed")
+        await harness.leaves_completed(run_id, 8)  # some completed, others in flight
         [first] = model_call_processes()
         os.kill(first, signal.SIGKILL)
         out = await asyncio.wait_for(harness.finish(handle), timeout=240)
