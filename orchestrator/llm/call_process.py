@@ -93,7 +93,8 @@ class _Child:
                     future.set_exception(value)
         except Exception as exc:  # a frame that does not decode: nothing after it can be trusted
             why = f"its output could not be read ({type(exc).__name__}: {exc})"
-            self.proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
         code = await self.proc.wait()
         self._fail_all(f"the model-call process exited (code {code}; {why})")
 
