@@ -22,6 +22,12 @@ from sandbox.process_backend import ProcessRuntime
 from tests.sandbox.helpers import OpenSession, no_subcalls
 
 
+def still_there(client: docker.DockerClient, cid: str) -> bool:
+    """Whether container ``cid`` still exists. Only it is listed, and sparsely: listing every container
+    inspects each, and one the other test process removes meanwhile fails the listing."""
+    return bool(client.containers.list(all=True, sparse=True, filters={"id": cid}))
+
+
 def test_two_sessions_cannot_see_each_others_files_or_variables(open_docker: OpenSession) -> None:
     first, second = open_docker(), open_docker()
     wrote = first.execute("secret = 'first only'\nopen('/tmp/secret.txt', 'w').write(secret)", no_subcalls)
@@ -78,7 +84,7 @@ def test_reap_removes_leftover_containers_by_label(
     assert remaining == []
     for session in leftovers:
         session.close()  # closing after a reap is harmless
-    assert all(cid not in [c.id for c in docker_client.containers.list(all=True)] for cid in ids)
+    assert not any(still_there(docker_client, cid) for cid in ids)
 
 
 def test_reap_older_than_spares_young_containers(open_docker: OpenSession) -> None:
@@ -94,7 +100,7 @@ def test_close_removes_the_container_and_further_use_is_refused(
     cid = session.runtime_id
     with session:
         session.execute("x = 1", no_subcalls)
-    assert cid not in [c.id for c in docker_client.containers.list(all=True)]
+    assert not still_there(docker_client, cid)
     with pytest.raises(SandboxClosed, match="open a new one"):
         session.execute("x", no_subcalls)
 
@@ -126,7 +132,7 @@ def test_close_from_another_thread_abandons_a_running_cell(
     # is only waited for, as a stalled Docker daemon once took a minute over it.
     assert time.monotonic() - began < 10
     closer.join()
-    assert cid not in [c.id for c in docker_client.containers.list(all=True)]
+    assert not still_there(docker_client, cid)
 
 
 SLOW_KILL_S = 8.0
