@@ -35,6 +35,7 @@ from types import FrameType
 from typing import Any
 
 import structlog
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -166,11 +167,7 @@ async def running_worker(
         docker=settings.sandbox_backend == "docker",
     )
     activity_sessions = _FencedSessions(store_sessions)
-    store_thread = (
-        concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rlm-store")
-        if engine.dialect.name == "sqlite"
-        else None
-    )
+    store_thread = store_executor(engine)
     deps = Deps(
         settings=settings,
         sessions=activity_sessions,
@@ -378,6 +375,14 @@ async def serve(
         # asyncio.run joins the default executor's threads on the way out: one stuck in a store call
         # (a lock, a database gone quiet) would hold the process past the bound. Leave them behind.
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(1))
+
+
+def store_executor(engine: Engine) -> concurrent.futures.ThreadPoolExecutor | None:
+    """The activities' store thread for ``engine`` (``Deps.store_executor``): one on SQLite, whose writes
+    all wait for its one write lock; none elsewhere (the event loop's default executor)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rlm-store")
 
 
 def _long_lived_calls(setting: ModelCalls) -> ModelCalls:

@@ -19,6 +19,7 @@ import structlog
 from orchestrator.llm.call_process import ModelCallProcess
 from orchestrator.llm.complete import CompletionRequest, ModelCallError, complete
 from orchestrator.protocol.prompts import leaf_messages
+from tests.orchestrator.workers import process_gone
 
 PROMPT = "Count the matches of the regex /cat/ in the text after this line.\na cat, a dog, a cat"
 SLOW = "scripted/leaf?latency_ms=30000"
@@ -43,16 +44,6 @@ async def started_here() -> AsyncIterator[ModelCallProcess]:
 async def calls() -> AsyncIterator[ModelCallProcess]:
     async with started_here() as host:
         yield host
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # A child that exited but is not yet reaped shows as a zombie.
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] == "Z"
 
 
 async def test_a_call_there_answers_as_a_call_here(calls: ModelCallProcess) -> None:
@@ -167,7 +158,7 @@ async def test_close_stops_the_child_and_refuses_later_calls() -> None:
     await host.close()
 
     assert time.monotonic() - started < 3.0
-    assert gone(pid)
+    assert process_gone(pid)
     assert host.pid is None
     with pytest.raises(ModelCallError, match="model-call process exited"):
         await in_flight
@@ -198,6 +189,6 @@ async def test_the_child_ends_when_its_worker_dies() -> None:
     await worker.wait()
 
     deadline = time.monotonic() + 20  # the child may still be importing litellm when its worker dies
-    while not gone(child):
+    while not process_gone(child):
         assert time.monotonic() < deadline, f"the model-call process {child} outlived its worker"
         await asyncio.sleep(0.2)

@@ -20,31 +20,12 @@ from orchestrator.workflows.types import Limits
 from tests.conftest import LEAF_MECHANISMS
 from tests.orchestrator.harness import Harness, word_context
 from tests.orchestrator.test_faults import check_billing
-from tests.orchestrator.workers import WorkerProcess
+from tests.orchestrator.workers import WorkerProcess, model_call_processes, process_gone
 
 QUERY = "How many times does the word 'ERROR' appear?"
 MODEL = "scripted/mapreduce?chunks=40"
 SUB_MODEL = "scripted/leaf?latency_ms=300"
 IN_CHILD = WorkerOptions(model_calls=ModelCalls.PROCESS, sandbox_pool=0)
-
-
-def model_call_processes(parent: int | None = None) -> list[int]:
-    """The model-call children of ``parent`` (this process)."""
-    parent = os.getpid() if parent is None else parent
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if int(fields[1]) == parent and fields[0] != "Z" and b"call_process_main" in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 @pytest.mark.parametrize("leaf_mode", LEAF_MECHANISMS)
@@ -115,14 +96,6 @@ def test_rlm_worker_makes_its_calls_in_a_child_that_its_stop_ends(
     assert b'"model_calls": "process", "event": "worker.started"' in log
     assert b"model_calls.process_stopped" in log
     deadline = time.monotonic() + 10
-    while os.path.exists(f"/proc/{children[0]}") and not _zombie(children[0]):
+    while not process_gone(children[0]):
         assert time.monotonic() < deadline, "the model-call process outlived its worker"
         time.sleep(0.1)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return False

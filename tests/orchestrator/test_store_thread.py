@@ -8,9 +8,12 @@ import threading
 from pathlib import Path
 
 import structlog
+from sqlalchemy import Engine
 
 from orchestrator.activities.deps import Deps
 from orchestrator.settings import load_settings
+from orchestrator.store import make_engine
+from orchestrator.worker import store_executor
 
 
 def deps(tmp_path: Path, executor: concurrent.futures.Executor | None) -> Deps:
@@ -42,3 +45,16 @@ async def test_store_work_runs_on_the_store_thread_with_the_log_context(tmp_path
     assert name.startswith("rlm-store") and node == "run-1/0.4"
     assert not default[0].startswith("rlm-store") and default[1] == "run-1/0.4"
     assert default[0] != threading.current_thread().name  # off the event loop either way
+
+
+def test_a_worker_on_sqlite_has_one_store_thread_and_on_postgresql_none(
+    tmp_path: Path, engine: Engine
+) -> None:
+    sqlite = make_engine(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    try:
+        thread = store_executor(sqlite)
+        assert thread is not None and thread._max_workers == 1
+        thread.shutdown()
+    finally:
+        sqlite.dispose()
+    assert engine.dialect.name == "postgresql" and store_executor(engine) is None

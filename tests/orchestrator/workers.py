@@ -121,3 +121,31 @@ def leaf_endpoint() -> Iterator[str]:
     """An OpenAI-compatible ``/v1`` base URL whose chat completions answer leaf prompts correctly."""
     with chat_endpoint(leaf_reply) as endpoint:
         yield endpoint.url
+
+
+def model_call_processes(parent: int | None = None) -> list[int]:
+    """The model-call children of ``parent`` (this process)."""
+    parent = os.getpid() if parent is None else parent
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and fields[0] != "Z" and b"call_process_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def process_gone(pid: int) -> bool:
+    """Whether ``pid`` has exited: no such process, or a zombie its parent has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
